@@ -1,0 +1,72 @@
+"""Conversion stage: frozen TF graph to a PyTorch module, converted once per checkpoint.
+
+Converted weights are cached as safetensors keyed by the checkpoint's sha256 (and archive member
+and converter version), with the architecture spec in the file's metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.numpy import save_file
+from safetensors import safe_open
+
+from ..checkpoint import Checkpoint
+from ..graph import FrozenGraph
+from ..models.mobilenet_v1 import MobileNetV1, MobileNetV1Spec
+from .mobilenet_v1 import convert_mobilenet_v1
+
+# Bump when a converter's output changes, so that cached conversions are redone.
+CONVERTER_VERSION = 1
+
+ARCHS = {
+    "mobilenet_v1": (convert_mobilenet_v1, MobileNetV1Spec, MobileNetV1),
+}
+
+
+def build_model(arch: str, spec, state: dict) -> torch.nn.Module:
+    """Instantiate `arch` from its spec and assign every parameter (strict: none missing or extra)."""
+    model = ARCHS[arch][2](spec)
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def weights_path(cache_dir: Path, arch: str, ckpt: Checkpoint) -> Path:
+    member = hashlib.sha256((ckpt.member or "").encode()).hexdigest()[:8]
+    return cache_dir / "weights" / f"{arch}-{ckpt.sha256}-{member}-v{CONVERTER_VERSION}.safetensors"
+
+
+def convert(arch: str, graph: FrozenGraph):
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture '{arch}'; known: {', '.join(ARCHS)}")
+    return ARCHS[arch][0](graph)
+
+
+def load_converted(arch: str, ckpt: Checkpoint, graph: FrozenGraph | None,
+                   cache_dir: Path | None) -> tuple[torch.nn.Module, dict]:
+    """The converted model for `ckpt`, from the weight cache when present. Returns (model, info)."""
+    path = weights_path(cache_dir, arch, ckpt) if cache_dir else None
+    if path is not None and path.is_file():
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata()
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("checkpoint_sha256") != ckpt.sha256 or meta.get("arch") != arch:
+            raise ValueError(f"{path}: cached conversion does not belong to {ckpt.source}")
+        spec = ARCHS[arch][1].from_dict(json.loads(meta["spec"]))
+        return build_model(arch, spec, state), {"weights_cache": str(path), "converted": False}
+    if graph is None:
+        graph = FrozenGraph.from_checkpoint(ckpt)
+    spec, state = convert(arch, graph)
+    model = build_model(arch, spec, state)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"arch": arch, "checkpoint_sha256": ckpt.sha256, "checkpoint_member": ckpt.member or "",
+                "converter_version": str(CONVERTER_VERSION), "spec": json.dumps(spec.to_dict())}
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file(state, str(tmp), metadata=meta)
+        os.replace(tmp, path)  # atomic: a half-written file is never taken for a conversion
+    return model, {"weights_cache": str(path) if path else None, "converted": True}

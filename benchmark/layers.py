@@ -1,0 +1,76 @@
+"""Small building blocks that compute what TensorFlow's ops compute."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TF 'SAME' padding (before, after) for one spatial dim; the odd pixel goes after."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """nn.Conv2d with TF 'SAME' padding worked out from the input size at run time.
+
+    PyTorch's symmetric `padding` cannot express TF's (0, 1) on a stride-2 conv over an even size,
+    so asymmetric cases pad explicitly; symmetric ones use the conv's own padding (same zeros, no copy).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.pop("padding", None)
+        super().__init__(*args, padding=0, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        top, bottom = same_padding(x.shape[-2], kh, sh, dh)
+        left, right = same_padding(x.shape[-1], kw, sw, dw)
+        if top == bottom and left == right:
+            padding = (top, left)
+        else:
+            x = F.pad(x, (left, right, top, bottom))
+            padding = (0, 0)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+
+
+class TFBatchNorm2d(nn.Module):
+    """Inference batch norm with the graph's epsilon and the graph's order of arithmetic.
+
+    `folded=True` computes `x * mul + (beta - mean * mul)` with `mul = gamma * rsqrt(var + eps)`, as
+    TF-slim's unfused batch norm and TF's folded kernels do; `folded=False` computes
+    `(x - mean) * mul + beta`. The last digits of the logits depend on matching the graph here.
+    """
+
+    def __init__(self, num_features: int, eps: float, folded: bool = True):
+        super().__init__()
+        self.eps = float(eps)
+        self.folded = folded
+        for name, init in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
+            self.register_buffer(name, torch.full((num_features,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mul = self.weight * torch.rsqrt(self.running_var + self.eps)
+        if self.folded:
+            shift = self.bias - self.running_mean * mul
+            return x * mul[:, None, None] + shift[:, None, None]
+        return (x - self.running_mean[:, None, None]) * mul[:, None, None] + self.bias[:, None, None]
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.numel()}, eps={self.eps}, folded={self.folded}"
+
+
+class ConvBnReLU6(nn.Sequential):
+    """TF-slim's conv2d / separable_conv2d layer: SAME conv without bias, batch norm, ReLU6."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, eps: float,
+                 groups: int = 1, folded_bn: bool = True):
+        super().__init__()
+        self.conv = Conv2dSame(cin, cout, kernel, stride, groups=groups, bias=False)
+        self.bn = TFBatchNorm2d(cout, eps, folded_bn)
+        self.act = nn.ReLU6()

@@ -1,0 +1,1 @@
+"""PyTorch models that compute what MLPerf's TF graphs compute."""

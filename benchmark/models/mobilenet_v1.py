@@ -1,0 +1,67 @@
+"""TF-slim MobileNet-v1 in PyTorch, built from a spec read off the frozen graph."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import ConvBnReLU6
+
+
+@dataclass
+class ConvSpec:
+    name: str  # TF-slim layer name: Conv2d_0, Conv2d_1_depthwise, Conv2d_1_pointwise, ...
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    depthwise: bool
+    eps: float
+    folded_bn: bool
+
+
+@dataclass
+class MobileNetV1Spec:
+    layers: list[ConvSpec]
+    pool_kernel: int
+    pool_stride: int
+    num_classes: int
+    image_size: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MobileNetV1Spec":
+        d = dict(d)
+        d["layers"] = [ConvSpec(**layer) for layer in d["layers"]]
+        return cls(**d)
+
+
+class MobileNetV1(nn.Module):
+    """Input NCHW float in [-1, 1]; output logits [N, num_classes] (index 0 is background)."""
+
+    def __init__(self, spec: MobileNetV1Spec):
+        super().__init__()
+        self.spec = spec
+        self.features = nn.Sequential(OrderedDict(
+            (s.name.lower(), ConvBnReLU6(s.cin, s.cout, s.kernel, s.stride, s.eps,
+                                         groups=s.cin if s.depthwise else 1, folded_bn=s.folded_bn))
+            for s in spec.layers
+        ))
+        self.classifier = nn.Conv2d(spec.layers[-1].cout, spec.num_classes, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        # TF-slim's AvgPool_1a: VALID, kernel min(7, feature size), stride 2, from the graph.
+        x = F.avg_pool2d(x, self.spec.pool_kernel, self.spec.pool_stride)
+        x = self.classifier(x)
+        if x.shape[-2:] != (1, 1):
+            raise ValueError(f"logits have spatial size {tuple(x.shape[-2:])}, the graph squeezes 1x1: "
+                             "the input size does not fit this graph")
+        return x.flatten(1)
