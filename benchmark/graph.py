@@ -130,6 +130,24 @@ class FrozenGraph:
             raise self.error(n, f"{n.op} is not part of the converted model{more}")
 
 
+def graph_input(g: FrozenGraph):
+    """The graph's single Placeholder and its image size (None where the graph leaves it open)."""
+    inputs = g.placeholders()
+    if len(inputs) != 1:
+        raise g.error(inputs[1] if inputs else "<input>",
+                      f"expected one input placeholder, found {len(inputs)}")
+    x = g.expect_op(inputs[0], "Placeholder")
+    shape = g.attr(x, "shape") if "shape" in x.attr else None
+    if shape is not None and (len(shape) != 4 or shape[3] != 3):
+        raise g.error(x, f"input shape {shape} is not NHWC RGB [N, H, W, 3]")
+    size = None
+    if shape is not None and shape[1] > 0 and shape[2] > 0:
+        if shape[1] != shape[2]:
+            raise g.error(x, f"non-square input {shape[1]}x{shape[2]} is not supported")
+        size = shape[1]
+    return x, size
+
+
 def const_value(node) -> np.ndarray:
     from tensorflow.python.framework import tensor_util
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import FrozenGraph
+from ..graph import FrozenGraph, graph_input
 from ..models.mobilenet_v1 import ConvSpec, MobileNetV1Spec
 from .tf_ops import check_nhwc, claim_head, match_batchnorm, match_conv, square_nhwc
 
@@ -16,24 +16,6 @@ def expected_layer_name(index: int) -> str:
     if index == 0:
         return "Conv2d_0"
     return f"Conv2d_{(index + 1) // 2}_{'depthwise' if index % 2 else 'pointwise'}"
-
-
-def graph_input(g: FrozenGraph):
-    """The graph's single Placeholder and its image size (None where the graph leaves it open)."""
-    inputs = g.placeholders()
-    if len(inputs) != 1:
-        raise g.error(inputs[1] if inputs else "<input>",
-                      f"expected one input placeholder, found {len(inputs)}")
-    x = g.expect_op(inputs[0], "Placeholder")
-    shape = g.attr(x, "shape") if "shape" in x.attr else None
-    if shape is not None and (len(shape) != 4 or shape[3] != 3):
-        raise g.error(x, f"input shape {shape} is not NHWC RGB [N, H, W, 3]")
-    size = None
-    if shape is not None and shape[1] > 0 and shape[2] > 0:
-        if shape[1] != shape[2]:
-            raise g.error(x, f"non-square input {shape[1]}x{shape[2]} is not supported")
-        size = shape[1]
-    return x, size
 
 
 def convert_mobilenet_v1(g: FrozenGraph) -> tuple[MobileNetV1Spec, dict[str, np.ndarray]]:

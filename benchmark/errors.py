@@ -1,0 +1,11 @@
+"""Errors caused by the user's inputs: printed as one clear line, without a traceback."""
+
+from preprocessing.cache import CacheError
+from preprocessing.dataset import DatasetError
+from preprocessing.pipelines import ImageError
+
+from .checkpoint import CheckpointError
+from .graph import GraphError
+from .run import ConfigError
+
+USER_ERRORS = (CheckpointError, GraphError, DatasetError, ImageError, CacheError, ConfigError)

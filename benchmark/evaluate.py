@@ -1,0 +1,103 @@
+"""Evaluation stage: logits for every cached crop, from either backend, and MLPerf's scoring."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .normalize import apply_table
+
+NUM_CLASSES = 1000
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name} asked for, but PyTorch sees no CUDA device")
+    return torch.device(name)
+
+
+def exact_cuda() -> None:
+    """TF32 changes results at the last digit and cuDNN may pick non-deterministic kernels: off."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def _batches(n: int, batch_size: int, desc: str, progress: bool):
+    with tqdm(total=n, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            yield start, stop
+            bar.update(stop - start)
+
+
+def torch_logits(model: torch.nn.Module, images: np.ndarray, table: np.ndarray, device: torch.device,
+                 batch_size: int, progress: bool = True) -> np.ndarray:
+    if device.type == "cuda":
+        exact_cuda()
+    model = model.to(device).eval()
+    lut = torch.from_numpy(table).to(device)
+    channels = torch.arange(3, device=device)
+    out = []
+    with torch.inference_mode():
+        for start, stop in _batches(len(images), batch_size, f"torch {device}", progress):
+            # uint8 crosses to the device; the lookup makes MLPerf's exact float32 there.
+            crops = torch.from_numpy(np.array(images[start:stop])).to(device)
+            x = lut[crops.long(), channels].permute(0, 3, 1, 2).contiguous()
+            out.append(model(x).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def graph_logits(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, table: np.ndarray,
+                 batch_size: int, progress: bool = True, desc: str = "tensorflow") -> np.ndarray:
+    out = []
+    for start, stop in _batches(len(images), batch_size, desc, progress):
+        out.append(np.asarray(run(apply_table(table, np.asarray(images[start:stop]))), dtype=np.float32))
+    return np.concatenate(out)
+
+
+@dataclass
+class Score:
+    good: int
+    total: int
+    top5_good: int
+    predictions: np.ndarray  # 0..999, -1 for background
+
+    @property
+    def top1(self) -> float:
+        return 100.0 * self.good / self.total
+
+    @property
+    def top5(self) -> float:
+        return 100.0 * self.top5_good / self.total
+
+    def mlperf_line(self) -> str:
+        return f"accuracy={self.top1:.3f}%, good={self.good}, total={self.total}"
+
+
+def class_offset(logits: np.ndarray) -> int:
+    """1 for TF-slim/MLPerf outputs (1001, index 0 = background), 0 for plain 1000-class outputs."""
+    offset = logits.shape[1] - NUM_CLASSES
+    if offset not in (0, 1):
+        raise ValueError(f"model outputs {logits.shape[1]} classes; expected 1000 or 1001")
+    return offset
+
+
+def score(logits: np.ndarray, labels) -> Score:
+    """MLPerf's scoring: argmax over all outputs, minus the background offset (background = wrong)."""
+    labels = np.asarray(labels)
+    if len(logits) != len(labels):
+        raise ValueError(f"{len(logits)} logits for {len(labels)} labels")
+    offset = class_offset(logits)
+    predictions = logits.argmax(axis=1) - offset
+    top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5] - offset
+    return Score(int((predictions == labels).sum()), len(labels),
+                 int((top5 == labels[:, None]).any(axis=1).sum()), predictions)

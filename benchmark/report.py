@@ -1,0 +1,103 @@
+"""Reporting stage: MLPerf's accuracy line and the results JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def library_versions() -> dict:
+    import cv2
+    import PIL
+    import torch
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+                "opencv": cv2.__version__, "pillow": PIL.__version__}
+    try:
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    except ImportError:
+        versions["tensorflow"] = None
+    return versions
+
+
+def git_commit() -> dict:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list[str]) -> dict:
+    """Image-by-image agreement of two backends' top-1 and the largest logit difference."""
+    same = result.predictions == ref.predictions
+    return {
+        "backend": "tf",
+        "top1": ref.top1, "top5": ref.top5, "good": ref.good, "total": ref.total,
+        "agreement": int(same.sum()),
+        "disagreements": [names[i] for i in np.flatnonzero(~same)],
+        "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - ref_logits).max()),
+        "logit_range": float(ref_logits.max() - ref_logits.min()),
+    }
+
+
+def results_dict(cfg: DictConfig, inputs, cache, device: str, result, reference, conversion,
+                 threads: int, elapsed: float) -> dict:
+    ckpt = inputs.checkpoint
+    return {
+        "model": cfg.model.name,
+        "arch": cfg.model.arch,
+        "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256},
+        "image_size": inputs.image_size,
+        "preprocess": {**inputs.settings.to_dict(), "cache": str(cache.folder)},
+        "normalization": cfg.model.normalization,
+        "backend": cfg.backend,
+        "device": device,
+        "batch_size": cfg.batch_size,
+        "threads": threads,
+        "dataset": {"root": str(inputs.dataset.root), "labels": str(inputs.dataset.labels_file),
+                    "limit": cfg.dataset.limit},
+        "top1": result.top1,
+        "top5": result.top5,
+        "good": result.good,
+        "top5_good": result.top5_good,
+        "total": result.total,
+        "accuracy_line": result.mlperf_line(),
+        "predictions": result.predictions.tolist(),
+        "reference": reference,
+        "conversion": conversion,
+        "versions": library_versions(),
+        "git": git_commit(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "elapsed_s": round(elapsed, 3),
+    }
+
+
+def write_results(results: dict, cfg: DictConfig) -> Path:
+    if cfg.results_file:
+        path = Path(cfg.results_file).expanduser()
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path("results/runs") / (f"{cfg.model.name}-{cfg.preprocess.name}-{cfg.backend}-"
+                                       f"{stamp}-{os.getpid()}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, path)
+    return path

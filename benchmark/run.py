@@ -1,0 +1,148 @@
+"""One benchmark run, stage by stage: config, checkpoint, model, cache, predictions, results."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from preprocessing.cache import CropCache, open_cache
+from preprocessing.dataset import Dataset, load_dataset
+from preprocessing.pipelines import PipelineSettings, make_settings
+
+from .checkpoint import Checkpoint, open_checkpoint
+from .graph import FrozenGraph, graph_input
+from .normalize import lookup_table
+from . import evaluate, report
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "imagenet-mlperf-harness"
+
+
+def cache_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+
+
+def resolve_image_size(graph_size: int | None, configured: int | None, source: str) -> int:
+    """The graph's input size wins; a configured size that contradicts it is an error."""
+    if graph_size is not None:
+        if configured is not None and int(configured) != graph_size:
+            raise ConfigError(f"model.image_size={configured} but {source} fixes its input to "
+                              f"{graph_size}x{graph_size}")
+        return graph_size
+    if configured is None:
+        raise ConfigError(f"{source} leaves the input size open: set model.image_size")
+    return int(configured)
+
+
+def require(cfg: DictConfig, key: str, hint: str = "") -> str:
+    if OmegaConf.is_missing(cfg, key) or OmegaConf.select(cfg, key) is None:
+        raise ConfigError(f"{key} is not set{hint}")
+    return OmegaConf.select(cfg, key)
+
+
+@dataclass
+class Inputs:
+    checkpoint: Checkpoint | None
+    graph: FrozenGraph | None
+    image_size: int
+    dataset: Dataset
+    settings: PipelineSettings
+
+
+def prepare(cfg: DictConfig, need_checkpoint: bool = True) -> Inputs:
+    """Checkpoint and graph (when needed or when the image size must come from the graph), dataset,
+    and the preprocessing settings."""
+    ckpt = graph = None
+    graph_size = None
+    if need_checkpoint or cfg.model.image_size is None:
+        hint = f" (download it from {cfg.model.download_url})" if cfg.model.get("download_url") else ""
+        ckpt = open_checkpoint(require(cfg, "model.checkpoint", hint))
+        graph = FrozenGraph.from_checkpoint(ckpt)
+        _, graph_size = graph_input(graph)
+    image_size = resolve_image_size(graph_size, cfg.model.image_size,
+                                    ckpt.source if ckpt else "the model")
+    dataset = load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, cfg.dataset.limit)
+    settings = make_settings(cfg.preprocess.name, image_size, cfg.preprocess.interpolation,
+                             cfg.preprocess.crop_percent)
+    return Inputs(ckpt, graph, image_size, dataset, settings)
+
+
+def build_cache(cfg: DictConfig, inputs: Inputs) -> CropCache:
+    return open_cache(inputs.dataset, inputs.settings, cache_dir(cfg), cfg.workers, cfg.progress)
+
+
+def _torch_threads(cfg: DictConfig) -> int:
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    return torch.get_num_threads()
+
+
+def tf_logits(cfg: DictConfig, inputs: Inputs, cache: CropCache, table: np.ndarray, threads: int) -> np.ndarray:
+    from .tf_backend import TFGraphModel
+
+    model = TFGraphModel(inputs.graph, cfg.model.input_tensor, cfg.model.logits_tensor,
+                         inputs.image_size, threads)
+    try:
+        return evaluate.graph_logits(model, cache.images, table, cfg.batch_size, cfg.progress)
+    finally:
+        model.close()
+
+
+def run(cfg: DictConfig) -> dict:
+    started = time.time()
+    if cfg.backend not in ("torch", "tf"):
+        raise ConfigError(f"backend={cfg.backend}: expected torch or tf")
+    if cfg.reference not in (None, "tf"):
+        raise ConfigError(f"reference={cfg.reference}: expected tf or null")
+    if cfg.reference == "tf" and cfg.backend == "tf":
+        raise ConfigError("reference=tf compares the torch backend with TensorFlow: use backend=torch")
+    inputs = prepare(cfg)
+    cache = build_cache(cfg, inputs)
+    table = lookup_table(cfg.model.normalization)
+    threads = _torch_threads(cfg)
+
+    conversion = None
+    if cfg.backend == "torch":
+        from .convert import load_converted
+
+        device = evaluate.select_device(cfg.device)
+        model, conversion = load_converted(cfg.model.arch, inputs.checkpoint, inputs.graph, cache_dir(cfg))
+        if model.spec.image_size not in (None, inputs.image_size):
+            raise ConfigError(f"converted model expects {model.spec.image_size}px, run uses {inputs.image_size}px")
+        logits = evaluate.torch_logits(model, cache.images, table, device, cfg.batch_size, cfg.progress)
+    else:
+        device = "cpu"
+        logits = tf_logits(cfg, inputs, cache, table, threads)
+    result = evaluate.score(logits, inputs.dataset.labels)
+
+    reference = None
+    if cfg.reference == "tf":
+        ref_logits = tf_logits(cfg, inputs, cache, table, threads)
+        reference = report.compare(result, evaluate.score(ref_logits, inputs.dataset.labels),
+                                   logits, ref_logits, inputs.dataset.names)
+
+    results = report.results_dict(cfg, inputs, cache, str(device), result, reference, conversion,
+                                  threads, time.time() - started)
+    path = report.write_results(results, cfg)
+    print(result.mlperf_line())
+    print(f"top5={result.top5:.3f}%", file=sys.stderr)
+    if reference:
+        print(f"reference tf: accuracy={reference['top1']:.3f}%, good={reference['good']}; "
+              f"agreement {reference['agreement']}/{result.total}, "
+              f"max_abs_logit_diff={reference['max_abs_logit_diff']:.3g}")
+    print(f"results: {path}", file=sys.stderr)
+    return results
