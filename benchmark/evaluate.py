@@ -45,15 +45,19 @@ def torch_logits(model: torch.nn.Module, images: np.ndarray, table: np.ndarray, 
         exact_cuda()
     model = model.to(device).eval()
     lut = torch.from_numpy(table).to(device)
-    channels = torch.arange(3, device=device)
     out = []
     with torch.inference_mode():
         for start, stop in _batches(len(images), batch_size, f"torch {device}", progress):
             # uint8 crosses to the device; the lookup makes MLPerf's exact float32 there.
             crops = torch.from_numpy(np.array(images[start:stop])).to(device)
-            x = lut[crops.long(), channels].permute(0, 3, 1, 2).contiguous()
-            out.append(model(x).float().cpu().numpy())
+            out.append(model(model_input(lut, crops)).float().cpu().numpy())
     return np.concatenate(out)
+
+
+def model_input(lut: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
+    """N x H x W x 3 uint8 crops to the model's NCHW float32 input through the normalisation table."""
+    channels = torch.arange(3, device=crops.device)
+    return lut[crops.long(), channels].permute(0, 3, 1, 2).contiguous()
 
 
 def graph_logits(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, table: np.ndarray,

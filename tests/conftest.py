@@ -1,0 +1,85 @@
+"""Shared fixtures. Real data is read in place from ../shared/data (beside the checkout); tests that
+need it skip with the reason when it is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HARNESS_SHARED_DATA", REPO.parent / "shared" / "data"))
+SAMPLES = SHARED / "imagenet-samples"
+GOLDEN = SHARED / "golden" / "imagenet-samples-preprocess.json"
+SLIM_2017 = SHARED / "models" / "tf-slim-frozen-2017"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real test data not found at {path} (the ../shared/data folder beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return need(SAMPLES)
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict:
+    return json.loads(need(GOLDEN).read_text())["images"]
+
+
+def slim_graph(size: int, form: str) -> Path:
+    """Real TF-slim MobileNet-v1 0.25 graph: form 'pb' (extracted) or 'tgz' (the released archive)."""
+    if form == "tgz":
+        return need(SLIM_2017 / f"mobilenet_v1_0.25_{size}_frozen.tgz")
+    return need(SLIM_2017 / f"mobilenet_v1_0.25_{size}" / "frozen_graph.pb")
+
+
+def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Smooth random uint8 images (used when the real samples are absent)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in small])
+
+
+def crops(n: int, size: int, offset: int = 0) -> np.ndarray:
+    """n uint8 crops of real sample images (MLPerf MobileNet pipeline), or synthetic ones."""
+    from preprocessing.pipelines import crop, make_settings
+
+    if not SAMPLES.exists():
+        return synthetic_images(n, size, seed=offset)
+    files = sorted(SAMPLES.glob("*.JPEG"))[offset * 7::7][:n]  # spread over the classes
+    settings = make_settings("mlperf", size, "linear")
+    return np.stack([crop(f, settings) for f in files])
+
+
+@pytest.fixture(scope="session")
+def fixture_graphs(tmp_path_factory):
+    """Builds 2018-form MobileNet-v1 frozen graphs on demand, once per test run."""
+    from graph_fixtures import build_mobilenet_v1_graph
+    from benchmark.normalize import apply_table, lookup_table
+
+    folder = tmp_path_factory.mktemp("graphs")
+    built: dict = {}
+
+    def get(multiplier: float, size: int, **kwargs) -> Path:
+        key = (multiplier, size, tuple(sorted(kwargs.items())))
+        if key not in built:
+            calib = apply_table(lookup_table("mobilenet"), crops(16, size))
+            path = folder / f"mobilenet_v1_{multiplier}_{size}_{len(built)}.pb"
+            path.write_bytes(build_mobilenet_v1_graph(multiplier, size, calib, **kwargs))
+            built[key] = path
+        return built[key]
+
+    return get

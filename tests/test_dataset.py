@@ -1,0 +1,48 @@
+"""Labels file parsing and dataset checks: every problem is an error naming the file and line."""
+
+import pytest
+
+from preprocessing.dataset import DatasetError, load_dataset
+
+
+def make(tmp_path, lines: str, files=()):
+    root = tmp_path / "val"
+    root.mkdir()
+    for f in files:
+        (root / f).write_bytes(b"x")
+    (root / "val_map.txt").write_text(lines, encoding="utf-8")
+    return root
+
+
+def test_reads_val_map_in_order_with_limit(tmp_path):
+    root = make(tmp_path, "b.JPEG 3\na.JPEG 999\nwith space.JPEG 0\n", ["a.JPEG", "b.JPEG", "with space.JPEG"])
+    ds = load_dataset(root)
+    assert ds.names == ["b.JPEG", "a.JPEG", "with space.JPEG"] and ds.labels == [3, 999, 0]
+    assert load_dataset(root, limit=2).names == ["b.JPEG", "a.JPEG"]
+
+
+@pytest.mark.parametrize("line,message", [
+    ("a.JPEG\n", "expected '<file> <label>'"),
+    ("a.JPEG x\n", "is not an integer"),
+    ("a.JPEG 1000\n", "outside 0..999"),
+    ("a.JPEG -1\n", "outside 0..999"),
+    ("a.JPEG 1\na.JPEG 2\n", "listed twice"),
+])
+def test_bad_labels_lines(tmp_path, line, message):
+    root = make(tmp_path, line, ["a.JPEG"])
+    with pytest.raises(DatasetError, match=message) as e:
+        load_dataset(root)
+    assert "val_map.txt:" in str(e.value)
+
+
+def test_missing_image_is_named(tmp_path):
+    root = make(tmp_path, "a.JPEG 1\ngone.JPEG 2\n", ["a.JPEG"])
+    with pytest.raises(DatasetError, match="gone.JPEG"):
+        load_dataset(root)
+
+
+def test_missing_folder_and_labels(tmp_path):
+    with pytest.raises(DatasetError, match="dataset folder not found"):
+        load_dataset(tmp_path / "nope")
+    with pytest.raises(DatasetError, match="labels file not found"):
+        load_dataset(tmp_path)

@@ -1,0 +1,77 @@
+"""TF SAME padding and weight layouts, checked against TensorFlow itself."""
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.layers import Conv2dSame, TFBatchNorm2d, same_padding
+
+
+@pytest.mark.parametrize("size,kernel,stride,expected", [
+    (224, 3, 2, (0, 1)),  # even size, stride 2: the extra pixel goes after
+    (225, 3, 2, (1, 1)),  # odd size: symmetric
+    (7, 3, 1, (1, 1)),
+    (112, 1, 2, (0, 0)),
+    (5, 7, 1, (3, 3)),
+    (8, 4, 2, (1, 1)),
+])
+def test_same_padding_values(size, kernel, stride, expected):
+    assert same_padding(size, kernel, stride) == expected
+
+
+@pytest.mark.parametrize("size", [8, 9, 14, 15, 224, 193])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_conv_same_matches_tensorflow(size, stride, depthwise):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(size * 10 + stride)
+    cin = 4
+    x = rng.normal(size=(2, size, size, cin)).astype(np.float32)
+    if depthwise:
+        w = rng.normal(size=(3, 3, cin, 1)).astype(np.float32)
+        expected = tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], "SAME").numpy()
+        conv = Conv2dSame(cin, cin, 3, stride, groups=cin, bias=False)
+        conv.weight.data = torch.from_numpy(w.transpose(2, 3, 0, 1).copy())  # [k,k,C,1] -> [C,1,k,k]
+    else:
+        w = rng.normal(size=(3, 3, cin, 5)).astype(np.float32)
+        expected = tf.nn.conv2d(x, w, stride, "SAME").numpy()
+        conv = Conv2dSame(cin, 5, 3, stride, bias=False)
+        conv.weight.data = torch.from_numpy(w.transpose(3, 2, 0, 1).copy())  # HWIO -> OIHW
+    with torch.no_grad():
+        got = conv(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    assert got.shape == expected.shape
+    # float32 sums of 36 products in another order: a few ulps of values of order 10.
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+def test_wrong_permutation_is_detected():
+    """The layout test above can fail: a transposed kernel (HWIO read as IOHW-like) does not match."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 9, 9, 3)).astype(np.float32)
+    w = rng.normal(size=(3, 3, 3, 3)).astype(np.float32)
+    expected = tf.nn.conv2d(x, w, 1, "SAME").numpy()
+    conv = Conv2dSame(3, 3, 3, 1, bias=False)
+    conv.weight.data = torch.from_numpy(w.transpose(3, 2, 1, 0).copy())  # kh and kw swapped
+    with torch.no_grad():
+        got = conv(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    assert np.abs(got - expected).max() > 0.1
+
+
+@pytest.mark.parametrize("folded", [True, False])
+def test_batchnorm_matches_tensorflow(folded):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(2, 3, size=(2, 5, 5, 6)).astype(np.float32)
+    gamma, beta, mean = (rng.normal(size=6).astype(np.float32) for _ in range(3))
+    var = rng.uniform(0.001, 2, 6).astype(np.float32)
+    expected = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, mean, var, epsilon=0.001,
+                                                 is_training=False)[0].numpy()
+    bn = TFBatchNorm2d(6, 0.001, folded)
+    for name, v in zip(("weight", "bias", "running_mean", "running_var"), (gamma, beta, mean, var)):
+        getattr(bn, name).copy_(torch.from_numpy(v))
+    got = bn(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
