@@ -1,0 +1,162 @@
+"""Frozen graph to PyTorch: structure read off the graph, every weight used, torch equal to TF."""
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.checkpoint import CheckpointError, open_checkpoint
+from benchmark.convert import build_model, convert, load_converted
+from benchmark.graph import FrozenGraph, GraphError, parse_graph_def
+from benchmark.normalize import apply_table, lookup_table
+from benchmark.tf_backend import TFGraphModel
+from conftest import crops, slim_graph
+
+LOGITS = "MobilenetV1/Predictions/Reshape:0"
+
+
+def torch_vs_tf(path, size, n=24):
+    ckpt = open_checkpoint(path)
+    graph = FrozenGraph.from_checkpoint(ckpt)
+    spec, state = convert("mobilenet_v1", graph)
+    model = build_model("mobilenet_v1", spec, state)
+    x = apply_table(lookup_table("mobilenet"), crops(n, size, offset=3))  # not the calibration images
+    expected = TFGraphModel(FrozenGraph.from_checkpoint(ckpt), "input:0", LOGITS, size)(x)
+    with torch.inference_mode():
+        got = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    return spec, got, expected
+
+
+def assert_same_predictions(got, expected, tol):
+    diff = np.abs(got - expected).max()
+    assert diff < tol, f"max |torch - tf| = {diff:.3g} >= {tol:.3g}"
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * tol  # a top-1 closer than the float noise may flip
+    assert clear.mean() > 0.9
+    assert (got.argmax(1) == expected.argmax(1))[clear].all()
+
+
+@pytest.mark.parametrize("multiplier,size,kwargs", [
+    (0.25, 128, dict(read_identities=False)),
+    (0.5, 193, dict(bn_op="FusedBatchNormV3")),  # odd size: stride-2 SAME pads (1, 1)
+    (1.0, 224, dict()),  # MLPerf's shape
+    (0.75, 160, dict(fixed_batch=1)),
+])
+def test_fixture_graphs_torch_equals_tf(fixture_graphs, multiplier, size, kwargs):
+    spec, got, expected = torch_vs_tf(fixture_graphs(multiplier, size, **kwargs), size)
+    channels = [max(int(c * multiplier), 8) for c in (32, 64, 128, 128, 256, 256, 512, 512, 512,
+                                                      512, 512, 512, 1024, 1024)]
+    assert [l.cout for l in spec.layers if not l.depthwise] == channels
+    assert [l.stride for l in spec.layers if l.depthwise] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
+    assert spec.layers[0].stride == 2 and spec.num_classes == 1001 and spec.image_size == size
+    assert all(l.eps == pytest.approx(0.001) for l in spec.layers)
+    assert spec.pool_kernel == min(7, -(-size // 32))
+    # float32 summation order differs between TF's and PyTorch's kernels; with random weights the
+    # relative error grows through 28 layers to ~1e-5 of the logit range (measured 0.5-0.8e-5).
+    # Conversion faults (padding, epsilon, layout) are 1e-2 of the range and more.
+    assert_same_predictions(got, expected, 2e-5 * (expected.max() - expected.min()))
+
+
+@pytest.mark.parametrize("size", [224, 128])
+@pytest.mark.parametrize("form", ["pb", "tgz"])
+def test_real_slim_graphs_torch_equals_tf(size, form):
+    spec, got, expected = torch_vs_tf(slim_graph(size, form), size)
+    assert spec.pool_kernel == {224: 7, 128: 4}[size]
+    assert [l.cout for l in spec.layers[:3]] == [8, 8, 16]  # depth multiplier 0.25
+    assert all(l.folded_bn for l in spec.layers)  # the 2017 graphs' unfused batch norm
+    assert_same_predictions(got, expected, 1e-4)
+
+
+def test_wrong_epsilon_is_caught_by_the_comparison(fixture_graphs):
+    """The torch-vs-TF check above is sensitive to the conversion: a wrong BN epsilon fails it."""
+    path = fixture_graphs(0.25, 128, read_identities=False)
+    graph = FrozenGraph.from_checkpoint(open_checkpoint(path))
+    spec, state = convert("mobilenet_v1", graph)
+    for layer in spec.layers:
+        layer.eps = 1e-5  # PyTorch's default
+    x = apply_table(lookup_table("mobilenet"), crops(8, 128, offset=3))
+    expected = TFGraphModel(graph, "input:0", LOGITS, 128)(x)
+    with torch.inference_mode():
+        got = build_model("mobilenet_v1", spec, state)(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    assert np.abs(got - expected).max() > 100 * 2e-5 * (expected.max() - expected.min())
+
+
+def graph_with_extra(path, extra):
+    import tensorflow as tf
+
+    graph_def = parse_graph_def(path.read_bytes(), str(path))
+    with tf.Graph().as_default() as g:
+        tf.graph_util.import_graph_def(graph_def, name="")
+        extra(g)
+        return FrozenGraph(g.as_graph_def(), "edited")
+
+
+def test_unexpected_consumer_names_the_node(fixture_graphs):
+    import tensorflow as tf
+
+    def branch(g):
+        tf.identity(tf.nn.relu(g.get_tensor_by_name("MobilenetV1/MobilenetV1/Conv2d_3_depthwise/Relu6:0")),
+                    name="stray")
+    graph = graph_with_extra(fixture_graphs(0.25, 128, read_identities=False), branch)
+    with pytest.raises(GraphError, match="Conv2d_3_depthwise/Relu6.*expected exactly one consumer"):
+        convert("mobilenet_v1", graph)
+
+
+def test_unused_node_is_an_error(fixture_graphs):
+    import tensorflow as tf
+
+    def unused(g):
+        tf.constant(np.ones(3, np.float32), name="MobilenetV1/Conv2d_14/weights")
+    graph = graph_with_extra(fixture_graphs(0.25, 128, read_identities=False), unused)
+    with pytest.raises(GraphError, match="Conv2d_14/weights.*not part of the converted model"):
+        convert("mobilenet_v1", graph)
+
+
+def test_weights_cache_converts_once(fixture_graphs, tmp_path, monkeypatch):
+    import benchmark.convert as conv
+
+    ckpt = open_checkpoint(fixture_graphs(0.25, 128, read_identities=False))
+    model, info = load_converted("mobilenet_v1", ckpt, None, tmp_path)
+    assert info["converted"] and info["weights_cache"].endswith(".safetensors")
+    monkeypatch.setattr(conv, "convert", lambda *a: pytest.fail("converted again"))
+    cached, info = load_converted("mobilenet_v1", ckpt, None, tmp_path)
+    assert not info["converted"]
+    x = torch.from_numpy(apply_table(lookup_table("mobilenet"), crops(4, 128))).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        assert torch.equal(model(x), cached(x))
+
+
+def test_tgz_member_selection_and_errors(tmp_path):
+    def tgz(name, members):
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            for member, data in members.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    # MLPerf's archive layout: checkpoint files, TFLite, eval graph text, and the frozen graph.
+    ok = tgz("m.tgz", {"./m.ckpt.index": b"i", "./m.tflite": b"t", "./m_eval.pbtxt": b"p",
+                       "./m_frozen.pb": b"graph", "./m_quantized.pb": b"q"})
+    ckpt = open_checkpoint(ok)
+    assert ckpt.member == "./m_frozen.pb" and ckpt.graph_bytes == b"graph"
+    with pytest.raises(CheckpointError, match="no_graph.tgz.*found 0"):
+        open_checkpoint(tgz("no_graph.tgz", {"m.tflite": b"t"}))
+    with pytest.raises(CheckpointError, match="two.tgz.*found 2"):
+        open_checkpoint(tgz("two.tgz", {"a/frozen.pb": b"1", "b/frozen.pb": b"2"}))
+    bad = tmp_path / "bad.tgz"
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(CheckpointError, match="bad.tgz.*not a readable tar"):
+        open_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="not found"):
+        open_checkpoint(tmp_path / "absent.pb")
+
+
+def test_garbage_graph_is_an_error(tmp_path):
+    path = tmp_path / "garbage.pb"
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(GraphError, match="garbage.pb"):
+        FrozenGraph.from_checkpoint(open_checkpoint(path))
