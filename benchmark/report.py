@@ -20,15 +20,21 @@ def library_versions() -> dict:
     import PIL
     import torch
 
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                "opencv": cv2.__version__, "pillow": PIL.__version__}
-    try:
-        import tensorflow as tf
+    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+            "tensorflow": _distribution_version("tensorflow", "tensorflow-cpu"),
+            "opencv": cv2.__version__, "pillow": PIL.__version__}
 
-        versions["tensorflow"] = tf.__version__
-    except ImportError:
-        versions["tensorflow"] = None
-    return versions
+
+def _distribution_version(*names: str) -> str | None:
+    """An installed package's version without importing it (importing TensorFlow is slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            pass
+    return None
 
 
 def git_commit() -> dict:
@@ -56,9 +62,8 @@ def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list
     }
 
 
-def results_dict(cfg: DictConfig, inputs, cache, device: str, result, reference, conversion,
+def results_dict(cfg: DictConfig, ckpt, inputs, cache, device: str, result, reference, conversion,
                  threads: int, elapsed: float) -> dict:
-    ckpt = inputs.checkpoint
     return {
         "model": cfg.model.name,
         "arch": cfg.model.arch,

@@ -54,29 +54,31 @@ def require(cfg: DictConfig, key: str, hint: str = "") -> str:
 
 @dataclass
 class Inputs:
-    checkpoint: Checkpoint | None
-    graph: FrozenGraph | None
     image_size: int
     dataset: Dataset
     settings: PipelineSettings
 
 
-def prepare(cfg: DictConfig, need_checkpoint: bool = True) -> Inputs:
-    """Checkpoint and graph (when needed or when the image size must come from the graph), dataset,
-    and the preprocessing settings."""
-    ckpt = graph = None
-    graph_size = None
-    if need_checkpoint or cfg.model.image_size is None:
-        hint = f" (download it from {cfg.model.download_url})" if cfg.model.get("download_url") else ""
-        ckpt = open_checkpoint(require(cfg, "model.checkpoint", hint))
-        graph = FrozenGraph.from_checkpoint(ckpt)
-        _, graph_size = graph_input(graph)
-    image_size = resolve_image_size(graph_size, cfg.model.image_size,
-                                    ckpt.source if ckpt else "the model")
+def model_checkpoint(cfg: DictConfig) -> Checkpoint:
+    hint = f" (download it from {cfg.model.download_url})" if cfg.model.get("download_url") else ""
+    return open_checkpoint(require(cfg, "model.checkpoint", hint))
+
+
+def prepare(cfg: DictConfig, graph_size: int | None, source: str) -> Inputs:
+    """Image size (the graph's, checked against the config), dataset and preprocessing settings."""
+    image_size = resolve_image_size(graph_size, cfg.model.image_size, source)
     dataset = load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, cfg.dataset.limit)
     settings = make_settings(cfg.preprocess.name, image_size, cfg.preprocess.interpolation,
                              cfg.preprocess.crop_percent)
-    return Inputs(ckpt, graph, image_size, dataset, settings)
+    return Inputs(image_size, dataset, settings)
+
+
+def prepare_cache_only(cfg: DictConfig) -> Inputs:
+    """For `python -m preprocessing`: the checkpoint is read only when the size must come from it."""
+    if cfg.model.image_size is not None:
+        return prepare(cfg, None, "the model")
+    ckpt = model_checkpoint(cfg)
+    return prepare(cfg, graph_input(FrozenGraph.from_checkpoint(ckpt))[1], ckpt.source)
 
 
 def build_cache(cfg: DictConfig, inputs: Inputs) -> CropCache:
@@ -91,11 +93,11 @@ def _torch_threads(cfg: DictConfig) -> int:
     return torch.get_num_threads()
 
 
-def tf_logits(cfg: DictConfig, inputs: Inputs, cache: CropCache, table: np.ndarray, threads: int) -> np.ndarray:
+def tf_logits(cfg: DictConfig, graph: FrozenGraph, image_size: int, cache: CropCache,
+              table: np.ndarray, threads: int) -> np.ndarray:
     from .tf_backend import TFGraphModel
 
-    model = TFGraphModel(inputs.graph, cfg.model.input_tensor, cfg.model.logits_tensor,
-                         inputs.image_size, threads)
+    model = TFGraphModel(graph, cfg.model.input_tensor, cfg.model.logits_tensor, image_size, threads)
     try:
         return evaluate.graph_logits(model, cache.images, table, cfg.batch_size, cfg.progress)
     finally:
@@ -110,32 +112,39 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"reference={cfg.reference}: expected tf or null")
     if cfg.reference == "tf" and cfg.backend == "tf":
         raise ConfigError("reference=tf compares the torch backend with TensorFlow: use backend=torch")
-    inputs = prepare(cfg)
-    cache = build_cache(cfg, inputs)
-    table = lookup_table(cfg.model.normalization)
     threads = _torch_threads(cfg)
 
-    conversion = None
+    ckpt = model_checkpoint(cfg)
+    # TensorFlow is loaded only when it runs (or a conversion needs the graph): importing it
+    # slows PyTorch's CPU kernels down by about a fifth.
+    graph = FrozenGraph.from_checkpoint(ckpt) if "tf" in (cfg.backend, cfg.reference) else None
+    model = conversion = None
     if cfg.backend == "torch":
         from .convert import load_converted
 
         device = evaluate.select_device(cfg.device)
-        model, conversion = load_converted(cfg.model.arch, inputs.checkpoint, inputs.graph, cache_dir(cfg))
-        if model.spec.image_size not in (None, inputs.image_size):
-            raise ConfigError(f"converted model expects {model.spec.image_size}px, run uses {inputs.image_size}px")
-        logits = evaluate.torch_logits(model, cache.images, table, device, cfg.batch_size, cfg.progress)
+        model, conversion = load_converted(cfg.model.arch, ckpt, graph, cache_dir(cfg))
+        graph_size = model.spec.image_size
     else:
         device = "cpu"
-        logits = tf_logits(cfg, inputs, cache, table, threads)
+        graph_size = graph_input(graph)[1]
+    inputs = prepare(cfg, graph_size, ckpt.source)
+    cache = build_cache(cfg, inputs)
+    table = lookup_table(cfg.model.normalization)
+
+    if model is not None:
+        logits = evaluate.torch_logits(model, cache.images, table, device, cfg.batch_size, cfg.progress)
+    else:
+        logits = tf_logits(cfg, graph, inputs.image_size, cache, table, threads)
     result = evaluate.score(logits, inputs.dataset.labels)
 
     reference = None
     if cfg.reference == "tf":
-        ref_logits = tf_logits(cfg, inputs, cache, table, threads)
+        ref_logits = tf_logits(cfg, graph, inputs.image_size, cache, table, threads)
         reference = report.compare(result, evaluate.score(ref_logits, inputs.dataset.labels),
                                    logits, ref_logits, inputs.dataset.names)
 
-    results = report.results_dict(cfg, inputs, cache, str(device), result, reference, conversion,
+    results = report.results_dict(cfg, ckpt, inputs, cache, str(device), result, reference, conversion,
                                   threads, time.time() - started)
     path = report.write_results(results, cfg)
     print(result.mlperf_line())

@@ -11,10 +11,10 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from benchmark.errors import USER_ERRORS
-    from benchmark.run import build_cache, prepare
+    from benchmark.run import build_cache, prepare_cache_only
 
     try:
-        cache = build_cache(cfg, prepare(cfg, need_checkpoint=False))
+        cache = build_cache(cfg, prepare_cache_only(cfg))
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
