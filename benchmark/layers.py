@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -65,12 +66,58 @@ class TFBatchNorm2d(nn.Module):
         return f"{self.weight.numel()}, eps={self.eps}, folded={self.folded}"
 
 
+class MaxPool2dSame(nn.Module):
+    """TF max pool with 'SAME' padding: pads with -inf, the odd pixel after (0, 1 at 112 -> 56)."""
+
+    def __init__(self, kernel: int, stride: int):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = same_padding(x.shape[-2], self.kernel, self.stride)
+        left, right = same_padding(x.shape[-1], self.kernel, self.stride)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, self.kernel, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride={self.stride}, padding=SAME"
+
+
+@dataclass
+class ConvSpec:
+    """One conv + batch norm of a graph, as the converter read it."""
+    name: str  # the TF layer (weight scope) it came from
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    eps: float
+    folded_bn: bool
+    depthwise: bool = False
+    padding: list[int] | None = None  # explicit (top, bottom, left, right); None: TF SAME at run time
+
+
+def make_conv(spec: ConvSpec) -> nn.Conv2d:
+    groups = spec.cin if spec.depthwise else 1
+    if spec.padding is None:
+        return Conv2dSame(spec.cin, spec.cout, spec.kernel, spec.stride, groups=groups, bias=False)
+    top, bottom, left, right = spec.padding
+    if top != bottom or left != right:
+        raise ValueError(f"{spec.name}: asymmetric explicit padding {spec.padding} is not supported")
+    return nn.Conv2d(spec.cin, spec.cout, spec.kernel, spec.stride, padding=(top, left), groups=groups,
+                     bias=False)
+
+
+def make_bn(spec: ConvSpec) -> TFBatchNorm2d:
+    return TFBatchNorm2d(spec.cout, spec.eps, spec.folded_bn)
+
+
 class ConvBnReLU6(nn.Sequential):
     """TF-slim's conv2d / separable_conv2d layer: SAME conv without bias, batch norm, ReLU6."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, eps: float,
-                 groups: int = 1, folded_bn: bool = True):
+    def __init__(self, spec: ConvSpec):
         super().__init__()
-        self.conv = Conv2dSame(cin, cout, kernel, stride, groups=groups, bias=False)
-        self.bn = TFBatchNorm2d(cout, eps, folded_bn)
+        self.conv = make_conv(spec)
+        self.bn = make_bn(spec)
         self.act = nn.ReLU6()

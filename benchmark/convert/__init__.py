@@ -21,7 +21,7 @@ from ..models.mobilenet_v1 import MobileNetV1, MobileNetV1Spec
 from .mobilenet_v1 import convert_mobilenet_v1
 
 # Bump when a converter's output changes, so that cached conversions are redone.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 
 ARCHS = {
     "mobilenet_v1": (convert_mobilenet_v1, MobileNetV1Spec, MobileNetV1),

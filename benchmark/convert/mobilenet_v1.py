@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import FrozenGraph, graph_input
-from ..models.mobilenet_v1 import ConvSpec, MobileNetV1Spec
-from .tf_ops import check_nhwc, claim_head, match_batchnorm, match_conv, square_nhwc
+from ..layers import ConvSpec
+from ..models.mobilenet_v1 import MobileNetV1Spec
+from .tf_ops import check_layout, claim_head, match_batchnorm, match_conv, spatial
 
 SCOPE = "MobilenetV1/"
 
@@ -52,16 +53,16 @@ def convert_mobilenet_v1(g: FrozenGraph) -> tuple[MobileNetV1Spec, dict[str, np.
         state[prefix + "conv.weight"] = weight
         state.update({prefix + "bn.weight": bn.gamma, prefix + "bn.bias": bn.beta,
                       prefix + "bn.running_mean": bn.mean, prefix + "bn.running_var": bn.var})
-        layers.append(ConvSpec(name, cin, cout, k, conv.stride, depthwise, bn.eps, bn.folded))
+        layers.append(ConvSpec(name, cin, cout, k, conv.stride, bn.eps, bn.folded, depthwise))
         node, cin = act, cout
 
     if not layers:
         raise g.error(op, "no convolution layers before the average pool")
     pool = g.expect_op(op, "AvgPool")
-    check_nhwc(g, pool)
+    check_layout(g, pool)
     if g.attr(pool, "padding") != "VALID":
         raise g.error(pool, f"expected VALID padding, found {g.attr(pool, 'padding')}")
-    pool_kernel, pool_stride = square_nhwc(g, pool, "ksize"), square_nhwc(g, pool, "strides")
+    pool_kernel, pool_stride = spatial(g, pool, "ksize"), spatial(g, pool, "strides")
 
     logits = match_conv(g, g.next_op(pool), ("Conv2D",))
     if not logits.weight_name.startswith(SCOPE + "Logits/Conv2d_1c_1x1/"):
@@ -71,7 +72,7 @@ def convert_mobilenet_v1(g: FrozenGraph) -> tuple[MobileNetV1Spec, dict[str, np.
         raise g.error(logits.node, f"classifier kernel {logits.weight.shape} stride {logits.stride} "
                                    f"is not a 1x1 conv over {cin} channels")
     bias_add = g.expect_op(g.next_op(logits.node), "BiasAdd")
-    check_nhwc(g, bias_add)
+    check_layout(g, bias_add)
     bias = g.const(bias_add, 1)
     num_classes = logits.weight.shape[3]
     if bias.shape != (num_classes,):

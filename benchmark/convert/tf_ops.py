@@ -37,24 +37,28 @@ class BatchNormMatch:
     names: dict  # parameter -> TF Const name
 
 
-def square_nhwc(g: FrozenGraph, node, key: str) -> int:
+def spatial(g: FrozenGraph, node, key: str, layout: str = "NHWC") -> int:
+    """s from a square per-dimension attribute: [1, s, s, 1] (NHWC) or [1, 1, s, s] (NCHW)."""
     values = g.attr(node, key)
-    if len(values) != 4 or values[0] != 1 or values[3] != 1 or values[1] != values[2]:
-        raise g.error(node, f"{key} {values} is not [1, s, s, 1]")
-    return values[1]
+    h, w = (1, 2) if layout == "NHWC" else (2, 3)
+    ones = [i for i in range(4) if i not in (h, w)]
+    if len(values) != 4 or any(values[i] != 1 for i in ones) or values[h] != values[w]:
+        raise g.error(node, f"{key} {values} is not a square {layout} window")
+    return values[h]
 
 
-def check_nhwc(g: FrozenGraph, node) -> None:
-    if "data_format" in node.attr and g.attr(node, "data_format") != "NHWC":
-        raise g.error(node, f"data_format {g.attr(node, 'data_format')} is not NHWC")
+def check_layout(g: FrozenGraph, node, layout: str = "NHWC") -> None:
+    fmt = g.attr(node, "data_format") if "data_format" in node.attr else "NHWC"
+    if fmt != layout:
+        raise g.error(node, f"data_format {fmt} where the graph's layout is {layout}")
 
 
-def match_conv(g: FrozenGraph, node, ops=("Conv2D", "DepthwiseConv2dNative")) -> ConvMatch:
+def match_conv(g: FrozenGraph, node, ops=("Conv2D", "DepthwiseConv2dNative"), layout="NHWC") -> ConvMatch:
     g.expect_op(node, ops)
-    check_nhwc(g, node)
+    check_layout(g, node, layout)
     if "dilations" in node.attr and set(g.attr(node, "dilations")) != {1}:
         raise g.error(node, f"dilations {g.attr(node, 'dilations')} are not supported")
-    stride = square_nhwc(g, node, "strides")
+    stride = spatial(g, node, "strides", layout)
     padding = g.attr(node, "padding")
     if padding not in ("SAME", "VALID"):
         raise g.error(node, f"padding {padding} is not supported")
@@ -64,20 +68,20 @@ def match_conv(g: FrozenGraph, node, ops=("Conv2D", "DepthwiseConv2dNative")) ->
     return ConvMatch(node, weight, g.producer(node, 1).name, stride, padding)
 
 
-def match_batchnorm(g: FrozenGraph, x_node) -> BatchNormMatch:
+def match_batchnorm(g: FrozenGraph, x_node, layout: str = "NHWC") -> BatchNormMatch:
     """The batch norm applied to `x_node`'s output: a FusedBatchNorm op, or TF-slim's unfused
     arithmetic `x * mul + (beta - mean * mul)`, `mul = rsqrt(var + eps) * gamma`."""
     node = g.next_op(x_node)
     if node.op in FUSED_BN:
-        return _match_fused(g, node)
+        return _match_fused(g, node, layout)
     if node.op == "Mul":
         return _match_unfused(g, x_node, node)
     raise g.error(node, f"expected a batch norm after '{x_node.name}', found {node.op}")
 
 
-def _match_fused(g: FrozenGraph, node) -> BatchNormMatch:
+def _match_fused(g: FrozenGraph, node, layout: str) -> BatchNormMatch:
     g.expect_op(node, FUSED_BN)
-    check_nhwc(g, node)
+    check_layout(g, node, layout)
     if g.attr(node, "is_training"):
         raise g.error(node, "batch norm in training mode (is_training=true) in a frozen graph")
     names = {k: g.producer(node, i).name for i, k in enumerate(("gamma", "beta", "mean", "var"), 1)}

@@ -3,35 +3,22 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvBnReLU6
-
-
-@dataclass
-class ConvSpec:
-    name: str  # TF-slim layer name: Conv2d_0, Conv2d_1_depthwise, Conv2d_1_pointwise, ...
-    cin: int
-    cout: int
-    kernel: int
-    stride: int
-    depthwise: bool
-    eps: float
-    folded_bn: bool
+from ..layers import ConvBnReLU6, ConvSpec
 
 
 @dataclass
 class MobileNetV1Spec:
-    layers: list[ConvSpec]
+    layers: list[ConvSpec]  # TF-slim names: Conv2d_0, Conv2d_1_depthwise, Conv2d_1_pointwise, ...
     pool_kernel: int
     pool_stride: int
     num_classes: int
     image_size: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,9 +37,7 @@ class MobileNetV1(nn.Module):
         super().__init__()
         self.spec = spec
         self.features = nn.Sequential(OrderedDict(
-            (s.name.lower(), ConvBnReLU6(s.cin, s.cout, s.kernel, s.stride, s.eps,
-                                         groups=s.cin if s.depthwise else 1, folded_bn=s.folded_bn))
-            for s in spec.layers
+            (s.name.lower(), ConvBnReLU6(s)) for s in spec.layers
         ))
         self.classifier = nn.Conv2d(spec.layers[-1].cout, spec.num_classes, 1, bias=True)
 
