@@ -76,17 +76,24 @@ class FrozenGraph:
             src = self.node(src.input[0])
         return src
 
+    def users(self, node) -> list:
+        """The consumers of `node`'s output, looking through Identity-like nodes."""
+        found = []
+        for user in self.consumers.get(node.name, []):
+            if user.op in self.PASS_THROUGH:
+                self.claimed.add(user.name)
+                found.extend(self.users(user))
+            else:
+                found.append(user)
+        return found
+
     def next_op(self, node):
         """The single consumer of `node`'s output, looking through Identity-like nodes."""
-        users = self.consumers.get(node.name, [])
+        users = self.users(node)
         if len(users) != 1:
             names = ", ".join(u.name for u in users) or "nothing"
             raise self.error(node, f"expected exactly one consumer, found {len(users)}: {names}")
-        user = users[0]
-        if user.op in self.PASS_THROUGH:
-            self.claimed.add(user.name)
-            return self.next_op(user)
-        return user
+        return users[0]
 
     def const(self, node, index: int) -> np.ndarray:
         """The value of the Const feeding input `index` of `node`; counted as used."""

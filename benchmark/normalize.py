@@ -19,7 +19,15 @@ def mlperf_mobilenet(img: np.ndarray) -> np.ndarray:
     return img
 
 
-NORMALIZERS = {"mobilenet": mlperf_mobilenet}
+def mlperf_vgg(img: np.ndarray) -> np.ndarray:
+    """MLPerf `pre_process_vgg` (ResNet-50): RGB mean subtraction, no std."""
+    img = np.asarray(img, dtype="float32")
+    means = np.array([123.68, 116.78, 103.94], dtype=np.float32)
+    img -= means
+    return img
+
+
+NORMALIZERS = {"mobilenet": mlperf_mobilenet, "vgg": mlperf_vgg}
 
 
 def lookup_table(kind: str) -> np.ndarray:

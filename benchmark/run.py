@@ -60,7 +60,10 @@ class Inputs:
 
 
 def model_checkpoint(cfg: DictConfig) -> Checkpoint:
-    hint = f" (download it from {cfg.model.download_url})" if cfg.model.get("download_url") else ""
+    hint = ""
+    if cfg.model.get("download_url"):
+        md5 = f", md5 {cfg.model.download_md5}" if cfg.model.get("download_md5") else ""
+        hint = f" (download it from {cfg.model.download_url}{md5})"
     return open_checkpoint(require(cfg, "model.checkpoint", hint))
 
 

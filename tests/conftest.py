@@ -13,6 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
+import benchmark  # noqa: E402,F401  (imports torchvision before any test imports TensorFlow)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HARNESS_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -53,14 +54,14 @@ def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in small])
 
 
-def crops(n: int, size: int, offset: int = 0) -> np.ndarray:
-    """n uint8 crops of real sample images (MLPerf MobileNet pipeline), or synthetic ones."""
+def crops(n: int, size: int, offset: int = 0, interpolation: str = "linear") -> np.ndarray:
+    """n uint8 crops of real sample images (MLPerf pipeline), or synthetic ones."""
     from preprocessing.pipelines import crop, make_settings
 
     if not SAMPLES.exists():
         return synthetic_images(n, size, seed=offset)
     files = sorted(SAMPLES.glob("*.JPEG"))[offset * 7::7][:n]  # spread over the classes
-    settings = make_settings("mlperf", size, "linear")
+    settings = make_settings("mlperf", size, interpolation)
     return np.stack([crop(f, settings) for f in files])
 
 
@@ -79,6 +80,33 @@ def fixture_graphs(tmp_path_factory):
             calib = apply_table(lookup_table("mobilenet"), crops(16, size))
             path = folder / f"mobilenet_v1_{multiplier}_{size}_{len(built)}.pb"
             path.write_bytes(build_mobilenet_v1_graph(multiplier, size, calib, **kwargs))
+            built[key] = path
+        return built[key]
+
+    return get
+
+
+def resnet_inputs(n: int, offset: int = 0, size: int = 224) -> np.ndarray:
+    """Real crops through MLPerf's ResNet-50 pipeline and normalisation (NHWC float32)."""
+    from benchmark.normalize import apply_table, lookup_table
+
+    return apply_table(lookup_table("vgg"), crops(n, size, offset, interpolation="area"))
+
+
+@pytest.fixture(scope="session")
+def resnet_graphs(tmp_path_factory):
+    """Builds MLPerf-form ResNet-50 frozen graphs on demand, once per test run."""
+    from graph_fixtures import build_resnet50_graph
+
+    folder = tmp_path_factory.mktemp("resnet")
+    built: dict = {}
+
+    def get(**kwargs) -> Path:
+        key = tuple(sorted(kwargs.items()))
+        if key not in built:
+            path = folder / f"resnet50_v1_{len(built)}.pb"
+            path.write_bytes(build_resnet50_graph(resnet_inputs(8, size=kwargs.get("image_size", 224)),
+                                                  **kwargs))
             built[key] = path
         return built[key]
 

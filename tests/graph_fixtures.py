@@ -114,3 +114,170 @@ def build_mobilenet_v1_graph(multiplier: float, image_size: int, calib: np.ndarr
         tf.reshape(probs, tf.shape(logits, name="MobilenetV1/Predictions/Shape"),
                    name="MobilenetV1/Predictions/Reshape_1")
     return graph.as_graph_def().SerializeToString()
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet-50 v1.5 in the form of MLPerf's resnet50_v1.pb (TF official ResNet, `resnet_model/` scope)
+
+RESNET_EPS = 1.001e-5
+
+
+def _resnet_forward(net, ops, depth=(3, 4, 6, 3), width=64):
+    """TF official ResNet v1.5 structure; `ops` computes (calibration) or emits graph nodes."""
+    net = ops.identity(ops.unit(net, 0, 3, width, 7, 2), "initial_conv")
+    net = ops.identity(ops.maxpool(ops.relu(net)), "initial_max_pool")
+    k, cin = 1, width
+    for stage, blocks in enumerate(depth):
+        filters = width * 2 ** stage
+        for b in range(blocks):
+            stride = 2 if b == 0 and stage > 0 else 1
+            if b == 0:  # projection conv is created first: conv2d_1, conv2d_11, ...
+                shortcut = ops.unit(net, k, cin, 4 * filters, 1, stride, last=True)
+                k += 1
+            else:
+                shortcut = net
+            y = ops.relu(ops.unit(net, k, cin, filters, 1, 1))
+            y = ops.relu(ops.unit(y, k + 1, filters, filters, 3, stride))  # v1.5: stride on the 3x3
+            y = ops.unit(y, k + 2, filters, 4 * filters, 1, 1, last=True)
+            net = ops.relu(ops.add(y, shortcut))
+            k, cin = k + 3, 4 * filters
+        net = ops.identity(net, f"block_layer{stage + 1}")
+    return ops.head(net)
+
+
+def _fixed_padding(kernel: int):
+    total = kernel - 1
+    return [total // 2, total - total // 2]
+
+
+class _Calibrate:
+    """Eager pass: random conv weights, batch-norm statistics measured on the calibration batch."""
+
+    def __init__(self, calib, seed):
+        import tensorflow as tf
+
+        self.tf, self.rng, self.weights = tf, np.random.default_rng(seed), {}
+        self.x = tf.constant(calib, tf.float32)
+
+    def __call__(self, depth, width):
+        return _resnet_forward(self.x, self, depth, width)
+
+    def unit(self, x, k, cin, cout, kernel, stride, last=False):
+        tf, rng = self.tf, self.rng
+        w = rng.normal(0, np.sqrt(2 / (kernel * kernel * cin)), (kernel, kernel, cin, cout))
+        w = (w * rng.uniform(0.03, 1.0, cout)).astype(np.float32)
+        if stride > 1:
+            x = tf.pad(x, [[0, 0], _fixed_padding(kernel), _fixed_padding(kernel), [0, 0]])
+        y = tf.nn.conv2d(x, w, stride, "VALID" if stride > 1 else "SAME")
+        mean, var = (t.numpy().astype(np.float32) for t in tf.nn.moments(y, axes=[0, 1, 2]))
+        gamma = rng.uniform(0.2, 0.5, cout) if last else rng.uniform(0.5, 1.5, cout)
+        beta = rng.uniform(-0.3, 0.3, cout) if last else rng.uniform(-0.2, 0.8, cout)
+        gamma, beta = gamma.astype(np.float32), beta.astype(np.float32)
+        self.weights[k] = (w, gamma, beta, mean, var)
+        return (y - mean) / np.sqrt(var + RESNET_EPS) * gamma + beta
+
+    def relu(self, x):
+        return self.tf.nn.relu(x)
+
+    def maxpool(self, x):
+        return self.tf.nn.max_pool2d(x, 3, 2, "SAME")
+
+    def add(self, a, b):
+        return a + b
+
+    def identity(self, x, name):
+        return x
+
+    def head(self, x):
+        pooled = self.tf.reduce_mean(x, axis=[1, 2]).numpy()
+        u = pooled.mean(0) / np.linalg.norm(pooled.mean(0))
+        w = self.rng.normal(0, 1, (pooled.shape[1], 1001))
+        w -= np.outer(u, u @ w)  # see _calibrated_weights: no large common logit part
+        w *= 3.0 / (pooled @ w).std()
+        self.weights["dense"] = (w.astype(np.float32), self.rng.normal(0, 0.1, 1001).astype(np.float32))
+
+
+class _Emit:
+    """Graph pass: the same network as named TF ops, as TF official ResNet names them."""
+
+    def __init__(self, weights, layout, bn_op, read_identities):
+        import tensorflow as tf
+
+        self.tf, self.weights, self.layout = tf, weights, layout
+        self.bn_op, self.read_identities = bn_op, read_identities
+        self.counts: dict = {}
+
+    def name(self, op):  # resnet_model/Relu, Relu_1, ...
+        n = self.counts.get(op, 0)
+        self.counts[op] = n + 1
+        return f"resnet_model/{op}" + (f"_{n}" if n else "")
+
+    def const(self, name, value):
+        c = self.tf.constant(value, name=name)
+        return self.tf.identity(c, name=name + "/read") if self.read_identities else c
+
+    def window(self, s):
+        return [1, s, s, 1] if self.layout == "NHWC" else [1, 1, s, s]
+
+    def unit(self, x, k, cin, cout, kernel, stride, last=False):
+        tf = self.tf
+        w, gamma, beta, mean, var = self.weights[k]
+        suffix = f"_{k}" if k else ""
+        if stride > 1:
+            pad = [[0, 0], _fixed_padding(kernel), _fixed_padding(kernel)]
+            pad = pad + [[0, 0]] if self.layout == "NHWC" else [[0, 0], [0, 0]] + pad[1:]
+            x = tf.pad(x, pad, name=self.name("Pad"))
+        y = tf.raw_ops.Conv2D(input=x, filter=self.const(f"resnet_model/conv2d{suffix}/kernel", w),
+                              strides=self.window(stride), padding="VALID" if stride > 1 else "SAME",
+                              data_format=self.layout, name=f"resnet_model/conv2d{suffix}/Conv2D")
+        bn = f"resnet_model/batch_normalization{suffix}"
+        return getattr(tf.raw_ops, self.bn_op)(
+            x=y, scale=self.const(bn + "/gamma", gamma), offset=self.const(bn + "/beta", beta),
+            mean=self.const(bn + "/moving_mean", mean), variance=self.const(bn + "/moving_variance", var),
+            epsilon=RESNET_EPS, data_format=self.layout, is_training=False, name=f"{bn}/{self.bn_op}")[0]
+
+    def relu(self, x):
+        return self.tf.nn.relu(x, name=self.name("Relu"))
+
+    def maxpool(self, x):
+        return self.tf.raw_ops.MaxPool(input=x, ksize=self.window(3), strides=self.window(2), padding="SAME",
+                                       data_format=self.layout, name="resnet_model/max_pooling2d/MaxPool")
+
+    def add(self, a, b):
+        return self.tf.add(a, b, name=self.name("add"))
+
+    def identity(self, x, name):
+        return self.tf.identity(x, name=f"resnet_model/{name}")
+
+    def head(self, x):
+        tf = self.tf
+        axes = [1, 2] if self.layout == "NHWC" else [2, 3]
+        x = tf.reduce_mean(x, axes, keepdims=True, name="resnet_model/Mean")
+        x = tf.identity(x, name="resnet_model/final_reduce_mean")
+        x = tf.squeeze(x, axes, name="resnet_model/Squeeze")
+        w, b = self.weights["dense"]
+        x = tf.raw_ops.MatMul(a=x, b=self.const("resnet_model/dense/kernel", w), name="resnet_model/dense/MatMul")
+        x = tf.nn.bias_add(x, self.const("resnet_model/dense/bias", b), name="resnet_model/dense/BiasAdd")
+        logits = tf.identity(x, name="resnet_model/final_dense")
+        tf.argmax(logits, axis=1, name="ArgMax")
+        tf.nn.softmax(logits, name="softmax_tensor")
+        return logits
+
+
+def build_resnet50_graph(calib: np.ndarray, seed: int = 0, image_size: int = 224, layout: str = "NHWC",
+                         bn_op: str = "FusedBatchNorm", read_identities: bool = True,
+                         width: int = 64, depth=(3, 4, 6, 3)) -> bytes:
+    """Serialized frozen GraphDef with MLPerf's resnet50_v1.pb structure, op types and names.
+    `layout="NCHW"` is the channels_first export (NHWC input transposed inside the graph);
+    `width`/`depth` shrink the network for quick tests (64 and (3, 4, 6, 3) are ResNet-50)."""
+    import tensorflow as tf
+
+    calibrate = _Calibrate(calib, seed)
+    calibrate(depth, width)
+    graph = tf.Graph()
+    with graph.as_default():
+        net = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3], name="input_tensor")
+        if layout == "NCHW":
+            net = tf.transpose(net, [0, 3, 1, 2], name="resnet_model/transpose")
+        _resnet_forward(net, _Emit(calibrate.weights, layout, bn_op, read_identities), depth, width)
+    return graph.as_graph_def().SerializeToString()

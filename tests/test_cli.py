@@ -89,3 +89,20 @@ def test_clear_errors(tmp_path, overrides, message):
     assert proc.returncode == 2
     assert re.search(message, proc.stderr), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_resnet50_fixture_on_all_samples_agrees_with_tensorflow(samples_dir, resnet_graphs, tmp_path):
+    """Acceptance for ResNet-50: MLPerf-form graph, MLPerf's INTER_AREA pipeline and mean subtraction,
+    torch equal to TF on 1000/1000 images, logits within 1e-4 of their range."""
+    results = tmp_path / "run.json"
+    proc = run("benchmark", "model=resnet50", "preprocess=mlperf", f"model.checkpoint={resnet_graphs()}",
+               f"dataset.root={samples_dir}", "reference=tf", f"cache_dir={tmp_path / 'cache'}",
+               f"results_file={results}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(results.read_text())
+    assert r["preprocess"]["interpolation"] == "area" and r["normalization"] == "vgg"
+    ref = r["reference"]
+    assert r["total"] == 1000 and ref["agreement"] == 1000 and ref["good"] == r["good"]
+    assert ref["max_abs_logit_diff"] < 1e-4 * ref["logit_range"]
+    assert len(set(r["predictions"])) > 100  # random weights, but not a degenerate classifier

@@ -16,15 +16,18 @@ from safetensors.numpy import save_file
 from safetensors import safe_open
 
 from ..checkpoint import Checkpoint
-from ..graph import FrozenGraph
+from ..graph import FrozenGraph, GraphError
 from ..models.mobilenet_v1 import MobileNetV1, MobileNetV1Spec
+from ..models.resnet50 import ResNet50, ResNetSpec
 from .mobilenet_v1 import convert_mobilenet_v1
+from .resnet50 import convert_resnet50
 
 # Bump when a converter's output changes, so that cached conversions are redone.
 CONVERTER_VERSION = 2
 
 ARCHS = {
     "mobilenet_v1": (convert_mobilenet_v1, MobileNetV1Spec, MobileNetV1),
+    "resnet50": (convert_resnet50, ResNetSpec, ResNet50),
 }
 
 
@@ -43,7 +46,10 @@ def weights_path(cache_dir: Path, arch: str, ckpt: Checkpoint) -> Path:
 def convert(arch: str, graph: FrozenGraph):
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture '{arch}'; known: {', '.join(ARCHS)}")
-    return ARCHS[arch][0](graph)
+    try:
+        return ARCHS[arch][0](graph)
+    except GraphError as e:
+        raise GraphError(f"{e} [the graph does not have the structure of model={arch}]") from e
 
 
 def load_converted(arch: str, ckpt: Checkpoint, graph: FrozenGraph | None,
