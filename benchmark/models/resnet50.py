@@ -52,7 +52,7 @@ class Bottleneck(nn.Module):
         self.conv1, self.bn1 = make_conv(spec.conv1), make_bn(spec.conv1)
         self.conv2, self.bn2 = make_conv(spec.conv2), make_bn(spec.conv2)
         self.conv3, self.bn3 = make_conv(spec.conv3), make_bn(spec.conv3)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)  # every input it sees is a fresh batch-norm output or sum
         self.downsample = (nn.Sequential(make_conv(spec.downsample), make_bn(spec.downsample))
                            if spec.downsample else None)
 
@@ -61,7 +61,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + shortcut)
+        return self.relu(out.add_(shortcut))
 
 
 class ResNet50(nn.Module):
@@ -71,7 +71,7 @@ class ResNet50(nn.Module):
         super().__init__()
         self.spec = spec
         self.conv1, self.bn1 = make_conv(spec.stem), make_bn(spec.stem)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = MaxPool2dSame(spec.pool_kernel, spec.pool_stride)
         for i, stage in enumerate(spec.layers, 1):
             setattr(self, f"layer{i}", nn.Sequential(*(Bottleneck(b) for b in stage)))
