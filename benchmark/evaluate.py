@@ -31,6 +31,20 @@ def exact_cuda() -> None:
     torch.backends.cudnn.benchmark = False
 
 
+class Rows:
+    """Rows `index` of a (memory-mapped) array, read a batch at a time: the readable images when
+    some were skipped."""
+
+    def __init__(self, array: np.ndarray, index: np.ndarray):
+        self.array, self.index = array, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.array[self.index[rows]]
+
+
 def _batches(n: int, batch_size: int, desc: str, progress: bool):
     with tqdm(total=n, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
         for start in range(0, n, batch_size):

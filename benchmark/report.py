@@ -62,8 +62,11 @@ def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list
     }
 
 
-def results_dict(cfg: DictConfig, ckpt, inputs, cache, device: str, result, reference, conversion,
-                 threads: int, elapsed: float) -> dict:
+def results_dict(cfg: DictConfig, ckpt, inputs, cache, readable, device: str, result, reference,
+                 conversion, threads: int, elapsed: float) -> dict:
+    predictions = [None] * len(inputs.dataset)  # None: skipped as unreadable
+    for i, p in zip(readable.tolist(), result.predictions.tolist()):
+        predictions[i] = p
     return {
         "model": cfg.model.name,
         "arch": cfg.model.arch,
@@ -76,14 +79,17 @@ def results_dict(cfg: DictConfig, ckpt, inputs, cache, device: str, result, refe
         "batch_size": cfg.batch_size,
         "threads": threads,
         "dataset": {"root": str(inputs.dataset.root), "labels": str(inputs.dataset.labels_file),
-                    "limit": cfg.dataset.limit},
+                    "limit": cfg.dataset.limit, "listed": len(inputs.dataset),
+                    "on_error": cfg.dataset.on_error},
         "top1": result.top1,
         "top5": result.top5,
         "good": result.good,
         "top5_good": result.top5_good,
         "total": result.total,
         "accuracy_line": result.mlperf_line(),
-        "predictions": result.predictions.tolist(),
+        "predictions": predictions,
+        "skipped": [{"file": inputs.dataset.names[i], "reason": reason}
+                    for i, reason in sorted(cache.failed.items())],
         "reference": reference,
         "conversion": conversion,
         "versions": library_versions(),

@@ -70,7 +70,8 @@ def model_checkpoint(cfg: DictConfig) -> Checkpoint:
 def prepare(cfg: DictConfig, graph_size: int | None, source: str) -> Inputs:
     """Image size (the graph's, checked against the config), dataset and preprocessing settings."""
     image_size = resolve_image_size(graph_size, cfg.model.image_size, source)
-    dataset = load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, cfg.dataset.limit)
+    dataset = load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, cfg.dataset.limit,
+                           allow_missing=cfg.dataset.on_error == "skip")
     settings = make_settings(cfg.preprocess.name, image_size, cfg.preprocess.interpolation,
                              cfg.preprocess.crop_percent)
     return Inputs(image_size, dataset, settings)
@@ -85,7 +86,8 @@ def prepare_cache_only(cfg: DictConfig) -> Inputs:
 
 
 def build_cache(cfg: DictConfig, inputs: Inputs) -> CropCache:
-    return open_cache(inputs.dataset, inputs.settings, cache_dir(cfg), cfg.workers, cfg.progress)
+    return open_cache(inputs.dataset, inputs.settings, cache_dir(cfg), cfg.workers, cfg.progress,
+                      cfg.dataset.on_error, cfg.dataset.verify)
 
 
 def _torch_threads(cfg: DictConfig) -> int:
@@ -96,13 +98,13 @@ def _torch_threads(cfg: DictConfig) -> int:
     return torch.get_num_threads()
 
 
-def tf_logits(cfg: DictConfig, graph: FrozenGraph, image_size: int, cache: CropCache,
+def tf_logits(cfg: DictConfig, graph: FrozenGraph, image_size: int, images,
               table: np.ndarray, threads: int) -> np.ndarray:
     from .tf_backend import TFGraphModel
 
     model = TFGraphModel(graph, cfg.model.input_tensor, cfg.model.logits_tensor, image_size, threads)
     try:
-        return evaluate.graph_logits(model, cache.images, table, cfg.batch_size, cfg.progress)
+        return evaluate.graph_logits(model, images, table, cfg.batch_size, cfg.progress)
     finally:
         model.close()
 
@@ -134,23 +136,31 @@ def run(cfg: DictConfig) -> dict:
     inputs = prepare(cfg, graph_size, ckpt.source)
     cache = build_cache(cfg, inputs)
     table = lookup_table(cfg.model.normalization)
+    # Images that could not be read (dataset.on_error=skip) are left out, counted and listed.
+    readable = np.array([i for i in range(len(inputs.dataset)) if i not in cache.failed], dtype=np.int64)
+    if len(readable) == 0:
+        raise ConfigError(f"none of the {len(inputs.dataset)} listed images could be read")
+    images = cache.images if not cache.failed else evaluate.Rows(cache.images, readable)
+    labels = np.asarray(inputs.dataset.labels)[readable]
+    names = [inputs.dataset.names[i] for i in readable]
 
     if model is not None:
-        logits = evaluate.torch_logits(model, cache.images, table, device, cfg.batch_size, cfg.progress)
+        logits = evaluate.torch_logits(model, images, table, device, cfg.batch_size, cfg.progress)
     else:
-        logits = tf_logits(cfg, graph, inputs.image_size, cache, table, threads)
-    result = evaluate.score(logits, inputs.dataset.labels)
+        logits = tf_logits(cfg, graph, inputs.image_size, images, table, threads)
+    result = evaluate.score(logits, labels)
 
     reference = None
     if cfg.reference == "tf":
-        ref_logits = tf_logits(cfg, graph, inputs.image_size, cache, table, threads)
-        reference = report.compare(result, evaluate.score(ref_logits, inputs.dataset.labels),
-                                   logits, ref_logits, inputs.dataset.names)
+        ref_logits = tf_logits(cfg, graph, inputs.image_size, images, table, threads)
+        reference = report.compare(result, evaluate.score(ref_logits, labels), logits, ref_logits, names)
 
-    results = report.results_dict(cfg, ckpt, inputs, cache, str(device), result, reference, conversion,
-                                  threads, time.time() - started)
+    results = report.results_dict(cfg, ckpt, inputs, cache, readable, str(device), result, reference,
+                                  conversion, threads, time.time() - started)
     path = report.write_results(results, cfg)
-    print(result.mlperf_line())
+    skipped = f" (skipped {len(cache.failed)} of {len(inputs.dataset)} listed: unreadable, see " \
+              f"'skipped' in the results)" if cache.failed else ""
+    print(result.mlperf_line() + skipped)
     print(f"top5={result.top5:.3f}%", file=sys.stderr)
     if reference:
         print(f"reference tf: accuracy={reference['top1']:.3f}%, good={reference['good']}; "

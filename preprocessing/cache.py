@@ -26,9 +26,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .dataset import Dataset
-from .pipelines import PipelineSettings, crop
+from .pipelines import ImageError, PipelineSettings, crop
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 CHUNK = 32  # images per worker task
 
 
@@ -41,6 +41,7 @@ class CropCache:
     folder: Path
     images: np.ndarray  # read-only memory map, N x S x S x 3 uint8, labels-file order
     manifest: dict
+    failed: dict[int, str]  # index -> why the image could not be read (on_error=skip only)
 
 
 def cache_key(dataset: Dataset, settings: PipelineSettings) -> str:
@@ -55,17 +56,30 @@ def cache_key(dataset: Dataset, settings: PipelineSettings) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def file_stats(dataset: Dataset) -> list[list[int]]:
+def file_stats(dataset: Dataset) -> list[list[int] | None]:
+    """[size, mtime_ns] per listed file; None for a missing one."""
     stats = []
     for i in range(len(dataset)):
-        st = os.stat(dataset.path(i))
-        stats.append([st.st_size, st.st_mtime_ns])
+        try:
+            st = os.stat(dataset.path(i))
+            stats.append([st.st_size, st.st_mtime_ns])
+        except FileNotFoundError:
+            stats.append(None)
     return stats
+
+
+def file_sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 @contextmanager
 def _locked(path: Path):
-    """Exclusive lock across processes: a second builder of the same cache waits, then reuses it."""
+    """Exclusive lock across processes: a second builder of the same cache waits, then reuses it.
+    The kernel drops the lock when its holder dies, so a killed build never blocks the next one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -75,15 +89,25 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _fill(array_path: str, paths: list[str], start: int, settings: PipelineSettings) -> int:
+def _fill(array_path: str, items: list[tuple[int, str]], settings: PipelineSettings,
+          skip: bool) -> list[tuple[int, str | None, str | None]]:
+    """Crops `items` into the array; per image (index, source sha256, failure or None)."""
     import cv2
 
     cv2.setNumThreads(1)  # one OpenCV thread per worker process
     out = np.load(array_path, mmap_mode="r+")
-    for i, p in enumerate(paths):
-        out[start + i] = crop(p, settings)
+    done = []
+    for i, path in items:
+        try:
+            out[i] = crop(path, settings)
+            done.append((i, file_sha256(path), None))
+        except ImageError as e:
+            if not skip:
+                raise
+            out[i] = 0
+            done.append((i, file_sha256(path), str(e)))
     out.flush()
-    return len(paths)
+    return done
 
 
 def default_workers() -> int:
@@ -91,34 +115,42 @@ def default_workers() -> int:
 
 
 def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
-           workers: int, progress: bool) -> None:
+           workers: int, progress: bool, skip: bool) -> None:
+    print(f"building preprocessing cache {folder}", file=sys.stderr)
     folder.mkdir(parents=True, exist_ok=True)
     stats = file_stats(dataset)
     n, s = len(dataset), settings.image_size
-    partial = folder / "images.npy.partial"
+    # A file of this build's own: worker processes orphaned by a killed build may still write
+    # into theirs, never into this one. Leftovers of dead builds are removed (we hold the lock).
+    for leftover in folder.glob("images.npy.partial*"):
+        leftover.unlink()
+    partial = folder / f"images.npy.partial{os.getpid()}"
     np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(n, s, s, 3)).flush()
-    paths = [str(dataset.path(i)) for i in range(n)]
-    chunks = [(start, paths[start:start + CHUNK]) for start in range(0, n, CHUNK)]
+    items = [(i, str(dataset.path(i))) for i in range(n)]
+    chunks = [items[start:start + CHUNK] for start in range(0, n, CHUNK)]
+    results = []
     bar = tqdm(total=n, desc=f"preprocess {settings.name} {s}px", unit="img", disable=not progress,
                file=sys.stderr)
     try:
         with bar:
             if workers <= 1 or len(chunks) == 1:
-                for start, chunk in chunks:
-                    bar.update(_fill(str(partial), chunk, start, settings))
+                for chunk in chunks:
+                    results += _fill(str(partial), chunk, settings, skip)
+                    bar.update(len(chunk))
             else:
                 with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                    futures = [pool.submit(_fill, str(partial), chunk, start, settings)
-                               for start, chunk in chunks]
+                    futures = [pool.submit(_fill, str(partial), chunk, settings, skip) for chunk in chunks]
                     try:
                         for future in as_completed(futures):
-                            bar.update(future.result())
+                            results += future.result()
+                            bar.update(len(results) - bar.n)
                     except BaseException:
                         pool.shutdown(wait=True, cancel_futures=True)
                         raise
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    results.sort()
     os.replace(partial, folder / "images.npy")
     manifest = {
         "format": CACHE_FORMAT,
@@ -131,6 +163,8 @@ def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
         "files": dataset.names,
         "labels": dataset.labels,
         "stats": stats,
+        "sha256": [digest for _, digest, _ in results],
+        "failed": {str(i): reason for i, _, reason in results if reason is not None},
         "versions": {**settings.versions(), "numpy": np.__version__, "python": platform.python_version()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -139,35 +173,56 @@ def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
     os.replace(tmp, folder / "manifest.json")  # last, atomically: marks the cache complete
 
 
-def _stale_reason(manifest: dict, dataset: Dataset) -> str | None:
-    for i, (old, new) in enumerate(zip(manifest["stats"], file_stats(dataset))):
+def _stale_reason(manifest: dict, dataset: Dataset, verify: str) -> str | None:
+    if verify == "sha256":
+        current = [file_sha256(str(dataset.path(i))) for i in range(len(dataset))]
+        recorded, what = manifest["sha256"], "content"
+    else:
+        current, recorded, what = file_stats(dataset), manifest["stats"], "size or mtime"
+    for i, (old, new) in enumerate(zip(recorded, current)):
         if old != new:
-            return f"{dataset.path(i)} changed since the cache was built"
+            return f"{what} of {dataset.path(i)} changed since the cache was built"
     return None
 
 
-def open_cache(dataset: Dataset, settings: PipelineSettings, cache_dir: Path,
-               workers: int | None = None, progress: bool = True) -> CropCache:
-    """The crop cache for `dataset` under `settings`, built (or rebuilt, when stale) if needed."""
+VERIFY = ("stat", "sha256")
+ON_ERROR = ("stop", "skip")
+
+
+def open_cache(dataset: Dataset, settings: PipelineSettings, cache_dir: Path, workers: int | None = None,
+               progress: bool = True, on_error: str = "stop", verify: str = "stat") -> CropCache:
+    """The crop cache for `dataset` under `settings`, built (or rebuilt, when stale) if needed.
+
+    on_error: `stop` raises on the first image that cannot be read; `skip` zero-fills its slot and
+    records it in the manifest's `failed` (index -> reason), for the evaluator to leave out.
+    verify: how a cache's sources are checked on open: `stat` (size and mtime) or `sha256` (content).
+    """
+    if on_error not in ON_ERROR or verify not in VERIFY:
+        raise CacheError(f"on_error={on_error}, verify={verify}: expected one of {ON_ERROR} and {VERIFY}")
     key = cache_key(dataset, settings)
     folder = Path(cache_dir) / "crops" / f"{settings.name}-{settings.image_size}-{key[:20]}"
     with _locked(folder.with_name(folder.name + ".lock")):
         manifest_path = folder / "manifest.json"
         if manifest_path.is_file():
             manifest = json.loads(manifest_path.read_text())
-            reason = _stale_reason(manifest, dataset) if manifest.get("key") == key else "key mismatch"
+            reason = _stale_reason(manifest, dataset, verify) if manifest.get("key") == key else "key mismatch"
             if reason is None:
-                return _open(folder, manifest)
+                return _open(folder, manifest, dataset, on_error)
             print(f"cache {folder} is stale ({reason}); rebuilding", file=sys.stderr)
             manifest_path.unlink()
-        _build(folder, dataset, settings, key, workers or default_workers(), progress)
-        return _open(folder, json.loads(manifest_path.read_text()))
+        _build(folder, dataset, settings, key, workers or default_workers(), progress, on_error == "skip")
+        return _open(folder, json.loads(manifest_path.read_text()), dataset, on_error)
 
 
-def _open(folder: Path, manifest: dict) -> CropCache:
+def _open(folder: Path, manifest: dict, dataset: Dataset, on_error: str) -> CropCache:
     images = np.load(folder / "images.npy", mmap_mode="r")
     s = manifest["image_size"]
     if images.shape != (manifest["count"], s, s, 3) or images.dtype != np.uint8:
         raise CacheError(f"{folder}/images.npy: shape {images.shape} {images.dtype} does not match its "
                          f"manifest ({manifest['count']} x {s} x {s} x 3 uint8); delete the folder")
-    return CropCache(folder, images, manifest)
+    failed = {int(i): reason for i, reason in manifest["failed"].items()}
+    if failed and on_error == "stop":  # a cache built with on_error=skip, opened without it
+        first = min(failed)
+        raise ImageError(f"{failed[first]} ({len(failed)} unreadable image(s) in total; "
+                         f"dataset.on_error=skip leaves them out)")
+    return CropCache(folder, images, manifest, failed)

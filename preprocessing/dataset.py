@@ -51,7 +51,10 @@ def read_labels(labels_file: Path) -> tuple[list[str], list[int]]:
     return names, labels
 
 
-def load_dataset(root: str | Path, labels: str | Path | None = None, limit: int | None = None) -> Dataset:
+def load_dataset(root: str | Path, labels: str | Path | None = None, limit: int | None = None,
+                 allow_missing: bool = False) -> Dataset:
+    """The labelled list; a listed file that is missing is an error unless `allow_missing`
+    (dataset.on_error=skip), in which case the cache records it as unreadable."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
@@ -66,7 +69,7 @@ def load_dataset(root: str | Path, labels: str | Path | None = None, limit: int 
     if not names:
         raise DatasetError(f"{labels_file}: lists no images")
     missing = [n for n in names if not (root / n).is_file()]
-    if missing:
+    if missing and not allow_missing:
         shown = ", ".join(repr(str(root / n)) for n in missing[:5])
         raise DatasetError(f"{len(missing)} image(s) listed in {labels_file} are missing: {shown}"
                            + (" ..." if len(missing) > 5 else ""))

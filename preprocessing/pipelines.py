@@ -7,6 +7,7 @@ to int(100 * S / 87.5), centre crop with floor offsets.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -56,12 +57,41 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[top:top + size, left:left + size]
 
 
-def mlperf_crop(path: str, settings: PipelineSettings) -> np.ndarray:
-    """The S x S x 3 uint8 RGB crop of MLPerf's reference pipeline."""
-    img = cv2.imread(str(path))  # always 3-channel BGR: grayscale and CMYK files are converted
+def check_complete_jpeg(path) -> None:
+    """OpenCV decodes a truncated JPEG without an error (grey below the cut), so a file cut short
+    would be scored as an image. A JPEG must end with its end-of-image marker; files that do not
+    (trailing bytes after it are legal) are decoded fully by Pillow, which does notice truncation."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return  # not a JPEG (PNG content named .JPEG happens; OpenCV reads it)
+        f.seek(max(os.fstat(f.fileno()).st_size - 64, 0))
+        if f.read().rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+            return
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, SyntaxError) as e:
+        raise ImageError(f"{path}: truncated or corrupt JPEG ({e}); OpenCV would decode it partially") from e
+
+
+def read_bgr(path) -> np.ndarray:
+    """cv2.imread, as MLPerf reads images, with its silent failures made loud."""
+    if not os.path.isfile(path):
+        raise ImageError(f"{path}: file not found")
+    if os.path.getsize(path) == 0:
+        raise ImageError(f"{path}: empty file")
+    img = cv2.imread(str(path))  # 3-channel BGR; grayscale and CMYK converted, EXIF rotation applied
     if img is None:
         raise ImageError(f"{path}: OpenCV cannot decode this file as an image")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    check_complete_jpeg(path)
+    return img
+
+
+def mlperf_crop(path: str, settings: PipelineSettings) -> np.ndarray:
+    """The S x S x 3 uint8 RGB crop of MLPerf's reference pipeline."""
+    img = cv2.cvtColor(read_bgr(path), cv2.COLOR_BGR2RGB)
     img = resize_with_aspect_ratio(img, settings.image_size, settings.crop_percent,
                                    INTERPOLATIONS[settings.interpolation])
     return np.ascontiguousarray(center_crop(img, settings.image_size))
