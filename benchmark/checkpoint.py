@@ -29,12 +29,18 @@ class Checkpoint:
         return f"{self.path}:{self.member}" if self.member else str(self.path)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def _check_member_paths(names: list[str], path: Path) -> None:
+    """Members are only read, never extracted; an archive whose paths would escape its folder is
+    refused all the same, as a corrupt or hostile download."""
+    for name in names:
+        parts = Path(name).parts
+        if name.startswith("/") or ".." in parts:
+            raise CheckpointError(f"{path}: archive member '{name}' escapes the archive's folder: refused")
 
 
 def _pick_graph_member(names: list[str], path: Path) -> str:
@@ -56,11 +62,14 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
-    digest = sha256_file(path)
+    digest = file_digest(path)
     if path.name.endswith((".tgz", ".tar.gz", ".tar")):
         try:
             with tarfile.open(path) as tar:
-                files = {m.name: m for m in tar.getmembers() if m.isfile()}
+                members = tar.getmembers()
+                links = [m.linkname for m in members if m.issym() or m.islnk()]
+                _check_member_paths([m.name for m in members] + links, path)
+                files = {m.name: m for m in members if m.isfile()}
                 member = _pick_graph_member(sorted(files), path)
                 graph_bytes = tar.extractfile(files[member]).read()
         except (tarfile.TarError, EOFError, OSError) as e:

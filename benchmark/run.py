@@ -15,7 +15,8 @@ from preprocessing.cache import CropCache, open_cache
 from preprocessing.dataset import Dataset, load_dataset
 from preprocessing.pipelines import PipelineSettings, make_settings
 
-from .checkpoint import Checkpoint, open_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, file_digest, open_checkpoint
+from .download import fetch, is_url
 from .graph import FrozenGraph, graph_input
 from .normalize import lookup_table
 from . import evaluate, report
@@ -59,12 +60,26 @@ class Inputs:
     settings: PipelineSettings
 
 
+def checkpoint_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.checkpoint_dir).expanduser() if cfg.checkpoint_dir else default_cache_dir() / "checkpoints"
+
+
 def model_checkpoint(cfg: DictConfig) -> Checkpoint:
+    """The checkpoint named by model.checkpoint: a local file, or a URL downloaded (once) into
+    checkpoint_dir. The model's published md5 applies to its own download URL."""
     hint = ""
     if cfg.model.get("download_url"):
-        md5 = f", md5 {cfg.model.download_md5}" if cfg.model.get("download_md5") else ""
-        hint = f" (download it from {cfg.model.download_url}{md5})"
-    return open_checkpoint(require(cfg, "model.checkpoint", hint))
+        hint = f" (the model's download URL is {cfg.model.download_url})"
+    source = require(cfg, "model.checkpoint", hint)
+    if is_url(source):
+        md5 = cfg.model.get("download_md5") if source == cfg.model.get("download_url") else None
+        source = fetch(source, checkpoint_dir(cfg), md5, cfg.progress)
+    if str(source).endswith(".safetensors"):  # a model written by benchmark.export
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"{path}: checkpoint file not found")
+        return Checkpoint(path, file_digest(path), None, b"")
+    return open_checkpoint(source)
 
 
 def prepare(cfg: DictConfig, graph_size: int | None, source: str) -> Inputs:
@@ -120,6 +135,9 @@ def run(cfg: DictConfig) -> dict:
     threads = _torch_threads(cfg)
 
     ckpt = model_checkpoint(cfg)
+    exported = ckpt.path.suffix == ".safetensors"
+    if exported and (cfg.backend != "torch" or cfg.reference):
+        raise ConfigError(f"{ckpt.path} is an exported PyTorch model: TensorFlow needs the frozen graph")
     # TensorFlow is loaded only when it runs (or a conversion needs the graph): importing it
     # slows PyTorch's CPU kernels down by about a fifth.
     graph = FrozenGraph.from_checkpoint(ckpt) if "tf" in (cfg.backend, cfg.reference) else None
@@ -128,7 +146,15 @@ def run(cfg: DictConfig) -> dict:
         from .convert import load_converted
 
         device = evaluate.select_device(cfg.device)
-        model, conversion = load_converted(cfg.model.arch, ckpt, graph, cache_dir(cfg))
+        if exported:
+            from .export import load_exported
+
+            model, meta = load_exported(ckpt.path)
+            if meta["arch"] != cfg.model.arch:
+                raise ConfigError(f"{ckpt.path} holds {meta['arch']}, not model={cfg.model.name}")
+            conversion = {"exported_from": meta["checkpoint"], "exported_from_sha256": meta["checkpoint_sha256"]}
+        else:
+            model, conversion = load_converted(cfg.model.arch, ckpt, graph, cache_dir(cfg))
         graph_size = model.spec.image_size
     else:
         device = "cpu"
