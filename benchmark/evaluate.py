@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .normalize import apply_table
+from .normalize import Normalizer
 
 NUM_CLASSES = 1000
 
@@ -53,19 +53,23 @@ def _batches(n: int, batch_size: int, desc: str, progress: bool):
             bar.update(stop - start)
 
 
-def torch_logits(model: torch.nn.Module, images: np.ndarray, table: np.ndarray, device: torch.device,
+def torch_logits(model: torch.nn.Module, images: np.ndarray, normalize: Normalizer, device: torch.device,
                  batch_size: int, progress: bool = True) -> np.ndarray:
     if device.type == "cuda":
         exact_cuda()
     # Channels-last: the cached crops are NHWC already, and oneDNN's convolutions are fastest there.
     model = model.to(device, memory_format=torch.channels_last).eval()
-    lut = torch.from_numpy(table).to(device)
+    lut = torch.from_numpy(normalize.table).to(device)
     out = []
     with torch.inference_mode():
         for start, stop in _batches(len(images), batch_size, f"torch {device}", progress):
-            # uint8 crosses to the device; the lookup makes MLPerf's exact float32 there.
-            crops = torch.from_numpy(np.array(images[start:stop])).to(device)
-            out.append(model(model_input(lut, crops)).float().cpu().numpy())
+            batch = np.array(images[start:stop])
+            if batch.dtype == np.uint8:
+                # uint8 crosses to the device; the lookup makes MLPerf's exact float32 there.
+                x = model_input(lut, torch.from_numpy(batch).to(device))
+            else:
+                x = torch.from_numpy(normalize(batch)).to(device).permute(0, 3, 1, 2)
+            out.append(model(x).float().cpu().numpy())
     return np.concatenate(out)
 
 
@@ -76,11 +80,11 @@ def model_input(lut: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
     return lut[crops.long(), channels].permute(0, 3, 1, 2)
 
 
-def graph_logits(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, table: np.ndarray,
+def graph_logits(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, normalize: Normalizer,
                  batch_size: int, progress: bool = True, desc: str = "tensorflow") -> np.ndarray:
     out = []
     for start, stop in _batches(len(images), batch_size, desc, progress):
-        out.append(np.asarray(run(apply_table(table, np.asarray(images[start:stop]))), dtype=np.float32))
+        out.append(np.asarray(run(normalize(np.asarray(images[start:stop]))), dtype=np.float32))
     return np.concatenate(out)
 
 

@@ -1,4 +1,4 @@
-"""The model's own input normalisation, applied to cached uint8 crops at evaluation.
+"""The model's own input normalisation, applied to cached crops at evaluation.
 
 Each normaliser is MLPerf's numpy arithmetic, verbatim. It is element-wise on a uint8 value (and
 channel), so it is evaluated once on all 256 values per channel into a lookup table; indexing the
@@ -41,3 +41,17 @@ def lookup_table(kind: str) -> np.ndarray:
 def apply_table(table: np.ndarray, crops: np.ndarray) -> np.ndarray:
     """N x H x W x 3 uint8 to float32 NHWC through the table."""
     return table[crops, np.arange(3)]
+
+
+class Normalizer:
+    """The model's normalisation for a cache's crops: through the table for uint8 crops, MLPerf's
+    arithmetic itself for float32 crops (pipelines without a uint8 intermediate)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.table = lookup_table(kind)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        if crops.dtype == np.uint8:
+            return apply_table(self.table, crops)
+        return NORMALIZERS[self.kind](np.array(crops, dtype=np.float32))

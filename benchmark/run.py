@@ -18,7 +18,7 @@ from preprocessing.pipelines import PipelineSettings, make_settings
 from .checkpoint import Checkpoint, CheckpointError, file_digest, open_checkpoint
 from .download import fetch, is_url
 from .graph import FrozenGraph, graph_input
-from .normalize import lookup_table
+from .normalize import Normalizer
 from . import evaluate, report
 
 
@@ -87,8 +87,12 @@ def prepare(cfg: DictConfig, graph_size: int | None, source: str) -> Inputs:
     image_size = resolve_image_size(graph_size, cfg.model.image_size, source)
     dataset = load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, cfg.dataset.limit,
                            allow_missing=cfg.dataset.on_error == "skip")
-    settings = make_settings(cfg.preprocess.name, image_size, cfg.preprocess.interpolation,
-                             cfg.preprocess.crop_percent)
+    pre = cfg.preprocess
+    try:
+        settings = make_settings(pre.name, image_size, pre.interpolation, pre.crop_percent, pre.decoder,
+                                 pre.resize, pre.antialias, pre.crop_rounding)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     return Inputs(image_size, dataset, settings)
 
 
@@ -114,12 +118,12 @@ def _torch_threads(cfg: DictConfig) -> int:
 
 
 def tf_logits(cfg: DictConfig, graph: FrozenGraph, image_size: int, images,
-              table: np.ndarray, threads: int) -> np.ndarray:
+              normalize: Normalizer, threads: int) -> np.ndarray:
     from .tf_backend import TFGraphModel
 
     model = TFGraphModel(graph, cfg.model.input_tensor, cfg.model.logits_tensor, image_size, threads)
     try:
-        return evaluate.graph_logits(model, images, table, cfg.batch_size, cfg.progress)
+        return evaluate.graph_logits(model, images, normalize, cfg.batch_size, cfg.progress)
     finally:
         model.close()
 
@@ -161,7 +165,7 @@ def run(cfg: DictConfig) -> dict:
         graph_size = graph_input(graph)[1]
     inputs = prepare(cfg, graph_size, ckpt.source)
     cache = build_cache(cfg, inputs)
-    table = lookup_table(cfg.model.normalization)
+    normalize = Normalizer(cfg.model.normalization)
     # Images that could not be read (dataset.on_error=skip) are left out, counted and listed.
     readable = np.array([i for i in range(len(inputs.dataset)) if i not in cache.failed], dtype=np.int64)
     if len(readable) == 0:
@@ -171,14 +175,14 @@ def run(cfg: DictConfig) -> dict:
     names = [inputs.dataset.names[i] for i in readable]
 
     if model is not None:
-        logits = evaluate.torch_logits(model, images, table, device, cfg.batch_size, cfg.progress)
+        logits = evaluate.torch_logits(model, images, normalize, device, cfg.batch_size, cfg.progress)
     else:
-        logits = tf_logits(cfg, graph, inputs.image_size, images, table, threads)
+        logits = tf_logits(cfg, graph, inputs.image_size, images, normalize, threads)
     result = evaluate.score(logits, labels)
 
     reference = None
     if cfg.reference == "tf":
-        ref_logits = tf_logits(cfg, graph, inputs.image_size, images, table, threads)
+        ref_logits = tf_logits(cfg, graph, inputs.image_size, images, normalize, threads)
         reference = report.compare(result, evaluate.score(ref_logits, labels), logits, ref_logits, names)
 
     results = report.results_dict(cfg, ckpt, inputs, cache, readable, str(device), result, reference,

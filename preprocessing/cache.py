@@ -1,4 +1,5 @@
-"""Cache stage: the uint8 crops of a whole labels list in one memory-mappable `images.npy`.
+"""Cache stage: the crops of a whole labels list in one memory-mappable `images.npy` (uint8; float32
+for pipelines without a uint8 intermediate).
 
 Layout: `<cache_dir>/crops/<pipeline>-<size>-<key>/{images.npy, manifest.json}`. The key hashes every
 setting that can change a pixel (pipeline settings, library versions) and the image list itself, so
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from .dataset import Dataset
 from .pipelines import ImageError, PipelineSettings, crop
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 CHUNK = 32  # images per worker task
 
 
@@ -125,7 +126,7 @@ def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
     for leftover in folder.glob("images.npy.partial*"):
         leftover.unlink()
     partial = folder / f"images.npy.partial{os.getpid()}"
-    np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(n, s, s, 3)).flush()
+    np.lib.format.open_memmap(partial, mode="w+", dtype=settings.dtype, shape=(n, s, s, 3)).flush()
     items = [(i, str(dataset.path(i))) for i in range(n)]
     chunks = [items[start:start + CHUNK] for start in range(0, n, CHUNK)]
     results = []
@@ -157,6 +158,7 @@ def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
         "key": key,
         "pipeline": settings.to_dict(),
         "image_size": s,
+        "dtype": np.dtype(settings.dtype).name,
         "count": n,
         "root": str(dataset.root),
         "labels_file": str(dataset.labels_file),
@@ -217,9 +219,10 @@ def open_cache(dataset: Dataset, settings: PipelineSettings, cache_dir: Path, wo
 def _open(folder: Path, manifest: dict, dataset: Dataset, on_error: str) -> CropCache:
     images = np.load(folder / "images.npy", mmap_mode="r")
     s = manifest["image_size"]
-    if images.shape != (manifest["count"], s, s, 3) or images.dtype != np.uint8:
+    dtype = np.dtype(manifest["dtype"])
+    if images.shape != (manifest["count"], s, s, 3) or images.dtype != dtype:
         raise CacheError(f"{folder}/images.npy: shape {images.shape} {images.dtype} does not match its "
-                         f"manifest ({manifest['count']} x {s} x {s} x 3 uint8); delete the folder")
+                         f"manifest ({manifest['count']} x {s} x {s} x 3 {dtype}); delete the folder")
     failed = {int(i): reason for i, reason in manifest["failed"].items()}
     if failed and on_error == "stop":  # a cache built with on_error=skip, opened without it
         first = min(failed)

@@ -1,8 +1,13 @@
-"""Preprocessing pipelines: image file to the uint8 RGB crop a model is fed (before normalisation).
+"""Preprocessing pipelines: image file to the crop a model is fed (before its normalisation).
 
-`mlperf` is MLPerf inference's reference OpenCV pipeline (`pre_process_mobilenet` /
-`pre_process_vgg`), bit for bit: cv2.imread, BGR to RGB, aspect-preserving resize of the short side
-to int(100 * S / 87.5), centre crop with floor offsets.
+The `opencv` path with floor crop offsets is MLPerf inference's reference pipeline
+(`pre_process_mobilenet` / `pre_process_vgg`), bit for bit: cv2.imread, BGR to RGB, aspect-preserving
+resize of the short side to int(100 * S / 87.5), centre crop. The knobs swap the decoder (OpenCV,
+Pillow), the resize (OpenCV, Pillow, torchvision on tensors with or without antialias), the
+interpolation, the crop fraction and the crop offset rounding; `decoder=pil resize=pil
+crop_rounding=round` is torchvision's eval pipeline, bit for bit. `resize=tf` is TF official
+ResNet's eval preprocessing (tf.image decode, bilinear resize, central crop), which has no uint8
+intermediate: its crops are float32.
 """
 
 from __future__ import annotations
@@ -13,13 +18,11 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-INTERPOLATIONS = {
-    "nearest": cv2.INTER_NEAREST,
-    "linear": cv2.INTER_LINEAR,
-    "area": cv2.INTER_AREA,
-    "cubic": cv2.INTER_CUBIC,
-    "lanczos": cv2.INTER_LANCZOS4,
-}
+INTERPOLATIONS = ("nearest", "linear", "area", "cubic", "lanczos")
+CV2_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
+                     "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+DECODERS = ("opencv", "pil", "tf")
+RESIZERS = ("opencv", "pil", "torchvision", "tf")
 
 
 class ImageError(ValueError):
@@ -29,31 +32,60 @@ class ImageError(ValueError):
 @dataclass(frozen=True)
 class PipelineSettings:
     """Every setting that can change a pixel of the crop."""
-    name: str
+    name: str  # the label of the preprocess config (mlperf, torchvision, tf, ...)
     image_size: int
     interpolation: str
-    crop_percent: float = 87.5  # MLPerf's `scale`: resize short side to int(100 * S / crop_percent)
+    crop_percent: float = 87.5  # the short side is resized to int(100 * S / crop_percent)
+    decoder: str = "opencv"
+    resize: str = "opencv"
+    antialias: bool = True  # resize=torchvision only
+    crop_rounding: str = "floor"  # centre-crop offsets: floor (MLPerf) or round (torchvision)
+
+    @property
+    def dtype(self):
+        return np.float32 if self.resize == "tf" else np.uint8
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def versions(self) -> dict:
-        return {"opencv": cv2.__version__}
+        """Versions of the libraries that make the pixels (part of the cache key)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        versions = {"opencv": cv2.__version__}
+        if "pil" in (self.decoder, self.resize):
+            versions["pillow"] = version("pillow")
+        if self.resize == "torchvision":
+            versions["torchvision"] = version("torchvision")
+        if self.resize == "tf":
+            for dist in ("tensorflow-cpu", "tensorflow"):
+                try:
+                    versions["tensorflow"] = version(dist)
+                    break
+                except PackageNotFoundError:
+                    pass
+        return versions
+
+
+def resized_size(height: int, width: int, size: int, crop_percent: float) -> tuple[int, int]:
+    """MLPerf's (and torchvision's) aspect-preserving size: short side int(100 * S / crop_percent)."""
+    short = int(100.0 * size / crop_percent)
+    if height > width:
+        return int(short * height / width), short
+    return short, int(short * width / height)
 
 
 def resize_with_aspect_ratio(img: np.ndarray, size: int, crop_percent: float, interpolation: int) -> np.ndarray:
-    height, width = img.shape[:2]
-    short = int(100.0 * size / crop_percent)
-    if height > width:
-        w, h = short, int(short * height / width)
-    else:
-        h, w = short, int(short * width / height)
+    h, w = resized_size(img.shape[0], img.shape[1], size, crop_percent)
     return cv2.resize(img, (w, h), interpolation=interpolation)
 
 
-def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+def center_crop(img: np.ndarray, size: int, rounding: str = "floor") -> np.ndarray:
     height, width = img.shape[:2]
-    left, top = int((width - size) / 2), int((height - size) / 2)
+    if rounding == "floor":
+        left, top = int((width - size) / 2), int((height - size) / 2)
+    else:
+        left, top = int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
     return img[top:top + size, left:left + size]
 
 
@@ -89,24 +121,94 @@ def read_bgr(path) -> np.ndarray:
     return img
 
 
-def mlperf_crop(path: str, settings: PipelineSettings) -> np.ndarray:
-    """The S x S x 3 uint8 RGB crop of MLPerf's reference pipeline."""
-    img = cv2.cvtColor(read_bgr(path), cv2.COLOR_BGR2RGB)
-    img = resize_with_aspect_ratio(img, settings.image_size, settings.crop_percent,
-                                   INTERPOLATIONS[settings.interpolation])
-    return np.ascontiguousarray(center_crop(img, settings.image_size))
+def read_rgb(path, decoder: str) -> np.ndarray:
+    """H x W x 3 uint8 RGB."""
+    if decoder == "opencv":
+        return cv2.cvtColor(read_bgr(path), cv2.COLOR_BGR2RGB)
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise ImageError(f"{path}: file not found")
+    try:
+        with Image.open(path) as im:  # no EXIF rotation, unlike cv2.imread
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageError(f"{path}: Pillow cannot decode this file ({e})") from e
 
 
-PIPELINES = {"mlperf": mlperf_crop}
+def _resize_pil(img: np.ndarray, h: int, w: int, interpolation: str, antialias: bool) -> np.ndarray:
+    from PIL import Image
+
+    filters = {"nearest": Image.Resampling.NEAREST, "linear": Image.Resampling.BILINEAR,
+               "area": Image.Resampling.BOX, "cubic": Image.Resampling.BICUBIC,
+               "lanczos": Image.Resampling.LANCZOS}
+    return np.asarray(Image.fromarray(img).resize((w, h), filters[interpolation]))
 
 
-def make_settings(name: str, image_size: int, interpolation: str, crop_percent: float = 87.5) -> PipelineSettings:
-    if name not in PIPELINES:
-        raise ValueError(f"unknown preprocessing pipeline '{name}'; known: {', '.join(PIPELINES)}")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"unknown interpolation '{interpolation}'; known: {', '.join(INTERPOLATIONS)}")
-    return PipelineSettings(name, int(image_size), interpolation, float(crop_percent))
+def _resize_torchvision(img: np.ndarray, h: int, w: int, interpolation: str, antialias: bool) -> np.ndarray:
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    modes = {"nearest": InterpolationMode.NEAREST, "linear": InterpolationMode.BILINEAR,
+             "cubic": InterpolationMode.BICUBIC}
+    if interpolation not in modes:
+        raise ValueError(f"resize=torchvision supports interpolation {', '.join(modes)}, not {interpolation}")
+    tensor = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    return F.resize(tensor, [h, w], interpolation=modes[interpolation], antialias=antialias).permute(1, 2, 0).numpy()
+
+
+def _resize_opencv(img: np.ndarray, h: int, w: int, interpolation: str, antialias: bool) -> np.ndarray:
+    return cv2.resize(img, (w, h), interpolation=CV2_INTERPOLATION[interpolation])
+
+
+RESIZE = {"opencv": _resize_opencv, "pil": _resize_pil, "torchvision": _resize_torchvision}
+
+
+def tf_crop(path, settings: PipelineSettings) -> np.ndarray:
+    """TF official ResNet's eval preprocessing: decode, bilinear resize of the short side to
+    int(100 * S / crop_percent) with float32 scale arithmetic, central crop; float32 throughout."""
+    import tensorflow as tf
+
+    if not os.path.isfile(path):
+        raise ImageError(f"{path}: file not found")
+    try:
+        img = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.OpError) as e:
+        raise ImageError(f"{path}: TensorFlow cannot decode this file ({e.message})") from e
+    height, width = (tf.cast(d, tf.float32) for d in tf.shape(img)[:2])
+    scale = tf.constant(int(100.0 * settings.image_size / settings.crop_percent), tf.float32) / tf.minimum(height, width)
+    new_h, new_w = tf.cast(height * scale, tf.int32), tf.cast(width * scale, tf.int32)
+    img = tf.compat.v1.image.resize(img, [new_h, new_w], method=tf.image.ResizeMethod.BILINEAR,
+                                    align_corners=False)
+    top, left = (new_h - settings.image_size) // 2, (new_w - settings.image_size) // 2
+    s = settings.image_size
+    return np.ascontiguousarray(img[top:top + s, left:left + s].numpy(), dtype=np.float32)
 
 
 def crop(path, settings: PipelineSettings) -> np.ndarray:
-    return PIPELINES[settings.name](path, settings)
+    """The S x S x 3 RGB crop of `settings` (uint8, or float32 for resize=tf)."""
+    if settings.resize == "tf":
+        return tf_crop(path, settings)
+    img = read_rgb(path, settings.decoder)
+    h, w = resized_size(img.shape[0], img.shape[1], settings.image_size, settings.crop_percent)
+    img = RESIZE[settings.resize](img, h, w, settings.interpolation, settings.antialias)
+    return np.ascontiguousarray(center_crop(img, settings.image_size, settings.crop_rounding))
+
+
+def make_settings(name: str, image_size: int, interpolation: str, crop_percent: float = 87.5,
+                  decoder: str = "opencv", resize: str = "opencv", antialias: bool = True,
+                  crop_rounding: str = "floor") -> PipelineSettings:
+    choices = {"interpolation": (interpolation, INTERPOLATIONS), "decoder": (decoder, DECODERS),
+               "resize": (resize, RESIZERS), "crop_rounding": (crop_rounding, ("floor", "round"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"preprocess.{key}={value}: expected one of {', '.join(allowed)}")
+    if (decoder == "tf") != (resize == "tf"):
+        raise ValueError("decoder=tf and resize=tf go together: TF official ResNet's preprocessing")
+    if resize == "tf" and (interpolation != "linear" or crop_rounding != "floor"):
+        raise ValueError("resize=tf is bilinear with floor offsets, as TF official ResNet's preprocessing")
+    if not 0 < crop_percent <= 100:
+        raise ValueError(f"preprocess.crop_percent={crop_percent}: expected 0 < crop_percent <= 100")
+    return PipelineSettings(name, int(image_size), interpolation, float(crop_percent), decoder, resize,
+                            bool(antialias), crop_rounding)

@@ -11,11 +11,15 @@ from benchmark.normalize import apply_table, lookup_table, mlperf_mobilenet
 from preprocessing.pipelines import crop, make_settings
 
 
+TORCHVISION = dict(decoder="pil", resize="pil", crop_rounding="round")  # conf/preprocess/torchvision.yaml
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("golden_key,interpolation", [("mlperf_mobilenet", "linear"),
-                                                      ("mlperf_resnet50", "area")])
-def test_mlperf_crops_match_golden_digests(samples_dir, golden, golden_key, interpolation):
-    settings = make_settings("mlperf", 224, interpolation)
+@pytest.mark.parametrize("golden_key,interpolation,knobs", [("mlperf_mobilenet", "linear", {}),
+                                                            ("mlperf_resnet50", "area", {}),
+                                                            ("torchvision", "linear", TORCHVISION)])
+def test_crops_match_golden_digests(samples_dir, golden, golden_key, interpolation, knobs):
+    settings = make_settings("golden", 224, interpolation, **knobs)
     wrong = [name for name, digests in golden.items()
              if hashlib.sha256(crop(samples_dir / name, settings).tobytes()).hexdigest() != digests[golden_key]]
     assert len(golden) == 1000
@@ -58,3 +62,65 @@ def test_normalised_crops_equal_mlperf_float_arrays_bit_for_bit():
     x = model_input(torch.from_numpy(table), torch.from_numpy(images))
     assert x.shape == (8, 3, 224, 224)
     assert x.permute(0, 2, 3, 1).contiguous().numpy().tobytes() == expected.tobytes()
+
+
+def test_preprocess_configs_are_the_golden_settings():
+    from hydra import compose, initialize_config_dir
+
+    from conftest import REPO
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        tv = compose("config", overrides=["preprocess=torchvision"]).preprocess
+        ml = compose("config", overrides=["preprocess=mlperf", "model=resnet50"]).preprocess
+    assert {k: tv[k] for k in TORCHVISION} == TORCHVISION and tv.interpolation == "linear"
+    assert (ml.decoder, ml.resize, ml.crop_rounding, ml.interpolation) == ("opencv", "opencv", "floor", "area")
+
+
+def test_every_knob_changes_the_crop(samples_dir):
+    """(The decoder knob can leave pixels alone: OpenCV and Pillow often share libjpeg-turbo.
+    Where they differ, e.g. EXIF rotation, see test_bad_input.)"""
+    import cv2
+
+    from preprocessing.pipelines import resized_size
+
+    def odd_offset(p):
+        # Floor and round offsets differ only where the margin is odd and, since Python rounds
+        # halves to even (as torchvision does), where half the margin rounds up: 2k+1 with k odd.
+        h, w = resized_size(*cv2.imread(str(p)).shape[:2], 224, 87.5)
+        return any(m % 2 and (m // 2) % 2 for m in (h - 224, w - 224))
+    path = next(p for p in sorted(samples_dir.glob("*.JPEG")) if odd_offset(p))
+    base = dict(interpolation="linear")
+    variants = {
+        "mlperf": {},
+        "pil resize": dict(resize="pil"),
+        "torchvision antialias": dict(resize="torchvision"),
+        "torchvision no antialias": dict(resize="torchvision", antialias=False),
+        "cubic": dict(interpolation="cubic"),
+        "crop 80%": dict(crop_percent=80.0),
+        "round offsets": dict(crop_rounding="round"),
+    }
+    crops = {name: crop(path, make_settings("v", 224, **{**base, **knobs})) for name, knobs in variants.items()}
+    digests = {name: hashlib.sha256(c.tobytes()).hexdigest() for name, c in crops.items()}
+    assert len(set(digests.values())) == len(variants), digests
+    for c in crops.values():
+        assert c.shape == (224, 224, 3) and c.dtype == np.uint8
+
+
+def test_tf_pipeline_is_float32_and_close_to_bilinear(samples_dir):
+    path = sorted(samples_dir.glob("*.JPEG"))[3]
+    tf_crop = crop(path, make_settings("tf", 224, "linear", decoder="tf", resize="tf"))
+    ref = crop(path, make_settings("mlperf", 224, "linear")).astype(np.float32)
+    assert tf_crop.dtype == np.float32 and tf_crop.shape == (224, 224, 3)
+    assert np.abs(tf_crop - np.round(tf_crop)).max() > 0  # no uint8 intermediate
+    assert np.abs(tf_crop - ref).mean() < 6  # same picture; TF1 resize uses other pixel centres
+
+
+def test_invalid_knob_combinations():
+    from preprocessing.pipelines import _resize_torchvision
+
+    with pytest.raises(ValueError, match="preprocess.resize=bogus"):
+        make_settings("x", 224, "linear", resize="bogus")
+    with pytest.raises(ValueError, match="decoder=tf and resize=tf go together"):
+        make_settings("x", 224, "linear", resize="tf")
+    with pytest.raises(ValueError, match="supports interpolation"):
+        _resize_torchvision(np.zeros((4, 4, 3), np.uint8), 2, 2, "area", True)
