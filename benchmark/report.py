@@ -104,7 +104,7 @@ def write_results(results: dict, cfg: DictConfig) -> Path:
     if cfg.results_file:
         path = Path(cfg.results_file).expanduser()
     else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")  # sweep jobs can share a second and a pid
         path = Path("results/runs") / (f"{cfg.model.name}-{cfg.preprocess.name}-{cfg.backend}-"
                                        f"{stamp}-{os.getpid()}.json")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,158 @@
+"""python -m benchmark.table [RESULTS.json ...] --out DIR
+
+Collects results JSON files (default: results/runs/*.json) into tables: `runs.md`/`runs.csv`, one
+row per run; `pivot.md`/`pivot.csv`, models x preprocessing pipelines, top-1 with good/total; and
+a bar chart of top-1 per pipeline per model (`top1.png` and `top1.svg`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ["model", "checkpoint", "image_size", "pipeline", "decoder", "resize", "interpolation",
+           "antialias", "crop_percent", "crop_rounding", "backend", "device", "top1", "top5", "good",
+           "total", "opencv", "pillow", "torch", "file"]
+
+
+class TableError(ValueError):
+    pass
+
+
+def pipeline_label(p: dict) -> str:
+    """A column name that tells pipelines apart: name, interpolation, and any unusual knob."""
+    label = f"{p['name']} {p['interpolation']}"
+    if p.get("resize") == "torchvision" and not p.get("antialias", True):
+        label += ", no antialias"
+    if p.get("crop_percent", 87.5) != 87.5:
+        label += f", crop {p['crop_percent']:g}%"
+    return label
+
+
+def model_label(r: dict) -> str:
+    ckpt = r["checkpoint"]
+    name = Path(ckpt["member"] or ckpt["path"]).name
+    if name in ("frozen_graph.pb",):  # TF-slim archives all name their graph alike
+        name = Path(ckpt["path"]).parent.name + "/" + name
+    return f"{r['model']} ({name}, {r['image_size']}px)"
+
+
+def row(r: dict, path: Path) -> dict:
+    p = r["preprocess"]
+    return {
+        "model": model_label(r), "checkpoint": r["checkpoint"]["sha256"][:12], "image_size": r["image_size"],
+        "pipeline": pipeline_label(p), "decoder": p.get("decoder", "opencv"), "resize": p.get("resize", "opencv"),
+        "interpolation": p["interpolation"], "antialias": p.get("antialias", True),
+        "crop_percent": p.get("crop_percent", 87.5), "crop_rounding": p.get("crop_rounding", "floor"),
+        "backend": r["backend"], "device": r["device"], "top1": f"{r['top1']:.3f}", "top5": f"{r['top5']:.3f}",
+        "good": r["good"], "total": r["total"], "opencv": r["versions"]["opencv"],
+        "pillow": r["versions"]["pillow"], "torch": r["versions"]["torch"], "file": path.name,
+    }
+
+
+def load(paths: list[Path]) -> list[tuple[dict, Path]]:
+    runs = []
+    for path in paths:
+        try:
+            runs.append((json.loads(path.read_text()), path))
+        except (OSError, json.JSONDecodeError) as e:
+            raise TableError(f"{path}: not a readable results file ({e})") from e
+    if not runs:
+        raise TableError("no results files given or found")
+    return runs
+
+
+def pivot(rows: list[dict]) -> tuple[list[str], list[str], dict]:
+    """models x pipelines -> cell; two runs for one cell is an error, not a silent pick."""
+    models = sorted({r["model"] for r in rows})
+    pipelines = sorted({r["pipeline"] for r in rows})
+    cells: dict = {}
+    for r in rows:
+        key = (r["model"], r["pipeline"])
+        if key in cells:
+            raise TableError(f"two runs for {key[0]} / {key[1]}: {cells[key]['file']} and {r['file']}; "
+                             "pass only one (or use --backend)")
+        cells[key] = r
+    return models, pipelines, cells
+
+
+def markdown(header: list[str], body: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in line) + " |" for line in body]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(runs: list[tuple[dict, Path]], out: Path, backend: str | None, title: str) -> list[Path]:
+    rows = [row(r, p) for r, p in runs if backend is None or r["backend"] == backend]
+    if not rows:
+        raise TableError(f"no runs with backend={backend}")
+    rows.sort(key=lambda r: (r["model"], r["pipeline"], r["backend"]))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "runs.md").write_text(f"# {title}: all runs\n\n" + markdown(COLUMNS, [[r[c] for c in COLUMNS] for r in rows]))
+    models, pipelines, cells = pivot(rows)
+
+    def cell(m, p):
+        r = cells.get((m, p))
+        return f"{r['top1']} ({r['good']}/{r['total']})" if r else ""
+    body = [[m] + [cell(m, p) for p in pipelines] for m in models]
+    (out / "pivot.md").write_text(f"# {title}: top-1 % (good/total)\n\n" + markdown(["model"] + pipelines, body))
+    with open(out / "pivot.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model"] + pipelines)
+        writer.writerows(body)
+    charts = chart(models, pipelines, cells, out / "top1", title)
+    return [out / "runs.csv", out / "runs.md", out / "pivot.md", out / "pivot.csv", *charts]
+
+
+def chart(models, pipelines, cells, stem: Path, title: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(models) * len(pipelines) ** 0.5), 4.5))
+    width = 0.8 / len(pipelines)
+    for j, p in enumerate(pipelines):
+        xs = [i + (j - (len(pipelines) - 1) / 2) * width for i in range(len(models))]
+        ys = [float(cells[(m, p)]["top1"]) if (m, p) in cells else 0.0 for m in models]
+        bars = ax.bar(xs, ys, width, label=p)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(models)), [m.replace(" (", "\n(") for m in models], fontsize=8)
+    ax.set_ylabel("top-1 %")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for path in paths:
+        fig.savefig(path, **({"metadata": {"Date": None}} if path.suffix == ".svg" else {}))
+    plt.close(fig)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.table", description=__doc__.split("\n\n")[1])
+    parser.add_argument("results", nargs="*", type=Path, help="results JSON files (default: results/runs/*.json)")
+    parser.add_argument("--out", type=Path, default=Path("results/tables"), help="folder for the tables")
+    parser.add_argument("--backend", default="torch", help="runs of this backend only (default torch; 'all')")
+    parser.add_argument("--title", default="ImageNet top-1 by preprocessing pipeline")
+    args = parser.parse_args(argv)
+    paths = args.results or sorted(Path("results/runs").glob("*.json"))
+    try:
+        written = write_tables(load(paths), args.out, None if args.backend == "all" else args.backend, args.title)
+    except TableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
