@@ -34,9 +34,8 @@ def pipeline_label(p: dict) -> str:
 
 def model_label(r: dict) -> str:
     ckpt = r["checkpoint"]
-    name = Path(ckpt["member"] or ckpt["path"]).name
-    if name in ("frozen_graph.pb",):  # TF-slim archives all name their graph alike
-        name = Path(ckpt["path"]).parent.name + "/" + name
+    # An archive member's folder tells TF-slim's graphs apart (they are all frozen_graph.pb).
+    name = ckpt["member"].removeprefix("./") if ckpt["member"] else Path(ckpt["path"]).name
     return f"{r['model']} ({name}, {r['image_size']}px)"
 
 
@@ -117,7 +116,7 @@ def chart(models, pipelines, cells, stem: Path, title: str) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(models) * len(pipelines) ** 0.5), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(models) * len(pipelines)), 4.5))
     width = 0.8 / len(pipelines)
     for j, p in enumerate(pipelines):
         xs = [i + (j - (len(pipelines) - 1) / 2) * width for i in range(len(models))]
