@@ -12,7 +12,7 @@ class TFGraphModel:
     placeholder of open batch size, so graphs fixed to batch 1 run in batches too."""
 
     def __init__(self, graph: FrozenGraph, input_tensor: str, logits_tensor: str, image_size: int,
-                 threads: int | None = None):
+                 threads: int | None = None, optimize: bool = True):
         import tensorflow as tf
 
         graph.node(input_tensor)  # clear errors for misnamed tensors
@@ -25,6 +25,10 @@ class TFGraphModel:
                 graph.graph_def, input_map={input_tensor: self.input},
                 return_elements=[logits_tensor], name="")
         config = tf.compat.v1.ConfigProto()
+        if not optimize:
+            # Grappler rewrites the graph (folds batch norms into convolutions, fuses ops): an
+            # intermediate tensor fetched from the rewritten graph need not be the graph's own.
+            config.graph_options.rewrite_options.disable_meta_optimizer = True
         if threads:
             config.intra_op_parallelism_threads = threads
             config.inter_op_parallelism_threads = 1
@@ -33,6 +37,11 @@ class TFGraphModel:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run(self.logits, {self.input: batch})
         return out.reshape(len(batch), -1)
+
+    def tensors(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """The values of any of the graph's tensors for `batch` (for layer-by-layer comparison)."""
+        fetches = [self.graph.get_tensor_by_name(n) for n in names]
+        return self.session.run(fetches, {self.input: batch})
 
     def close(self) -> None:
         self.session.close()

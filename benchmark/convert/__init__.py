@@ -23,7 +23,7 @@ from .mobilenet_v1 import convert_mobilenet_v1
 from .resnet50 import convert_resnet50
 
 # Bump when a converter's output changes, so that cached conversions are redone.
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 
 ARCHS = {
     "mobilenet_v1": (convert_mobilenet_v1, MobileNetV1Spec, MobileNetV1),

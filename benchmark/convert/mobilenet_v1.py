@@ -23,6 +23,7 @@ def convert_mobilenet_v1(g: FrozenGraph) -> tuple[MobileNetV1Spec, dict[str, np.
     x, image_size = graph_input(g)
     layers: list[ConvSpec] = []
     state: dict[str, np.ndarray] = {}
+    taps: list[list[str]] = []  # which TF tensor each PyTorch module's output should equal
     node, cin = x, 3
     while (op := g.next_op(node)).op != "AvgPool":
         index = len(layers)
@@ -50,6 +51,8 @@ def convert_mobilenet_v1(g: FrozenGraph) -> tuple[MobileNetV1Spec, dict[str, np.
                 raise g.error(bn.output, f"batch norm {param} '{tf_name}' is not in {scope}BatchNorm")
         act = g.expect_op(g.next_op(bn.output), "Relu6")
         prefix = f"features.{name.lower()}."
+        taps += [[prefix + "conv", op.name + ":0"], [prefix + "bn", bn.output.name + ":0"],
+                 [prefix + "act", act.name + ":0"]]
         state[prefix + "conv.weight"] = weight
         state.update({prefix + "bn.weight": bn.gamma, prefix + "bn.bias": bn.beta,
                       prefix + "bn.running_mean": bn.mean, prefix + "bn.running_var": bn.var})
@@ -83,7 +86,8 @@ def convert_mobilenet_v1(g: FrozenGraph) -> tuple[MobileNetV1Spec, dict[str, np.
     claim_head(g, squeeze)
     g.check_all_claimed()
 
+    taps += [["pool", pool.name + ":0"], ["classifier", bias_add.name + ":0"], ["", squeeze.name + ":0"]]
     state["classifier.weight"] = logits.weight.transpose(3, 2, 0, 1)
     state["classifier.bias"] = bias
-    spec = MobileNetV1Spec(layers, pool_kernel, pool_stride, num_classes, image_size)
+    spec = MobileNetV1Spec(layers, pool_kernel, pool_stride, num_classes, image_size, taps)
     return spec, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}

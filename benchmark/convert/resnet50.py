@@ -97,12 +97,14 @@ def convert_resnet50(g: FrozenGraph) -> tuple[ResNetSpec, dict[str, np.ndarray]]
     stem = _conv_unit(g, first, layout, 3)
     stem.assign(state, "conv1.", "bn1.")
     units = [stem]  # in TF creation order, for the numbering check
+    taps = [["conv1", stem.conv.node.name + ":0"], ["bn1", stem.bn.output.name + ":0"]]
     relu = g.expect_op(g.next_op(stem.bn.output), "Relu")
     pool = g.expect_op(g.next_op(relu), "MaxPool")
     check_layout(g, pool, layout)
     if g.attr(pool, "padding") != "SAME":
         raise g.error(pool, f"expected the SAME max pool of TF official ResNet, found {g.attr(pool, 'padding')}")
     pool_kernel, pool_stride = spatial(g, pool, "ksize", layout), spatial(g, pool, "strides", layout)
+    taps.append(["maxpool", pool.name + ":0"])
 
     stages: list[list[BlockSpec]] = []
     node, cin = pool, stem.spec.cout
@@ -135,6 +137,10 @@ def convert_resnet50(g: FrozenGraph) -> tuple[ResNetSpec, dict[str, np.ndarray]]
             unit.assign(state, f"{prefix}conv{i}.", f"{prefix}bn{i}.")
         if projection is not None:
             projection.assign(state, prefix + "downsample.0.", prefix + "downsample.1.")
+            taps += [[prefix + "downsample.0", projection.conv.node.name + ":0"],
+                     [prefix + "downsample.1", projection.bn.output.name + ":0"]]
+        for i, unit in enumerate(main, 1):
+            taps += [[f"{prefix}conv{i}", unit.conv.node.name + ":0"], [f"{prefix}bn{i}", unit.bn.output.name + ":0"]]
         units += ([projection] if projection else []) + main
         add = g.expect_op(g.next_op(main[-1].bn.output), ADD)
         added = {g.producer(add, 0).name, g.producer(add, 1).name}
@@ -145,6 +151,7 @@ def convert_resnet50(g: FrozenGraph) -> tuple[ResNetSpec, dict[str, np.ndarray]]
             raise g.error(add, f"shortcut channels do not match the block's {cout}")
         stages[-1].append(BlockSpec(*(u.spec for u in main), projection.spec if projection else None))
         node, cin = g.expect_op(g.next_op(add), "Relu"), cout
+        taps.append([prefix.rstrip("."), node.name + ":0"])  # the block: add, then ReLU
 
     mean = g.expect_op(users[0], "Mean")
     axes = sorted(int(a) for a in np.atleast_1d(g.const(mean, 1)))
@@ -168,7 +175,8 @@ def convert_resnet50(g: FrozenGraph) -> tuple[ResNetSpec, dict[str, np.ndarray]]
     _check_numbering(g, units)
     g.check_all_claimed()
 
+    taps.append(["fc", bias_add.name + ":0"])
     state["fc.weight"] = kernel.T
     state["fc.bias"] = bias
-    spec = ResNetSpec(stem.spec, pool_kernel, pool_stride, stages, int(kernel.shape[1]), image_size)
+    spec = ResNetSpec(stem.spec, pool_kernel, pool_stride, stages, int(kernel.shape[1]), image_size, taps)
     return spec, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ConvBnReLU6, ConvSpec
@@ -19,6 +18,7 @@ class MobileNetV1Spec:
     pool_stride: int
     num_classes: int
     image_size: int | None = None
+    taps: list[list[str]] = field(default_factory=list)  # [module path, TF tensor] pairs, in order
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,13 +39,13 @@ class MobileNetV1(nn.Module):
         self.features = nn.Sequential(OrderedDict(
             (s.name.lower(), ConvBnReLU6(s)) for s in spec.layers
         ))
+        # TF-slim's AvgPool_1a: VALID, kernel min(7, feature size), stride 2, from the graph.
+        self.pool = nn.AvgPool2d(spec.pool_kernel, spec.pool_stride)
         self.classifier = nn.Conv2d(spec.layers[-1].cout, spec.num_classes, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
-        # TF-slim's AvgPool_1a: VALID, kernel min(7, feature size), stride 2, from the graph.
-        x = F.avg_pool2d(x, self.spec.pool_kernel, self.spec.pool_stride)
-        x = self.classifier(x)
+        x = self.classifier(self.pool(x))
         if x.shape[-2:] != (1, 1):
             raise ValueError(f"logits have spatial size {tuple(x.shape[-2:])}, the graph squeezes 1x1: "
                              "the input size does not fit this graph")

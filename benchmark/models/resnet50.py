@@ -7,7 +7,7 @@ pool pads TF-SAME (0 before, 1 after at 112) instead of (1, 1); batch norm uses 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ class ResNetSpec:
     layers: list[list[BlockSpec]]  # stages of bottleneck blocks
     num_classes: int
     image_size: int | None = None
+    taps: list[list[str]] = field(default_factory=list)  # [module path, TF tensor] pairs, in order
 
     def to_dict(self) -> dict:
         return asdict(self)

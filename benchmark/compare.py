@@ -1,0 +1,187 @@
+"""python -m benchmark.compare model=... model.checkpoint=... dataset.root=... dataset.limit=8
+
+Feeds the same preprocessed images to the frozen graph in TensorFlow and to the converted PyTorch
+model, pairs every PyTorch layer output with the TF tensor the converter mapped it from, and reports
+per layer: max abs diff, max relative diff, cosine similarity, and the first layer whose error
+exceeds the tolerance. `compare_preprocess=<pipeline>` feeds PyTorch another pipeline's crops: the
+divergence then starts at the input row, telling a preprocessing difference from a conversion fault.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+# Relative to the layer's largest TF value. TF's and PyTorch's float32 kernels sum in other orders;
+# with a right conversion the difference stays below 1.2e-4 of a layer's largest value on the real
+# MobileNet graphs and the test graphs (largest after a ReLU6 that clips pre-activations of ~80,
+# so it inherits their absolute error). A conversion fault (padding, epsilon, kernel layout,
+# channel order, pool padding) moves the first layer it touches by 1e-2 or more.
+TOLERANCE = 1e-3
+
+
+def _capture(model: torch.nn.Module, x: torch.Tensor, paths: list[str]) -> dict[str, np.ndarray]:
+    """Every tapped module's output (cloned: later in-place ops must not change what was seen)."""
+    seen: dict[str, np.ndarray] = {}
+    hooks = []
+    for path in {p for p in paths if p}:
+        def hook(module, args, output, path=path):
+            seen[path] = output.detach().float().cpu().clone().numpy()
+        hooks.append(model.get_submodule(path).register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            seen[""] = model(x).float().cpu().numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _as_torch_layout(tf_value: np.ndarray, shape: tuple) -> np.ndarray:
+    """A TF (NHWC) value in PyTorch's layout. Always transposed, never guessed from the shape:
+    a 32 x 32 x 32 feature map looks the same both ways."""
+    value = tf_value.transpose(0, 3, 1, 2) if tf_value.ndim == 4 else tf_value
+    if value.shape != shape and value.size == int(np.prod(shape)):  # logits [N, 1, 1, C] vs [N, C]
+        value = value.reshape(shape)
+    if value.shape != shape:
+        raise ValueError(f"TF tensor of shape {tf_value.shape} cannot be compared with PyTorch's {shape}")
+    return value
+
+
+def _row(module: str, tensor: str, ours: np.ndarray, theirs: np.ndarray, tolerance: float) -> dict:
+    a, b = ours.astype(np.float64).ravel(), theirs.astype(np.float64).ravel()
+    max_abs = float(np.abs(a - b).max())
+    scale = float(np.abs(b).max()) or 1.0
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return {"module": module or "(output)", "tensor": tensor, "shape": list(ours.shape),
+            "max_abs_diff": max_abs, "max_rel_diff": max_abs / scale,
+            "cosine": float(a @ b / denom) if denom else 1.0, "over": max_abs / scale > tolerance}
+
+
+def compare_layers(model: torch.nn.Module, taps: list, tf_model, torch_input: np.ndarray,
+                   tf_input: np.ndarray, tolerance: float = TOLERANCE) -> dict:
+    """Both backends on NHWC float inputs; one row per tapped layer, the inputs first."""
+    model = model.eval()
+    seen = _capture(model, torch.from_numpy(torch_input).permute(0, 3, 1, 2).contiguous(), [m for m, _ in taps])
+    tf_values = tf_model.tensors(tf_input, [t for _, t in taps])
+    rows = [_row("input", tf_model.input.name, torch_input, tf_input, tolerance)]  # both NHWC
+    for (module, tensor), value in zip(taps, tf_values):
+        ours = seen[module]
+        rows.append(_row(module, tensor, ours, _as_torch_layout(value, ours.shape), tolerance))
+    first = next((i for i, r in enumerate(rows) if r["over"]), None)
+    verdict = "all layers within tolerance"
+    if first == 0:
+        verdict = "the inputs differ: a preprocessing difference, not a conversion fault"
+    elif first is not None:
+        verdict = (f"first divergence at {rows[first]['module']} ({rows[first]['tensor']}): the inputs "
+                   "agree, so the conversion of this layer (or its input) is wrong")
+    return {"tolerance": tolerance, "first_divergence": None if first is None else rows[first]["module"],
+            "verdict": verdict, "layers": rows}
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{'pytorch':34} {'tensorflow':58} {'shape':>20} {'max abs':>9} {'max rel':>9} {'cosine':>10}"]
+    marked = False
+    for r in report["layers"]:
+        mark = ""
+        if r["over"] and not marked:
+            mark, marked = "  <== first over tolerance", True
+        shape = "x".join(map(str, r["shape"]))
+        lines.append(f"{r['module'][:34]:34} {r['tensor'][-58:]:58} {shape:>20} {r['max_abs_diff']:9.2e} "
+                     f"{r['max_rel_diff']:9.2e} {r['cosine']:10.7f}{mark}")
+    lines.append(f"tolerance: max rel diff {report['tolerance']:g} of the layer's largest TF value (TF's and "
+                 "PyTorch's float32 kernels sum in other orders: below 1.2e-4 when the conversion is right, "
+                 "1e-2 and more at a conversion fault)")
+    lines.append(report["verdict"])
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["layers"]
+    ys = [max(r["max_rel_diff"], 1e-12) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(8, 0.12 * len(rows)), 4))
+    ax.semilogy(range(len(rows)), ys, marker=".", lw=1)
+    ax.axhline(report["tolerance"], color="red", ls="--", lw=1, label=f"tolerance {report['tolerance']:g}")
+    if report["first_divergence"]:
+        i = next(i for i, r in enumerate(rows) if r["over"])
+        ax.annotate(rows[i]["module"], (i, ys[i]), xytext=(5, 10), textcoords="offset points", fontsize=8)
+    step = max(1, len(rows) // 30)
+    ax.set_xticks(range(0, len(rows), step), [rows[i]["module"] for i in range(0, len(rows), step)],
+                  rotation=90, fontsize=6)
+    ax.set_ylabel("max |torch - tf| / max |tf|")
+    ax.set_title(report["verdict"], fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from omegaconf import open_dict
+
+    from .convert import load_converted
+    from .errors import USER_ERRORS
+    from .graph import FrozenGraph
+    from .normalize import Normalizer
+    from .run import build_cache, cache_dir, model_checkpoint, prepare
+    from .tf_backend import TFGraphModel
+
+    try:
+        ckpt = model_checkpoint(cfg)
+        graph = FrozenGraph.from_checkpoint(ckpt)
+        model, _ = load_converted(cfg.model.arch, ckpt, graph, cache_dir(cfg))
+        inputs = prepare(cfg, model.spec.image_size, ckpt.source)
+        normalize = Normalizer(cfg.model.normalization)
+        tf_crops = np.asarray(build_cache(cfg, inputs).images)
+        torch_crops = tf_crops
+        if cfg.compare_preprocess:
+            other = cfg.copy()
+            with open_dict(other):
+                other.preprocess = _preprocess_config(cfg.compare_preprocess, cfg)
+            torch_crops = np.asarray(build_cache(other, prepare(other, model.spec.image_size, ckpt.source)).images)
+        tf_model = TFGraphModel(graph, cfg.model.input_tensor, cfg.model.logits_tensor, inputs.image_size,
+                                optimize=False)
+        report = compare_layers(model, model.spec.taps, tf_model, normalize(torch_crops), normalize(tf_crops))
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    report.update({"model": cfg.model.name, "checkpoint": str(ckpt.path), "images": len(tf_crops),
+                   "preprocess": inputs.settings.to_dict(), "compare_preprocess": cfg.compare_preprocess})
+    path = Path(cfg.compare_file) if cfg.compare_file else \
+        Path("results/compare") / f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    plot(report, path.with_suffix(".png"))
+    print(format_report(report))
+    print(f"report: {path} and {path.with_suffix('.png')}", file=sys.stderr)
+
+
+def _preprocess_config(name: str, cfg: DictConfig) -> DictConfig:
+    """conf/preprocess/<name>.yaml, resolved against this run's model."""
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parent.parent / "conf" / "preprocess" / f"{name}.yaml"
+    if not path.is_file():
+        from .run import ConfigError
+
+        raise ConfigError(f"compare_preprocess={name}: no {path}")
+    merged = OmegaConf.merge({"model": OmegaConf.to_container(cfg.model, resolve=True)},
+                             {"preprocess": OmegaConf.load(path)})
+    return OmegaConf.create(OmegaConf.to_container(merged.preprocess, resolve=True))
+
+
+if __name__ == "__main__":
+    main()
