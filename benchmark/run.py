@@ -145,6 +145,8 @@ def run(cfg: DictConfig) -> dict:
     # TensorFlow is loaded only when it runs (or a conversion needs the graph): importing it
     # slows PyTorch's CPU kernels down by about a fifth.
     graph = FrozenGraph.from_checkpoint(ckpt) if "tf" in (cfg.backend, cfg.reference) else None
+    if graph is not None:  # misnamed tensors are an error before any preprocessing
+        graph.node(cfg.model.input_tensor), graph.node(cfg.model.logits_tensor)
     model = conversion = None
     if cfg.backend == "torch":
         from .convert import load_converted
