@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmark.evaluate import model_input
-from benchmark.normalize import apply_table, lookup_table, mlperf_mobilenet
+from benchmark.normalize import apply_table, lookup_table, mlperf_mobilenet, mlperf_vgg
 from preprocessing.pipelines import crop, make_settings
 
 
@@ -46,10 +46,17 @@ def test_crop_is_floor_centred_short_side_resize(tmp_path):
     np.testing.assert_array_equal(out, resized[16:240, 80:304])  # int((384-224)/2) = 80
 
 
-def test_normalisation_table_is_mlperf_arithmetic_for_every_value():
-    table = lookup_table("mobilenet")
-    values = np.arange(256, dtype=np.uint8).reshape(1, 256, 1).repeat(3, axis=2)
-    assert apply_table(table, values[None])[0].tobytes() == mlperf_mobilenet(values).tobytes()
+@pytest.mark.parametrize("kind,reference", [("mobilenet", mlperf_mobilenet), ("vgg", mlperf_vgg)])
+def test_normalisation_table_is_mlperf_arithmetic_for_every_value(kind, reference):
+    """Every uint8 value in every channel (an output depends on nothing else): the table is
+    MLPerf's arithmetic, bit for bit."""
+    values = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # 1 x 256 x 3
+    assert apply_table(lookup_table(kind), values[None])[0].tobytes() == reference(values).tobytes()
+
+
+def test_vgg_normalisation_is_mean_subtraction():
+    px = np.array([[[0, 128, 255]]], np.uint8)
+    np.testing.assert_array_equal(mlperf_vgg(px)[0, 0], np.float32([0, 128, 255]) - np.float32([123.68, 116.78, 103.94]))
 
 
 def test_normalised_crops_equal_mlperf_float_arrays_bit_for_bit():
