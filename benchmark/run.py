@@ -151,7 +151,10 @@ def run(cfg: DictConfig) -> dict:
     if cfg.backend == "torch":
         from .convert import load_converted
 
-        device = evaluate.select_device(cfg.device)
+        try:
+            device = evaluate.select_device(cfg.device)
+        except RuntimeError as e:
+            raise ConfigError(str(e)) from e
         if exported:
             from .export import load_exported
 

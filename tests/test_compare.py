@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from benchmark.checkpoint import open_checkpoint
