@@ -105,6 +105,36 @@ def bench_eval(arch: str, graph_path: Path, input_tensor: str, logits_tensor: st
             "max_abs_logit_diff": float(np.abs(ours - theirs).max())}
 
 
+MEMORY_PROBE = """
+import resource, sys, numpy as np, torch
+from benchmark.evaluate import read_batch, torch_logits
+from benchmark.normalize import Normalizer
+images = np.load(sys.argv[1], mmap_mode="r")
+model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 1001))
+if sys.argv[2] == "plain":  # the baseline: slicing the memory map, pages kept
+    import benchmark.evaluate as ev
+    ev.read_batch = lambda a, i, j: np.array(a[i:j])
+torch_logits(model, images, Normalizer("mobilenet"), torch.device("cpu"), int(sys.argv[3]), False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def bench_memory(n: int, batch_size: int, workdir: Path) -> dict:
+    """Peak resident memory of evaluation streaming a synthetic n-image cache (a sparse file), with
+    a model that costs nothing, so the data path alone is measured; each run in a fresh process."""
+    import subprocess
+
+    path = workdir / "synthetic.npy"
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 224, 224, 3)).flush()
+    peaks = {}
+    for mode in ("harness", "plain"):
+        out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), mode, str(batch_size)],
+                             capture_output=True, text=True, check=True)
+        peaks[mode] = int(out.stdout.split()[-1])
+    path.unlink()
+    return {"n": n, "cache_bytes": n * 224 * 224 * 3, **peaks}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.bench", description=__doc__.split("\n\n")[1])
     parser.add_argument("--dataset", type=Path, default=SHARED / "imagenet-samples",
@@ -114,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=SHARED / "models/tf-slim-frozen-2017/mobilenet_v1_0.25_224/frozen_graph.pb")
     parser.add_argument("--resnet", type=Path, default=None, help="a ResNet-50 frozen graph (optional)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--memory-images", type=int, default=0,
+                        help="also measure peak memory streaming a synthetic cache of this many images")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
     args = parser.parse_args(argv)
 
@@ -151,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['tf_ips']:.1f} | {r['torch_ips'] / r['tf_ips']:.2f}x | {r['agreement']}/{r['n']} | "
                       f"{r['max_abs_logit_diff']:.2g} |" for r in runs]
             lines.append("")
+        if args.memory_images:
+            m = bench_memory(args.memory_images, args.batch_size, Path(tmp))
+            lines += ["## Memory: evaluation streaming the cache", "",
+                      "| measure | harness | memory-map slicing | ratio |", "|---|---|---|---|",
+                      f"| peak resident memory, {m['n']} images ({m['cache_bytes'] / 1e9:.1f} GB cache), batch "
+                      f"{args.batch_size} | {m['harness'] / 1e9:.2f} GB | {m['plain'] / 1e9:.2f} GB | "
+                      f"{m['plain'] / m['harness']:.1f}x less |", ""]
     report = "\n".join(lines)
     print(report)
     if args.out:
