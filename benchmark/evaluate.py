@@ -72,7 +72,7 @@ def torch_logits(model: torch.nn.Module, images: np.ndarray, normalize: Normaliz
     # Channels-last: the cached crops are NHWC already, and oneDNN's convolutions are fastest there.
     model = model.to(device, memory_format=torch.channels_last).eval()
     lut = torch.from_numpy(normalize.table).to(device)
-    out = []
+    out = None  # one array for all logits, filled in place (no pile of small ones between batches)
     with torch.inference_mode():
         for start, stop in _batches(len(images), batch_size, f"torch {device}", progress):
             batch = read_batch(images, start, stop)
@@ -81,8 +81,11 @@ def torch_logits(model: torch.nn.Module, images: np.ndarray, normalize: Normaliz
                 x = model_input(lut, torch.from_numpy(batch).to(device))
             else:
                 x = torch.from_numpy(normalize(batch)).to(device).permute(0, 3, 1, 2)
-            out.append(model(x).float().cpu().numpy())
-    return np.concatenate(out)
+            logits = model(x).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(images), logits.shape[1]), np.float32)
+            out[start:stop] = logits
+    return out
 
 
 def model_input(lut: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
