@@ -75,11 +75,6 @@ def resized_size(height: int, width: int, size: int, crop_percent: float) -> tup
     return short, int(short * width / height)
 
 
-def resize_with_aspect_ratio(img: np.ndarray, size: int, crop_percent: float, interpolation: int) -> np.ndarray:
-    h, w = resized_size(img.shape[0], img.shape[1], size, crop_percent)
-    return cv2.resize(img, (w, h), interpolation=interpolation)
-
-
 def center_crop(img: np.ndarray, size: int, rounding: str = "floor") -> np.ndarray:
     height, width = img.shape[:2]
     if rounding == "floor":

@@ -92,9 +92,10 @@ def test_cmyk_and_grayscale_jpegs_become_rgb(tmp_path, image):
 
 
 def crop_from_rgb(rgb: np.ndarray) -> np.ndarray:
-    from preprocessing.pipelines import center_crop, resize_with_aspect_ratio
+    from preprocessing.pipelines import center_crop, resized_size
 
-    return center_crop(resize_with_aspect_ratio(rgb, 64, 87.5, cv2.INTER_LINEAR), 64)
+    h, w = resized_size(rgb.shape[0], rgb.shape[1], 64, 87.5)
+    return center_crop(cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR), 64)
 
 
 def test_exif_rotation_is_applied_as_cv2_imread_does(tmp_path):
