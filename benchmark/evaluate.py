@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .normalize import Normalizer
+from .normalize import Normalizer, TorchNormalizer
 
 NUM_CLASSES = 1000
 
@@ -22,6 +22,12 @@ def select_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device={name} asked for, but PyTorch sees no CUDA device")
     return torch.device(name)
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    """Measured on CPU (results/benchmarks.md): 16 keeps a batch's activations in the caches and
+    runs both models (and the TF backend) faster than 8, 32 or 64; a GPU wants large batches."""
+    return 256 if torch.device(device).type == "cuda" else 16
 
 
 def exact_cuda() -> None:
@@ -71,14 +77,14 @@ def torch_logits(model: torch.nn.Module, images: np.ndarray, normalize: Normaliz
         exact_cuda()
     # Channels-last: the cached crops are NHWC already, and oneDNN's convolutions are fastest there.
     model = model.to(device, memory_format=torch.channels_last).eval()
-    lut = torch.from_numpy(normalize.table).to(device)
+    to_input = TorchNormalizer(normalize, device)
     out = None  # one array for all logits, filled in place (no pile of small ones between batches)
     with torch.inference_mode():
         for start, stop in _batches(len(images), batch_size, f"torch {device}", progress):
             batch = read_batch(images, start, stop)
             if batch.dtype == np.uint8:
-                # uint8 crosses to the device; the lookup makes MLPerf's exact float32 there.
-                x = model_input(lut, torch.from_numpy(batch).to(device))
+                # uint8 crosses to the device, where MLPerf's exact float32 input is made.
+                x = to_input(torch.from_numpy(batch).to(device))
             else:
                 x = torch.from_numpy(normalize(batch)).to(device).permute(0, 3, 1, 2)
             logits = model(x).float().cpu().numpy()
@@ -86,13 +92,6 @@ def torch_logits(model: torch.nn.Module, images: np.ndarray, normalize: Normaliz
                 out = np.empty((len(images), logits.shape[1]), np.float32)
             out[start:stop] = logits
     return out
-
-
-def model_input(lut: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
-    """N x H x W x 3 uint8 crops to the model's NCHW float32 input (channels-last in memory)
-    through the normalisation table."""
-    channels = torch.arange(3, device=crops.device)
-    return lut[crops.long(), channels].permute(0, 3, 1, 2)
 
 
 def graph_logits(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, normalize: Normalizer,

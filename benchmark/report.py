@@ -63,7 +63,7 @@ def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list
 
 
 def results_dict(cfg: DictConfig, ckpt, inputs, cache, readable, device: str, result, reference,
-                 conversion, threads: int, elapsed: float) -> dict:
+                 conversion, threads: int, batch_size: int, elapsed: float) -> dict:
     predictions = [None] * len(inputs.dataset)  # None: skipped as unreadable
     for i, p in zip(readable.tolist(), result.predictions.tolist()):
         predictions[i] = p
@@ -76,7 +76,8 @@ def results_dict(cfg: DictConfig, ckpt, inputs, cache, readable, device: str, re
         "normalization": cfg.model.normalization,
         "backend": cfg.backend,
         "device": device,
-        "batch_size": cfg.batch_size,
+        "batch_size": batch_size,
+        "fold_bn": bool(cfg.fold_bn) if cfg.backend == "torch" else None,
         "threads": threads,
         "dataset": {"root": str(inputs.dataset.root), "labels": str(inputs.dataset.labels_file),
                     "limit": cfg.dataset.limit, "listed": len(inputs.dataset),

@@ -118,12 +118,12 @@ def _torch_threads(cfg: DictConfig) -> int:
 
 
 def tf_logits(cfg: DictConfig, graph: FrozenGraph, image_size: int, images,
-              normalize: Normalizer, threads: int) -> np.ndarray:
+              normalize: Normalizer, threads: int, batch_size: int) -> np.ndarray:
     from .tf_backend import TFGraphModel
 
     model = TFGraphModel(graph, cfg.model.input_tensor, cfg.model.logits_tensor, image_size, threads)
     try:
-        return evaluate.graph_logits(model, images, normalize, cfg.batch_size, cfg.progress)
+        return evaluate.graph_logits(model, images, normalize, batch_size, cfg.progress)
     finally:
         model.close()
 
@@ -164,10 +164,15 @@ def run(cfg: DictConfig) -> dict:
             conversion = {"exported_from": meta["checkpoint"], "exported_from_sha256": meta["checkpoint_sha256"]}
         else:
             model, conversion = load_converted(cfg.model.arch, ckpt, graph, cache_dir(cfg))
+        if cfg.fold_bn:
+            from .layers import fold_batch_norms
+
+            fold_batch_norms(model)
         graph_size = model.spec.image_size
     else:
         device = "cpu"
         graph_size = graph_input(graph)[1]
+    batch_size = cfg.batch_size or evaluate.default_batch_size(device)
     inputs = prepare(cfg, graph_size, ckpt.source)
     cache = build_cache(cfg, inputs)
     normalize = Normalizer(cfg.model.normalization)
@@ -180,18 +185,18 @@ def run(cfg: DictConfig) -> dict:
     names = [inputs.dataset.names[i] for i in readable]
 
     if model is not None:
-        logits = evaluate.torch_logits(model, images, normalize, device, cfg.batch_size, cfg.progress)
+        logits = evaluate.torch_logits(model, images, normalize, device, batch_size, cfg.progress)
     else:
-        logits = tf_logits(cfg, graph, inputs.image_size, images, normalize, threads)
+        logits = tf_logits(cfg, graph, inputs.image_size, images, normalize, threads, batch_size)
     result = evaluate.score(logits, labels)
 
     reference = None
     if cfg.reference == "tf":
-        ref_logits = tf_logits(cfg, graph, inputs.image_size, images, normalize, threads)
+        ref_logits = tf_logits(cfg, graph, inputs.image_size, images, normalize, threads, batch_size)
         reference = report.compare(result, evaluate.score(ref_logits, labels), logits, ref_logits, names)
 
     results = report.results_dict(cfg, ckpt, inputs, cache, readable, str(device), result, reference,
-                                  conversion, threads, time.time() - started)
+                                  conversion, threads, batch_size, time.time() - started)
     path = report.write_results(results, cfg)
     skipped = f" (skipped {len(cache.failed)} of {len(inputs.dataset)} listed: unreadable, see " \
               f"'skipped' in the results)" if cache.failed else ""

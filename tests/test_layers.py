@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.layers import Conv2dSame, TFBatchNorm2d, same_padding
+from benchmark.layers import Conv2dSame, ConvBnReLU6, ConvSpec, TFBatchNorm2d, fold_batch_norms, same_padding
 
 
 @pytest.mark.parametrize("size,kernel,stride,expected", [
@@ -75,3 +75,35 @@ def test_batchnorm_matches_tensorflow(folded):
         getattr(bn, name).copy_(torch.from_numpy(v))
     got = bn(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+
+
+def _random_bn(bn: TFBatchNorm2d, rng) -> TFBatchNorm2d:
+    n = bn.weight.numel()
+    for name, v in (("weight", rng.normal(size=n)), ("bias", rng.normal(size=n)),
+                    ("running_mean", rng.normal(size=n)), ("running_var", rng.uniform(0.001, 2, n))):
+        getattr(bn, name).copy_(torch.from_numpy(v.astype(np.float32)))
+    return bn
+
+
+@pytest.mark.parametrize("folded_form", [True, False])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_folding_batch_norm_into_the_conv_keeps_the_function(folded_form, depthwise):
+    rng = np.random.default_rng(4)
+    layer = ConvBnReLU6(ConvSpec("l", 8, 8, 3, 2, 0.001, folded_form, depthwise)).eval()
+    torch.nn.init.normal_(layer.conv.weight)
+    _random_bn(layer.bn, rng)
+    x = torch.from_numpy(rng.normal(size=(2, 8, 9, 10)).astype(np.float32))
+    with torch.inference_mode():
+        expected = layer(x)
+    fold_batch_norms(layer)
+    assert isinstance(layer.bn, torch.nn.Identity) and layer.conv.bias is not None
+    with torch.inference_mode():
+        got = layer(x)
+    # The same function; only float32 rounding (one more product per filter weight) differs.
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+
+
+def test_batch_norm_without_a_conv_before_it_is_an_error():
+    model = torch.nn.Sequential(torch.nn.ReLU(), TFBatchNorm2d(4, 0.001))
+    with pytest.raises(ValueError, match="does not follow a bias-free conv"):
+        fold_batch_norms(model)

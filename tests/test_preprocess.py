@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.evaluate import model_input
-from benchmark.normalize import apply_table, lookup_table, mlperf_mobilenet, mlperf_vgg
+from benchmark.normalize import (TORCH_ARITHMETIC, Normalizer, TorchNormalizer, apply_table, lookup_table,
+                                 mlperf_mobilenet, mlperf_vgg)
 from preprocessing.pipelines import crop, make_settings
 
 
@@ -66,9 +66,26 @@ def test_normalised_crops_equal_mlperf_float_arrays_bit_for_bit():
     table = lookup_table("mobilenet")
     expected = np.stack([mlperf_mobilenet(im) for im in images])  # MLPerf's own float arrays
     assert apply_table(table, images).tobytes() == expected.tobytes()
-    x = model_input(torch.from_numpy(table), torch.from_numpy(images))
-    assert x.shape == (8, 3, 224, 224)
+    x = TorchNormalizer(Normalizer("mobilenet"), torch.device("cpu"))(torch.from_numpy(images))
+    assert x.shape == (8, 3, 224, 224) and x.is_contiguous(memory_format=torch.channels_last)
     assert x.permute(0, 2, 3, 1).contiguous().numpy().tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("kind,reference", [("mobilenet", mlperf_mobilenet), ("vgg", mlperf_vgg)])
+def test_torch_input_is_mlperf_arithmetic_for_every_value_by_either_path(kind, reference, monkeypatch):
+    """The torch ops are used where they reproduce the table for every value; an arithmetic that
+    does not (dividing by multiplying with 1/255, as some devices do) falls back to the table."""
+    values = torch.from_numpy(np.repeat(np.arange(256, dtype=np.uint8)[None, None, :, None], 3, axis=3))
+    expected = reference(values[0].numpy()).tobytes()
+    fast = TorchNormalizer(Normalizer(kind), torch.device("cpu"))
+    assert fast.exact_arithmetic
+    assert fast(values).permute(0, 2, 3, 1).contiguous().numpy()[0].tobytes() == expected
+    inexact = {"mobilenet": lambda x: x.mul_(1 / 255.0).sub_(0.5).mul_(2),
+               "vgg": lambda x: x.sub_(x.new_tensor([123.68, 116.78, 103.94], dtype=torch.float64).float() + 1e-5)}
+    monkeypatch.setitem(TORCH_ARITHMETIC, kind, inexact[kind])
+    slow = TorchNormalizer(Normalizer(kind), torch.device("cpu"))
+    assert not slow.exact_arithmetic
+    assert slow(values).permute(0, 2, 3, 1).contiguous().numpy()[0].tobytes() == expected
 
 
 def test_preprocess_configs_are_the_golden_settings():
