@@ -16,7 +16,8 @@ import json
 import os
 import platform
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -107,8 +108,35 @@ def _fill(array_path: str, items: list[tuple[int, str]], settings: PipelineSetti
                 raise
             out[i] = 0
             done.append((i, file_sha256(path), str(e)))
-    out.flush()
+    # No flush here: the pages are the file's, shared with every process through the page cache;
+    # the build syncs the file to disk once, before the manifest marks it complete.
     return done
+
+
+def _fill_all(array_path: str, chunks: list, settings: PipelineSettings, skip: bool, workers: int,
+              bar: tqdm) -> list:
+    """Every chunk cropped by `workers` processes: this one and workers - 1 spawned ones."""
+    import cv2
+
+    pending, running, results = deque(chunks), set(), []
+    threads = cv2.getNumThreads()
+    pool = ProcessPoolExecutor(workers - 1, mp_context=get_context("spawn")) if workers > 1 else None
+    try:
+        while pending or running:
+            while pool and pending and len(running) < 2 * (workers - 1):
+                running.add(pool.submit(_fill, array_path, pending.popleft(), settings, skip))
+            if pending:  # this process works too: it starts at once, spawned ones take ~0.3 s
+                results += _fill(array_path, pending.popleft(), settings, skip)
+            if running:
+                done, running = wait(running, timeout=0 if pending else None, return_when=FIRST_COMPLETED)
+                for future in done:
+                    results += future.result()
+            bar.update(len(results) - bar.n)
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+        cv2.setNumThreads(threads)  # _fill set this process to one OpenCV thread
+    return results
 
 
 def default_workers() -> int:
@@ -129,29 +157,17 @@ def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
     np.lib.format.open_memmap(partial, mode="w+", dtype=settings.dtype, shape=(n, s, s, 3)).flush()
     items = [(i, str(dataset.path(i))) for i in range(n)]
     chunks = [items[start:start + CHUNK] for start in range(0, n, CHUNK)]
-    results = []
     bar = tqdm(total=n, desc=f"preprocess {settings.name} {s}px", unit="img", disable=not progress,
                file=sys.stderr)
     try:
         with bar:
-            if workers <= 1 or len(chunks) == 1:
-                for chunk in chunks:
-                    results += _fill(str(partial), chunk, settings, skip)
-                    bar.update(len(chunk))
-            else:
-                with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                    futures = [pool.submit(_fill, str(partial), chunk, settings, skip) for chunk in chunks]
-                    try:
-                        for future in as_completed(futures):
-                            results += future.result()
-                            bar.update(len(results) - bar.n)
-                    except BaseException:
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise
+            results = _fill_all(str(partial), chunks, settings, skip, workers, bar)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     results.sort()
+    with open(partial, "rb+") as f:
+        os.fsync(f.fileno())  # on disk before the manifest marks it complete: safe from a crash, not just a kill
     os.replace(partial, folder / "images.npy")
     manifest = {
         "format": CACHE_FORMAT,
@@ -206,8 +222,16 @@ def open_cache(dataset: Dataset, settings: PipelineSettings, cache_dir: Path, wo
     with _locked(folder.with_name(folder.name + ".lock")):
         manifest_path = folder / "manifest.json"
         if manifest_path.is_file():
-            manifest = json.loads(manifest_path.read_text())
-            reason = _stale_reason(manifest, dataset, verify) if manifest.get("key") == key else "key mismatch"
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except ValueError:  # cut short by a crash before it reached the disk
+                manifest = None
+            if manifest is None:
+                reason = "its manifest is unreadable"
+            elif manifest.get("key") != key:
+                reason = "key mismatch"
+            else:
+                reason = _stale_reason(manifest, dataset, verify)
             if reason is None:
                 return _open(folder, manifest, dataset, on_error)
             print(f"cache {folder} is stale ({reason}); rebuilding", file=sys.stderr)

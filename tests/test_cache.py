@@ -39,10 +39,14 @@ def test_cache_holds_the_pipeline_crops_in_order(dataset, tmp_path):
 
 
 def test_parallel_and_serial_builds_are_identical(dataset, tmp_path):
+    """workers=N: this process crops too, beside N - 1 spawned ones, and keeps its OpenCV threads."""
     settings = make_settings("mlperf", 64, "area")
+    threads = cv2.getNumThreads()
     a = open_cache(dataset, settings, tmp_path / "a", workers=1, progress=False)
-    b = open_cache(dataset, settings, tmp_path / "b", workers=2, progress=False)
-    assert a.images.tobytes() == b.images.tobytes()
+    for workers in (2, 3):
+        b = open_cache(dataset, settings, tmp_path / f"b{workers}", workers=workers, progress=False)
+        assert a.images.tobytes() == b.images.tobytes()
+    assert cv2.getNumThreads() == threads
 
 
 def test_reuse_and_separation(dataset, tmp_path):
@@ -80,6 +84,18 @@ def test_unfinished_build_is_never_read(dataset, tmp_path):
         f.write(b"\0" * 1000)
     rebuilt = open_cache(dataset, settings, tmp_path, workers=1, progress=False)
     assert rebuilt.images.tobytes() == expected.tobytes()
+
+
+def test_manifest_cut_short_by_a_crash_rebuilds(dataset, tmp_path, capsys):
+    settings = make_settings("mlperf", 64, "linear")
+    cache = open_cache(dataset, settings, tmp_path, workers=1, progress=False)
+    expected = np.array(cache.images)
+    manifest = cache.folder / "manifest.json"
+    manifest.write_text(manifest.read_text()[:100])
+    rebuilt = open_cache(dataset, settings, tmp_path, workers=1, progress=False)
+    assert "manifest is unreadable" in capsys.readouterr().err
+    assert rebuilt.images.tobytes() == expected.tobytes()
+    assert json.loads(manifest.read_text())["count"] == 40
 
 
 def test_undecodable_image_names_the_file(dataset, tmp_path):
