@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.layers import Conv2dSame, ConvBnReLU6, ConvSpec, TFBatchNorm2d, fold_batch_norms, same_padding
+from benchmark.layers import (Conv2dSame, ConvBnReLU6, ConvSpec, MaxPool2dSame, TFBatchNorm2d, fold_batch_norms,
+                              same_padding)
 
 
 @pytest.mark.parametrize("size,kernel,stride,expected", [
@@ -107,3 +108,16 @@ def test_batch_norm_without_a_conv_before_it_is_an_error():
     model = torch.nn.Sequential(torch.nn.ReLU(), TFBatchNorm2d(4, 0.001))
     with pytest.raises(ValueError, match="does not follow a bias-free conv"):
         fold_batch_norms(model)
+
+
+@pytest.mark.parametrize("size", [112, 113, 7, 8, 2, 1])
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (2, 2), (3, 1), (5, 2), (1, 2), (2, 1), (4, 1)])
+def test_max_pool_same_equals_tensorflow_exactly(size, kernel, stride):
+    """Negative inputs, so that a zero-padded or misplaced window shows; a max is exact. Even
+    kernels at stride 1 are the cases ceil_mode cannot express (padded explicitly)."""
+    import tensorflow as tf
+
+    x = -np.abs(np.random.default_rng(size).normal(size=(2, size, size + 3, 4)).astype(np.float32)) - 1
+    expected = tf.nn.max_pool2d(x, kernel, stride, "SAME").numpy()
+    got = MaxPool2dSame(kernel, stride)(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    assert got.shape == expected.shape and got.tobytes() == expected.tobytes()
