@@ -103,13 +103,16 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
     import subprocess
 
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from ..checkpoint import open_checkpoint
     from ..convert import load_converted
 
     model = model_config(arch)
     weights = workdir / "weights"
-    load_converted(arch, open_checkpoint(graph_path), None, weights)  # converted once, outside the timing
+    converted, _ = load_converted(arch, open_checkpoint(graph_path), None, weights)  # once, outside the timing
+    with FlopCounterMode(display=False) as flops, torch.inference_mode():
+        converted(torch.zeros(1, 3, *np.load(images_path, mmap_mode="r").shape[1:3]))
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     runs = [(b, "cpu") for b in BACKENDS] + [("torch", "cuda")] * ("cuda" in devices)
     best: dict = {}
@@ -134,6 +137,7 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
         r["agreement"] = int((logits.argmax(1) == tf.argmax(1)).sum())
         r["max_abs_logit_diff"] = float(np.abs(logits - tf).max())
     return {"arch": arch, "graph": str(graph_path), "n": len(tf), "logit_range": float(np.ptp(tf)),
+            "flops_per_image": flops.get_total_flops(),
             "rows": list(best.values()), "tf_ips": best[("tf", "cpu")]["images_per_s"]}
 
 
@@ -166,6 +170,18 @@ def fixture_resnet(dataset, workdir: Path) -> Path:
     path = workdir / "resnet50_fixture.pb"
     path.write_bytes(build_resnet50_graph(calib))
     return path
+
+
+def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
+    """float32 GEMM throughput with the same threads: the ceiling for a convolution-bound model."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 MEMORY_BATCH = 64  # the issue's figure; the default CPU batch (16) holds less
@@ -232,9 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         if evals:
             lines += [f"## Evaluation ({args.images} cached images, batch size {args.batch_size} on CPU, "
                       f"each backend in its own process, best of {args.repeats})", "",
-                      "| model | backend | device | images/s | vs TensorFlow | 50,000 images | "
+                      "| model | backend | device | images/s | vs TensorFlow | GFLOP/s | 50,000 images | "
                       "top-1 agreement with TF | max abs logit diff (of range) |",
-                      "|---|---|---|---|---|---|---|---|"]
+                      "|---|---|---|---|---|---|---|---|---|"]
             for e in evals:
                 source = "MLPerf's structure, random weights" if args.resnet == "fixture" and e["arch"] == "resnet50" \
                     else f"{Path(e['graph']).parent.name}/{Path(e['graph']).name}"
@@ -244,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = f"{ips / e['tf_ips']:.2f}x" if r["device"] == "cpu" else "-"
                     lines.append(
                         f"| {name} | {BACKENDS[r['backend']]} | {r['device']} | {ips:.1f} | "
-                        f"{ratio} | {50000 / ips / 60:.1f} min | {r['agreement']}/{e['n']} | "
+                        f"{ratio} | {ips * e['flops_per_image'] / 1e9:.0f} | {50000 / ips / 60:.1f} min | {r['agreement']}/{e['n']} | "
                         f"{r['max_abs_logit_diff']:.2g} ({r['max_abs_logit_diff'] / e['logit_range']:.1g}) |")
-            lines.append("")
+            lines += ["", f"For scale: a 4096 x 4096 float32 matrix product runs at {matmul_gflops():.0f} GFLOP/s "
+                      "with the same threads.", ""]
         if args.memory_images:
             m = bench_memory(args.memory_images, MEMORY_BATCH, Path(tmp))
             lines += ["## Memory: evaluation streaming the cache", "",
