@@ -142,7 +142,7 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
 
 
 MEMORY_PROBE = """
-import resource, sys, numpy as np, torch
+import sys, numpy as np, torch
 from benchmark.evaluate import read_batch, torch_logits
 from benchmark.normalize import Normalizer
 images = np.load(sys.argv[1], mmap_mode="r")
@@ -151,7 +151,8 @@ if sys.argv[2] == "plain":  # the baseline: slicing the memory map, pages kept
     import benchmark.evaluate as ev
     ev.read_batch = lambda a, i, j: np.array(a[i:j])
 torch_logits(model, images, Normalizer("mobilenet"), torch.device("cpu"), int(sys.argv[3]), False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM is this program's own peak; ru_maxrss would also count the parent it was forked from.
+print(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")))
 """
 
 
