@@ -1,6 +1,6 @@
 """python -m benchmark.bench [--images N] [--mobilenet PATH] [--resnet PATH] [--out FILE]
 
-Measures the harness against baselines run in the same process, and prints each figure, the
+Measures the harness against baselines measured in the same run, and prints each figure, the
 baseline's and the ratio (no timing is asserted anywhere):
 
 - cache build: the harness (all cores, one memory-mapped uint8 array) against what MLPerf's
@@ -113,8 +113,7 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
     converted, _ = load_converted(arch, open_checkpoint(graph_path), None, weights)  # once, outside the timing
     with FlopCounterMode(display=False) as flops, torch.inference_mode():
         converted(torch.zeros(1, 3, *np.load(images_path, mmap_mode="r").shape[1:3]))
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    runs = [(b, "cpu") for b in BACKENDS] + [("torch", "cuda")] * ("cuda" in devices)
+    runs = [(b, "cpu") for b in BACKENDS] + ([("torch", "cuda")] if torch.cuda.is_available() else [])
     best: dict = {}
     for _ in range(repeats):
         for backend, device in runs:
