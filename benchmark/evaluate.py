@@ -25,8 +25,8 @@ def select_device(name: str) -> torch.device:
 
 
 def default_batch_size(device: torch.device | str) -> int:
-    """Measured on CPU (results/benchmarks.md): 16 keeps a batch's activations in the caches and
-    runs both models (and the TF backend) faster than 8, 32 or 64; a GPU wants large batches."""
+    """Measured on a 2-core CPU (issue 7's note): at 16 a batch's activations stay in the caches and
+    both models (and the TF backend) run faster than at 8, 32 or 64; a GPU wants large batches."""
     return 256 if torch.device(device).type == "cuda" else 16
 
 
