@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .dataset import Dataset
-from .pipelines import ImageError, PipelineSettings, crop
+from .pipelines import ImageError, PipelineSettings, crop, read_file
 
 CACHE_FORMAT = 3
 CHUNK = 32  # images per worker task
@@ -100,14 +100,17 @@ def _fill(array_path: str, items: list[tuple[int, str]], settings: PipelineSetti
     out = np.load(array_path, mmap_mode="r+")
     done = []
     for i, path in items:
+        digest = None  # a missing file's, as file_sha256 has it
         try:
-            out[i] = crop(path, settings)
-            done.append((i, file_sha256(path), None))
+            data = read_file(path)
+            digest = hashlib.sha256(data).hexdigest()
+            out[i] = crop(path, settings, data)
+            done.append((i, digest, None))
         except ImageError as e:
             if not skip:
                 raise
             out[i] = 0
-            done.append((i, file_sha256(path), str(e)))
+            done.append((i, digest, str(e)))
     # No flush here: the pages are the file's, shared with every process through the page cache;
     # the build syncs the file to disk once, before the manifest marks it complete.
     return done

@@ -1,8 +1,9 @@
 """Preprocessing pipelines: image file to the crop a model is fed (before its normalisation).
 
 The `opencv` path with floor crop offsets is MLPerf inference's reference pipeline
-(`pre_process_mobilenet` / `pre_process_vgg`), bit for bit: cv2.imread, BGR to RGB, aspect-preserving
-resize of the short side to int(100 * S / 87.5), centre crop. The knobs swap the decoder (OpenCV,
+(`pre_process_mobilenet` / `pre_process_vgg`), bit for bit: cv2.imread (as cv2.imdecode of the
+file's bytes, read once), BGR to RGB, aspect-preserving resize of the short side to
+int(100 * S / 87.5), centre crop. The knobs swap the decoder (OpenCV,
 Pillow), the resize (OpenCV, Pillow, torchvision on tensors with or without antialias), the
 interpolation, the crop fraction and the crop offset rounding; `decoder=pil resize=pil
 crop_rounding=round` is torchvision's eval pipeline, bit for bit. `resize=tf` is TF official
@@ -12,8 +13,9 @@ intermediate: its crops are float32.
 
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -84,48 +86,59 @@ def center_crop(img: np.ndarray, size: int, rounding: str = "floor") -> np.ndarr
     return img[top:top + size, left:left + size]
 
 
-def check_complete_jpeg(path) -> None:
-    """OpenCV decodes a truncated JPEG without an error (grey below the cut), so a file cut short
+def read_file(path) -> bytes:
+    """The file's bytes, read once: the cache hashes the very bytes that are decoded."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as e:
+        raise ImageError(f"{path}: file not found") from e
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
+
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def _has_jpeg_end(data: bytes) -> bool:
+    return data[-64:].rstrip(b"\0\r\n ").endswith(JPEG_END)  # trailing padding after it is legal
+
+
+def check_complete_jpeg(data: bytes, path) -> None:
+    """cv2.imread decodes a truncated JPEG without an error (grey below the cut), so a file cut short
     would be scored as an image. A JPEG must end with its end-of-image marker; files that do not
     (trailing bytes after it are legal) are decoded fully by Pillow, which does notice truncation."""
-    with open(path, "rb") as f:
-        if f.read(2) != b"\xff\xd8":
-            return  # not a JPEG (PNG content named .JPEG happens; OpenCV reads it)
-        f.seek(max(os.fstat(f.fileno()).st_size - 64, 0))
-        if f.read().rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
-            return
+    if data[:2] != JPEG_START or _has_jpeg_end(data):
+        return  # complete, or not a JPEG (PNG content named .JPEG happens; OpenCV reads it)
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
     except (OSError, SyntaxError) as e:
         raise ImageError(f"{path}: truncated or corrupt JPEG ({e}); OpenCV would decode it partially") from e
 
 
-def read_bgr(path) -> np.ndarray:
-    """cv2.imread, as MLPerf reads images, with its silent failures made loud."""
-    if not os.path.isfile(path):
-        raise ImageError(f"{path}: file not found")
-    if os.path.getsize(path) == 0:
-        raise ImageError(f"{path}: empty file")
-    img = cv2.imread(str(path))  # 3-channel BGR; grayscale and CMYK converted, EXIF rotation applied
+def decode_bgr(data: bytes, path) -> np.ndarray:
+    """cv2.imread's decoding, as MLPerf reads images, with its silent failures made loud."""
+    # cv2.imdecode is cv2.imread on bytes already read: the same decoder and EXIF rotation; unlike
+    # imread it refuses a truncated JPEG instead of decoding the part that is there.
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # grayscale and CMYK become BGR
     if img is None:
+        if data[:2] == JPEG_START and not _has_jpeg_end(data):
+            raise ImageError(f"{path}: truncated or corrupt JPEG (no end-of-image marker); OpenCV cannot decode it")
         raise ImageError(f"{path}: OpenCV cannot decode this file as an image")
-    check_complete_jpeg(path)
+    check_complete_jpeg(data, path)
     return img
 
 
-def read_rgb(path, decoder: str) -> np.ndarray:
+def decode_rgb(data: bytes, path, decoder: str) -> np.ndarray:
     """H x W x 3 uint8 RGB."""
     if decoder == "opencv":
-        return cv2.cvtColor(read_bgr(path), cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(decode_bgr(data, path), cv2.COLOR_BGR2RGB)
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.isfile(path):
-        raise ImageError(f"{path}: file not found")
     try:
-        with Image.open(path) as im:  # no EXIF rotation, unlike cv2.imread
+        with Image.open(io.BytesIO(data)) as im:  # no EXIF rotation, unlike cv2.imread
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageError(f"{path}: Pillow cannot decode this file ({e})") from e
@@ -160,15 +173,13 @@ def _resize_opencv(img: np.ndarray, h: int, w: int, interpolation: str, antialia
 RESIZE = {"opencv": _resize_opencv, "pil": _resize_pil, "torchvision": _resize_torchvision}
 
 
-def tf_crop(path, settings: PipelineSettings) -> np.ndarray:
+def tf_crop(data: bytes, path, settings: PipelineSettings) -> np.ndarray:
     """TF official ResNet's eval preprocessing: decode, bilinear resize of the short side to
     int(100 * S / crop_percent) with float32 scale arithmetic, central crop; float32 throughout."""
     import tensorflow as tf
 
-    if not os.path.isfile(path):
-        raise ImageError(f"{path}: file not found")
     try:
-        img = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+        img = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.OpError) as e:
         raise ImageError(f"{path}: TensorFlow cannot decode this file ({e.message})") from e
     height, width = (tf.cast(d, tf.float32) for d in tf.shape(img)[:2])
@@ -181,11 +192,15 @@ def tf_crop(path, settings: PipelineSettings) -> np.ndarray:
     return np.ascontiguousarray(img[top:top + s, left:left + s].numpy(), dtype=np.float32)
 
 
-def crop(path, settings: PipelineSettings) -> np.ndarray:
-    """The S x S x 3 RGB crop of `settings` (uint8, or float32 for resize=tf)."""
+def crop(path, settings: PipelineSettings, data: bytes | None = None) -> np.ndarray:
+    """The S x S x 3 RGB crop of `settings` (uint8, or float32 for resize=tf) of the image file at
+    `path`; `data`: its bytes, when the caller has read them already."""
+    data = read_file(path) if data is None else data
+    if not data:
+        raise ImageError(f"{path}: empty file")
     if settings.resize == "tf":
-        return tf_crop(path, settings)
-    img = read_rgb(path, settings.decoder)
+        return tf_crop(data, path, settings)
+    img = decode_rgb(data, path, settings.decoder)
     h, w = resized_size(img.shape[0], img.shape[1], settings.image_size, settings.crop_percent)
     img = RESIZE[settings.resize](img, h, w, settings.interpolation, settings.antialias)
     return np.ascontiguousarray(center_crop(img, settings.image_size, settings.crop_rounding))

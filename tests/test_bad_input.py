@@ -55,7 +55,8 @@ def test_trailing_bytes_after_a_complete_jpeg_are_fine(tmp_path, image):
 @pytest.mark.parametrize("content,message", [
     (b"", "empty file"),
     (np.random.default_rng(0).bytes(3000), "OpenCV cannot decode"),
-    (b"\xff\xd8\xff\xe0 not a real jpeg", "OpenCV cannot decode"),
+    (b"\xff\xd8\xff\xe0 not a real jpeg", "truncated or corrupt JPEG"),
+    (b"\xff\xd8\xff\xe0 not a real jpeg \xff\xd9", "OpenCV cannot decode"),
 ])
 def test_undecodable_files(tmp_path, content, message):
     path = tmp_path / "bad.JPEG"
@@ -110,6 +111,7 @@ def test_exif_rotation_is_applied_as_cv2_imread_does(tmp_path):
     assert Image.open(path).size == (200, 100)  # Pillow: width 200, height 100, not rotated
     out = crop(path, SETTINGS)
     assert out[:20].mean() > 200 and out[-20:].mean() < 50  # white half on top after rotation
+    np.testing.assert_array_equal(out, crop_from_rgb(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)))
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (10, 5000), (5000, 10), (12000, 12000)])
@@ -142,7 +144,7 @@ def mixed_dataset(tmp_path):
     return root
 
 
-def test_skip_records_every_unreadable_image(mixed_dataset, tmp_path):
+def test_skip_records_every_unreadable_image(mixed_dataset, tmp_path, capsys):
     ds = load_dataset(mixed_dataset, allow_missing=True)
     cache = open_cache(ds, SETTINGS, tmp_path / "c", workers=2, progress=False, on_error="skip")
     reasons = {ds.names[i]: r for i, r in cache.failed.items()}
@@ -151,6 +153,11 @@ def test_skip_records_every_unreadable_image(mixed_dataset, tmp_path):
     good = [i for i in range(len(ds)) if i not in cache.failed]
     for i in good:
         np.testing.assert_array_equal(cache.images[i], crop(ds.path(i), SETTINGS))
+    # Reused as built when checked by content: each file's digest, missing and empty ones included,
+    # is recorded as verify=sha256 computes it.
+    capsys.readouterr()
+    again = open_cache(ds, SETTINGS, tmp_path / "c", progress=False, on_error="skip", verify="sha256")
+    assert "building" not in capsys.readouterr().err and again.manifest["sha256"][4] is None
     # The same cache opened without skipping is refused, naming the first unreadable file.
     with pytest.raises(ImageError, match="empty.JPEG: empty file.*4 unreadable"):
         open_cache(ds, SETTINGS, tmp_path / "c", workers=2, progress=False)
