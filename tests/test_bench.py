@@ -16,3 +16,18 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     assert "4.00x smaller" in report  # uint8 against float32
     assert "| 24/24 |" in report  # torch and TF agree on every image
     assert report.strip() in capsys.readouterr().out
+
+
+def test_graph_flops_count_each_conv_at_its_own_kernel():
+    """Conv2dSame computes TF's odd SAME padding with a zero-led larger kernel; the reported FLOPs are
+    the graph's: 2 per multiply-add of the 3x3 kernels, plus the linear layer."""
+    import torch
+
+    from benchmark.bench.__main__ import graph_flops
+    from benchmark.layers import Conv2dSame
+
+    model = torch.nn.Sequential(Conv2dSame(3, 8, 3, 2, bias=False),  # 224 -> 112, padding (0, 1)
+                                Conv2dSame(8, 8, 3, 1, groups=8, bias=False),  # symmetric
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    expected = 2 * (112 * 112 * 8 * 3 * 9 + 112 * 112 * 8 * 9 + 8 * 10)
+    assert graph_flops(model, torch.zeros(1, 3, 224, 224)) == expected

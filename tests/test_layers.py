@@ -46,6 +46,34 @@ def test_conv_same_matches_tensorflow(size, stride, depthwise):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (3, 1), (1, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_same_geometry_matches_tensorflow(kernel, stride, dilation, channels_last):
+    """Every SAME geometry, odd padding on one axis or both (a zero-led kernel, or for dilated
+    kernels a padded input): TF's windows, and the values of the explicitly padded conv."""
+    import tensorflow as tf
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(kernel * 100 + stride * 10 + dilation)
+    x = rng.normal(size=(2, 14, 17, 3)).astype(np.float32)  # even and odd sides
+    w = rng.normal(size=(kernel, kernel, 3, 4)).astype(np.float32)
+    expected = tf.nn.conv2d(x, w, stride, "SAME", dilations=dilation).numpy()
+    conv = Conv2dSame(3, 4, kernel, stride, dilation=dilation, bias=False)
+    conv.weight.data = torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2)
+    xt = xt.contiguous(memory_format=torch.channels_last) if channels_last else xt.contiguous()
+    with torch.no_grad():
+        got = conv(xt)
+        (top, bottom), (left, right) = (same_padding(n, kernel, stride, dilation) for n in (14, 17))
+        padded = F.conv2d(F.pad(xt, (left, right, top, bottom)), conv.weight, None, stride, 0, dilation)
+    assert got.shape == padded.shape == (2, 4) + expected.shape[1:3]
+    # Sums of up to 147 products in another order (another kernel path): a few ulps of the largest value.
+    ulps = 8 * np.spacing(np.abs(expected).max())
+    np.testing.assert_allclose(got.permute(0, 2, 3, 1).numpy(), expected, rtol=0, atol=ulps)
+    np.testing.assert_allclose(got.numpy(), padded.numpy(), rtol=0, atol=ulps)
+
+
 def test_wrong_permutation_is_detected():
     """The layout test above can fail: a transposed kernel (HWIO read as IOHW-like) does not match."""
     import tensorflow as tf

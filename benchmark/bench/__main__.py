@@ -102,6 +102,29 @@ BACKENDS = {"torch": "torch (fold_bn=true, default)", "torch-graph-order": "torc
             "tf": "TensorFlow"}
 
 
+def graph_flops(model, x) -> int:
+    """The graph's FLOPs for input `x`: FlopCounterMode's count with every convolution counted at its
+    own kernel size (for TF's odd SAME padding, Conv2dSame adds a zero row or column of taps that
+    the graph does not compute)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    convs = []
+
+    def count(conv, inputs, out):  # 2 flops per multiply-add, as FlopCounterMode counts them
+        convs.append(2 * out.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1])
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    counted = counter.get_flop_counts()["Global"]
+    return counter.get_total_flops() - counted.get(torch.ops.aten.convolution, 0) + sum(convs)
+
+
 def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, repeats: int,
                workdir: Path) -> dict:
     """Each backend timed in a fresh process (as `python -m benchmark backend=...` runs), the
@@ -109,7 +132,6 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
     import subprocess
 
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from ..checkpoint import open_checkpoint
     from ..convert import load_converted
@@ -117,8 +139,7 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
     model = model_config(arch)
     weights = workdir / "weights"
     converted, _ = load_converted(arch, open_checkpoint(graph_path), None, weights)  # once, outside the timing
-    with FlopCounterMode(display=False) as flops, torch.inference_mode():
-        converted(torch.zeros(1, 3, *np.load(images_path, mmap_mode="r").shape[1:3]))
+    flops = graph_flops(converted, torch.zeros(1, 3, *np.load(images_path, mmap_mode="r").shape[1:3]))
     runs = [(b, "cpu") for b in BACKENDS] + ([("torch", "cuda")] if torch.cuda.is_available() else [])
     best: dict = {}
     for _ in range(repeats):
@@ -142,7 +163,7 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
         r["agreement"] = int((logits.argmax(1) == tf.argmax(1)).sum())
         r["max_abs_logit_diff"] = float(np.abs(logits - tf).max())
     return {"arch": arch, "graph": str(graph_path), "n": len(tf), "logit_range": float(np.ptp(tf)),
-            "flops_per_image": flops.get_total_flops(),
+            "flops_per_image": flops,
             "rows": list(best.values()), "tf_ips": best[("tf", "cpu")]["images_per_s"]}
 
 
