@@ -24,7 +24,8 @@ class Conv2dSame(nn.Conv2d):
     PyTorch's symmetric `padding` cannot express. Rather than copying the input into a padded one,
     the kernel gets a leading zero row (column) and both sides the larger padding: its windows are
     TF's, one tap earlier, and that tap weighs zero. Copying the input had taken a quarter of
-    MobileNet-v1's CPU time; the logits are the same bit for bit. Inputs are finite (0 * x is 0).
+    MobileNet-v1's CPU time; its logits on CPU came out the same bit for bit. Inputs are finite
+    (0 * x is 0).
     """
 
     def __init__(self, *args, **kwargs):

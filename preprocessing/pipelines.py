@@ -3,12 +3,11 @@
 The `opencv` path with floor crop offsets is MLPerf inference's reference pipeline
 (`pre_process_mobilenet` / `pre_process_vgg`), bit for bit: cv2.imread (as cv2.imdecode of the
 file's bytes, read once), BGR to RGB, aspect-preserving resize of the short side to
-int(100 * S / 87.5), centre crop. The knobs swap the decoder (OpenCV,
-Pillow), the resize (OpenCV, Pillow, torchvision on tensors with or without antialias), the
-interpolation, the crop fraction and the crop offset rounding; `decoder=pil resize=pil
-crop_rounding=round` is torchvision's eval pipeline, bit for bit. `resize=tf` is TF official
-ResNet's eval preprocessing (tf.image decode, bilinear resize, central crop), which has no uint8
-intermediate: its crops are float32.
+int(100 * S / 87.5), centre crop. The knobs swap the decoder (OpenCV, Pillow), the resize (OpenCV,
+Pillow, torchvision on tensors with or without antialias), the interpolation, the crop fraction and
+the crop offset rounding; `decoder=pil resize=pil crop_rounding=round` is torchvision's eval
+pipeline, bit for bit. `resize=tf` is TF official ResNet's eval preprocessing (tf.image decode,
+bilinear resize, central crop), which has no uint8 intermediate: its crops are float32.
 """
 
 from __future__ import annotations
