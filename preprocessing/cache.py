@@ -16,14 +16,13 @@ import json
 import os
 import platform
 import sys
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from multiprocessing import get_context
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -91,13 +90,9 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _fill(array_path: str, items: list[tuple[int, str]], settings: PipelineSettings,
+def _fill(out: np.ndarray, items: list[tuple[int, str]], settings: PipelineSettings,
           skip: bool) -> list[tuple[int, str | None, str | None]]:
-    """Crops `items` into the array; per image (index, source sha256, failure or None)."""
-    import cv2
-
-    cv2.setNumThreads(1)  # one OpenCV thread per worker process
-    out = np.load(array_path, mmap_mode="r+")
+    """Crops `items` into `out`; per image (index, source sha256, failure or None)."""
     done = []
     for i, path in items:
         digest = None  # a missing file's, as file_sha256 has it
@@ -111,34 +106,28 @@ def _fill(array_path: str, items: list[tuple[int, str]], settings: PipelineSetti
                 raise
             out[i] = 0
             done.append((i, digest, str(e)))
-    # No flush here: the pages are the file's, shared with every process through the page cache;
-    # the build syncs the file to disk once, before the manifest marks it complete.
     return done
 
 
-def _fill_all(array_path: str, chunks: list, settings: PipelineSettings, skip: bool, workers: int,
+def _fill_all(out: np.ndarray, chunks: list, settings: PipelineSettings, skip: bool, workers: int,
               bar: tqdm) -> list:
-    """Every chunk cropped by `workers` processes: this one and workers - 1 spawned ones."""
-    import cv2
+    """Every chunk cropped by `workers` threads, each running one OpenCV thread.
 
-    pending, running, results = deque(chunks), set(), []
+    Threads, not processes: decoding, resizing and hashing run in OpenCV, Pillow, torch, TF and
+    hashlib with the GIL released, so threads use every core as processes would, without starting
+    interpreters and importing the libraries again (0.3 s per process for OpenCV, seconds for
+    torch or TF) and with one shared memory map."""
     threads = cv2.getNumThreads()
-    pool = ProcessPoolExecutor(workers - 1, mp_context=get_context("spawn")) if workers > 1 else None
+    cv2.setNumThreads(1)  # process-wide: parallelism comes from the workers, one image each
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="preprocess")
+    results = []
     try:
-        while pending or running:
-            while pool and pending and len(running) < 2 * (workers - 1):
-                running.add(pool.submit(_fill, array_path, pending.popleft(), settings, skip))
-            if pending:  # this process works too: it starts at once, spawned ones take ~0.3 s
-                results += _fill(array_path, pending.popleft(), settings, skip)
-            if running:
-                done, running = wait(running, timeout=0 if pending else None, return_when=FIRST_COMPLETED)
-                for future in done:
-                    results += future.result()
+        for future in as_completed([pool.submit(_fill, out, chunk, settings, skip) for chunk in chunks]):
+            results += future.result()
             bar.update(len(results) - bar.n)
     finally:
-        if pool:
-            pool.shutdown(wait=True, cancel_futures=True)
-        cv2.setNumThreads(threads)  # _fill set this process to one OpenCV thread
+        pool.shutdown(wait=True, cancel_futures=True)  # on an error: no new chunk starts
+        cv2.setNumThreads(threads)
     return results
 
 
@@ -152,25 +141,24 @@ def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
     folder.mkdir(parents=True, exist_ok=True)
     stats = file_stats(dataset)
     n, s = len(dataset), settings.image_size
-    # A file of this build's own: worker processes orphaned by a killed build may still write
-    # into theirs, never into this one. Leftovers of dead builds are removed (we hold the lock).
-    for leftover in folder.glob("images.npy.partial*"):
+    for leftover in folder.glob("images.npy.partial*"):  # of killed builds (we hold the lock)
         leftover.unlink()
-    partial = folder / f"images.npy.partial{os.getpid()}"
-    np.lib.format.open_memmap(partial, mode="w+", dtype=settings.dtype, shape=(n, s, s, 3)).flush()
+    partial = folder / "images.npy.partial"
+    out = np.lib.format.open_memmap(partial, mode="w+", dtype=settings.dtype, shape=(n, s, s, 3))
     items = [(i, str(dataset.path(i))) for i in range(n)]
     chunks = [items[start:start + CHUNK] for start in range(0, n, CHUNK)]
     bar = tqdm(total=n, desc=f"preprocess {settings.name} {s}px", unit="img", disable=not progress,
                file=sys.stderr)
     try:
         with bar:
-            results = _fill_all(str(partial), chunks, settings, skip, workers, bar)
+            results = _fill_all(out, chunks, settings, skip, workers, bar)
+        out.flush()  # on disk before the manifest marks it complete: safe from a crash, not just a kill
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        del out
     results.sort()
-    with open(partial, "rb+") as f:
-        os.fsync(f.fileno())  # on disk before the manifest marks it complete: safe from a crash, not just a kill
     os.replace(partial, folder / "images.npy")
     manifest = {
         "format": CACHE_FORMAT,

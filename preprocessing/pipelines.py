@@ -2,8 +2,8 @@
 
 The `opencv` path with floor crop offsets is MLPerf inference's reference pipeline
 (`pre_process_mobilenet` / `pre_process_vgg`), bit for bit: cv2.imread (as cv2.imdecode of the
-file's bytes, read once), BGR to RGB, aspect-preserving resize of the short side to
-int(100 * S / 87.5), centre crop. The knobs swap the decoder (OpenCV, Pillow), the resize (OpenCV,
+file's bytes, read once), BGR to RGB (by the decoder), aspect-preserving resize of the short side
+to int(100 * S / 87.5), centre crop. The knobs swap the decoder (OpenCV, Pillow), the resize (OpenCV,
 Pillow, torchvision on tensors with or without antialias), the interpolation, the crop fraction and
 the crop offset rounding; `decoder=pil resize=pil crop_rounding=round` is torchvision's eval
 pipeline, bit for bit. `resize=tf` is TF official ResNet's eval preprocessing (tf.image decode,
@@ -117,11 +117,12 @@ def check_complete_jpeg(data: bytes, path) -> None:
         raise ImageError(f"{path}: truncated or corrupt JPEG ({e}); OpenCV would decode it partially") from e
 
 
-def decode_bgr(data: bytes, path) -> np.ndarray:
-    """cv2.imread's decoding, as MLPerf reads images, with its silent failures made loud."""
+def decode_opencv(data: bytes, path) -> np.ndarray:
+    """cv2.imread's decoding then BGR to RGB, as MLPerf reads images, with its silent failures made loud."""
     # cv2.imdecode is cv2.imread on bytes already read: the same decoder and EXIF rotation; unlike
-    # imread it refuses a truncated JPEG instead of decoding the part that is there.
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # grayscale and CMYK become BGR
+    # imread it refuses a truncated JPEG instead of decoding the part that is there. IMREAD_COLOR_RGB
+    # has the decoder write RGB: imread's BGR with the channels swapped, without a pass over the image.
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)  # grayscale and CMYK become RGB
     if img is None:
         if data[:2] == JPEG_START and not _has_jpeg_end(data):
             raise ImageError(f"{path}: truncated or corrupt JPEG (no end-of-image marker); OpenCV cannot decode it")
@@ -133,7 +134,7 @@ def decode_bgr(data: bytes, path) -> np.ndarray:
 def decode_rgb(data: bytes, path, decoder: str) -> np.ndarray:
     """H x W x 3 uint8 RGB."""
     if decoder == "opencv":
-        return cv2.cvtColor(decode_bgr(data, path), cv2.COLOR_BGR2RGB)
+        return decode_opencv(data, path)
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -161,7 +162,7 @@ def _resize_torchvision(img: np.ndarray, h: int, w: int, interpolation: str, ant
              "cubic": InterpolationMode.BICUBIC}
     if interpolation not in modes:
         raise ValueError(f"resize=torchvision supports interpolation {', '.join(modes)}, not {interpolation}")
-    tensor = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    tensor = torch.from_numpy(np.array(img)).permute(2, 0, 1)  # a writable copy: Pillow's arrays are read-only
     return F.resize(tensor, [h, w], interpolation=modes[interpolation], antialias=antialias).permute(1, 2, 0).numpy()
 
 

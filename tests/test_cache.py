@@ -39,7 +39,7 @@ def test_cache_holds_the_pipeline_crops_in_order(dataset, tmp_path):
 
 
 def test_parallel_and_serial_builds_are_identical(dataset, tmp_path):
-    """workers=N: this process crops too, beside N - 1 spawned ones, and keeps its OpenCV threads."""
+    """workers=N: N cropping threads, one OpenCV thread each; the process keeps its OpenCV threads."""
     settings = make_settings("mlperf", 64, "area")
     threads = cv2.getNumThreads()
     a = open_cache(dataset, settings, tmp_path / "a", workers=1, progress=False)

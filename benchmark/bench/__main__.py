@@ -27,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-# A package's __main__: the cache build's worker processes then do not import this module (and
-# with it torch), so the measured build is the one users get from `python -m benchmark`.
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
