@@ -5,8 +5,7 @@ from preprocessing.dataset import DatasetError
 from preprocessing.pipelines import ImageError
 
 from .checkpoint import CheckpointError
-from .evaluate import CompileError
 from .graph import GraphError
 from .run import ConfigError
 
-USER_ERRORS = (CheckpointError, GraphError, DatasetError, ImageError, CacheError, ConfigError, CompileError)
+USER_ERRORS = (CheckpointError, GraphError, DatasetError, ImageError, CacheError, ConfigError)

@@ -72,47 +72,26 @@ def _batches(n: int, batch_size: int, desc: str, progress: bool):
 
 
 def torch_logits(model: torch.nn.Module, images: np.ndarray, normalize: Normalizer, device: torch.device,
-                 batch_size: int, progress: bool = True, compiled: bool = False) -> np.ndarray:
+                 batch_size: int, progress: bool = True) -> np.ndarray:
     if device.type == "cuda":
         exact_cuda()
     # Channels-last: the cached crops are NHWC already, and oneDNN's convolutions are fastest there.
     model = model.to(device, memory_format=torch.channels_last).eval()
-    if compiled:
-        # Inductor with the weights frozen as constants: prepacked convolutions with the ReLUs and
-        # residual adds fused. One input shape, one compilation: the last batch is padded.
-        model = torch.compile(model, dynamic=False, options={"freezing": True})
     to_input = TorchNormalizer(normalize, device)
     out = None  # one array for all logits, filled in place (no pile of small ones between batches)
     with torch.inference_mode():
         for start, stop in _batches(len(images), batch_size, f"torch {device}", progress):
             batch = read_batch(images, start, stop)
-            if compiled and len(batch) < batch_size:  # zero rows: no row's result depends on another
-                batch = np.concatenate([batch, np.zeros((batch_size - len(batch), *batch.shape[1:]), batch.dtype)])
             if batch.dtype == np.uint8:
                 # uint8 crosses to the device, where MLPerf's exact float32 input is made.
                 x = to_input(torch.from_numpy(batch).to(device))
             else:
                 x = torch.from_numpy(normalize(batch)).to(device).permute(0, 3, 1, 2)
-            logits = (_first_compiled_call(model, x) if compiled and out is None else model(x)).float().cpu().numpy()
+            logits = model(x).float().cpu().numpy()
             if out is None:
                 out = np.empty((len(images), logits.shape[1]), np.float32)
-            out[start:stop] = logits[:stop - start]
+            out[start:stop] = logits
     return out
-
-
-class CompileError(RuntimeError):
-    """torch.compile could not compile the model (compile=true)."""
-
-
-def _first_compiled_call(model, x: torch.Tensor) -> torch.Tensor:
-    """The call that compiles: its failure (most often no C++ compiler for Inductor's CPU code) is
-    told as what it is."""
-    try:
-        return model(x)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CompileError(f"compile=true: torch.compile failed ({type(e).__name__}: {first}); "
-                           "Inductor needs a C++ compiler on CPU; compile=false runs without it") from e
 
 
 def graph_logits(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, normalize: Normalizer,

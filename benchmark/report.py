@@ -78,7 +78,6 @@ def results_dict(cfg: DictConfig, ckpt, inputs, cache, readable, device: str, re
         "device": device,
         "batch_size": batch_size,
         "fold_bn": bool(cfg.fold_bn) if cfg.backend == "torch" else None,
-        "compile": bool(cfg.compile) if cfg.backend == "torch" else None,
         "threads": threads,
         "dataset": {"root": str(inputs.dataset.root), "labels": str(inputs.dataset.labels_file),
                     "limit": cfg.dataset.limit, "listed": len(inputs.dataset),

@@ -185,8 +185,7 @@ def run(cfg: DictConfig) -> dict:
     names = [inputs.dataset.names[i] for i in readable]
 
     if model is not None:
-        logits = evaluate.torch_logits(model, images, normalize, device, batch_size, cfg.progress,
-                                       bool(cfg.compile))
+        logits = evaluate.torch_logits(model, images, normalize, device, batch_size, cfg.progress)
     else:
         logits = tf_logits(cfg, graph, inputs.image_size, images, normalize, threads, batch_size)
     result = evaluate.score(logits, labels)

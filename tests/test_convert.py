@@ -74,21 +74,6 @@ def test_real_slim_graphs_torch_equals_tf(size, form):
     assert_same_predictions(got, expected, 1e-4)
 
 
-def test_compiled_model_agrees_with_tensorflow():
-    """compile=true on the real graph: 10 cached crops at batch size 4 (the last batch padded)."""
-    from benchmark.evaluate import torch_logits
-    from benchmark.normalize import Normalizer
-
-    ckpt = open_checkpoint(slim_graph(128, "pb"))
-    spec, state = convert("mobilenet_v1", FrozenGraph.from_checkpoint(ckpt))
-    model = fold_batch_norms(build_model("mobilenet_v1", spec, state))
-    images = crops(10, 128, offset=3)
-    expected = TFGraphModel(FrozenGraph.from_checkpoint(ckpt), "input:0", LOGITS, 128)(Normalizer("mobilenet")(images))
-    got = torch_logits(model, images, Normalizer("mobilenet"), torch.device("cpu"), 4, False, compiled=True)
-    assert got.shape == expected.shape
-    assert_same_predictions(got, expected, 1e-4)  # as the eager model (test_real_slim_graphs_torch_equals_tf)
-
-
 def test_wrong_epsilon_is_caught_by_the_comparison(fixture_graphs):
     """The torch-vs-TF check above is sensitive to the conversion: a wrong BN epsilon fails it."""
     path = fixture_graphs(0.25, 128, read_identities=False)

@@ -151,19 +151,3 @@ def test_stock_torchvision_resnet50_disagrees(resnet_graphs):
     print(f"stock torchvision: max |logit diff| {stock_diff:.3g} (ours {ours_diff:.3g}), "
           f"{flips}/{len(x)} top-1 changes")
     assert stock_diff > 1000 * ours_diff
-
-
-def test_compiled_model_agrees_with_tensorflow(resnet_graphs):
-    """compile=true: Inductor with frozen weights (prepacked convolutions, fused ReLUs and residual
-    adds) on the cached uint8 crops; 6 images at batch size 4, so the last batch is padded."""
-    from benchmark.evaluate import torch_logits
-    from benchmark.normalize import Normalizer
-    from conftest import crops
-
-    graph, spec, state = converted(resnet_graphs())
-    model = fold_batch_norms(build_model("resnet50", spec, state))
-    images = crops(6, 224, offset=2, interpolation="area")
-    expected = TFGraphModel(graph, "input_tensor:0", LOGITS, 224)(Normalizer("vgg")(images))
-    got = torch_logits(model, images, Normalizer("vgg"), torch.device("cpu"), 4, False, compiled=True)
-    assert got.shape == expected.shape
-    assert_agree(got, expected, rel=3e-5)  # as the eager folded model: another kernel, same sums' scale

@@ -4,12 +4,10 @@ python -m benchmark.bench.timed '{"arch": ..., "graph": ..., "images": ..., "nor
     "input_tensor": ..., "logits_tensor": ..., "backend": ..., "device": ..., "batch_size": ...,
     "threads": ..., "weights": ..., "out": ...}'
 
-`backend` is torch (batch norms folded, the default), torch-compile (folded, compile=true),
-torch-graph-order (fold_bn=false) or tf. The
+`backend` is torch (batch norms folded, the default), torch-graph-order (fold_bn=false) or tf. The
 torch model comes from the weight cache `weights` (converted beforehand), so TensorFlow is never
 imported into a torch measurement (importing it slows PyTorch's CPU kernels). Prints one JSON
-line: images/s of the timed pass after one warm-up batch, and that batch's seconds (compilation,
-for torch-compile); the logits are saved to `out`.
+line: images/s of the timed pass after one warm-up batch; the logits are saved to `out`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import numpy as np
 
 
 def timed_pass(arch: str, graph: str, images: str, normalization: str, input_tensor: str, logits_tensor: str,
-               backend: str, device: str, batch_size: int, threads: int, weights: str) -> tuple[float, float, np.ndarray]:
+               backend: str, device: str, batch_size: int, threads: int, weights: str) -> tuple[float, np.ndarray]:
     import torch
 
     import benchmark  # noqa: F401  (torchvision before TensorFlow)
@@ -51,30 +49,27 @@ def timed_pass(arch: str, graph: str, images: str, normalization: str, input_ten
         model, info = load_converted(arch, ckpt, None, Path(weights))
         if info["converted"]:
             raise RuntimeError(f"{weights}: no converted weights; convert before timing")
-        if backend in ("torch", "torch-compile"):
+        if backend == "torch":
             fold_batch_norms(model)
 
-        def run(x):  # compiled once: the timed pass reuses the warm-up's compiled graph
-            out = torch_logits(model, x, normalize, torch.device(device), batch_size, False,
-                               compiled=backend == "torch-compile")
+        def run(x):
+            out = torch_logits(model, x, normalize, torch.device(device), batch_size, False)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             return out
 
-    start = time.perf_counter()
-    run(images[:batch_size])  # warm-up: first-call allocations, kernel selection, compilation
-    warmup = time.perf_counter() - start
+    run(images[:batch_size])  # warm-up: first-call allocations, kernel selection
     start = time.perf_counter()
     logits = run(images)
-    return len(images) / (time.perf_counter() - start), warmup, logits
+    return len(images) / (time.perf_counter() - start), logits
 
 
 def main(argv: list[str]) -> int:
     job = json.loads(argv[0])
     out = job.pop("out")
-    ips, warmup, logits = timed_pass(**job)
+    ips, logits = timed_pass(**job)
     np.save(out, logits)
-    print(json.dumps({"images_per_s": ips, "warmup_s": warmup}))
+    print(json.dumps({"images_per_s": ips}))
     return 0
 
 
