@@ -6,11 +6,10 @@ baseline's and the ratio (no timing is asserted anywhere):
 - cache build: the harness (a thread per core, one memory-mapped uint8 array) against what MLPerf's
   reference does (one process, cv2.imread and the pipeline per image, one float32 .npy per image):
   images/s, size on disk, and whether the normalised crops are bit-identical;
-- evaluation: the torch backend (batch norms folded, also compiled, and in the graph's op order)
-  against the TF backend running the same frozen graph on the same cached inputs with the same
-  thread count and batch size, each in a fresh process: images/s, the first batch's seconds, the
-  projected time for 50,000 images, top-1 agreement and logit difference; on CUDA (when present)
-  images/s and the projected time;
+- evaluation: the torch backend (batch norms folded, and in the graph's op order) against the TF
+  backend running the same frozen graph on the same cached inputs with the same thread count and
+  batch size, each in a fresh process: images/s, top-1 agreement and logit difference; on CUDA
+  (when present) images/s and the projected time for 50,000 images;
 - memory: peak resident memory of evaluation streaming a synthetic 50,000-image cache.
 """
 
