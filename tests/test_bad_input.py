@@ -129,7 +129,7 @@ def _image_files(tmp_path, image):
     files["cmyk.JPEG"] = tmp_path / "cmyk.JPEG"
     Image.fromarray(image).convert("CMYK").save(files["cmyk.JPEG"], "JPEG", quality=95)
     exif = Image.Exif()
-    exif[0x0112] = 6
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
     files["exif.JPEG"] = tmp_path / "exif.JPEG"
     files["exif.JPEG"].write_bytes(jpeg_bytes(image[:, :90], exif=exif))
     save("png.JPEG", image, format="PNG")
