@@ -162,7 +162,7 @@ def _resize_torchvision(img: np.ndarray, h: int, w: int, interpolation: str, ant
              "cubic": InterpolationMode.BICUBIC}
     if interpolation not in modes:
         raise ValueError(f"resize=torchvision supports interpolation {', '.join(modes)}, not {interpolation}")
-    tensor = torch.from_numpy(np.array(img)).permute(2, 0, 1)  # a writable copy: Pillow's arrays are read-only
+    tensor = torch.from_numpy(np.require(img, requirements="CW")).permute(2, 0, 1)  # Pillow's arrays are read-only
     return F.resize(tensor, [h, w], interpolation=modes[interpolation], antialias=antialias).permute(1, 2, 0).numpy()
 
 
