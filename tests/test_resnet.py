@@ -9,7 +9,7 @@ from benchmark.convert import build_model, convert
 from benchmark.graph import FrozenGraph, GraphError, parse_graph_def
 from benchmark.layers import fold_batch_norms
 from benchmark.tf_backend import TFGraphModel
-from conftest import resnet_inputs
+from conftest import resnet_inputs, tf_tolerance
 
 LOGITS = "resnet_model/dense/BiasAdd:0"
 SMALL = dict(width=16, depth=(1, 2, 1, 1))  # same structure, quick to run
@@ -27,15 +27,14 @@ def run_both(path, x, fold=False):
     if fold:
         fold_batch_norms(model)
     expected = TFGraphModel(graph, "input_tensor:0", LOGITS, x.shape[1])(x)
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     with torch.inference_mode():
-        got = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
-    return spec, model, got, expected
+        got = model(xt).numpy()
+    return spec, model, got, expected, tf_tolerance(model, xt)
 
 
-def assert_agree(got, expected, rel=2e-5):
-    # float32 summation order differs between TF's and PyTorch's kernels: measured 1.1e-5 of the
-    # logit range on the full fixture; a padding, epsilon or layout fault is 1e-2 and more.
-    tol = rel * (expected.max() - expected.min())
+def assert_agree(got, expected, tol):
+    """Within the float32 tolerance (conftest.FLOAT32_NOISE_FACTOR), and the same top-1 everywhere."""
     diff = np.abs(got - expected).max()
     assert diff < tol, f"max |torch - tf| = {diff:.3g} >= {tol:.3g}"
     assert (got.argmax(1) == expected.argmax(1)).all()
@@ -43,7 +42,7 @@ def assert_agree(got, expected, rel=2e-5):
 
 def test_full_fixture_structure_and_agreement(resnet_graphs):
     x = resnet_inputs(16, offset=2)
-    spec, model, got, expected = run_both(resnet_graphs(), x)
+    spec, model, got, expected, tol = run_both(resnet_graphs(), x)
     assert [len(stage) for stage in spec.layers] == [3, 4, 6, 3]
     assert spec.stem.padding == [3, 3, 3, 3] and spec.stem.stride == 2 and spec.stem.kernel == 7
     assert (spec.pool_kernel, spec.pool_stride) == (3, 2)
@@ -58,26 +57,26 @@ def test_full_fixture_structure_and_agreement(resnet_graphs):
     assert {"conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight", "layer1.0.downsample.1.bias",
             "layer4.2.conv3.weight", "fc.weight", "fc.bias"} <= names
     assert len(set(got.argmax(1))) > 8  # the fixture's predictions are not degenerate
-    assert_agree(got, expected)
+    assert_agree(got, expected, tol)
 
 
 def test_folded_batch_norms_agree_with_tensorflow(resnet_graphs):
     """The evaluation default (fold_bn=true): every batch norm folded into its conv. Rounding each
-    scaled filter weight once more moves the logits a little further from TF's: measured 1.8e-5 of
-    the range on these inputs (graph order 1.1e-5), still three orders below a conversion fault."""
-    _, model, got, expected = run_both(resnet_graphs(), resnet_inputs(16, offset=2), fold=True)
+    scaled filter weight once more moves the logits a little further from TF's (1.6-1.8 times the
+    float32 noise, graph order 1.1-1.3 times), still far below a conversion fault."""
+    _, model, got, expected, tol = run_both(resnet_graphs(), resnet_inputs(16, offset=2), fold=True)
     assert not [m for m in model.modules() if type(m).__name__ == "TFBatchNorm2d"]
     assert model.layer1[0].downsample[0].bias is not None and model.conv1.bias is not None
-    assert_agree(got, expected, rel=3e-5)
+    assert_agree(got, expected, tol)
 
 
 @pytest.mark.parametrize("variant", [dict(bn_op="FusedBatchNormV2"), dict(bn_op="FusedBatchNormV3"),
                                      dict(read_identities=False), dict(image_size=193)])
 def test_export_variants(resnet_graphs, variant):
     x = resnet_inputs(8, offset=3, size=variant.get("image_size", 224))
-    spec, _, got, expected = run_both(resnet_graphs(**SMALL, **variant), x)
+    spec, _, got, expected, tol = run_both(resnet_graphs(**SMALL, **variant), x)
     assert spec.image_size == variant.get("image_size", 224)
-    assert_agree(got, expected)
+    assert_agree(got, expected, tol)
 
 
 def test_channels_first_export_converts_to_the_same_model(resnet_graphs):
@@ -138,7 +137,7 @@ def test_stock_torchvision_resnet50_disagrees(resnet_graphs):
     import torchvision
 
     x = resnet_inputs(32, offset=4)
-    _, model, got, expected = run_both(resnet_graphs(), x)
+    _, model, got, expected, tol = run_both(resnet_graphs(), x)
     stock = torchvision.models.resnet50(num_classes=1001).eval()
     state = dict(model.state_dict())
     state.update({k: torch.tensor(0) for k in stock.state_dict() if k.endswith("num_batches_tracked")})
@@ -150,4 +149,4 @@ def test_stock_torchvision_resnet50_disagrees(resnet_graphs):
     flips = int((theirs.argmax(1) != expected.argmax(1)).sum())
     print(f"stock torchvision: max |logit diff| {stock_diff:.3g} (ours {ours_diff:.3g}), "
           f"{flips}/{len(x)} top-1 changes")
-    assert stock_diff > 1000 * ours_diff
+    assert stock_diff > 1000 * ours_diff and stock_diff > 100 * tol

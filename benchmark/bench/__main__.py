@@ -1,4 +1,4 @@
-"""python -m benchmark.bench [--images N] [--mobilenet PATH] [--resnet PATH] [--out FILE]
+"""python -m benchmark.bench --dataset DIR [--images N] [--mobilenet PATH|fixture] [--resnet PATH|fixture] [--out FILE]
 
 Measures the harness against baselines measured in the same run, and prints each figure, the
 baseline's and the ratio (no timing is asserted anywhere):
@@ -26,10 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-REPO = Path(__file__).resolve().parents[2]
-CONF = REPO / "conf"
 
 
 def machine() -> list[str]:
@@ -91,9 +87,9 @@ def bench_cache(dataset, settings, normalization: str, workdir: Path, repeats: i
 
 
 def model_config(arch: str):
-    from omegaconf import OmegaConf
+    from .. import conf
 
-    return OmegaConf.load(CONF / "model" / f"{arch}.yaml")
+    return conf.load("model", arch)
 
 
 BACKENDS = {"torch": "torch (fold_bn=true, default)", "torch-graph-order": "torch (fold_bn=false)",
@@ -180,20 +176,20 @@ print(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.star
 """
 
 
-def fixture_resnet(dataset, workdir: Path) -> Path:
-    """A frozen graph with MLPerf's resnet50_v1.pb structure and names and random weights (batch
-    norm statistics from 8 real crops), built by the tests' fixture builder: timing needs the
-    structure, not trained weights."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from graph_fixtures import build_resnet50_graph
+def fixture_graph(arch: str, dataset, workdir: Path) -> Path:
+    """A frozen graph with the structure and names of MLPerf's graph for `arch` (MobileNet-v1 1.0/224
+    or ResNet-50 v1.5) and random weights, batch-norm statistics from 8 of the images: timing needs
+    the structure, not trained weights."""
     from preprocessing.pipelines import crop, make_settings
 
+    from ..fixtures import build_mobilenet_v1_graph, build_resnet50_graph
     from ..normalize import Normalizer
 
-    settings = make_settings("mlperf", 224, "area")
-    calib = Normalizer("vgg")(np.stack([crop(dataset.path(i), settings) for i in range(8)]))
-    path = workdir / "resnet50_fixture.pb"
-    path.write_bytes(build_resnet50_graph(calib))
+    model = model_config(arch)
+    settings = make_settings("mlperf", 224, model.mlperf_interpolation)
+    calib = Normalizer(model.normalization)(np.stack([crop(dataset.path(i), settings) for i in range(8)]))
+    path = workdir / f"{arch}_fixture.pb"
+    path.write_bytes(build_resnet50_graph(calib) if arch == "resnet50" else build_mobilenet_v1_graph(1.0, 224, calib))
     return path
 
 
@@ -232,11 +228,12 @@ def bench_memory(n: int, batch_size: int, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.bench", description=__doc__.split("\n\n")[1])
-    parser.add_argument("--dataset", type=Path, default=SHARED / "imagenet-samples",
-                        help="folder of JPEGs with val_map.txt (default: the shared sample images)")
+    parser.add_argument("--dataset", type=Path, required=True,
+                        help="folder of JPEGs with val_map.txt (MLPerf's baseline reads files with cv2.imread)")
     parser.add_argument("--images", type=int, default=1000, help="images per measurement")
-    parser.add_argument("--mobilenet", type=Path,
-                        default=SHARED / "models/tf-slim-frozen-2017/mobilenet_v1_0.25_224/frozen_graph.pb")
+    parser.add_argument("--mobilenet", default=None,
+                        help="a MobileNet-v1 frozen graph (224 input), or 'fixture': MLPerf's 1.0/224 structure "
+                             "with random weights")
     parser.add_argument("--resnet", default=None,
                         help="a ResNet-50 frozen graph, or 'fixture': one of its structure with random weights")
     parser.add_argument("--batch-size", type=int, default=16, help="CPU batch size (CUDA runs use 256)")
@@ -251,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     from preprocessing.dataset import load_dataset
     from preprocessing.pipelines import make_settings
 
-    dataset = load_dataset(args.dataset, limit=args.images)
+    dataset = load_dataset(args.dataset, limit=args.images, layout="val_map")
     lines = ["# Benchmarks", "", *[f"- {m}" for m in machine()], ""]
     with tempfile.TemporaryDirectory() as tmp:
         c = bench_cache(dataset, make_settings("mlperf", 224, "linear"), "mobilenet", Path(tmp), args.repeats)
@@ -262,12 +259,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"| size on disk | {c['ours_bytes'] / 1e6:.1f} MB uint8 | {c['baseline_bytes'] / 1e6:.1f} MB "
                   f"float32 .npy | {c['baseline_bytes'] / c['ours_bytes']:.2f}x smaller |",
                   f"| normalised inputs bit-identical | {'yes' if c['identical'] else 'NO'} | | |", ""]
-        resnet = fixture_resnet(dataset, Path(tmp)) if args.resnet == "fixture" else args.resnet and Path(args.resnet)
-        graphs = {"mobilenet_v1": args.mobilenet, "resnet50": resnet}
+        graphs = {"mobilenet_v1": args.mobilenet, "resnet50": args.resnet}
         evals = []
         for arch, graph in graphs.items():
-            if not graph or not graph.exists():
+            if graph is None:
                 continue
+            graph = fixture_graph(arch, dataset, Path(tmp)) if graph == "fixture" else Path(graph)
+            if not graph.is_file():
+                parser.error(f"--{arch.split('_')[0]} {graph}: file not found")
             settings = make_settings("mlperf", 224, model_config(arch).mlperf_interpolation)
             cache = open_cache(dataset, settings, c["cache_dir"], progress=False)
             evals.append(bench_eval(arch, graph, cache.folder / "images.npy", args.batch_size, args.repeats,
@@ -279,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                       "top-1 agreement with TF | max abs logit diff (of range) |",
                       "|---|---|---|---|---|---|---|---|---|"]
             for e in evals:
-                source = "MLPerf's structure, random weights" if args.resnet == "fixture" and e["arch"] == "resnet50" \
+                source = "MLPerf's structure, random weights" if graphs[e["arch"]] == "fixture" \
                     else f"{Path(e['graph']).parent.name}/{Path(e['graph']).name}"
                 name = f"{e['arch']} ({source})"
                 for r in e["rows"]:

@@ -1,6 +1,11 @@
-"""Frozen TF-slim MobileNet-v1 graphs in the 2018 form (MLPerf's `mobilenet_v1_1.0_224_frozen.pb`):
-`Conv2D` / `DepthwiseConv2dNative` + `FusedBatchNorm` + `Relu6`, TF-slim's exact node and weight names,
-any depth multiplier and input size.
+"""Frozen graphs of the structure, op types and names of MLPerf's two models, with random weights:
+for tests, and for timing where the real checkpoints are not at hand (`python -m benchmark.bench
+--resnet fixture`).
+
+- MobileNet-v1 in TF-slim's 2018 form (MLPerf's `mobilenet_v1_1.0_224_frozen.pb`): `Conv2D` /
+  `DepthwiseConv2dNative` + `FusedBatchNorm` + `Relu6`, TF-slim's exact node and weight names, any
+  depth multiplier and input size.
+- ResNet-50 v1.5 in the form of MLPerf's `resnet50_v1.pb` (TF official ResNet).
 
 Weights are random, but batch-norm statistics are measured layer by layer on calibration images, so
 every layer's activations are normalised and the logits are spread like a trained model's.
