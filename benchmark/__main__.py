@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from .errors import USER_ERRORS
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from .run import run
 

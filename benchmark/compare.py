@@ -128,7 +128,7 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from omegaconf import open_dict
 
@@ -170,16 +170,18 @@ def main(cfg: DictConfig) -> None:
 
 
 def _preprocess_config(name: str, cfg: DictConfig) -> DictConfig:
-    """conf/preprocess/<name>.yaml, resolved against this run's model."""
+    """The preprocess config <name>, resolved against this run's model."""
     from omegaconf import OmegaConf
 
-    path = Path(__file__).resolve().parent.parent / "conf" / "preprocess" / f"{name}.yaml"
-    if not path.is_file():
-        from .run import ConfigError
+    from . import conf
+    from .errors import ConfigError
 
-        raise ConfigError(f"compare_preprocess={name}: no {path}")
+    try:
+        preprocess = conf.load("preprocess", name)
+    except FileNotFoundError as e:
+        raise ConfigError(f"compare_preprocess={name}: {e}") from None
     merged = OmegaConf.merge({"model": OmegaConf.to_container(cfg.model, resolve=True)},
-                             {"preprocess": OmegaConf.load(path)})
+                             {"preprocess": preprocess})
     return OmegaConf.create(OmegaConf.to_container(merged.preprocess, resolve=True))
 
 

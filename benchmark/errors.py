@@ -6,6 +6,10 @@ from preprocessing.pipelines import ImageError
 
 from .checkpoint import CheckpointError
 from .graph import GraphError
-from .run import ConfigError
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used, or settings that contradict each other."""
+
 
 USER_ERRORS = (CheckpointError, GraphError, DatasetError, ImageError, CacheError, ConfigError)

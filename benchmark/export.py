@@ -16,11 +16,10 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import Checkpoint, CheckpointError
-from .convert import ARCHS, CONVERTER_VERSION, build_model
+from .checkpoint import Checkpoint
+from .convert import CONVERTER_VERSION, EXPORT_FORMAT, load_exported  # noqa: F401  (load_exported: public here too)
 
 CLASSES = "1001 outputs: index 0 is background, index k is ImageNet class k-1 (sorted synsets)"
 
@@ -29,7 +28,7 @@ def export(model: torch.nn.Module, arch: str, ckpt: Checkpoint, out: Path, extra
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "imagenet-mlperf-harness", "arch": arch, "spec": json.dumps(model.spec.to_dict()),
+    meta = {"format": EXPORT_FORMAT, "arch": arch, "spec": json.dumps(model.spec.to_dict()),
             "checkpoint": str(ckpt.path), "checkpoint_member": ckpt.member or "",
             "checkpoint_sha256": ckpt.sha256, "converter_version": str(CONVERTER_VERSION),
             "classes": CLASSES, **{k: str(v) for k, v in extra.items()}}
@@ -58,26 +57,11 @@ def _atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """A model written by `export`, from its safetensors file."""
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    if meta.get("format") != "imagenet-mlperf-harness" or meta.get("arch") not in ARCHS:
-        raise CheckpointError(f"{path}: not a model exported by benchmark.export (no harness metadata)")
-    spec = ARCHS[meta["arch"]][1].from_dict(json.loads(meta["spec"]))
-    return build_model(meta["arch"], spec, state), meta
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from .convert import load_converted
-    from .errors import USER_ERRORS
-    from .run import ConfigError, cache_dir, model_checkpoint
+    from .errors import USER_ERRORS, ConfigError
+    from .run import cache_dir, model_checkpoint
 
     try:
         if not cfg.out:

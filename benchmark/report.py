@@ -38,10 +38,15 @@ def _distribution_version(*names: str) -> str | None:
 
 
 def git_commit() -> dict:
+    """The commit of the harness's own checkout; None for an installed package (a virtual
+    environment inside some other repository must not report that repository's commit)."""
     def git(*args):
         return subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True,
                               timeout=10).stdout.strip()
     try:
+        toplevel = git("rev-parse", "--show-toplevel")
+        if not toplevel or Path(toplevel).resolve() != PROJECT_ROOT:
+            return {"commit": None, "dirty": None}
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
@@ -79,7 +84,10 @@ def results_dict(cfg: DictConfig, ckpt, inputs, cache, readable, device: str, re
         "batch_size": batch_size,
         "fold_bn": bool(cfg.fold_bn) if cfg.backend == "torch" else None,
         "threads": threads,
-        "dataset": {"root": str(inputs.dataset.root), "labels": str(inputs.dataset.labels_file),
+        "dataset": {"root": str(inputs.dataset.root), "layout": inputs.dataset.layout,
+                    "labels_from": inputs.dataset.labels_from,
+                    "labels": str(inputs.dataset.labels_file) if inputs.dataset.labels_file else None,
+                    "absent_validation_images": inputs.dataset.absent,
                     "limit": cfg.dataset.limit, "listed": len(inputs.dataset),
                     "on_error": cfg.dataset.on_error},
         "top1": result.top1,

@@ -17,13 +17,10 @@ from preprocessing.pipelines import PipelineSettings, make_settings
 
 from .checkpoint import Checkpoint, CheckpointError, file_digest, open_checkpoint
 from .download import fetch, is_url
+from .errors import ConfigError
 from .graph import FrozenGraph, graph_input
 from .normalize import Normalizer
 from . import evaluate, report
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def default_cache_dir() -> Path:
@@ -86,7 +83,7 @@ def prepare(cfg: DictConfig, graph_size: int | None, source: str) -> Inputs:
     """Image size (the graph's, checked against the config), dataset and preprocessing settings."""
     image_size = resolve_image_size(graph_size, cfg.model.image_size, source)
     dataset = load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, cfg.dataset.limit,
-                           allow_missing=cfg.dataset.on_error == "skip")
+                           allow_missing=cfg.dataset.on_error == "skip", layout=cfg.dataset.layout)
     pre = cfg.preprocess
     try:
         settings = make_settings(pre.name, image_size, pre.interpolation, pre.crop_percent, pre.decoder,
@@ -156,7 +153,7 @@ def run(cfg: DictConfig) -> dict:
         except RuntimeError as e:
             raise ConfigError(str(e)) from e
         if exported:
-            from .export import load_exported
+            from .convert import load_exported
 
             model, meta = load_exported(ckpt.path)
             if meta["arch"] != cfg.model.arch:

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from benchmark.errors import USER_ERRORS
     from benchmark.run import build_cache, prepare_cache_only

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .dataset import Dataset
-from .pipelines import ImageError, PipelineSettings, crop, read_file
+from .pipelines import ImageError, PipelineSettings, crop
 
 CACHE_FORMAT = 3
 CHUNK = 32  # images per worker task
@@ -57,26 +57,6 @@ def cache_key(dataset: Dataset, settings: PipelineSettings) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def file_stats(dataset: Dataset) -> list[list[int] | None]:
-    """[size, mtime_ns] per listed file; None for a missing one."""
-    stats = []
-    for i in range(len(dataset)):
-        try:
-            st = os.stat(dataset.path(i))
-            stats.append([st.st_size, st.st_mtime_ns])
-        except FileNotFoundError:
-            stats.append(None)
-    return stats
-
-
-def file_sha256(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except FileNotFoundError:
-        return None
-
-
 @contextmanager
 def _locked(path: Path):
     """Exclusive lock across processes: a second builder of the same cache waits, then reuses it.
@@ -90,16 +70,16 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _fill(out: np.ndarray, items: list[tuple[int, str]], settings: PipelineSettings,
+def _fill(out: np.ndarray, dataset: Dataset, items: range, settings: PipelineSettings,
           skip: bool) -> list[tuple[int, str | None, str | None]]:
-    """Crops `items` into `out`; per image (index, source sha256, failure or None)."""
+    """Crops images `items` of `dataset` into `out`; per image (index, source sha256, failure or None)."""
     done = []
-    for i, path in items:
-        digest = None  # a missing file's, as file_sha256 has it
+    for i in items:
+        digest = None  # an unreadable file's, as Dataset.sha256 has it
         try:
-            data = read_file(path)
+            data = dataset.read(i)
             digest = hashlib.sha256(data).hexdigest()
-            out[i] = crop(path, settings, data)
+            out[i] = crop(dataset.path(i), settings, data)
             done.append((i, digest, None))
         except ImageError as e:
             if not skip:
@@ -109,8 +89,8 @@ def _fill(out: np.ndarray, items: list[tuple[int, str]], settings: PipelineSetti
     return done
 
 
-def _fill_all(out: np.ndarray, chunks: list, settings: PipelineSettings, skip: bool, workers: int,
-              bar: tqdm) -> list:
+def _fill_all(out: np.ndarray, dataset: Dataset, chunks: list[range], settings: PipelineSettings, skip: bool,
+              workers: int, bar: tqdm) -> list:
     """Every chunk cropped by `workers` threads, each running one OpenCV thread.
 
     Threads, not processes: decoding, resizing and hashing run in OpenCV, Pillow, torch, TF and
@@ -122,7 +102,7 @@ def _fill_all(out: np.ndarray, chunks: list, settings: PipelineSettings, skip: b
     pool = ThreadPoolExecutor(workers, thread_name_prefix="preprocess")
     results = []
     try:
-        for future in as_completed([pool.submit(_fill, out, chunk, settings, skip) for chunk in chunks]):
+        for future in as_completed([pool.submit(_fill, out, dataset, chunk, settings, skip) for chunk in chunks]):
             results += future.result()
             bar.update(len(results) - bar.n)
     finally:
@@ -139,19 +119,18 @@ def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
            workers: int, progress: bool, skip: bool) -> None:
     print(f"building preprocessing cache {folder}", file=sys.stderr)
     folder.mkdir(parents=True, exist_ok=True)
-    stats = file_stats(dataset)
+    stats = dataset.stats()
     n, s = len(dataset), settings.image_size
     for leftover in folder.glob("images.npy.partial*"):  # of killed builds (we hold the lock)
         leftover.unlink()
     partial = folder / "images.npy.partial"
     out = np.lib.format.open_memmap(partial, mode="w+", dtype=settings.dtype, shape=(n, s, s, 3))
-    items = [(i, str(dataset.path(i))) for i in range(n)]
-    chunks = [items[start:start + CHUNK] for start in range(0, n, CHUNK)]
+    chunks = [range(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
     bar = tqdm(total=n, desc=f"preprocess {settings.name} {s}px", unit="img", disable=not progress,
                file=sys.stderr)
     try:
         with bar:
-            results = _fill_all(out, chunks, settings, skip, workers, bar)
+            results = _fill_all(out, dataset, chunks, settings, skip, workers, bar)
         out.flush()  # on disk before the manifest marks it complete: safe from a crash, not just a kill
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -168,7 +147,8 @@ def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
         "dtype": np.dtype(settings.dtype).name,
         "count": n,
         "root": str(dataset.root),
-        "labels_file": str(dataset.labels_file),
+        "layout": dataset.layout,
+        "labels_file": str(dataset.labels_file) if dataset.labels_file else None,
         "files": dataset.names,
         "labels": dataset.labels,
         "stats": stats,
@@ -184,10 +164,10 @@ def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
 
 def _stale_reason(manifest: dict, dataset: Dataset, verify: str) -> str | None:
     if verify == "sha256":
-        current = [file_sha256(str(dataset.path(i))) for i in range(len(dataset))]
+        current = [dataset.sha256(i) for i in range(len(dataset))]
         recorded, what = manifest["sha256"], "content"
     else:
-        current, recorded, what = file_stats(dataset), manifest["stats"], "size or mtime"
+        current, recorded, what = dataset.stats(), manifest["stats"], "size or mtime"
     for i, (old, new) in enumerate(zip(recorded, current)):
         if old != new:
             return f"{what} of {dataset.path(i)} changed since the cache was built"

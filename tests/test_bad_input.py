@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -295,7 +296,7 @@ def test_same_size_and_mtime_edit_needs_content_verification(sample_dataset, tmp
     ds = load_dataset(sample_dataset, limit=20)
     first = open_cache(ds, SETTINGS, tmp_path, workers=1, progress=False)
     before = np.array(first.images[7])
-    path = ds.path(7)
+    path = Path(ds.path(7))
     st = os.stat(path)
     data = bytearray(path.read_bytes())
     other = cv2.imencode(".png", np.full((200, 200, 3), 30, np.uint8))[1].tobytes()

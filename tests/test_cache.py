@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -66,7 +67,7 @@ def test_reuse_and_separation(dataset, tmp_path):
 def test_changed_source_image_rebuilds(dataset, tmp_path, capsys):
     settings = make_settings("mlperf", 64, "linear")
     before = np.array(open_cache(dataset, settings, tmp_path, workers=1, progress=False).images[3])
-    path = dataset.path(3)
+    path = Path(dataset.path(3))
     cv2.imwrite(str(path), np.full((80, 90, 3), 200, np.uint8))
     cache = open_cache(dataset, settings, tmp_path, workers=1, progress=False)
     assert "stale" in capsys.readouterr().err
@@ -101,7 +102,7 @@ def test_manifest_cut_short_by_a_crash_rebuilds(dataset, tmp_path, capsys):
 def test_undecodable_image_names_the_file(dataset, tmp_path):
     from preprocessing.pipelines import ImageError
 
-    dataset.path(5).write_bytes(b"not an image at all")
+    Path(dataset.path(5)).write_bytes(b"not an image at all")
     with pytest.raises(ImageError, match="img 005"):
         open_cache(dataset, make_settings("mlperf", 64, "linear"), tmp_path, workers=2, progress=False)
     assert not list((tmp_path / "crops").glob("*/manifest.json"))

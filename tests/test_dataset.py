@@ -42,7 +42,7 @@ def test_missing_image_is_named(tmp_path):
 
 
 def test_missing_folder_and_labels(tmp_path):
-    with pytest.raises(DatasetError, match="dataset folder not found"):
+    with pytest.raises(DatasetError, match="dataset folder or archive not found"):
         load_dataset(tmp_path / "nope")
-    with pytest.raises(DatasetError, match="labels file not found"):
-        load_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="labels.txt: labels file not found"):
+        load_dataset(tmp_path, labels=tmp_path / "labels.txt")

@@ -89,11 +89,9 @@ def test_torch_input_is_mlperf_arithmetic_for_every_value_by_either_path(kind, r
 
 
 def test_preprocess_configs_are_the_golden_settings():
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    from conftest import REPO
-
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("benchmark.conf", version_base="1.3"):
         tv = compose("config", overrides=["preprocess=torchvision"]).preprocess
         ml = compose("config", overrides=["preprocess=mlperf", "model=resnet50"]).preprocess
     assert {k: tv[k] for k in TORCHVISION} == TORCHVISION and tv.interpolation == "linear"

@@ -60,9 +60,9 @@ def test_two_runs_for_one_cell_is_an_error(tmp_path):
 
 
 def test_slurm_launcher_config_composes():
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("benchmark.conf", version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
                       return_hydra_config=True)
     launcher = cfg.hydra.launcher

@@ -15,7 +15,7 @@ import torch
 from safetensors.numpy import save_file
 from safetensors import safe_open
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, CheckpointError
 from ..graph import FrozenGraph, GraphError
 from ..models.mobilenet_v1 import MobileNetV1, MobileNetV1Spec
 from ..models.resnet50 import ResNet50, ResNetSpec
@@ -24,6 +24,7 @@ from .resnet50 import convert_resnet50
 
 # Bump when a converter's output changes, so that cached conversions are redone.
 CONVERTER_VERSION = 3
+EXPORT_FORMAT = "imagenet-mlperf-harness"  # metadata tag of models written by benchmark.export
 
 ARCHS = {
     "mobilenet_v1": (convert_mobilenet_v1, MobileNetV1Spec, MobileNetV1),
@@ -76,3 +77,18 @@ def load_converted(arch: str, ckpt: Checkpoint, graph: FrozenGraph | None,
         save_file(state, str(tmp), metadata=meta)
         os.replace(tmp, path)  # atomic: a half-written file is never taken for a conversion
     return model, {"weights_cache": str(path) if path else None, "converted": True}
+
+
+def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """A model written by `python -m benchmark.export`, from its safetensors file."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if meta.get("format") != EXPORT_FORMAT or meta.get("arch") not in ARCHS:
+        raise CheckpointError(f"{path}: not a model exported by benchmark.export (no harness metadata)")
+    spec = ARCHS[meta["arch"]][1].from_dict(json.loads(meta["spec"]))
+    return build_model(meta["arch"], spec, state), meta

@@ -1,0 +1,19 @@
+"""The Hydra configs of every command, shipped inside the package (`pkg://benchmark.conf`): the
+entry points find them wherever the harness is installed, and `hydra.searchpath` or `--config-dir`
+adds a user's own."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from omegaconf import DictConfig, OmegaConf
+
+SEARCH_PATH = "pkg://benchmark.conf"
+
+
+def load(group: str, name: str) -> DictConfig:
+    """One option of a config group as written (interpolations unresolved), e.g. load("model", "resnet50")."""
+    resource = files(__name__).joinpath(group, f"{name}.yaml")
+    if not resource.is_file():
+        raise FileNotFoundError(f"no config {group}/{name}.yaml in {SEARCH_PATH}")
+    return OmegaConf.create(resource.read_text(encoding="utf-8"))
