@@ -57,11 +57,17 @@ def git_commit() -> dict:
 def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list[str]) -> dict:
     """Image-by-image agreement of two backends' top-1 and the largest logit difference."""
     same = result.predictions == ref.predictions
+    differ = np.flatnonzero(~same)
+    top2 = np.sort(ref_logits[differ], axis=1)[:, -2:]
     return {
         "backend": "tf",
         "top1": ref.top1, "top5": ref.top5, "good": ref.good, "total": ref.total,
         "agreement": int(same.sum()),
-        "disagreements": [names[i] for i in np.flatnonzero(~same)],
+        "disagreements": [names[i] for i in differ],
+        # The reference's top-1 minus its runner-up on each. Logits that differ by at most d can
+        # change the top-1 only where that margin is at most 2d: a near-tie that rounding breaks
+        # either way. A larger margin cannot be explained by the logit difference reported.
+        "disagreement_margins": (top2[:, 1] - top2[:, 0]).tolist(),
         "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - ref_logits).max()),
         "logit_range": float(ref_logits.max() - ref_logits.min()),
     }

@@ -200,8 +200,11 @@ def run(cfg: DictConfig) -> dict:
     print(result.mlperf_line() + skipped)
     print(f"top5={result.top5:.3f}%", file=sys.stderr)
     if reference:
+        ties = sum(m <= 2 * reference["max_abs_logit_diff"] for m in reference["disagreement_margins"])
+        differ = result.total - reference["agreement"]
         print(f"reference tf: accuracy={reference['top1']:.3f}%, good={reference['good']}; "
-              f"agreement {reference['agreement']}/{result.total}, "
-              f"max_abs_logit_diff={reference['max_abs_logit_diff']:.3g}")
+              f"agreement {reference['agreement']}/{result.total}"
+              + (f" ({ties} of the {differ} differing are near-ties)" if differ else "")
+              + f", max_abs_logit_diff={reference['max_abs_logit_diff']:.3g}")
     print(f"results: {path}", file=sys.stderr)
     return results

@@ -106,6 +106,11 @@ def test_resnet50_fixture_on_all_samples_agrees_with_tensorflow(samples_dir, res
     r = json.loads(results.read_text())
     assert r["preprocess"]["interpolation"] == "area" and r["normalization"] == "vgg"
     ref = r["reference"]
-    assert r["total"] == 1000 and ref["agreement"] == 1000 and ref["good"] == r["good"]
+    # Random weights leave near-ties that float rounding breaks either way (seen on an AVX-512 CPU:
+    # one image whose TF top-2 are 3.4e-5 apart, against a largest logit difference of 5.9e-4).
+    # A disagreement is allowed only there (margin <= 2 x the logit difference), a handful at most.
+    assert r["total"] == 1000 and ref["agreement"] >= 997
+    assert all(m <= 2 * ref["max_abs_logit_diff"] for m in ref["disagreement_margins"]), ref
+    assert abs(ref["good"] - r["good"]) <= 1000 - ref["agreement"]
     assert ref["max_abs_logit_diff"] < 1e-4 * ref["logit_range"]
     assert len(set(r["predictions"])) > 100  # random weights, but not a degenerate classifier
