@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from preprocessing.tf_import import import_tensorflow
+
 BASE_CHANNELS = [64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
 DW_STRIDES = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
 EPS = 0.001
@@ -35,7 +37,7 @@ def mobilenet_v1_layers(multiplier: float):
 
 def _calibrated_weights(multiplier: float, calib: np.ndarray, seed: int):
     """Random conv weights; BN moving statistics measured on `calib` (NHWC in [-1, 1])."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     rng = np.random.default_rng(seed)
     x = tf.constant(calib, tf.float32)
@@ -75,7 +77,7 @@ def build_mobilenet_v1_graph(multiplier: float, image_size: int, calib: np.ndarr
                              read_identities: bool = True, bn_op: str = "FusedBatchNorm",
                              fixed_batch: int | None = None) -> bytes:
     """Serialized GraphDef of a frozen TF-slim MobileNet-v1 (2018 form)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     weights, (logits_w, logits_b) = _calibrated_weights(multiplier, calib, seed)
     graph = tf.Graph()
@@ -159,7 +161,7 @@ class _Calibrate:
     """Eager pass: random conv weights, batch-norm statistics measured on the calibration batch."""
 
     def __init__(self, calib, seed):
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         self.tf, self.rng, self.weights = tf, np.random.default_rng(seed), {}
         self.x = tf.constant(calib, tf.float32)
@@ -206,7 +208,7 @@ class _Emit:
     """Graph pass: the same network as named TF ops, as TF official ResNet names them."""
 
     def __init__(self, weights, layout, bn_op, read_identities):
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         self.tf, self.weights, self.layout = tf, weights, layout
         self.bn_op, self.read_identities = bn_op, read_identities
@@ -275,7 +277,7 @@ def build_resnet50_graph(calib: np.ndarray, seed: int = 0, image_size: int = 224
     """Serialized frozen GraphDef with MLPerf's resnet50_v1.pb structure, op types and names.
     `layout="NCHW"` is the channels_first export (NHWC input transposed inside the graph);
     `width`/`depth` shrink the network for quick tests (64 and (3, 4, 6, 3) are ResNet-50)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     calibrate = _Calibrate(calib, seed)
     calibrate(depth, width)

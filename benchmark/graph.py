@@ -10,6 +10,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from preprocessing.tf_import import import_tensorflow
+
 from .checkpoint import Checkpoint
 
 
@@ -18,6 +20,7 @@ class GraphError(ValueError):
 
 
 def parse_graph_def(data: bytes, source: str):
+    import_tensorflow()
     from tensorflow.core.framework import graph_pb2
     from google.protobuf.message import DecodeError
 

@@ -20,7 +20,7 @@ from .download import fetch, is_url
 from .errors import ConfigError
 from .graph import FrozenGraph, graph_input
 from .normalize import Normalizer
-from . import evaluate, report
+from . import report
 
 
 def default_cache_dir() -> Path:
@@ -116,6 +116,7 @@ def _torch_threads(cfg: DictConfig) -> int:
 
 def tf_logits(cfg: DictConfig, graph: FrozenGraph, image_size: int, images,
               normalize: Normalizer, threads: int, batch_size: int) -> np.ndarray:
+    from . import evaluate
     from .tf_backend import TFGraphModel
 
     model = TFGraphModel(graph, cfg.model.input_tensor, cfg.model.logits_tensor, image_size, threads)
@@ -126,6 +127,8 @@ def tf_logits(cfg: DictConfig, graph: FrozenGraph, image_size: int, images,
 
 
 def run(cfg: DictConfig) -> dict:
+    from . import evaluate  # PyTorch: this stage and later ones only
+
     started = time.time()
     if cfg.backend not in ("torch", "tf"):
         raise ConfigError(f"backend={cfg.backend}: expected torch or tf")

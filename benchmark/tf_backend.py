@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from preprocessing.tf_import import import_tensorflow
+
 from .graph import FrozenGraph
 
 
@@ -13,7 +15,7 @@ class TFGraphModel:
 
     def __init__(self, graph: FrozenGraph, input_tensor: str, logits_tensor: str, image_size: int,
                  threads: int | None = None, optimize: bool = True):
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         graph.node(input_tensor)  # clear errors for misnamed tensors
         graph.node(logits_tensor)

@@ -361,7 +361,6 @@ def load_dataset(root: str | Path, labels: str | Path | None = None, limit: int 
         raise DatasetError(f"{root}: dataset.layout={layout} needs "
                            + ("a tar archive, not a folder" if layout == "tar" else "a folder, not a file"))
 
-    absent = 0
     if layout == "tar":
         source = TarArchive(root)
         if not source.complete:
@@ -371,24 +370,24 @@ def load_dataset(root: str | Path, labels: str | Path | None = None, limit: int 
                 raise DatasetError(f"{message}: download it again, or set dataset.on_error=skip to evaluate "
                                    "the members that are complete")
             _say(f"{message}; a truncated member is skipped as unreadable")
-        images = _images_only(list(source.members), root)
-        class_folders = any(WNID.fullmatch(PurePosixPath(n).parent.name) for n in images)
     else:
         source = Folder(root)
         if layout == "val_map" and labels_file is None and (root / "val_map.txt").is_file():
             labels_file = root / "val_map.txt"
-        images = None if labels_file else _folder_images(root, layout)
-        class_folders = layout == "imagefolder"
 
+    absent = 0
     if labels_file is not None:
         names, label_list = _by_labels_file(labels_file, source, allow_missing)
         labels_from = "labels file"
-    elif class_folders:
-        names, label_list, absent = _by_class_folder(images, root)
-        labels_from = "class folders"
     else:
-        names, label_list, absent = _by_validation_name(images, root)
-        labels_file, labels_from = LABELS / "val_map.txt", "shipped val_map"
+        images = _images_only(list(source.members), root) if layout == "tar" else _folder_images(root, layout)
+        if layout == "imagefolder" or (layout == "tar" and any(WNID.fullmatch(PurePosixPath(n).parent.name)
+                                                               for n in images)):
+            names, label_list, absent = _by_class_folder(images, root)
+            labels_from = "class folders"
+        else:
+            names, label_list, absent = _by_validation_name(images, root)
+            labels_file, labels_from = LABELS / "val_map.txt", "shipped val_map"
     if not names:
         raise DatasetError(f"{labels_file if labels_from == 'labels file' else root}: no images")
     if limit is not None:

@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .tf_import import import_tensorflow
+
 INTERPOLATIONS = ("nearest", "linear", "area", "cubic", "lanczos")
 CV2_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
                      "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
@@ -176,7 +178,7 @@ RESIZE = {"opencv": _resize_opencv, "pil": _resize_pil, "torchvision": _resize_t
 def tf_crop(data: bytes, path, settings: PipelineSettings) -> np.ndarray:
     """TF official ResNet's eval preprocessing: decode, bilinear resize of the short side to
     int(100 * S / crop_percent) with float32 scale arithmetic, central crop; float32 throughout."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     try:
         img = tf.io.decode_image(data, channels=3, expand_animations=False)

@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
-import benchmark  # noqa: E402,F401  (imports torchvision before any test imports TensorFlow)
+import torchvision  # noqa: E402,F401  (before any test imports TensorFlow: the other order crashes)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HARNESS_SHARED_DATA", REPO.parent / "shared" / "data"))

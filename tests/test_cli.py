@@ -114,3 +114,24 @@ def test_resnet50_fixture_on_all_samples_agrees_with_tensorflow(samples_dir, res
     assert abs(ref["good"] - r["good"]) <= 1000 - ref["agreement"]
     assert ref["max_abs_logit_diff"] < 1e-4 * ref["logit_range"]
     assert len(set(r["predictions"])) > 100  # random weights, but not a degenerate classifier
+
+
+def test_cache_build_imports_neither_torch_nor_tensorflow(tmp_path):
+    """`python -m preprocessing` with MLPerf's OpenCV pipeline needs neither, so it loads neither
+    (importing PyTorch and torchvision had taken 3 s of every cache build's start)."""
+    from conftest import validation_images
+
+    root = tmp_path / "val"
+    root.mkdir()
+    for name, _, data in validation_images(3):
+        (root / name).write_bytes(data)
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['preprocessing', 'model.image_size=64', 'dataset.root={root}', "
+            f"'cache_dir={tmp_path / 'cache'}', 'progress=false']\n"
+            "runpy.run_module('preprocessing', run_name='__main__', alter_sys=True)\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'tensorflow') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder, loaded = proc.stdout.splitlines()[-2:]
+    assert (Path(folder) / "manifest.json").is_file() and loaded == "[]"

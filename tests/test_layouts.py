@@ -110,6 +110,15 @@ def test_order_follows_val_map_whatever_the_storage_order(tmp_path, images):
     assert load_dataset(tar.root, limit=5).names == tar.names[:5]
 
 
+def test_tar_of_class_folders(tmp_path, images):
+    """A tar of the ImageFolder layout (under a top folder) is labelled by its class folders."""
+    synsets = imagenet_synsets()
+    foldered = [(f"val/{synsets[label]}/{name}", label, data) for name, label, data in images[:5]]
+    d = load_dataset(write_layout(tmp_path / "t", "tar", foldered[::-1]))
+    assert d.layout == "tar" and d.labels_from == "class folders"
+    assert d.names == [n for n, _, _ in foldered] and d.labels == [label for _, label, _ in images[:5]]
+
+
 def test_forced_layout_and_labels_file(roots, images, tmp_path):
     assert load_dataset(roots["val_map"], layout="val_map").labels_from == "labels file"
     other = tmp_path / "labels.txt"

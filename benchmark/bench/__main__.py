@@ -243,7 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
     args = parser.parse_args(argv)
 
-    import benchmark  # noqa: F401  (torchvision before TensorFlow)
     from preprocessing.cache import open_cache
     from preprocessing.dataset import load_dataset
     from preprocessing.pipelines import make_settings
@@ -266,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             graph = fixture_graph(arch, dataset, Path(tmp)) if graph == "fixture" else Path(graph)
             if not graph.is_file():
-                parser.error(f"--{arch.split('_')[0]} {graph}: file not found")
+                parser.error(f"{graph}: frozen graph not found ({arch})")
             settings = make_settings("mlperf", 224, model_config(arch).mlperf_interpolation)
             cache = open_cache(dataset, settings, c["cache_dir"], progress=False)
             evals.append(bench_eval(arch, graph, cache.folder / "images.npy", args.batch_size, args.repeats,

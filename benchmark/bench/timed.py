@@ -24,7 +24,6 @@ def timed_pass(arch: str, graph: str, images: str, normalization: str, input_ten
                backend: str, device: str, batch_size: int, threads: int, weights: str) -> tuple[float, np.ndarray]:
     import torch
 
-    import benchmark  # noqa: F401  (torchvision before TensorFlow)
     from ..checkpoint import open_checkpoint
     from ..evaluate import graph_logits, torch_logits
     from ..normalize import Normalizer
