@@ -225,7 +225,7 @@ def _images_only(names: list[str], where: Path) -> list[str]:
     images = [n for n in names if is_image(n)]
     others = [n for n in names if not is_image(n)]
     if others:
-        _say(f"{where}: left out {len(others)} file(s) that are not images ({', '.join(IMAGE_SUFFIXES)}): "
+        _say(f"{where}: {len(others)} not image files ({', '.join(IMAGE_SUFFIXES)}), left out: "
              + ", ".join(repr(n) for n in others[:3]) + (" ..." if len(others) > 3 else ""))
     return images
 
@@ -333,7 +333,9 @@ def _folder_images(root: Path, layout: str) -> list[str]:
     names = []
     for e in entries:
         if e.is_dir():
-            names += [f"{e.name}/{f.name}" for f in os.scandir(e.path) if f.is_file() and not f.name.startswith(".")]
+            # A folder inside a class folder is listed with its slash: left out as no image, and said so.
+            names += [f"{e.name}/{f.name}" + ("" if f.is_file() else "/") for f in os.scandir(e.path)
+                      if not f.name.startswith(".")]
         elif is_image(e.name):
             raise DatasetError(f"{root / e.name}: an image outside the class folders (layout imagefolder)")
     return _images_only(sorted(names), root)

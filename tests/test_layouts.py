@@ -149,9 +149,15 @@ def test_flat_folder_errors(tmp_path, images):
         load_dataset(tmp_path / "nope")
 
 
-def test_imagefolder_errors(tmp_path, images):
+def test_imagefolder_errors(tmp_path, images, capsys):
     synsets = imagenet_synsets()
     root = write_layout(tmp_path / "imf", "imagefolder", images[:4])
+    nested = root / synsets[images[0][1]] / "more"
+    nested.mkdir()
+    (nested / "x.JPEG").write_bytes(images[0][2])
+    assert len(load_dataset(root)) == 4
+    assert f"1 not image files (.jpeg, .jpg, .png), left out: '{synsets[images[0][1]]}/more/'" \
+        in capsys.readouterr().err
     (root / "misc").mkdir()
     (root / "misc" / "x.JPEG").write_bytes(images[0][2])
     with pytest.raises(DatasetError, match=r"'misc/x.JPEG' is not in one of the 1,000 ILSVRC2012 class folders"):
