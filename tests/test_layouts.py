@@ -2,6 +2,7 @@
 ImageFolder and the official tar, all giving the same images, labels, crops and predictions; and
 each way they can be wrong is a clear error naming the file."""
 
+import io
 import json
 import os
 import subprocess
@@ -32,7 +33,7 @@ def write_layout(root, layout, images):
             for name, _, data in images:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
-                tar.addfile(info, __import__("io").BytesIO(data))
+                tar.addfile(info, io.BytesIO(data))
         return path
     for name, label, data in images:
         folder = root / synsets[label] if layout == "imagefolder" else root
