@@ -113,6 +113,7 @@ def validation_images(n: int) -> list[tuple[str, int, bytes]]:
             label = (i * 997 // max(n, 1)) % 1000
             shape = (160 + 7 * i % 90, 240 - 5 * i % 80)  # varied sizes and aspect ratios
             ok, jpeg = cv2.imencode(".JPEG", cv2.resize(img, shape[::-1]))
+            assert ok, "OpenCV could not encode a synthetic JPEG"
             images.append((name_of[label], label, jpeg.tobytes()))
     return sorted(images)
 
