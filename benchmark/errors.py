@@ -6,10 +6,11 @@ from preprocessing.pipelines import ImageError
 
 from .checkpoint import CheckpointError
 from .graph import GraphError
+from .mlperf_log import LogError
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used, or settings that contradict each other."""
 
 
-USER_ERRORS = (CheckpointError, GraphError, DatasetError, ImageError, CacheError, ConfigError)
+USER_ERRORS = (CheckpointError, GraphError, DatasetError, ImageError, CacheError, ConfigError, LogError)

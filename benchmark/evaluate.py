@@ -71,26 +71,39 @@ def _batches(n: int, batch_size: int, desc: str, progress: bool):
             bar.update(stop - start)
 
 
-def torch_logits(model: torch.nn.Module, images: np.ndarray, normalize: Normalizer, device: torch.device,
-                 batch_size: int, progress: bool = True) -> np.ndarray:
-    if device.type == "cuda":
-        exact_cuda()
-    # Channels-last: the cached crops are NHWC already, and oneDNN's convolutions are fastest there.
-    model = model.to(device, memory_format=torch.channels_last).eval()
-    to_input = TorchNormalizer(normalize, device)
-    out = None  # one array for all logits, filled in place (no pile of small ones between batches)
-    with torch.inference_mode():
-        for start, stop in _batches(len(images), batch_size, f"torch {device}", progress):
-            batch = read_batch(images, start, stop)
+class TorchPredictor:
+    """The converted model on its device: cached crops to input tensors, input tensors to logits."""
+
+    def __init__(self, model: torch.nn.Module, normalize: Normalizer, device: torch.device):
+        if device.type == "cuda":
+            exact_cuda()
+        # Channels-last: the cached crops are NHWC already, and oneDNN's convolutions are fastest there.
+        self.model = model.to(device, memory_format=torch.channels_last).eval()
+        self.normalize, self.device = normalize, device
+        self.to_input = TorchNormalizer(normalize, device)
+
+    def inputs(self, batch: np.ndarray) -> torch.Tensor:
+        """A batch of cached crops (NHWC) as MLPerf's exact float32 input, NCHW (channels-last)."""
+        with torch.inference_mode():
             if batch.dtype == np.uint8:
                 # uint8 crosses to the device, where MLPerf's exact float32 input is made.
-                x = to_input(torch.from_numpy(batch).to(device))
-            else:
-                x = torch.from_numpy(normalize(batch)).to(device).permute(0, 3, 1, 2)
-            logits = model(x).float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(images), logits.shape[1]), np.float32)
-            out[start:stop] = logits
+                return self.to_input(torch.from_numpy(batch).to(self.device))
+            return torch.from_numpy(self.normalize(batch)).to(self.device).permute(0, 3, 1, 2)
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(x).float().cpu().numpy()
+
+
+def torch_logits(model: torch.nn.Module, images: np.ndarray, normalize: Normalizer, device: torch.device,
+                 batch_size: int, progress: bool = True) -> np.ndarray:
+    predict = TorchPredictor(model, normalize, device)
+    out = None  # one array for all logits, filled in place (no pile of small ones between batches)
+    for start, stop in _batches(len(images), batch_size, f"torch {device}", progress):
+        logits = predict(predict.inputs(read_batch(images, start, stop)))
+        if out is None:
+            out = np.empty((len(images), logits.shape[1]), np.float32)
+        out[start:stop] = logits
     return out
 
 

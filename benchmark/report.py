@@ -73,11 +73,9 @@ def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list
     }
 
 
-def results_dict(cfg: DictConfig, ckpt, inputs, cache, readable, device: str, result, reference,
-                 conversion, threads: int, batch_size: int, elapsed: float) -> dict:
-    predictions = [None] * len(inputs.dataset)  # None: skipped as unreadable
-    for i, p in zip(readable.tolist(), result.predictions.tolist()):
-        predictions[i] = p
+def run_facts(cfg: DictConfig, s) -> dict:
+    """What was run, on what, with what (run.Setup): the fields every results JSON has."""
+    inputs, cache, ckpt = s.inputs, s.cache, s.ckpt
     return {
         "model": cfg.model.name,
         "arch": cfg.model.arch,
@@ -86,16 +84,33 @@ def results_dict(cfg: DictConfig, ckpt, inputs, cache, readable, device: str, re
         "preprocess": {**inputs.settings.to_dict(), "cache": str(cache.folder)},
         "normalization": cfg.model.normalization,
         "backend": cfg.backend,
-        "device": device,
-        "batch_size": batch_size,
+        "device": str(s.device),
+        "batch_size": s.batch_size,
         "fold_bn": bool(cfg.fold_bn) if cfg.backend == "torch" else None,
-        "threads": threads,
+        "threads": s.threads,
         "dataset": {"root": str(inputs.dataset.root), "layout": inputs.dataset.layout,
                     "labels_from": inputs.dataset.labels_from,
                     "labels": str(inputs.dataset.labels_file) if inputs.dataset.labels_file else None,
                     "absent_validation_images": inputs.dataset.absent,
                     "limit": cfg.dataset.limit, "listed": len(inputs.dataset),
                     "on_error": cfg.dataset.on_error},
+        "skipped": [{"file": inputs.dataset.names[i], "reason": reason}
+                    for i, reason in sorted(cache.failed.items())],
+        "conversion": s.conversion,
+        "versions": library_versions(),
+        "git": git_commit(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def results_dict(cfg: DictConfig, s, result, reference, elapsed: float) -> dict:
+    """The results JSON of an accuracy run: its facts, scores, predictions and reference comparison."""
+    predictions = [None] * len(s.inputs.dataset)  # None: skipped as unreadable
+    for i, p in zip(s.readable.tolist(), result.predictions.tolist()):
+        predictions[i] = p
+    return {
+        **run_facts(cfg, s),
         "top1": result.top1,
         "top5": result.top5,
         "good": result.good,
@@ -103,21 +118,17 @@ def results_dict(cfg: DictConfig, ckpt, inputs, cache, readable, device: str, re
         "total": result.total,
         "accuracy_line": result.mlperf_line(),
         "predictions": predictions,
-        "skipped": [{"file": inputs.dataset.names[i], "reason": reason}
-                    for i, reason in sorted(cache.failed.items())],
+        "images": s.inputs.dataset.names,  # the file of each prediction
         "reference": reference,
-        "conversion": conversion,
-        "versions": library_versions(),
-        "git": git_commit(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "elapsed_s": round(elapsed, 3),
     }
 
 
-def write_results(results: dict, cfg: DictConfig) -> Path:
+def write_results(results: dict, cfg: DictConfig, default: Path | None = None) -> Path:
     if cfg.results_file:
         path = Path(cfg.results_file).expanduser()
+    elif default is not None:
+        path = default
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")  # sweep jobs can share a second and a pid
         path = Path("results/runs") / (f"{cfg.model.name}-{cfg.preprocess.name}-{cfg.backend}-"

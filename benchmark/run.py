@@ -126,18 +126,41 @@ def tf_logits(cfg: DictConfig, graph: FrozenGraph, image_size: int, images,
         model.close()
 
 
-def run(cfg: DictConfig) -> dict:
-    from . import evaluate  # PyTorch: this stage and later ones only
+@dataclass
+class Setup:
+    """Everything a run evaluates: the checkpoint, the model of the chosen backend, the cached crops
+    of the readable images and their labels (shared by `python -m benchmark` and its LoadGen runs)."""
+    ckpt: Checkpoint
+    graph: FrozenGraph | None  # read only when TensorFlow runs it
+    model: object | None  # the converted PyTorch module (backend=torch)
+    conversion: dict | None
+    device: object  # torch.device, or "cpu" for TensorFlow
+    threads: int
+    batch_size: int
+    inputs: Inputs
+    cache: CropCache
+    normalize: Normalizer
+    readable: np.ndarray  # indices into the dataset of the images evaluated
+    images: object  # their crops: the cache's array, or its readable rows
+    labels: np.ndarray
+    names: list[str]
 
-    started = time.time()
+
+def check_backends(cfg: DictConfig) -> None:
     if cfg.backend not in ("torch", "tf"):
         raise ConfigError(f"backend={cfg.backend}: expected torch or tf")
     if cfg.reference not in (None, "tf"):
         raise ConfigError(f"reference={cfg.reference}: expected tf or null")
     if cfg.reference == "tf" and cfg.backend == "tf":
         raise ConfigError("reference=tf compares the torch backend with TensorFlow: use backend=torch")
-    threads = _torch_threads(cfg)
 
+
+def setup(cfg: DictConfig) -> Setup:
+    """Config to checkpoint, model and crop cache: every stage before the first prediction."""
+    from . import evaluate  # PyTorch: this stage and later ones only
+
+    check_backends(cfg)
+    threads = _torch_threads(cfg)
     ckpt = model_checkpoint(cfg)
     exported = ckpt.path.suffix == ".safetensors"
     if exported and (cfg.backend != "torch" or cfg.reference):
@@ -175,31 +198,39 @@ def run(cfg: DictConfig) -> dict:
     batch_size = cfg.batch_size or evaluate.default_batch_size(device)
     inputs = prepare(cfg, graph_size, ckpt.source)
     cache = build_cache(cfg, inputs)
-    normalize = Normalizer(cfg.model.normalization)
     # Images that could not be read (dataset.on_error=skip) are left out, counted and listed.
     readable = np.array([i for i in range(len(inputs.dataset)) if i not in cache.failed], dtype=np.int64)
     if len(readable) == 0:
         raise ConfigError(f"none of the {len(inputs.dataset)} listed images could be read")
     images = cache.images if not cache.failed else evaluate.Rows(cache.images, readable)
-    labels = np.asarray(inputs.dataset.labels)[readable]
-    names = [inputs.dataset.names[i] for i in readable]
+    return Setup(ckpt, graph, model, conversion, device, threads, batch_size, inputs, cache,
+                 Normalizer(cfg.model.normalization), readable, images,
+                 np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable])
 
-    if model is not None:
-        logits = evaluate.torch_logits(model, images, normalize, device, batch_size, cfg.progress)
-    else:
-        logits = tf_logits(cfg, graph, inputs.image_size, images, normalize, threads, batch_size)
-    result = evaluate.score(logits, labels)
 
-    reference = None
-    if cfg.reference == "tf":
-        ref_logits = tf_logits(cfg, graph, inputs.image_size, images, normalize, threads, batch_size)
-        reference = report.compare(result, evaluate.score(ref_logits, labels), logits, ref_logits, names)
+def backend_logits(cfg: DictConfig, s: Setup) -> np.ndarray:
+    """Every readable image's logits from the configured backend."""
+    from . import evaluate
 
-    results = report.results_dict(cfg, ckpt, inputs, cache, readable, str(device), result, reference,
-                                  conversion, threads, batch_size, time.time() - started)
-    path = report.write_results(results, cfg)
-    skipped = f" (skipped {len(cache.failed)} of {len(inputs.dataset)} listed: unreadable, see " \
-              f"'skipped' in the results)" if cache.failed else ""
+    if s.model is not None:
+        return evaluate.torch_logits(s.model, s.images, s.normalize, s.device, s.batch_size, cfg.progress)
+    return tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size)
+
+
+def reference_comparison(cfg: DictConfig, s: Setup, result, logits: np.ndarray) -> dict | None:
+    """reference=tf: the frozen graph in TensorFlow on the same inputs, image by image."""
+    from . import evaluate
+
+    if cfg.reference != "tf":
+        return None
+    ref_logits = tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size)
+    return report.compare(result, evaluate.score(ref_logits, s.labels), logits, ref_logits, s.names)
+
+
+def print_outcome(result, s: Setup, reference: dict | None, path: Path) -> None:
+    """MLPerf's accuracy line on stdout; top-5, the reference's agreement and the results file on stderr."""
+    skipped = f" (skipped {len(s.cache.failed)} of {len(s.inputs.dataset)} listed: unreadable, see " \
+              f"'skipped' in the results)" if s.cache.failed else ""
     print(result.mlperf_line() + skipped)
     print(f"top5={result.top5:.3f}%", file=sys.stderr)
     if reference:
@@ -210,4 +241,17 @@ def run(cfg: DictConfig) -> dict:
               + (f" ({ties} of the {differ} differing are near-ties)" if differ else "")
               + f", max_abs_logit_diff={reference['max_abs_logit_diff']:.3g}")
     print(f"results: {path}", file=sys.stderr)
+
+
+def run(cfg: DictConfig) -> dict:
+    from . import evaluate
+
+    started = time.time()
+    s = setup(cfg)
+    logits = backend_logits(cfg, s)
+    result = evaluate.score(logits, s.labels)
+    reference = reference_comparison(cfg, s, result, logits)
+    results = report.results_dict(cfg, s, result, reference, time.time() - started)
+    path = report.write_results(results, cfg)
+    print_outcome(result, s, reference, path)
     return results

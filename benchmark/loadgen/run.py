@@ -1,0 +1,181 @@
+"""One LoadGen run: the harness's setup (config, checkpoint, model, crop cache), LoadGen driving the
+SUT, LoadGen's logs, and the results JSON (the accuracy log scored, or the performance outcome)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from .. import mlperf_log, report
+from ..errors import ConfigError
+from ..run import Setup, print_outcome, reference_comparison, setup
+from . import settings as lgs
+from .sut import GraphBackend, SampleLibrary, SystemUnderTest, TorchBackend
+
+INCOMPLETE = "INCOMPLETE"  # in a log folder whose run did not finish; removed when it does
+
+
+def import_loadgen():
+    try:
+        import mlperf_loadgen
+    except ImportError as e:
+        raise ConfigError("MLPerf's LoadGen is not installed: python -m pip install -e \".[loadgen]\" "
+                          "(PyPI: mlcommons-loadgen)") from e
+    return mlperf_loadgen
+
+
+def log_folder(cfg: DictConfig, p: lgs.LoadGenPlan) -> Path:
+    """A new, empty folder for this run's logs: another run's logs are never overwritten."""
+    if cfg.loadgen.output_dir:
+        folder = Path(cfg.loadgen.output_dir).expanduser()
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise ConfigError(f"loadgen.output_dir={folder} is not empty: it may hold another run's logs")
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        folder = Path("results/loadgen") / f"{cfg.model.name}-{p.scenario}-{p.mode}-{stamp}-{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_val_map(folder: Path, s: Setup) -> Path:
+    """The samples in LoadGen's order (qsl_idx = line), for MLPerf's accuracy-imagenet.py. With the
+    whole validation set in MLPerf's order this is MLPerf's val_map.txt itself."""
+    path = folder / "val_map.txt"
+    path.write_text("".join(f"{name} {label}\n" for name, label in zip(s.names, s.labels.tolist())))
+    return path
+
+
+def make_backend(cfg: DictConfig, s: Setup):
+    if s.model is not None:
+        from ..evaluate import TorchPredictor
+
+        return TorchBackend(TorchPredictor(s.model, s.normalize, s.device))
+    from ..tf_backend import TFGraphModel
+
+    model = TFGraphModel(s.graph, cfg.model.input_tensor, cfg.model.logits_tensor, s.inputs.image_size,
+                         s.threads)
+    return GraphBackend(model, s.normalize)
+
+
+def warm_up(library: SampleLibrary, backend, batch_size: int) -> np.ndarray:
+    """As MLPerf's reference app does: a few predictions before LoadGen starts the clock, at batch 1
+    and at the batch size (the first call of a shape creates its kernels). Returns the last logits."""
+    n = min(batch_size, len(library))
+    library.load(list(range(n)))
+    for size in (n, 1, n, 1):
+        logits = backend(library.batch(np.arange(size)))
+    library.unload([])
+    return logits
+
+
+def failure_handler(folder: Path):
+    """A failed backend or sample load: LoadGen has no way to stop a test early and would wait for
+    answers forever, so the error is reported, the log folder marked incomplete, and the process ends."""
+    def on_failure(error: BaseException) -> None:
+        text = "".join(traceback.format_exception(error))
+        (folder / INCOMPLETE).write_text(f"the system under test failed; LoadGen's logs are partial\n\n{text}")
+        sys.stderr.write(f"{text}error: the system under test failed during the LoadGen run: {error!r}; "
+                         f"the partial logs in {folder} are marked {INCOMPLETE}\n")
+        sys.stderr.flush()
+        os._exit(1)
+    return on_failure
+
+
+def run(cfg: DictConfig) -> dict:
+    from ..evaluate import class_offset, score
+
+    started = time.time()
+    p = lgs.plan(cfg)  # every loadgen.* setting checked before anything is loaded
+    lgm = import_loadgen()
+    s = setup(cfg)
+    settings, sample_count = lgs.make_test_settings(lgm, p, cfg.model.mlperf_name, len(s.readable))
+    folder = log_folder(cfg, p)
+    (folder / INCOMPLETE).write_text("the run has not finished (or was killed): LoadGen's logs are partial\n")
+    labels_file = write_val_map(folder, s)
+
+    backend = make_backend(cfg, s)
+    library = SampleLibrary(s.cache.images, s.readable, backend)
+    offset = class_offset(warm_up(library, backend, s.batch_size))  # 1001 outputs: background first
+    sut = SystemUnderTest(lgm, library, backend, s.batch_size, offset, keep_logits=p.mode == "accuracy",
+                          on_failure=failure_handler(folder))
+    qsl = lgm.ConstructQSL(len(library), sample_count, sut.load, sut.unload)
+    handle = lgm.ConstructSUT(sut.issue, sut.flush)
+    log_settings = lgm.LogSettings()
+    log_settings.log_output.outdir = str(folder.resolve())
+    log_settings.log_output.copy_summary_to_stdout = False
+    log_settings.enable_trace = False
+    print(f"LoadGen {p.scenario} {p.mode}: {len(library)} samples, {sample_count} in memory, "
+          f"batch size {s.batch_size}, logs in {folder}", file=sys.stderr)
+    # LoadGen holds the main thread in C++ until the test ends, where Python's Ctrl-C handler never
+    # runs: the default action ends the process at once (the folder stays marked incomplete).
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        lgm.StartTestWithLogSettings(handle, qsl, settings, log_settings,
+                                     str(p.audit_conf) if p.audit_conf else "")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sut.stop()
+        lgm.DestroySUT(handle)
+        lgm.DestroyQSL(qsl)
+
+    facts = {"scenario": p.scenario, "mode": p.mode, "log_dir": str(folder), "val_map": str(labels_file),
+             "performance_sample_count": sample_count, "settings": p.to_dict(),
+             "loadgen_version": lgs.read_detail_log(folder / "mlperf_log_detail.txt")["values"].get("loadgen_version")}
+    if p.mode == "accuracy":
+        results = accuracy_results(cfg, s, sut, folder, labels_file, facts, started, score)
+    else:
+        results = performance_results(cfg, s, folder, facts, started)
+    (folder / INCOMPLETE).unlink()
+    return results
+
+
+def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_file: Path, facts: dict,
+                     started: float, score) -> dict:
+    """The accuracy log scored by MLPerf's rules, checked against what the SUT answered, and MLPerf's
+    line; the reference backend, if asked for, on the same crops."""
+    if (sut.answered != 1).any() or sut.logits is None:
+        missing = np.flatnonzero(sut.answered == 0)
+        raise RuntimeError(f"LoadGen's accuracy run answered {int((sut.answered > 0).sum())} of "
+                           f"{len(sut.answered)} samples once ({len(missing)} never, "
+                           f"{int((sut.answered > 1).sum())} more than once)")
+    logged = mlperf_log.score_file(folder / "mlperf_log_accuracy.json", labels_file)
+    result = score(sut.logits, s.labels)
+    answers = np.array([logged.answers.get(k, np.nan) for k in range(len(s.labels))])
+    if logged.total != result.total or logged.good != result.good or not np.array_equal(answers, result.predictions):
+        raise RuntimeError(f"LoadGen's accuracy log ({logged.mlperf_line()}) does not hold what the system "
+                           f"under test answered ({result.mlperf_line()}) in {folder}")
+    reference = reference_comparison(cfg, s, result, sut.logits)
+    results = {**report.results_dict(cfg, s, result, reference, time.time() - started),
+               "loadgen": {**facts, "accuracy_log": str(folder / "mlperf_log_accuracy.json"),
+                           "log_accuracy_line": logged.mlperf_line()}}
+    path = report.write_results(results, cfg, folder / "results.json")
+    print_outcome(result, s, reference, path)
+    return results
+
+
+def performance_results(cfg, s: Setup, folder: Path, facts: dict, started: float) -> dict:
+    detail = lgs.read_detail_log(folder / "mlperf_log_detail.txt")
+    outcome = lgs.outcome(detail, facts["scenario"])
+    results = {**report.run_facts(cfg, s), "loadgen": {**facts, **outcome,
+                                                         "summary": str(folder / "mlperf_log_summary.txt")},
+               "elapsed_s": round(time.time() - started, 3)}
+    path = report.write_results(results, cfg, folder / "results.json")
+    print(f"results: {path}", file=sys.stderr)
+    for line in outcome["loadgen_errors"]:
+        print(f"LoadGen error: {line}", file=sys.stderr)
+    reasons = [r for r in (outcome["invalid_reason"], outcome["early_stopping_result"]) if r]
+    if outcome["validity"] != "VALID" and reasons:
+        print("why: " + " ".join(reasons), file=sys.stderr)
+    value = outcome["value"]
+    shown = f"{value / 1e6:.3f} ms" if outcome["unit"] == "ns" and value is not None else f"{value} {outcome['unit']}"
+    print(f"{facts['scenario']} {outcome['metric']}: {shown}")
+    print(outcome["validity"])
+    return results

@@ -1,0 +1,147 @@
+"""The harness as a LoadGen system under test: the query sample library is the crop cache, the SUT
+batches what LoadGen issues and answers each sample as MLPerf's reference app answers for these
+models, with one float32, the argmax over the 1,001 outputs minus one (background: -1)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable
+
+import numpy as np
+
+
+class TorchBackend:
+    """The converted model (evaluate.TorchPredictor): inputs kept NHWC on its device, so a batch
+    gathered from them has the same values and memory layout as `python -m benchmark` feeds it."""
+
+    def __init__(self, predictor):
+        import torch
+
+        self.torch, self.predictor = torch, predictor
+
+    def load(self, crops: np.ndarray):
+        return self.predictor.inputs(crops).permute(0, 2, 3, 1)
+
+    def take(self, arena, positions: np.ndarray):
+        with self.torch.inference_mode():
+            rows = self.torch.from_numpy(positions).to(arena.device)
+            return arena.index_select(0, rows).permute(0, 3, 1, 2)
+
+    def __call__(self, batch) -> np.ndarray:
+        return self.predictor(batch)
+
+
+class GraphBackend:
+    """A callable NHWC float32 batch -> logits (the frozen graph in TensorFlow)."""
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], normalize):
+        self.run, self.normalize = run, normalize
+
+    def load(self, crops: np.ndarray) -> np.ndarray:
+        return self.normalize(crops)
+
+    def take(self, arena: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        return arena[positions]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.run(batch), dtype=np.float32)
+
+
+class SampleLibrary:
+    """LoadGen's query sample library: sample k is the k-th evaluated image, row rows[k] of the crop
+    cache. Loading copies the requested crops into memory as the model's input; unloading drops them."""
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, backend):
+        self.images, self.rows, self.backend = images, rows, backend
+        self.arena = None
+        self.position = np.full(len(rows), -1, dtype=np.int64)  # sample -> row of the arena
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def load(self, samples: list[int]) -> None:
+        index = np.unique(np.asarray(samples, dtype=np.int64))
+        self.arena = self.backend.load(np.asarray(self.images[self.rows[index]]))
+        self.position[:] = -1
+        self.position[index] = np.arange(len(index))
+
+    def unload(self, samples: list[int]) -> None:
+        self.arena = None
+        self.position[:] = -1
+
+    def batch(self, samples: np.ndarray):
+        positions = self.position[samples]
+        if (positions < 0).any():
+            raise RuntimeError(f"LoadGen issued samples it had not loaded: {samples[positions < 0][:5].tolist()}")
+        return self.backend.take(self.arena, positions)
+
+
+class SystemUnderTest:
+    """Answers LoadGen's queries on a worker thread, `batch_size` samples at a time: an Offline query
+    is split into batches, Server queries that arrive while a batch runs join the next one.
+
+    Any error (in the backend or while loading samples) goes to `on_failure`, which must not return
+    into LoadGen as if nothing happened: LoadGen would wait for answers that never come."""
+
+    def __init__(self, lgm, library: SampleLibrary, backend, batch_size: int, class_offset: int,
+                 keep_logits: bool, on_failure: Callable[[BaseException], None]):
+        self.lgm, self.library, self.backend = lgm, library, backend
+        self.batch_size, self.offset = batch_size, class_offset
+        self.keep_logits, self.on_failure = keep_logits, on_failure
+        self.logits: np.ndarray | None = None  # per sample, when kept (accuracy mode)
+        self.answered = np.zeros(len(library), dtype=np.int64)
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._work, name="sut", daemon=True)
+        self.thread.start()
+
+    # LoadGen's callbacks (its own threads)
+    def issue(self, query_samples) -> None:
+        self.queue.put([(q.id, q.index) for q in query_samples])
+
+    def flush(self) -> None:
+        pass
+
+    def load(self, samples) -> None:
+        try:
+            self.library.load(samples)
+        except BaseException as e:  # noqa: BLE001 (reported, then the run stops)
+            self.on_failure(e)
+
+    def unload(self, samples) -> None:
+        self.library.unload(samples)
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def _work(self) -> None:
+        try:
+            while (pending := self.queue.get()) is not None:
+                while len(pending) < self.batch_size:  # what else has arrived joins this batch
+                    try:
+                        more = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self.queue.put(None)
+                        break
+                    pending += more
+                for start in range(0, len(pending), self.batch_size):
+                    self.answer(pending[start:start + self.batch_size])
+        except BaseException as e:  # noqa: BLE001 (reported, then the run stops)
+            self.on_failure(e)
+
+    def answer(self, chunk: list[tuple[int, int]]) -> None:
+        samples = np.fromiter((index for _, index in chunk), dtype=np.int64, count=len(chunk))
+        logits = self.backend(self.library.batch(samples))
+        # MLPerf's reference app: argmax minus the background offset, answered as float32.
+        answers = (logits.argmax(axis=1) - self.offset).astype(np.float32)
+        if self.keep_logits:
+            if self.logits is None:
+                self.logits = np.zeros((len(self.library), logits.shape[1]), np.float32)
+            self.logits[samples] = logits
+        self.answered[samples] += 1
+        base, size = answers.ctypes.data, answers.itemsize
+        self.lgm.QuerySamplesComplete([self.lgm.QuerySampleResponse(qid, base + j * size, size)
+                                       for j, (qid, _) in enumerate(chunk)])
