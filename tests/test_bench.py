@@ -10,11 +10,14 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     graph = need(SLIM_2017 / "mobilenet_v1_0.25_224" / "frozen_graph.pb")  # the bench crops at 224
     bench = importlib.import_module("benchmark.bench.__main__")
     out = tmp_path / "bench.md"
-    assert bench.main(["--dataset", str(SAMPLES), "--images", "24", "--mobilenet", str(graph), "--repeats", "1", "--out", str(out)]) == 0
+    assert bench.main(["--dataset", str(SAMPLES), "--images", "24", "--mobilenet", str(graph), "--repeats", "1", "--loadgen", "--out", str(out)]) == 0
     report = out.read_text()
     assert "| normalised inputs bit-identical | yes |" in report
     assert "4.00x smaller" in report  # uint8 against float32
     assert "| 24/24 |" in report  # torch and TF agree on every image
+    (row,) = [line for line in report.splitlines() if line.startswith("| mobilenet_v1 | ") and line.endswith("x |")]
+    through, direct, ratio = (float(cell.rstrip("x")) for cell in row.strip("| ").split(" | ")[1:])
+    assert through > 0 and direct > 0 and abs(ratio - through / direct) < 0.01
     assert report.strip() in capsys.readouterr().out
 
 

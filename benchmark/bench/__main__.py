@@ -161,6 +161,25 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
             "rows": list(best.values()), "tf_ips": best[("tf", "cpu")]["images_per_s"]}
 
 
+def bench_loadgen(arch: str, graph_path: Path, images_path: Path, batch_size: int, repeats: int,
+                  workdir: Path) -> dict:
+    """The torch backend through LoadGen's Offline scenario against the plain evaluation loop, in one
+    fresh process (after bench_eval converted the weights)."""
+    import subprocess
+
+    import torch
+
+    job = {"kind": "loadgen", "arch": arch, "graph": str(graph_path), "images": str(images_path),
+           "normalization": model_config(arch).normalization, "batch_size": batch_size,
+           "threads": torch.get_num_threads(), "weights": str(workdir / "weights"), "repeats": repeats,
+           "logs": str(workdir / f"loadgen-{arch}")}
+    proc = subprocess.run([sys.executable, "-m", "benchmark.bench.timed", json.dumps(job)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"timing LoadGen's Offline run failed:\n{proc.stderr[-3000:]}")
+    return {"arch": arch, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
 MEMORY_PROBE = """
 import sys, numpy as np, torch
 from benchmark.evaluate import read_batch, torch_logits
@@ -240,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed builds and passes per measurement (the best is kept)")
     parser.add_argument("--memory-images", type=int, default=0,
                         help="also measure peak memory streaming a synthetic cache of this many images")
+    parser.add_argument("--loadgen", action="store_true",
+                        help="also time each model as LoadGen's Offline SUT against the evaluation loop")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
     args = parser.parse_args(argv)
 
@@ -259,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"float32 .npy | {c['baseline_bytes'] / c['ours_bytes']:.2f}x smaller |",
                   f"| normalised inputs bit-identical | {'yes' if c['identical'] else 'NO'} | | |", ""]
         graphs = {"mobilenet_v1": args.mobilenet, "resnet50": args.resnet}
-        evals = []
+        evals, loadgen = [], []
         for arch, graph in graphs.items():
             if graph is None:
                 continue
@@ -270,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             cache = open_cache(dataset, settings, c["cache_dir"], progress=False)
             evals.append(bench_eval(arch, graph, cache.folder / "images.npy", args.batch_size, args.repeats,
                                     Path(tmp)))
+            if args.loadgen:
+                loadgen.append(bench_loadgen(arch, graph, cache.folder / "images.npy", args.batch_size,
+                                             args.repeats, Path(tmp)))
         if evals:
             lines += [f"## Evaluation ({args.images} cached images, batch size {args.batch_size} on CPU, "
                       f"each backend in its own process, best of {args.repeats})", "",
@@ -289,6 +313,17 @@ def main(argv: list[str] | None = None) -> int:
                         f"{r['max_abs_logit_diff']:.2g} ({r['max_abs_logit_diff'] / e['logit_range']:.1g}) |")
             lines += ["", f"For scale: a 4096 x 4096 float32 matrix product runs at {matmul_gflops():.0f} GFLOP/s "
                       "with the same threads.", ""]
+        if loadgen:
+            lines += [f"## LoadGen's overhead (Offline, performance mode, {args.images} cached images, batch size "
+                      f"{args.batch_size}, one process, the two interleaved, best of {args.repeats})", "",
+                      "| model | through LoadGen (samples/s) | evaluation loop (images/s) | ratio |",
+                      "|---|---|---|---|"]
+            for g in loadgen:
+                lines.append(f"| {g['arch']} | {g['loadgen_ips']:.1f} | {g['direct_ips']:.1f} | "
+                             f"{g['loadgen_ips'] / g['direct_ips']:.3f}x |")
+            lines += ["", "LoadGen's samples/s is its own figure (samples over the query's time); its sample "
+                      "library holds the inputs normalised in memory, while the loop reads and normalises "
+                      "each batch from the cache.", ""]
         if args.memory_images:
             m = bench_memory(args.memory_images, MEMORY_BATCH, Path(tmp))
             lines += ["## Memory: evaluation streaming the cache", "",
