@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> dict:
     library = SampleLibrary(s.cache.images, s.readable, backend)
     offset = class_offset(warm_up(library, backend, s.batch_size))  # 1001 outputs: background first
     sut = SystemUnderTest(lgm, library, backend, s.batch_size, offset, keep_logits=p.mode == "accuracy",
-                          on_failure=failure_handler(folder))
+                          on_failure=failure_handler(folder), inline=p.scenario in ("SingleStream", "MultiStream"))
     qsl = lgm.ConstructQSL(len(library), sample_count, sut.load, sut.unload)
     handle = lgm.ConstructSUT(sut.issue, sut.flush)
     log_settings = lgm.LogSettings()
