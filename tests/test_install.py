@@ -85,3 +85,8 @@ def test_installed_wheel_runs_from_any_directory(wheel, fixture_graphs, tmp_path
     run("-m", "benchmark.table", *map(str, runs), "--out", str(work / "tables"))
     assert (work / "tables" / "runs.csv").is_file()
     assert "--mobilenet" in run("-m", "benchmark.bench", "--help").stdout
+    lg = run("-m", "benchmark.loadgen", *common, "loadgen.scenario=SingleStream")  # the loadgen.yaml config ships
+    assert lg.stdout.splitlines()[0] == first.stdout.splitlines()[0]
+    (logs,) = (work / "results" / "loadgen").iterdir()
+    scored = run("-m", "benchmark.mlperf_log", str(logs / "mlperf_log_accuracy.json"))
+    assert scored.stdout.splitlines()[0] == first.stdout.splitlines()[0]
