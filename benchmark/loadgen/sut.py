@@ -154,8 +154,13 @@ class SystemUnderTest:
         if self.keep_logits:
             if self.logits is None:
                 self.logits = np.zeros((len(self.library), logits.shape[1]), np.float32)
-            self.logits[samples] = logits
-        self.answered[samples] += 1
+            # LoadGen may issue a sample again (to fill a MultiStream query); as MLPerf's scorer
+            # counts a sample's first answer only, the first answer's logits are the ones kept.
+            first = np.zeros(len(samples), dtype=bool)
+            first[np.unique(samples, return_index=True)[1]] = True
+            first &= self.answered[samples] == 0
+            self.logits[samples[first]] = logits[first]
+        np.add.at(self.answered, samples, 1)
         base, size = answers.ctypes.data, answers.itemsize
         self.lgm.QuerySamplesComplete([self.lgm.QuerySampleResponse(qid, base + j * size, size)
                                        for j, (qid, _) in enumerate(chunk)])
