@@ -90,7 +90,7 @@ def failure_handler(folder: Path):
 
 
 def run(cfg: DictConfig) -> dict:
-    from ..evaluate import class_offset, score
+    from ..evaluate import class_offset
 
     started = time.time()
     p = lgs.plan(cfg)  # every loadgen.* setting checked before anything is loaded
@@ -125,12 +125,13 @@ def run(cfg: DictConfig) -> dict:
         sut.stop()
         lgm.DestroySUT(handle)
         lgm.DestroyQSL(qsl)
+        backend.close()
 
     facts = {"scenario": p.scenario, "mode": p.mode, "log_dir": str(folder), "val_map": str(labels_file),
              "performance_sample_count": sample_count, "settings": p.to_dict(),
              "loadgen_version": lgs.read_detail_log(folder / "mlperf_log_detail.txt")["values"].get("loadgen_version")}
     if p.mode == "accuracy":
-        results = accuracy_results(cfg, s, sut, folder, labels_file, facts, started, score)
+        results = accuracy_results(cfg, s, sut, folder, labels_file, facts, started)
     else:
         results = performance_results(cfg, s, folder, facts, started)
     (folder / INCOMPLETE).unlink()
@@ -138,9 +139,11 @@ def run(cfg: DictConfig) -> dict:
 
 
 def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_file: Path, facts: dict,
-                     started: float, score) -> dict:
+                     started: float) -> dict:
     """The accuracy log scored by MLPerf's rules, checked against what the SUT answered, and MLPerf's
     line; the reference backend, if asked for, on the same crops."""
+    from ..evaluate import score
+
     if (sut.answered == 0).any() or sut.logits is None:
         raise RuntimeError(f"LoadGen's accuracy run left {int((sut.answered == 0).sum())} of "
                            f"{len(sut.answered)} samples unanswered")

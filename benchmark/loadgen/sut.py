@@ -31,6 +31,9 @@ class TorchBackend:
     def __call__(self, batch) -> np.ndarray:
         return self.predictor(batch)
 
+    def close(self) -> None:
+        pass
+
 
 class GraphBackend:
     """A callable NHWC float32 batch -> logits (the frozen graph in TensorFlow)."""
@@ -46,6 +49,9 @@ class GraphBackend:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.run(batch), dtype=np.float32)
+
+    def close(self) -> None:
+        getattr(self.run, "close", lambda: None)()  # a TensorFlow session
 
 
 class SampleLibrary:
