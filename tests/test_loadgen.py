@@ -249,3 +249,11 @@ def test_all_samples_offline_and_single_stream_equal_benchmark(tmp_path):
         assert r["loadgen"]["performance_sample_count"] == 1000
         if scenario == "Offline":  # and TensorFlow answers the same for every image
             assert r["reference"]["agreement"] == 1000 and r["reference"]["good"] == r["good"]
+
+
+def test_cli_bad_setting_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmark.loadgen", "loadgen.scenario=Batch"], cwd=tmp_path,
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: loadgen.scenario=Batch: expected one of SingleStream, MultiStream, Offline, Server"]
+    assert not (tmp_path / "results").exists()
