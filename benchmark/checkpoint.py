@@ -1,4 +1,4 @@
-"""Checkpoint stage: find the frozen graph in a `.pb` or `.tgz` and fingerprint it.
+"""Checkpoint stage: find the frozen graph in a `.pb` or `.tgz` (or take an `.onnx`) and fingerprint it.
 
 MLPerf and TF-slim ship MobileNet-v1 as a `.tgz` holding checkpoint files, a TFLite model and the
 frozen graph; ResNet-50 as a bare `.pb`. Archive members are read in memory, never extracted, so a
@@ -27,6 +27,11 @@ class Checkpoint:
     @property
     def source(self) -> str:
         return f"{self.path}:{self.member}" if self.member else str(self.path)
+
+    @property
+    def is_onnx(self) -> bool:
+        """An ONNX model (MLPerf publishes both models as ONNX too) rather than a TF frozen graph."""
+        return self.path.suffix == ".onnx"
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:

@@ -2,7 +2,8 @@
 
 A download lands in `<name>.part` and becomes `<name>` only once its checksum holds, so a partial
 or corrupt file is never used. Where no checksum is published, the sha256 of the first download is
-recorded beside the file (`<name>.sha256`), shown, and every later use is checked against it.
+recorded beside the file (`<name>.sha256`), shown, and every later use is checked against it; the
+URL it came from is recorded too (`<name>.url`), so two files of one name from two URLs never mix.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def fetch(url: str, folder: Path, md5: str | None = None, progress: bool = True,
     name = Path(unquote(urlparse(url).path)).name
     if not name:
         raise CheckpointError(f"{url}: the URL names no file")
-    folder = Path(folder).expanduser()
-    dest = folder / name
+    dest = _destination(Path(folder).expanduser(), name, url)
+    folder = dest.parent
     if dest.is_file():
         _verify(dest, url, md5)
         return dest
@@ -112,5 +113,18 @@ def fetch(url: str, folder: Path, md5: str | None = None, progress: bool = True,
         recorded.write_text(f"{sha256}  {name}\n")
         print(f"no checksum is published for {url}; sha256 of this download: {sha256} "
               f"(recorded in {recorded})", file=sys.stderr)
+    dest.with_name(name + ".url").write_text(url + "\n")
     os.replace(part, dest)
+    return dest
+
+
+def _destination(folder: Path, name: str, url: str) -> Path:
+    """`folder/name`, unless a file of that name came from another URL (MLPerf's opset-8 and opset-11
+    ONNX models share a name): then a subfolder named after this URL's hash."""
+    import hashlib
+
+    dest = folder / name
+    source = dest.with_name(name + ".url")
+    if dest.is_file() and source.is_file() and source.read_text().strip() != url:
+        return folder / hashlib.sha256(url.encode()).hexdigest()[:12] / name
     return dest

@@ -60,7 +60,6 @@ def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list
     differ = np.flatnonzero(~same)
     top2 = np.sort(ref_logits[differ], axis=1)[:, -2:]
     return {
-        "backend": "tf",
         "top1": ref.top1, "top5": ref.top5, "good": ref.good, "total": ref.total,
         "agreement": int(same.sum()),
         "disagreements": [names[i] for i in differ],

@@ -131,7 +131,7 @@ class Setup:
     """Everything a run evaluates: the checkpoint, the model of the chosen backend, the cached crops
     of the readable images and their labels (shared by `python -m benchmark` and its LoadGen runs)."""
     ckpt: Checkpoint
-    graph: FrozenGraph | None  # read only when TensorFlow runs it
+    graph: object | None  # FrozenGraph (read only when TensorFlow runs it) or OnnxGraph
     model: object | None  # the converted PyTorch module (backend=torch)
     conversion: dict | None
     device: object  # torch.device, or "cpu" for TensorFlow
@@ -146,13 +146,33 @@ class Setup:
     names: list[str]
 
 
+BACKENDS = ("torch", "tf", "onnxruntime")
+
+
 def check_backends(cfg: DictConfig) -> None:
-    if cfg.backend not in ("torch", "tf"):
-        raise ConfigError(f"backend={cfg.backend}: expected torch or tf")
-    if cfg.reference not in (None, "tf"):
-        raise ConfigError(f"reference={cfg.reference}: expected tf or null")
-    if cfg.reference == "tf" and cfg.backend == "tf":
-        raise ConfigError("reference=tf compares the torch backend with TensorFlow: use backend=torch")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"backend={cfg.backend}: expected torch, tf or onnxruntime")
+    if cfg.reference not in (None, "tf", "onnxruntime"):
+        raise ConfigError(f"reference={cfg.reference}: expected tf, onnxruntime or null")
+    if cfg.reference and cfg.backend != "torch":
+        raise ConfigError(f"reference={cfg.reference} compares the torch backend with it: use backend=torch")
+
+
+def check_checkpoint_kind(cfg: DictConfig, ckpt: Checkpoint) -> None:
+    """Each backend runs what it can: TensorFlow the frozen graph, ONNX Runtime the ONNX model."""
+    wanted = {cfg.backend, cfg.reference} - {None, "torch"}
+    if ckpt.path.suffix == ".safetensors" and wanted:
+        raise ConfigError(f"{ckpt.path} is an exported PyTorch model: {' and '.join(sorted(wanted))} "
+                          f"need(s) the checkpoint it was converted from")
+    if ckpt.is_onnx and "tf" in wanted:
+        raise ConfigError(f"{ckpt.path} is an ONNX model: TensorFlow needs the frozen graph "
+                          f"(use backend=onnxruntime or reference=onnxruntime)")
+    if not ckpt.is_onnx and "onnxruntime" in wanted and ckpt.path.suffix != ".safetensors":
+        raise ConfigError(f"{ckpt.source} is a TF frozen graph: ONNX Runtime needs an .onnx checkpoint "
+                          f"(MLPerf publishes both models as ONNX, see model.onnx_urls)")
+    if ckpt.is_onnx and not cfg.fold_bn:
+        raise ConfigError(f"fold_bn=false: {ckpt.path} is an ONNX model, whose batch norms tf2onnx has "
+                          f"folded into the convolutions; it converts to the folded model only")
 
 
 def setup(cfg: DictConfig) -> Setup:
@@ -162,14 +182,18 @@ def setup(cfg: DictConfig) -> Setup:
     check_backends(cfg)
     threads = _torch_threads(cfg)
     ckpt = model_checkpoint(cfg)
+    check_checkpoint_kind(cfg, ckpt)
     exported = ckpt.path.suffix == ".safetensors"
-    if exported and (cfg.backend != "torch" or cfg.reference):
-        raise ConfigError(f"{ckpt.path} is an exported PyTorch model: TensorFlow needs the frozen graph")
     # TensorFlow is loaded only when it runs (or a conversion needs the graph): importing it
     # slows PyTorch's CPU kernels down by about a fifth.
-    graph = FrozenGraph.from_checkpoint(ckpt) if "tf" in (cfg.backend, cfg.reference) else None
-    if graph is not None:  # misnamed tensors are an error before any preprocessing
-        graph.node(cfg.model.input_tensor), graph.node(cfg.model.logits_tensor)
+    if ckpt.is_onnx:
+        from .convert import read_graph
+
+        graph = read_graph(ckpt)  # any parse error before any preprocessing
+    else:
+        graph = FrozenGraph.from_checkpoint(ckpt) if "tf" in (cfg.backend, cfg.reference) else None
+        if graph is not None:  # misnamed tensors are an error before any preprocessing
+            graph.node(cfg.model.input_tensor), graph.node(cfg.model.logits_tensor)
     model = conversion = None
     if cfg.backend == "torch":
         from .convert import load_converted
@@ -192,6 +216,11 @@ def setup(cfg: DictConfig) -> Setup:
 
             fold_batch_norms(model)
         graph_size = model.spec.image_size
+    elif cfg.backend == "onnxruntime":
+        from .convert.onnx import graph_input as onnx_input
+
+        device = "cuda" if str(cfg.device).startswith("cuda") else "cpu"
+        graph_size = onnx_input(graph)[1]
     else:
         device = "cpu"
         graph_size = graph_input(graph)[1]
@@ -208,23 +237,44 @@ def setup(cfg: DictConfig) -> Setup:
                  np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable])
 
 
+def ort_logits(cfg: DictConfig, s: Setup) -> np.ndarray:
+    from . import evaluate
+    from .ort_backend import OrtModel
+
+    try:
+        model = OrtModel(s.graph, s.threads, "cuda" if str(cfg.device).startswith("cuda") else "cpu")
+    except RuntimeError as e:
+        raise ConfigError(str(e)) from e
+    return evaluate.graph_logits(model, s.images, s.normalize, s.batch_size, cfg.progress, "onnxruntime")
+
+
 def backend_logits(cfg: DictConfig, s: Setup) -> np.ndarray:
     """Every readable image's logits from the configured backend."""
     from . import evaluate
 
     if s.model is not None:
         return evaluate.torch_logits(s.model, s.images, s.normalize, s.device, s.batch_size, cfg.progress)
+    if cfg.backend == "onnxruntime":
+        return ort_logits(cfg, s)
     return tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size)
 
 
 def reference_comparison(cfg: DictConfig, s: Setup, result, logits: np.ndarray) -> dict | None:
-    """reference=tf: the frozen graph in TensorFlow on the same inputs, image by image."""
+    """reference=tf or onnxruntime: the checkpoint itself in TensorFlow or ONNX Runtime on the same
+    inputs, image by image (for ONNX, on the logits inside the graph, named in `tensor`)."""
     from . import evaluate
 
-    if cfg.reference != "tf":
+    if cfg.reference is None:
         return None
-    ref_logits = tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size)
-    return report.compare(result, evaluate.score(ref_logits, s.labels), logits, ref_logits, s.names)
+    if cfg.reference == "onnxruntime":
+        from .ort_backend import logits_tensor
+
+        ref_logits, tensor = ort_logits(cfg, s), logits_tensor(s.graph)
+    else:
+        ref_logits = tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size)
+        tensor = cfg.model.logits_tensor
+    return {**report.compare(result, evaluate.score(ref_logits, s.labels), logits, ref_logits, s.names),
+            "backend": cfg.reference, "tensor": tensor}
 
 
 def print_outcome(result, s: Setup, reference: dict | None, path: Path) -> None:
@@ -236,7 +286,7 @@ def print_outcome(result, s: Setup, reference: dict | None, path: Path) -> None:
     if reference:
         ties = sum(m <= 2 * reference["max_abs_logit_diff"] for m in reference["disagreement_margins"])
         differ = result.total - reference["agreement"]
-        print(f"reference tf: accuracy={reference['top1']:.3f}%, good={reference['good']}; "
+        print(f"reference {reference['backend']}: accuracy={reference['top1']:.3f}%, good={reference['good']}; "
               f"agreement {reference['agreement']}/{result.total}"
               + (f" ({ties} of the {differ} differing are near-ties)" if differ else "")
               + f", max_abs_logit_diff={reference['max_abs_logit_diff']:.3g}")

@@ -44,13 +44,26 @@ def weights_path(cache_dir: Path, arch: str, ckpt: Checkpoint) -> Path:
     return cache_dir / "weights" / f"{arch}-{ckpt.sha256}-{member}-v{CONVERTER_VERSION}.safetensors"
 
 
-def convert(arch: str, graph: FrozenGraph):
+def convert(arch: str, graph):
+    """(spec, state) of `arch` from a FrozenGraph or an OnnxGraph."""
+    from ..onnx_graph import OnnxGraph
+    from .onnx import ONNX_CONVERTERS
+
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture '{arch}'; known: {', '.join(ARCHS)}")
     try:
-        return ARCHS[arch][0](graph)
+        return (ONNX_CONVERTERS if isinstance(graph, OnnxGraph) else {a: c[0] for a, c in ARCHS.items()})[arch](graph)
     except GraphError as e:
         raise GraphError(f"{e} [the graph does not have the structure of model={arch}]") from e
+
+
+def read_graph(ckpt: Checkpoint):
+    """The checkpoint's graph: an OnnxGraph for an `.onnx`, else the TF frozen graph."""
+    if ckpt.is_onnx:
+        from ..onnx_graph import OnnxGraph
+
+        return OnnxGraph.from_bytes(ckpt.graph_bytes, ckpt.source)
+    return FrozenGraph.from_checkpoint(ckpt)
 
 
 def load_converted(arch: str, ckpt: Checkpoint, graph: FrozenGraph | None,
@@ -66,7 +79,7 @@ def load_converted(arch: str, ckpt: Checkpoint, graph: FrozenGraph | None,
         spec = ARCHS[arch][1].from_dict(json.loads(meta["spec"]))
         return build_model(arch, spec, state), {"weights_cache": str(path), "converted": False}
     if graph is None:
-        graph = FrozenGraph.from_checkpoint(ckpt)
+        graph = read_graph(ckpt)
     spec, state = convert(arch, graph)
     model = build_model(arch, spec, state)
     if path is not None:

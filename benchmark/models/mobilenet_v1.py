@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..layers import ConvBnReLU6, ConvSpec
+from ..layers import ConvBnReLU6, ConvSpec, fold_batch_norms
 
 
 @dataclass
@@ -19,6 +19,7 @@ class MobileNetV1Spec:
     num_classes: int
     image_size: int | None = None
     taps: list[list[str]] = field(default_factory=list)  # [module path, TF tensor] pairs, in order
+    folded: bool = False  # batch norms folded into the convolutions in the checkpoint itself (ONNX)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,6 +43,8 @@ class MobileNetV1(nn.Module):
         # TF-slim's AvgPool_1a: VALID, kernel min(7, feature size), stride 2, from the graph.
         self.pool = nn.AvgPool2d(spec.pool_kernel, spec.pool_stride)
         self.classifier = nn.Conv2d(spec.layers[-1].cout, spec.num_classes, 1, bias=True)
+        if spec.folded:
+            fold_batch_norms(self)  # the structure of a folded model; its weights are loaded after
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..layers import ConvSpec, MaxPool2dSame, make_bn, make_conv
+from ..layers import ConvSpec, MaxPool2dSame, fold_batch_norms, make_bn, make_conv
 
 
 @dataclass
@@ -32,6 +32,7 @@ class ResNetSpec:
     num_classes: int
     image_size: int | None = None
     taps: list[list[str]] = field(default_factory=list)  # [module path, TF tensor] pairs, in order
+    folded: bool = False  # batch norms folded into the convolutions in the checkpoint itself (ONNX)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +78,8 @@ class ResNet50(nn.Module):
         for i, stage in enumerate(spec.layers, 1):
             setattr(self, f"layer{i}", nn.Sequential(*(Bottleneck(b) for b in stage)))
         self.fc = nn.Linear(spec.layers[-1][-1].conv3.cout, spec.num_classes)
+        if spec.folded:
+            fold_batch_norms(self)  # the structure of a folded model; its weights are loaded after
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
