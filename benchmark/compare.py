@@ -132,16 +132,14 @@ def plot(report: dict, path: Path) -> None:
 def main(cfg: DictConfig) -> None:
     from omegaconf import open_dict
 
-    from .convert import load_converted
+    from .convert import load_converted, read_graph
     from .errors import USER_ERRORS
-    from .graph import FrozenGraph
     from .normalize import Normalizer
     from .run import build_cache, cache_dir, model_checkpoint, prepare
-    from .tf_backend import TFGraphModel
 
     try:
         ckpt = model_checkpoint(cfg)
-        graph = FrozenGraph.from_checkpoint(ckpt)
+        graph = read_graph(ckpt)  # an ONNX model's tensors come from ONNX Runtime, a graph's from TF
         model, _ = load_converted(cfg.model.arch, ckpt, graph, cache_dir(cfg))
         inputs = prepare(cfg, model.spec.image_size, ckpt.source)
         normalize = Normalizer(cfg.model.normalization)
@@ -152,13 +150,21 @@ def main(cfg: DictConfig) -> None:
             with open_dict(other):
                 other.preprocess = _preprocess_config(cfg.compare_preprocess, cfg)
             torch_crops = np.asarray(build_cache(other, prepare(other, model.spec.image_size, ckpt.source)).images)
-        tf_model = TFGraphModel(graph, cfg.model.input_tensor, cfg.model.logits_tensor, inputs.image_size,
-                                optimize=False)
+        if ckpt.is_onnx:
+            from .ort_backend import OrtModel
+
+            tf_model = OrtModel(graph, cfg.threads)
+        else:
+            from .tf_backend import TFGraphModel
+
+            tf_model = TFGraphModel(graph, cfg.model.input_tensor, cfg.model.logits_tensor, inputs.image_size,
+                                    optimize=False)
         report = compare_layers(model, model.spec.taps, tf_model, normalize(torch_crops), normalize(tf_crops))
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     report.update({"model": cfg.model.name, "checkpoint": str(ckpt.path), "images": len(tf_crops),
+                   "reference": "onnxruntime" if ckpt.is_onnx else "tf",
                    "preprocess": inputs.settings.to_dict(), "compare_preprocess": cfg.compare_preprocess})
     path = Path(cfg.compare_file) if cfg.compare_file else \
         Path("results/compare") / f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}.json"

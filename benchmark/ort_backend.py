@@ -37,7 +37,7 @@ class OrtModel:
         dims = [d.dim_value or None for d in inp.type.tensor_type.shape.dim]
         self.nchw = dims[1] == 3
         self.max_batch = dims[0]  # None: any
-        self.input_name = inp.name
+        self.input, self.input_name = inp, inp.name
         model = onnx.ModelProto()
         model.CopyFrom(g.model)
         self.model = model
