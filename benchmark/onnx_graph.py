@@ -11,6 +11,14 @@ import numpy as np
 from .graph import GraphError
 
 
+def import_onnx():
+    try:
+        import onnx
+    except ImportError as e:
+        raise GraphError('ONNX checkpoints need the onnx package: python -m pip install -e ".[onnx]"') from e
+    return onnx
+
+
 class OnnxGraph:
     def __init__(self, model, source: str):
         from onnx import numpy_helper
@@ -33,8 +41,9 @@ class OnnxGraph:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str) -> "OnnxGraph":
-        import onnx
         from google.protobuf.message import DecodeError
+
+        onnx = import_onnx()
 
         try:
             model = onnx.load_from_string(data)

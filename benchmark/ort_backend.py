@@ -13,8 +13,8 @@ from .onnx_graph import OnnxGraph
 
 
 def logits_tensor(g: OnnxGraph) -> str:
-    """The tensor MLPerf's heads read (Softmax, ArgMax), or the graph's one output if it has no head."""
-    heads = {n.input[0] for n in g.nodes if n.op_type in ("Softmax", "ArgMax") and n.output[0] in g.outputs}
+    """The tensor MLPerf's heads (Softmax, ArgMax) read, or the graph's one output if it has no head."""
+    heads = {n.input[0] for n in g.nodes if n.op_type in ("Softmax", "ArgMax")}
     if len(heads) == 1:
         return heads.pop()
     if not heads and len(g.outputs) == 1:
@@ -29,8 +29,12 @@ class OrtModel:
 
     def __init__(self, g: OnnxGraph, threads: int | None = None, device: str = "cpu"):
         import onnx
-        import onnxruntime as ort
 
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise RuntimeError('backend/reference=onnxruntime needs ONNX Runtime: '
+                               'python -m pip install -e ".[onnx]"') from e
         self.graph = g
         self.logits = logits_tensor(g)
         inp = g.inputs[0]

@@ -155,22 +155,22 @@ def activation(g: OnnxGraph, tensor: str, kind: str) -> str:
     return node.output[0]
 
 
-def conv_spec(g: OnnxGraph, c: Conv, name: str, cin: int, size: int, depthwise: bool) -> ConvSpec:
-    """The spec the frozen graph's converter gives the same layer: TF SAME padding (decided at run
-    time) where the pads are SAME's, explicit symmetric padding where a stride-2 layer pads so."""
+def conv_spec(g: OnnxGraph, c: Conv, name: str, cin: int, size: int, depthwise: bool, tf_same: bool) -> ConvSpec:
+    """The spec the frozen graph's converter gives the same layer: with `tf_same` (TF-slim's SAME
+    convolutions) TF SAME padding decided at run time wherever the pads are SAME's; otherwise (TF
+    official ResNet's explicit and stride-1 SAME padding) the symmetric pads themselves."""
     cout, per_group, kernel = c.weight.shape[0], c.weight.shape[1], c.weight.shape[2]
     if per_group * c.groups != cin or (depthwise and (c.groups != cin or cout != cin)):
         raise g.error(c.node, f"weights {c.weight.shape} in {c.groups} groups do not fit {cin} input channels"
                               + (" of a depthwise layer" if depthwise else ""))
     before, after = same_padding(size, kernel, c.stride)
-    top, bottom, left, right = c.pads
-    symmetric = top == bottom == left == right
-    if c.pads == (before, after, before, after) and not (symmetric and c.stride > 1):
+    if tf_same and c.pads == (before, after, before, after):
         padding = None
-    elif symmetric:
+    elif not tf_same and len(set(c.pads)) == 1:
         padding = list(c.pads)
     else:
-        raise g.error(c.node, f"pads {c.pads} at input size {size} are neither TF SAME nor symmetric")
+        raise g.error(c.node, f"pads {c.pads} at input size {size} are not the "
+                              f"{'TF SAME' if tf_same else 'symmetric'} padding of this model's graphs")
     return ConvSpec(name, cin, cout, kernel, c.stride, 0.0, True, depthwise, padding)
 
 
@@ -180,13 +180,29 @@ def out_size(size: int, spec: ConvSpec) -> int:
     return (size + spec.padding[0] + spec.padding[1] - spec.kernel) // spec.stride + 1
 
 
+HEAD_OPS = ("Softmax", "ArgMax", "Reshape", "Shape", "Cast", "Identity", "Squeeze", "Flatten")
+
+
 def classifier_head(g: OnnxGraph, logits: str) -> None:
-    """What reads the logits: MLPerf's heads (Softmax, ArgMax), each a graph output."""
-    users = g.users(logits)
-    for node in users:
-        if node.op_type not in ("Softmax", "ArgMax") or node.output[0] not in g.outputs:
-            raise g.error(node, "expected the logits to feed only Softmax or ArgMax outputs")
-        g.claim(node)
+    """What reads the logits: MLPerf's heads (Softmax, ArgMax), with the shape bookkeeping tf2onnx
+    writes around them (a Reshape back to the logits' Shape), ending in graph outputs."""
+    seen, todo, heads = set(), [logits], 0
+    while todo:
+        tensor = todo.pop()
+        users = g.users(tensor)
+        if not users and tensor != logits and tensor not in g.outputs:
+            raise g.error(None, f"head tensor '{tensor}' leads nowhere")
+        for node in users:
+            if id(node) in seen:
+                continue
+            if node.op_type not in HEAD_OPS:
+                raise g.error(node, f"expected only {', '.join(HEAD_OPS)} after the logits")
+            seen.add(id(node))
+            heads += node.op_type in ("Softmax", "ArgMax")
+            todo.extend(node.output)
+            g.claim(node)
+    if not heads:
+        raise g.error(None, f"no Softmax or ArgMax reads the logits '{logits}'")
 
 
 def _flatten(g: OnnxGraph, tensor: str, channels: int) -> str:
@@ -212,7 +228,7 @@ def convert_mobilenet_v1_onnx(g: OnnxGraph) -> tuple[MobileNetV1Spec, dict[str, 
         index = len(layers)
         name = expected_layer_name(index)
         c = conv_unit(g, x, size)
-        spec = conv_spec(g, c, name, cin, size, depthwise=name.endswith("depthwise"))
+        spec = conv_spec(g, c, name, cin, size, depthwise=name.endswith("depthwise"), tf_same=True)
         act = activation(g, c.output, "relu6")
         prefix = f"features.{name.lower()}."
         state[prefix + "conv.weight"], state[prefix + "conv.bias"] = c.weight, c.bias
@@ -250,7 +266,7 @@ def convert_resnet50_onnx(g: OnnxGraph) -> tuple[ResNetSpec, dict[str, np.ndarra
 
     def unit(tensor, name, prefix, cin, size, bn_prefix):
         c = conv_unit(g, tensor, size)
-        spec = conv_spec(g, c, name, cin, size, depthwise=False)
+        spec = conv_spec(g, c, name, cin, size, depthwise=False, tf_same=False)
         state[prefix + ".weight"], state[prefix + ".bias"] = c.weight, c.bias
         taps.append([bn_prefix, c.output])
         return spec, c.output, out_size(size, spec)
@@ -346,7 +362,7 @@ def unit_from(g, first, tensor, size, cin, block, state, taps, which):
     """One conv unit of a bottleneck block (conv1..3 or the projection), named as torchvision names it."""
     prefix = f"{block}.downsample.0" if which == "downsample" else f"{block}.conv{which}"
     c = conv_unit(g, tensor, size) if first is None else _conv_from(g, first, tensor, size)
-    spec = conv_spec(g, c, prefix, cin, size, depthwise=False)
+    spec = conv_spec(g, c, prefix, cin, size, depthwise=False, tf_same=False)
     state[prefix + ".weight"], state[prefix + ".bias"] = c.weight, c.bias
     taps.append([f"{block}.downsample" if which == "downsample" else f"{block}.bn{which}", c.output])
     return spec, c.output, out_size(size, spec)
