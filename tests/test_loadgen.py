@@ -53,7 +53,10 @@ def test_accuracy_run_is_the_direct_run(common, direct, tmp_path, capsys, scenar
     batch = ["batch_size=5"] if scenario == "Offline" else []  # a query split in batches, the last short
     # Fewer samples in memory than images: LoadGen loads and answers them in three sets.
     held = ["loadgen.performance_sample_count=10"] if scenario in ("Offline", "MultiStream") else []
-    r = loadgen_run(config(*common, f"loadgen.scenario={scenario}", f"loadgen.output_dir={out}", *batch, *held))
+    # Server issues queries at target_qps in accuracy mode too (mlperf.conf's default: 1 a second)
+    rate = ["loadgen.target_qps=500"] if scenario == "Server" else []
+    r = loadgen_run(config(*common, f"loadgen.scenario={scenario}", f"loadgen.output_dir={out}", *batch, *held,
+                           *rate))
     assert capsys.readouterr().out.splitlines()[0] == direct["accuracy_line"]
     assert r["predictions"] == direct["predictions"] and r["accuracy_line"] == direct["accuracy_line"]
     assert r["total"] == 24 and r["images"] == direct["images"]
