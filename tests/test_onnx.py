@@ -261,3 +261,84 @@ def test_weight_cache_and_export(fixture_graphs, onnx_dir, tmp_path):
     assert meta["checkpoint_sha256"] == ckpt.sha256 and read_graph(ckpt).opset == 8
     with pytest.raises(GraphError, match="does not have the structure of model=resnet50"):
         load_converted("resnet50", ckpt, None, None)
+
+
+def _edited(path, edit, tmp_path, name):
+    import onnx
+
+    model = onnx.load(str(path))
+    edit(model.graph, onnx)
+    out = tmp_path / name
+    out.write_bytes(model.SerializeToString())
+    return out
+
+
+def _gemm(graph, onnx):
+    """MatMul + Add of the dense layer as one Gemm with the weights transposed (transB=1)."""
+    from onnx import numpy_helper
+
+    matmul = next(n for n in graph.node if n.op_type == "MatMul")
+    add = next(n for n in graph.node if n.op_type == "Add" and matmul.output[0] in n.input)
+    init = {t.name: t for t in graph.initializer}
+    w = numpy_helper.to_array(init[matmul.input[1]])
+    graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w.T), "dense_wt"))
+    bias = next(i for i in add.input if i != matmul.output[0])
+    gemm = onnx.helper.make_node("Gemm", [matmul.input[0], "dense_wt", bias], [add.output[0]], name="dense_gemm",
+                                 transB=1)
+    index = list(graph.node).index(matmul)
+    graph.node.remove(matmul)
+    graph.node.remove(add)
+    graph.node.insert(index, gemm)
+
+
+def _batch_norm(graph, onnx):
+    """The first convolution's batch norm as a BatchNormalization node (random statistics)."""
+    from onnx import numpy_helper
+
+    conv = next(n for n in graph.node if n.op_type == "Conv")
+    cout = numpy_helper.to_array(next(t for t in graph.initializer if t.name == conv.input[1])).shape[0]
+    rng = np.random.default_rng(0)
+    names = []
+    for part, value in (("scale", rng.uniform(0.5, 2, cout)), ("b", rng.normal(0, 1, cout)),
+                        ("mean", rng.normal(0, 1, cout)), ("var", rng.uniform(0.5, 2, cout))):
+        names.append(f"bn_{part}")
+        graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), names[-1]))
+    out = conv.output[0]
+    conv.output[0] = "conv_raw"
+    bn = onnx.helper.make_node("BatchNormalization", ["conv_raw", *names], [out], name="bn_node", epsilon=1e-3)
+    graph.node.insert(list(graph.node).index(conv) + 1, bn)
+
+
+def _pad(graph, onnx):
+    """The first convolution's TF SAME pads (0 before, 1 after) as an explicit Pad node (opset 11 form)."""
+    from onnx import numpy_helper
+
+    conv = next(n for n in graph.node if n.op_type == "Conv")
+    pads = next(a for a in conv.attribute if a.name == "pads")
+    assert list(pads.ints) == [0, 0, 1, 1]
+    pads.ints[:] = [0, 0, 0, 0]
+    graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "pad_amounts"))
+    pad = onnx.helper.make_node("Pad", [conv.input[0], "pad_amounts"], ["padded"], name="pad_node", mode="constant")
+    conv.input[0] = "padded"
+    graph.node.insert(list(graph.node).index(conv), pad)
+
+
+@pytest.mark.parametrize("edit", ["gemm", "batch_norm", "pad"])
+def test_other_forms_tf2onnx_writes(edit, fixture_graphs, resnet_graphs, onnx_dir, tmp_path):
+    """Gemm for the dense layer, a BatchNormalization left unfolded, an explicit Pad: each converts,
+    and the module agrees with ONNX Runtime running the same edited model."""
+    if edit == "gemm":
+        arch, pb, x = "resnet50", resnet_graphs(**SMALL_RESNET), resnet_inputs(4, offset=1)
+    else:
+        arch, pb = "mobilenet_v1", fixture_graphs(0.25, 128, read_identities=False)
+        x = apply_table(lookup_table("mobilenet"), crops(4, 128))
+    path = _edited(to_onnx(pb, arch, 11, True, onnx_dir), {"gemm": _gemm, "batch_norm": _batch_norm, "pad": _pad}[edit],
+                   tmp_path, f"{edit}.onnx")
+    g = OnnxGraph.from_file(path)
+    assert {"gemm": "Gemm", "batch_norm": "BatchNormalization", "pad": "Pad"}[edit] in {n.op_type for n in g.nodes}
+    spec, state = convert(arch, g)
+    model = build_model(arch, spec, state)
+    nchw = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    with torch.inference_mode():
+        ours = model(nchw).numpy()
+    assert_same_predictions(ours, OrtModel(OnnxGraph.from_file(path))(x), tf_tolerance(model, nchw))
