@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -63,12 +64,33 @@ def read_batch(images, start: int, stop: int) -> np.ndarray:
     return batch
 
 
-def _batches(n: int, batch_size: int, desc: str, progress: bool):
+class LoopTimer:
+    """An evaluation loop's seconds, and its images/s without the first batch (kernel selection and
+    first-call allocations: a warm-up, left out as timm's validate leaves it out)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.first: tuple[float, int] | None = None  # when the first batch ended, its images
+
+    def batch_done(self, images_so_far: int) -> None:
+        if self.first is None:
+            self.first = (time.perf_counter(), images_so_far)
+
+    def result(self, images: int) -> dict:
+        end = time.perf_counter()
+        first_end, first_n = self.first or (end, images)
+        rate = (images - first_n) / (end - first_end) if images > first_n else images / (end - self.start)
+        return {"eval_s": round(end - self.start, 3), "eval_images_per_s": round(rate, 2)}
+
+
+def _batches(n: int, batch_size: int, desc: str, progress: bool, timer: LoopTimer | None = None):
     with tqdm(total=n, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             yield start, stop
             bar.update(stop - start)
+            if timer is not None:
+                timer.batch_done(stop)
 
 
 class TorchPredictor:
@@ -96,22 +118,30 @@ class TorchPredictor:
 
 
 def torch_logits(model: torch.nn.Module, images: np.ndarray, normalize: Normalizer, device: torch.device,
-                 batch_size: int, progress: bool = True) -> np.ndarray:
+                 batch_size: int, progress: bool = True, timing: dict | None = None) -> np.ndarray:
+    """Every image's logits; `timing`, if given, gets the loop's eval_s and eval_images_per_s."""
     predict = TorchPredictor(model, normalize, device)
+    timer = LoopTimer()
     out = None  # one array for all logits, filled in place (no pile of small ones between batches)
-    for start, stop in _batches(len(images), batch_size, f"torch {device}", progress):
+    for start, stop in _batches(len(images), batch_size, f"torch {device}", progress, timer):
         logits = predict(predict.inputs(read_batch(images, start, stop)))
         if out is None:
             out = np.empty((len(images), logits.shape[1]), np.float32)
         out[start:stop] = logits
+    if timing is not None:
+        timing.update(timer.result(len(images)))
     return out
 
 
 def graph_logits(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, normalize: Normalizer,
-                 batch_size: int, progress: bool = True, desc: str = "tensorflow") -> np.ndarray:
+                 batch_size: int, progress: bool = True, desc: str = "tensorflow",
+                 timing: dict | None = None) -> np.ndarray:
+    timer = LoopTimer()
     out = []
-    for start, stop in _batches(len(images), batch_size, desc, progress):
+    for start, stop in _batches(len(images), batch_size, desc, progress, timer):
         out.append(np.asarray(run(normalize(read_batch(images, start, stop))), dtype=np.float32))
+    if timing is not None:
+        timing.update(timer.result(len(images)))
     return np.concatenate(out)
 
 

@@ -119,6 +119,7 @@ def results_dict(cfg: DictConfig, s, result, reference, elapsed: float) -> dict:
         "predictions": predictions,
         "images": s.inputs.dataset.names,  # the file of each prediction
         "reference": reference,
+        "timing": s.timing,  # seconds per stage; the evaluation's images/s after its first batch
         "elapsed_s": round(elapsed, 3),
     }
 

@@ -115,13 +115,13 @@ def _torch_threads(cfg: DictConfig) -> int:
 
 
 def tf_logits(cfg: DictConfig, graph: FrozenGraph, image_size: int, images,
-              normalize: Normalizer, threads: int, batch_size: int) -> np.ndarray:
+              normalize: Normalizer, threads: int, batch_size: int, timing: dict | None = None) -> np.ndarray:
     from . import evaluate
     from .tf_backend import TFGraphModel
 
     model = TFGraphModel(graph, cfg.model.input_tensor, cfg.model.logits_tensor, image_size, threads)
     try:
-        return evaluate.graph_logits(model, images, normalize, batch_size, cfg.progress)
+        return evaluate.graph_logits(model, images, normalize, batch_size, cfg.progress, timing=timing)
     finally:
         model.close()
 
@@ -144,6 +144,7 @@ class Setup:
     images: object  # their crops: the cache's array, or its readable rows
     labels: np.ndarray
     names: list[str]
+    timing: dict  # seconds per stage: checkpoint_s, convert_s, cache_s, then the evaluation's
 
 
 BACKENDS = ("torch", "tf", "onnxruntime")
@@ -181,6 +182,7 @@ def setup(cfg: DictConfig) -> Setup:
 
     check_backends(cfg)
     threads = _torch_threads(cfg)
+    clock = time.perf_counter()
     ckpt = model_checkpoint(cfg)
     check_checkpoint_kind(cfg, ckpt)
     exported = ckpt.path.suffix == ".safetensors"
@@ -194,6 +196,8 @@ def setup(cfg: DictConfig) -> Setup:
         graph = FrozenGraph.from_checkpoint(ckpt) if "tf" in (cfg.backend, cfg.reference) else None
         if graph is not None:  # misnamed tensors are an error before any preprocessing
             graph.node(cfg.model.input_tensor), graph.node(cfg.model.logits_tensor)
+    timing = {"checkpoint_s": round(time.perf_counter() - clock, 3), "convert_s": None}
+    clock = time.perf_counter()
     model = conversion = None
     if cfg.backend == "torch":
         from .convert import load_converted
@@ -216,6 +220,7 @@ def setup(cfg: DictConfig) -> Setup:
 
             fold_batch_norms(model)
         graph_size = model.spec.image_size
+        timing["convert_s"] = round(time.perf_counter() - clock, 3)  # from the weight cache when there
     elif cfg.backend == "onnxruntime":
         from .convert.onnx import graph_input as onnx_input
 
@@ -225,8 +230,10 @@ def setup(cfg: DictConfig) -> Setup:
         device = "cpu"
         graph_size = graph_input(graph)[1]
     batch_size = cfg.batch_size or evaluate.default_batch_size(device)
+    clock = time.perf_counter()
     inputs = prepare(cfg, graph_size, ckpt.source)
     cache = build_cache(cfg, inputs)
+    timing["cache_s"] = round(time.perf_counter() - clock, 3)  # checking a built cache, or building it
     # Images that could not be read (dataset.on_error=skip) are left out, counted and listed.
     readable = np.array([i for i in range(len(inputs.dataset)) if i not in cache.failed], dtype=np.int64)
     if len(readable) == 0:
@@ -234,10 +241,10 @@ def setup(cfg: DictConfig) -> Setup:
     images = cache.images if not cache.failed else evaluate.Rows(cache.images, readable)
     return Setup(ckpt, graph, model, conversion, device, threads, batch_size, inputs, cache,
                  Normalizer(cfg.model.normalization), readable, images,
-                 np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable])
+                 np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing)
 
 
-def ort_logits(cfg: DictConfig, s: Setup) -> np.ndarray:
+def ort_logits(cfg: DictConfig, s: Setup, timing: dict | None = None) -> np.ndarray:
     from . import evaluate
     from .ort_backend import OrtModel
 
@@ -245,7 +252,7 @@ def ort_logits(cfg: DictConfig, s: Setup) -> np.ndarray:
         model = OrtModel(s.graph, s.threads, "cuda" if str(cfg.device).startswith("cuda") else "cpu")
     except RuntimeError as e:
         raise ConfigError(str(e)) from e
-    return evaluate.graph_logits(model, s.images, s.normalize, s.batch_size, cfg.progress, "onnxruntime")
+    return evaluate.graph_logits(model, s.images, s.normalize, s.batch_size, cfg.progress, "onnxruntime", timing)
 
 
 def backend_logits(cfg: DictConfig, s: Setup) -> np.ndarray:
@@ -253,10 +260,11 @@ def backend_logits(cfg: DictConfig, s: Setup) -> np.ndarray:
     from . import evaluate
 
     if s.model is not None:
-        return evaluate.torch_logits(s.model, s.images, s.normalize, s.device, s.batch_size, cfg.progress)
+        return evaluate.torch_logits(s.model, s.images, s.normalize, s.device, s.batch_size, cfg.progress,
+                                     s.timing)
     if cfg.backend == "onnxruntime":
-        return ort_logits(cfg, s)
-    return tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size)
+        return ort_logits(cfg, s, s.timing)
+    return tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size, s.timing)
 
 
 def reference_comparison(cfg: DictConfig, s: Setup, result, logits: np.ndarray) -> dict | None:
@@ -266,15 +274,17 @@ def reference_comparison(cfg: DictConfig, s: Setup, result, logits: np.ndarray) 
 
     if cfg.reference is None:
         return None
+    timing: dict = {}
     if cfg.reference == "onnxruntime":
         from .ort_backend import logits_tensor
 
-        ref_logits, tensor = ort_logits(cfg, s), logits_tensor(s.graph)
+        ref_logits, tensor = ort_logits(cfg, s, timing), logits_tensor(s.graph)
     else:
-        ref_logits = tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size)
+        ref_logits = tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size,
+                               timing)
         tensor = cfg.model.logits_tensor
     return {**report.compare(result, evaluate.score(ref_logits, s.labels), logits, ref_logits, s.names),
-            "backend": cfg.reference, "tensor": tensor}
+            "backend": cfg.reference, "tensor": tensor, "timing": timing}
 
 
 def print_outcome(result, s: Setup, reference: dict | None, path: Path) -> None:
@@ -283,6 +293,9 @@ def print_outcome(result, s: Setup, reference: dict | None, path: Path) -> None:
               f"'skipped' in the results)" if s.cache.failed else ""
     print(result.mlperf_line() + skipped)
     print(f"top5={result.top5:.3f}%", file=sys.stderr)
+    if "eval_images_per_s" in s.timing:
+        print(f"evaluation: {s.timing['eval_images_per_s']:.1f} images/s after the first batch, "
+              f"{s.timing['eval_s']:.1f} s in all", file=sys.stderr)
     if reference:
         ties = sum(m <= 2 * reference["max_abs_logit_diff"] for m in reference["disagreement_margins"])
         differ = result.total - reference["agreement"]

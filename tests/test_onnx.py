@@ -152,7 +152,7 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
                         "ort": [f"model.checkpoint={path}", "backend=onnxruntime"],
                         "graph": [f"model.checkpoint={pb}"]}.items():
         runs[name] = benchmark_run(config(*common, *extra, f"results_file={tmp_path / name}.json"))
-        runs[name]["stdout"] = capsys.readouterr().out
+        runs[name]["stdout"], runs[name]["stderr"] = capsys.readouterr()
     onnx = runs["onnx"]
     ref = onnx["reference"]
     assert ref["backend"] == "onnxruntime" and ref["agreement"] == 24 and ref["disagreements"] == []
@@ -161,6 +161,12 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
     assert f"reference onnxruntime: accuracy={ref['top1']:.3f}%" in onnx["stdout"]
     assert onnx["predictions"] == runs["graph"]["predictions"] == runs["ort"]["predictions"]
     assert onnx["fold_bn"] is True and runs["ort"]["backend"] == "onnxruntime"
+    # where each run's time went: stages, and the loop's rate after its first batch
+    t = onnx["timing"]
+    assert set(t) == {"checkpoint_s", "convert_s", "cache_s", "eval_s", "eval_images_per_s"}
+    assert all(v > 0 for v in t.values()) and t["eval_images_per_s"] > 0 and ref["timing"]["eval_images_per_s"] > 0
+    assert runs["ort"]["timing"]["convert_s"] is None and runs["ort"]["timing"]["eval_s"] > 0
+    assert f"evaluation: {t['eval_images_per_s']:.1f} images/s after the first batch" in onnx["stderr"]
     assert onnx["checkpoint"]["sha256"] and onnx["conversion"]["weights_cache"]
     # compare pairs every layer with the ONNX graph's tensors
     report = tmp_path / "compare.json"
