@@ -14,6 +14,7 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     report = out.read_text()
     assert "| normalised inputs bit-identical | yes |" in report
     assert "4.00x smaller" in report  # uint8 against float32
+    assert "- effective parallel cores (a CPU-bound probe" in report and "| images/s, one worker thread |" in report
     assert "| 24/24 |" in report  # torch and TF agree on every image
     (row,) = [line for line in report.splitlines() if line.startswith("| mobilenet_v1 | ") and line.endswith("x |")]
     through, direct, ratio = (float(cell.rstrip("x")) for cell in row.strip("| ").split(" | ")[1:])
