@@ -15,6 +15,7 @@ from conftest import (REPO, SAMPLES, assert_same_predictions, crops, resnet_inpu
                       tf_tolerance, validation_images)
 from test_layouts import write_layout
 
+from benchmark.bench.onnx_model import mlperf_onnx
 from benchmark.checkpoint import open_checkpoint
 from benchmark.errors import USER_ERRORS
 from benchmark.run import run as benchmark_run
@@ -26,22 +27,12 @@ from benchmark.onnx_graph import OnnxGraph
 from benchmark.ort_backend import OrtModel, logits_tensor
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-HEADS = {"mobilenet_v1": ("input:0", ["MobilenetV1/Predictions/Reshape_1:0"]),
-         "resnet50": ("input_tensor:0", ["ArgMax:0", "softmax_tensor:0"])}  # MLPerf's convert-to-onnx.sh
 
 
 def to_onnx(pb, arch: str, opset: int, nchw: bool, folder):
     """The frozen graph as MLPerf converts it: tf2onnx with its inputs and heads (`--inputs-as-nchw`)."""
-    from tf2onnx import convert as tf2onnx
-
-    name, outputs = HEADS[arch]
-    path = folder / f"{pb.parent.name}-{pb.stem}-opset{opset}-{'nchw' if nchw else 'nhwc'}.onnx"
-    if not path.exists():
-        model, _ = tf2onnx.from_graph_def(parse_graph_def(pb.read_bytes(), str(pb)), input_names=[name],
-                                          output_names=outputs, opset=opset,
-                                          inputs_as_nchw=[name] if nchw else None)
-        path.write_bytes(model.SerializeToString())
-    return path
+    return mlperf_onnx(pb, arch, folder / f"{pb.parent.name}-{pb.stem}-opset{opset}-{'nchw' if nchw else 'nhwc'}.onnx",
+                       opset, nchw)
 
 
 @pytest.fixture(scope="session")

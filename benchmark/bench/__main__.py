@@ -66,6 +66,35 @@ def effective_cores() -> float:
     return n * alone / together
 
 
+# What each command imports before its first stage runs (the entry points import lazily; see tests).
+STARTUP = {
+    "python -m preprocessing (OpenCV or Pillow pipeline)": "import preprocessing.__main__, benchmark.run, preprocessing.cache",
+    "python -m benchmark.mlperf_log": "import benchmark.mlperf_log",
+    "python -m benchmark (torch backend)": "import benchmark.__main__, benchmark.run, benchmark.evaluate, benchmark.convert",
+    "python -m benchmark.loadgen (torch backend)": "import benchmark.loadgen.run, benchmark.evaluate, benchmark.convert, mlperf_loadgen",
+    "python -m benchmark backend=tf (or reference=tf)": "import benchmark.run, benchmark.evaluate, benchmark.tf_backend; "
+                                                        "from preprocessing.tf_import import import_tensorflow; import_tensorflow()",
+}
+
+
+def bench_startup(repeats: int = 3) -> list[tuple[str, float]]:
+    """Each command's start-up: a fresh interpreter importing what it imports before its first stage
+    (median of `repeats` processes)."""
+    import subprocess
+    import statistics
+
+    rows = []
+    for name, code in STARTUP.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+            times.append(time.perf_counter() - start)
+        rows.append((name, statistics.median(times)))
+    return rows
+
+
 def bench_cache(dataset, settings, normalization: str, workdir: Path, repeats: int) -> dict:
     """Baseline and harness builds interleaved `repeats` times, the best of each kept."""
     import shutil
@@ -121,6 +150,7 @@ def model_config(arch: str):
 
 
 BACKENDS = {"torch": "torch (fold_bn=true, default)", "torch-graph-order": "torch (fold_bn=false)",
+            "onnxruntime": "ONNX Runtime (tf2onnx of the graph)",
             "tf": "TensorFlow"}
 
 
@@ -147,10 +177,23 @@ def graph_flops(model, x) -> int:
     return counter.get_total_flops() - counted.get(torch.ops.aten.convolution, 0) + sum(convs)
 
 
+def onnx_baseline(arch: str, graph_path: Path, workdir: Path) -> Path | None:
+    """The graph as MLPerf's ONNX (tf2onnx), or None where ONNX Runtime or tf2onnx is not installed."""
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        return None
+    from .onnx_model import mlperf_onnx
+
+    return mlperf_onnx(graph_path, arch, workdir / f"{arch}.onnx")
+
+
 def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, repeats: int,
-               workdir: Path) -> dict:
+               workdir: Path, batch1_images: int = 0) -> dict:
     """Each backend timed in a fresh process (as `python -m benchmark backend=...` runs), the
-    processes interleaved `repeats` times, the best pass of each kept; agreement against TF."""
+    processes interleaved `repeats` times, the best pass of each kept; agreement against TF. Rows at
+    the batch size, and at batch 1 on the first `batch1_images` images."""
     import subprocess
 
     import torch
@@ -162,31 +205,40 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
     weights = workdir / "weights"
     converted, _ = load_converted(arch, open_checkpoint(graph_path), None, weights)  # once, outside the timing
     flops = graph_flops(converted, torch.zeros(1, 3, *np.load(images_path, mmap_mode="r").shape[1:3]))
-    runs = [(b, "cpu") for b in BACKENDS] + ([("torch", "cuda")] if torch.cuda.is_available() else [])
+    onnx = onnx_baseline(arch, graph_path, workdir)  # converted once, outside the timing
+    backends = [b for b in BACKENDS if b != "onnxruntime" or onnx]
+    runs = [(b, "cpu", batch_size) for b in backends] + ([("torch", "cuda", 256)] if torch.cuda.is_available() else [])
+    if batch1_images:
+        runs += [(b, "cpu", 1) for b in backends if b != "torch-graph-order"]
     best: dict = {}
     for _ in range(repeats):
-        for backend, device in runs:
-            out = workdir / f"{arch}-{backend}-{device}.npy"
+        for backend, device, batch in runs:
+            out = workdir / f"{arch}-{backend}-{device}-{batch}.npy"
             job = {"arch": arch, "graph": str(graph_path), "images": str(images_path),
                    "normalization": model.normalization, "input_tensor": model.input_tensor,
                    "logits_tensor": model.logits_tensor, "backend": backend, "device": device,
-                   "batch_size": batch_size if device == "cpu" else 256, "threads": torch.get_num_threads(),
-                   "weights": str(weights), "out": str(out)}
+                   "batch_size": batch, "threads": torch.get_num_threads(),
+                   "weights": str(weights), "out": str(out), "onnx": str(onnx) if onnx else None,
+                   "limit": batch1_images if batch == 1 else None}
             proc = subprocess.run([sys.executable, "-m", "benchmark.bench.timed", json.dumps(job)],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"timing {backend} on {device} failed:\n{proc.stderr[-3000:]}")
             ips = json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"]
-            key = (backend, device)
+            key = (backend, device, batch)
             best[key] = {**job, "images_per_s": max(ips, best.get(key, {}).get("images_per_s", 0.0))}
-    tf = np.load(best[("tf", "cpu")]["out"])
-    for r in best.values():
-        logits = np.load(r["out"])
-        r["agreement"] = int((logits.argmax(1) == tf.argmax(1)).sum())
-        r["max_abs_logit_diff"] = float(np.abs(logits - tf).max())
+    tf = np.load(best[("tf", "cpu", batch_size)]["out"])
+    for (backend, device, batch), r in best.items():
+        logits = np.load(r["out"])  # against TF at the batch size (its first images for batch-1 rows)
+        r["n"] = len(logits)
+        r["agreement"] = int((logits.argmax(1) == tf[:len(logits)].argmax(1)).sum())
+        r["max_abs_logit_diff"] = float(np.abs(logits - tf[:len(logits)]).max())
+        peers = {p: best.get((p, "cpu", batch)) for p in ("tf", "onnxruntime")}
+        r["vs"] = {p: r["images_per_s"] / q["images_per_s"] if q and device == "cpu" else None
+                   for p, q in peers.items()}
     return {"arch": arch, "graph": str(graph_path), "n": len(tf), "logit_range": float(np.ptp(tf)),
-            "flops_per_image": flops,
-            "rows": list(best.values()), "tf_ips": best[("tf", "cpu")]["images_per_s"]}
+            "flops_per_image": flops, "onnx": str(onnx) if onnx else None,
+            "rows": list(best.values()), "tf_ips": best[("tf", "cpu", batch_size)]["images_per_s"]}
 
 
 def bench_loadgen(arch: str, graph_path: Path, images_path: Path, batch_size: int, repeats: int,
@@ -287,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed builds and passes per measurement (the best is kept)")
     parser.add_argument("--memory-images", type=int, default=0,
                         help="also measure peak memory streaming a synthetic cache of this many images")
+    parser.add_argument("--batch1-images", type=int, default=200,
+                        help="also time every backend at batch 1 on this many images (0: no batch-1 rows)")
+    parser.add_argument("--startup-repeats", type=int, default=3,
+                        help="fresh interpreters per command for the start-up times (0: none)")
     parser.add_argument("--loadgen", action="store_true",
                         help="also time each model as LoadGen's Offline SUT against the evaluation loop")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
@@ -321,27 +377,32 @@ def main(argv: list[str] | None = None) -> int:
             settings = make_settings("mlperf", 224, model_config(arch).mlperf_interpolation)
             cache = open_cache(dataset, settings, c["cache_dir"], progress=False)
             evals.append(bench_eval(arch, graph, cache.folder / "images.npy", args.batch_size, args.repeats,
-                                    Path(tmp)))
+                                    Path(tmp), min(args.batch1_images, args.images)))
             if args.loadgen:
                 loadgen.append(bench_loadgen(arch, graph, cache.folder / "images.npy", args.batch_size,
                                              args.repeats, Path(tmp)))
         if evals:
-            lines += [f"## Evaluation ({args.images} cached images, batch size {args.batch_size} on CPU, "
-                      f"each backend in its own process, best of {args.repeats})", "",
-                      "| model | backend | device | images/s | vs TensorFlow | GFLOP/s | 50,000 images | "
-                      "top-1 agreement with TF | max abs logit diff (of range) |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+            lines += [f"## Evaluation ({args.images} cached images at batch size {args.batch_size} on CPU, the "
+                      f"first {min(args.batch1_images, args.images)} at batch 1; each backend in its own process, "
+                      f"best of {args.repeats})", "",
+                      "| model | backend | device | batch | images/s | vs TensorFlow | vs ONNX Runtime | GFLOP/s | "
+                      "50,000 images | top-1 agreement with TF | max abs logit diff (of range) |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for e in evals:
                 source = "MLPerf's structure, random weights" if graphs[e["arch"]] == "fixture" \
                     else f"{Path(e['graph']).parent.name}/{Path(e['graph']).name}"
                 name = f"{e['arch']} ({source})"
-                for r in e["rows"]:
+                for r in sorted(e["rows"], key=lambda r: (-r["batch_size"], r["device"] != "cpu")):
                     ips = r["images_per_s"]
-                    ratio = f"{ips / e['tf_ips']:.2f}x" if r["device"] == "cpu" else "-"
+                    ratios = [f"{v:.2f}x" if v is not None else "-" for v in (r["vs"]["tf"], r["vs"]["onnxruntime"])]
                     lines.append(
-                        f"| {name} | {BACKENDS[r['backend']]} | {r['device']} | {ips:.1f} | "
-                        f"{ratio} | {ips * e['flops_per_image'] / 1e9:.0f} | {50000 / ips / 60:.1f} min | {r['agreement']}/{e['n']} | "
+                        f"| {name} | {BACKENDS[r['backend']]} | {r['device']} | {r['batch_size']} | {ips:.1f} | "
+                        f"{' | '.join(ratios)} | {ips * e['flops_per_image'] / 1e9:.0f} | {50000 / ips / 60:.1f} min | "
+                        f"{r['agreement']}/{r['n']} | "
                         f"{r['max_abs_logit_diff']:.2g} ({r['max_abs_logit_diff'] / e['logit_range']:.1g}) |")
+            if not all(e["onnx"] for e in evals):
+                lines += ["", "No ONNX Runtime rows: they need onnxruntime and tf2onnx (python -m pip install -e "
+                          "\".[bench]\")."]
             lines += ["", f"For scale: a 4096 x 4096 float32 matrix product runs at {matmul_gflops():.0f} GFLOP/s "
                       "with the same threads.", ""]
         if loadgen:
@@ -362,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"| peak resident memory, {m['n']} images ({m['cache_bytes'] / 1e9:.1f} GB cache), batch "
                       f"{MEMORY_BATCH} | {m['harness'] / 1e9:.2f} GB | {m['plain'] / 1e9:.2f} GB | "
                       f"{m['plain'] / m['harness']:.1f}x less |", ""]
+    if args.startup_repeats:
+        lines += ["## Start-up (a fresh interpreter importing what each command imports before its first stage; "
+                  f"median of {args.startup_repeats})", "", "| command | seconds |", "|---|---|",
+                  *[f"| {name} | {seconds:.2f} |" for name, seconds in bench_startup(args.startup_repeats)], ""]
     cores_after = effective_cores()
     lines[lines.index("CORES")] = (f"- effective parallel cores (a CPU-bound probe in one process per visible core "
                                    f"against one alone): {cores_before:.2f} before the runs, {cores_after:.2f} "

@@ -4,7 +4,9 @@ python -m benchmark.bench.timed '{"arch": ..., "graph": ..., "images": ..., "nor
     "input_tensor": ..., "logits_tensor": ..., "backend": ..., "device": ..., "batch_size": ...,
     "threads": ..., "weights": ..., "out": ...}'
 
-`backend` is torch (batch norms folded, the default), torch-graph-order (fold_bn=false) or tf. The
+`backend` is torch (batch norms folded, the default), torch-graph-order (fold_bn=false), tf, or
+onnxruntime (the graph converted to ONNX by tf2onnx beforehand, `onnx`); `limit` times the first images
+only. The
 torch model comes from the weight cache `weights` (converted beforehand), so TensorFlow is never
 imported into a torch measurement (importing it slows PyTorch's CPU kernels). Prints one JSON
 line: images/s of the timed pass after one warm-up batch; the logits are saved to `out`.
@@ -21,7 +23,8 @@ import numpy as np
 
 
 def timed_pass(arch: str, graph: str, images: str, normalization: str, input_tensor: str, logits_tensor: str,
-               backend: str, device: str, batch_size: int, threads: int, weights: str) -> tuple[float, np.ndarray]:
+               backend: str, device: str, batch_size: int, threads: int, weights: str, onnx: str | None = None,
+               limit: int | None = None) -> tuple[float, np.ndarray]:
     import torch
 
     from ..checkpoint import open_checkpoint
@@ -32,7 +35,17 @@ def timed_pass(arch: str, graph: str, images: str, normalization: str, input_ten
     images = np.load(images, mmap_mode="r")
     normalize = Normalizer(normalization)
     ckpt = open_checkpoint(Path(graph))
-    if backend == "tf":
+    if limit:
+        images = images[:limit]
+    if backend == "onnxruntime":  # the graph as MLPerf's ONNX (converted beforehand) in ONNX Runtime
+        from ..onnx_graph import OnnxGraph
+        from ..ort_backend import OrtModel
+
+        model = OrtModel(OnnxGraph.from_file(Path(onnx)), threads)
+
+        def run(x):
+            return graph_logits(model, x, normalize, batch_size, False, "onnxruntime")
+    elif backend == "tf":
         from ..graph import FrozenGraph
         from ..tf_backend import TFGraphModel
 
