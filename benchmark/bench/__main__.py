@@ -200,6 +200,7 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
 
     from ..checkpoint import open_checkpoint
     from ..convert import load_converted
+    from ..onnx_graph import OnnxGraph
 
     model = model_config(arch)
     weights = workdir / "weights"
@@ -207,7 +208,11 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
     flops = graph_flops(converted, torch.zeros(1, 3, *np.load(images_path, mmap_mode="r").shape[1:3]))
     onnx = onnx_baseline(arch, graph_path, workdir)  # converted once, outside the timing
     backends = [b for b in BACKENDS if b != "onnxruntime" or onnx]
-    runs = [(b, "cpu", batch_size) for b in backends] + ([("torch", "cuda", 256)] if torch.cuda.is_available() else [])
+    # A graph fixed to batch 1 (TF-slim's 2017 graphs; tf2onnx keeps the 1 in its reshapes) runs in
+    # ONNX Runtime one image at a time: no row at the batch size then, only at batch 1.
+    fixed_batch = onnx is not None and OnnxGraph.from_file(onnx).inputs[0].type.tensor_type.shape.dim[0].dim_value
+    runs = [(b, "cpu", batch_size) for b in backends if b != "onnxruntime" or fixed_batch != 1]
+    runs += [("torch", "cuda", 256)] if torch.cuda.is_available() else []
     if batch1_images:
         runs += [(b, "cpu", 1) for b in backends if b != "torch-graph-order"]
     best: dict = {}
@@ -400,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"{' | '.join(ratios)} | {ips * e['flops_per_image'] / 1e9:.0f} | {50000 / ips / 60:.1f} min | "
                         f"{r['agreement']}/{r['n']} | "
                         f"{r['max_abs_logit_diff']:.2g} ({r['max_abs_logit_diff'] / e['logit_range']:.1g}) |")
+            for e in evals:
+                if e["onnx"] and not any(r["backend"] == "onnxruntime" and r["batch_size"] > 1 for r in e["rows"]):
+                    lines += ["", f"{e['arch']}: no ONNX Runtime row at batch {args.batch_size}: its graph fixes the "
+                              "batch to 1 (and tf2onnx keeps the 1 in its reshapes), so ONNX Runtime runs it one "
+                              "image at a time; compare at batch 1."]
             if not all(e["onnx"] for e in evals):
                 lines += ["", "No ONNX Runtime rows: they need onnxruntime and tf2onnx (python -m pip install -e "
                           "\".[bench]\")."]

@@ -263,21 +263,13 @@ def convert_mobilenet_v1_onnx(g: OnnxGraph) -> tuple[MobileNetV1Spec, dict[str, 
 def convert_resnet50_onnx(g: OnnxGraph) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
     x, image_size = graph_input(g)
     state, taps = {}, []
-
-    def unit(tensor, name, prefix, cin, size, bn_prefix):
-        c = conv_unit(g, tensor, size)
-        spec = conv_spec(g, c, name, cin, size, depthwise=False, tf_same=False)
-        state[prefix + ".weight"], state[prefix + ".bias"] = c.weight, c.bias
-        taps.append([bn_prefix, c.output])
-        return spec, c.output, out_size(size, spec)
-
-    stem, x, size = unit(x, "conv2d", "conv1", 3, image_size, "bn1")
+    stem, x, size = resnet_unit(g, None, x, image_size, 3, "conv1", "bn1", state, taps)
     x = activation(g, x, "relu")
     pool = g.next_op(x, "MaxPool")
-    a = g.attrs(pool)
-    kernel, stride = a["kernel_shape"][0], _strides(g, pool)
-    if _pads(g, pool, size, kernel, stride) != (lambda b, e: (b, e, b, e))(*same_padding(size, kernel, stride)):
-        raise g.error(pool, f"max pool pads {a.get('pads')} are not TF SAME at size {size}")
+    kernel, stride = g.attrs(pool)["kernel_shape"][0], _strides(g, pool)
+    before, after = same_padding(size, kernel, stride)
+    if _pads(g, pool, size, kernel, stride) != (before, after, before, after):
+        raise g.error(pool, f"max pool pads {g.attrs(pool).get('pads')} are not TF SAME at size {size}")
     x, size, cin = pool.output[0], -(-size // stride), stem.cout
     stages: list[list[BlockSpec]] = []
     while True:
@@ -295,12 +287,13 @@ def convert_resnet50_onnx(g: OnnxGraph) -> tuple[ResNetSpec, dict[str, np.ndarra
         order = sorted(convs, key=lambda n: _leads_to_relu(g, n))
         down = None
         if project:
-            down, shortcut, _ = unit_from(g, order[0], x, size, cin, block, state, taps, "downsample")
-        conv1, h, s1 = unit_from(g, order[-1], x, size, cin, block, state, taps, "1")
+            down, shortcut, _ = resnet_unit(g, order[0], x, size, cin, f"{block}.downsample.0",
+                                            f"{block}.downsample", state, taps)
+        conv1, h, s1 = resnet_unit(g, order[-1], x, size, cin, f"{block}.conv1", f"{block}.bn1", state, taps)
         h = activation(g, h, "relu")
-        conv2, h, s2 = unit_from(g, None, h, s1, conv1.cout, block, state, taps, "2")
+        conv2, h, s2 = resnet_unit(g, None, h, s1, conv1.cout, f"{block}.conv2", f"{block}.bn2", state, taps)
         h = activation(g, h, "relu")
-        conv3, h, _ = unit_from(g, None, h, s2, conv2.cout, block, state, taps, "3")
+        conv3, h, _ = resnet_unit(g, None, h, s2, conv2.cout, f"{block}.conv3", f"{block}.bn3", state, taps)
         add = g.next_op(h, "Add")
         other = [i for i in add.input if i != h]
         if other != [shortcut if project else x]:
@@ -358,13 +351,14 @@ def _leads_to_relu(g: OnnxGraph, node) -> bool:
     return False
 
 
-def unit_from(g, first, tensor, size, cin, block, state, taps, which):
-    """One conv unit of a bottleneck block (conv1..3 or the projection), named as torchvision names it."""
-    prefix = f"{block}.downsample.0" if which == "downsample" else f"{block}.conv{which}"
-    c = conv_unit(g, tensor, size) if first is None else _conv_from(g, first, tensor, size)
+def resnet_unit(g: OnnxGraph, node, tensor: str, size: int, cin: int, prefix: str, tap: str, state: dict,
+                taps: list):
+    """One conv unit (the stem, conv1..3 of a block, or its projection) as torchvision names its
+    parameters; `node`: which of the tensor's consumers, where it feeds several."""
+    c = conv_unit(g, tensor, size) if node is None else _conv_from(g, node, tensor, size)
     spec = conv_spec(g, c, prefix, cin, size, depthwise=False, tf_same=False)
     state[prefix + ".weight"], state[prefix + ".bias"] = c.weight, c.bias
-    taps.append([f"{block}.downsample" if which == "downsample" else f"{block}.bn{which}", c.output])
+    taps.append([tap, c.output])
     return spec, c.output, out_size(size, spec)
 
 
