@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 
 from conftest import (REPO, SAMPLES, assert_same_predictions, crops, resnet_inputs, slim_graph,
                       tf_tolerance, validation_images)
@@ -119,8 +120,6 @@ def dataset(tmp_path_factory):
 
 
 def config(*overrides):
-    from hydra import compose, initialize_config_module
-
     with initialize_config_module("benchmark.conf", version_base="1.3"):
         return compose("config", overrides=["progress=false", *overrides])
 
@@ -158,6 +157,13 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
     assert all(v > 0 for v in t.values()) and t["eval_images_per_s"] > 0 and ref["timing"]["eval_images_per_s"] > 0
     assert runs["ort"]["timing"]["convert_s"] is None and runs["ort"]["timing"]["eval_s"] > 0
     assert f"evaluation: {t['eval_images_per_s']:.1f} images/s after the first batch" in onnx["stderr"]
+    # and through LoadGen, with ONNX Runtime as the system under test
+    from benchmark.loadgen.run import run as loadgen_run
+
+    with initialize_config_module("benchmark.conf", version_base="1.3"):
+        lg_cfg = compose("loadgen", overrides=["progress=false", *common, f"model.checkpoint={path}",
+                                               "backend=onnxruntime", f"loadgen.output_dir={tmp_path / 'lg'}"])
+    assert loadgen_run(lg_cfg)["predictions"] == runs["ort"]["predictions"]
     assert onnx["checkpoint"]["sha256"] and onnx["conversion"]["weights_cache"]
     # compare pairs every layer with the ONNX graph's tensors
     report = tmp_path / "compare.json"

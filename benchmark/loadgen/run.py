@@ -58,6 +58,13 @@ def make_backend(cfg: DictConfig, s: Setup):
         from ..evaluate import TorchPredictor
 
         return TorchBackend(TorchPredictor(s.model, s.normalize, s.device))
+    if cfg.backend == "onnxruntime":
+        from ..ort_backend import OrtModel
+
+        try:
+            return GraphBackend(OrtModel(s.graph, s.threads, str(s.device)), s.normalize)
+        except RuntimeError as e:
+            raise ConfigError(str(e)) from e
     from ..tf_backend import TFGraphModel
 
     model = TFGraphModel(s.graph, cfg.model.input_tensor, cfg.model.logits_tensor, s.inputs.image_size,
