@@ -201,10 +201,11 @@ def test_all_samples_through_onnx(arch, resnet_graphs, onnx_dir, tmp_path):
 
 
 def onnx_edit(path, edit, out):
+    """A copy of the ONNX model at `path`, its graph changed by edit(graph, onnx), written to `out`."""
     import onnx
 
     model = onnx.load(str(path))
-    edit(model.graph)
+    edit(model.graph, onnx)
     out.write_bytes(model.SerializeToString())
     return out
 
@@ -214,7 +215,7 @@ def test_bad_onnx_models_are_errors_before_preprocessing(fixture_graphs, onnx_di
     truncated = tmp_path / "cut.onnx"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
-    def swap_first_clip(graph):
+    def swap_first_clip(graph, onnx):
         node = next(n for n in graph.node if n.op_type == "Clip")
         node.op_type, node.name = "Elu", "odd_activation"
         del node.input[1:]
@@ -264,16 +265,6 @@ def test_weight_cache_and_export(fixture_graphs, onnx_dir, tmp_path):
     assert meta["checkpoint_sha256"] == ckpt.sha256 and read_graph(ckpt).opset == 8
     with pytest.raises(GraphError, match="does not have the structure of model=resnet50"):
         load_converted("resnet50", ckpt, None, None)
-
-
-def _edited(path, edit, tmp_path, name):
-    import onnx
-
-    model = onnx.load(str(path))
-    edit(model.graph, onnx)
-    out = tmp_path / name
-    out.write_bytes(model.SerializeToString())
-    return out
 
 
 def _gemm(graph, onnx):
@@ -335,8 +326,8 @@ def test_other_forms_tf2onnx_writes(edit, fixture_graphs, resnet_graphs, onnx_di
     else:
         arch, pb = "mobilenet_v1", fixture_graphs(0.25, 128, read_identities=False)
         x = apply_table(lookup_table("mobilenet"), crops(4, 128))
-    path = _edited(to_onnx(pb, arch, 11, True, onnx_dir), {"gemm": _gemm, "batch_norm": _batch_norm, "pad": _pad}[edit],
-                   tmp_path, f"{edit}.onnx")
+    path = onnx_edit(to_onnx(pb, arch, 11, True, onnx_dir), {"gemm": _gemm, "batch_norm": _batch_norm, "pad": _pad}[edit],
+                     tmp_path / f"{edit}.onnx")
     g = OnnxGraph.from_file(path)
     assert {"gemm": "Gemm", "batch_norm": "BatchNormalization", "pad": "Pad"}[edit] in {n.op_type for n in g.nodes}
     spec, state = convert(arch, g)
