@@ -173,3 +173,50 @@ class ConvBnReLU6(nn.Sequential):
         self.conv = make_conv(spec)
         self.bn = make_bn(spec)
         self.act = nn.ReLU6(inplace=True)
+
+
+@torch.no_grad()
+def static_padding(model: nn.Module, image_size: int) -> nn.Module:
+    """Replace every TF-SAME conv and pool of `model` by a plain PyTorch one with the padding that
+    SAME gives at `image_size`, in place: the same kernels on the same windows (a conv keeps its
+    zero tap, now in its weight), for exporters that need padding fixed ahead of the input."""
+    sizes: dict[nn.Module, tuple[int, int]] = {}
+    same = [m for m in model.modules() if isinstance(m, (Conv2dSame, MaxPool2dSame))]
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, tuple(i[0].shape[-2:]))) for m in same]
+    try:
+        model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    for parent in list(model.modules()):
+        for name, m in list(parent.named_children()):
+            if isinstance(m, Conv2dSame):
+                setattr(parent, name, _static_conv(m, *sizes[m]))
+            elif isinstance(m, MaxPool2dSame):
+                setattr(parent, name, _static_pool(m, *sizes[m]))
+    return model
+
+
+def _static_conv(conv: Conv2dSame, height: int, width: int) -> nn.Conv2d:
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    (top, bottom), (left, right) = same_padding(height, kh, sh, dh), same_padding(width, kw, sw, dw)
+    weight = conv.weight
+    if (top, left) != (bottom, right):
+        if (dh, dw) != (1, 1):
+            raise ValueError("static_padding: a dilated conv with odd SAME padding is not supported")
+        weight = F.pad(weight, (right - left, 0, bottom - top, 0))  # Conv2dSame.forward's zero tap
+        top, left = bottom, right
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, tuple(weight.shape[-2:]), conv.stride, (top, left),
+                    conv.dilation, conv.groups, bias=conv.bias is not None).to(weight.device)
+    out.weight.copy_(weight)
+    if conv.bias is not None:
+        out.bias.copy_(conv.bias)
+    return out
+
+
+def _static_pool(pool: MaxPool2dSame, height: int, width: int) -> nn.Module:
+    k, s = pool.kernel, pool.stride
+    (top, bottom), (left, right) = same_padding(height, k, s), same_padding(width, k, s)
+    if _ceil_mode_is_same(height, k, s, top) and _ceil_mode_is_same(width, k, s, left):
+        return nn.MaxPool2d(k, s, (top, left), ceil_mode=True)
+    return nn.Sequential(nn.ConstantPad2d((left, right, top, bottom), float("-inf")), nn.MaxPool2d(k, s))

@@ -145,6 +145,7 @@ class Setup:
     labels: np.ndarray
     names: list[str]
     timing: dict  # seconds per stage: checkpoint_s, convert_s, cache_s, then the evaluation's
+    onnx: object | None = None  # the OnnxGraph ONNX Runtime runs: the checkpoint, or the converted model
 
 
 BACKENDS = ("torch", "tf", "onnxruntime")
@@ -155,22 +156,25 @@ def check_backends(cfg: DictConfig) -> None:
         raise ConfigError(f"backend={cfg.backend}: expected torch, tf or onnxruntime")
     if cfg.reference not in (None, "tf", "onnxruntime"):
         raise ConfigError(f"reference={cfg.reference}: expected tf, onnxruntime or null")
-    if cfg.reference and cfg.backend != "torch":
-        raise ConfigError(f"reference={cfg.reference} compares the torch backend with it: use backend=torch")
+    if cfg.reference and (cfg.backend == "tf" or cfg.reference == cfg.backend):
+        raise ConfigError(f"reference={cfg.reference} compares the torch backend (or onnxruntime running the "
+                          f"converted model) with it, not backend={cfg.backend}")
 
 
 def check_checkpoint_kind(cfg: DictConfig, ckpt: Checkpoint) -> None:
-    """Each backend runs what it can: TensorFlow the frozen graph, ONNX Runtime the ONNX model."""
-    wanted = {cfg.backend, cfg.reference} - {None, "torch"}
-    if ckpt.path.suffix == ".safetensors" and wanted:
-        raise ConfigError(f"{ckpt.path} is an exported PyTorch model: {' and '.join(sorted(wanted))} "
-                          f"need(s) the checkpoint it was converted from")
-    if ckpt.is_onnx and "tf" in wanted:
+    """Each backend runs what it can: TensorFlow the frozen graph, ONNX Runtime the ONNX model, or
+    the converted model exported to ONNX (backend=onnxruntime with a frozen graph or an export)."""
+    if ckpt.path.suffix == ".safetensors" and (cfg.backend == "tf" or cfg.reference):
+        needs = "backend=tf" if cfg.backend == "tf" else f"reference={cfg.reference}"
+        raise ConfigError(f"{ckpt.path} is an exported PyTorch model: {needs} needs the checkpoint it was "
+                          f"converted from")
+    if ckpt.is_onnx and "tf" in (cfg.backend, cfg.reference):
         raise ConfigError(f"{ckpt.path} is an ONNX model: TensorFlow needs the frozen graph "
                           f"(use backend=onnxruntime or reference=onnxruntime)")
-    if not ckpt.is_onnx and "onnxruntime" in wanted and ckpt.path.suffix != ".safetensors":
+    if not ckpt.is_onnx and cfg.reference == "onnxruntime":
         raise ConfigError(f"{ckpt.source} is a TF frozen graph: ONNX Runtime needs an .onnx checkpoint "
-                          f"(MLPerf publishes both models as ONNX, see model.onnx_urls)")
+                          f"to be a reference (MLPerf publishes both models as ONNX, see model.onnx_urls); "
+                          f"backend=onnxruntime runs the converted model exported to ONNX")
     if ckpt.is_onnx and not cfg.fold_bn:
         raise ConfigError(f"fold_bn=false: {ckpt.path} is an ONNX model, whose batch norms tf2onnx has "
                           f"folded into the convolutions; it converts to the folded model only")
@@ -199,11 +203,13 @@ def setup(cfg: DictConfig) -> Setup:
     timing = {"checkpoint_s": round(time.perf_counter() - clock, 3), "convert_s": None}
     clock = time.perf_counter()
     model = conversion = None
-    if cfg.backend == "torch":
+    onnx = graph if ckpt.is_onnx else None
+    own_onnx = cfg.backend == "onnxruntime" and not ckpt.is_onnx  # the converted model, exported
+    if cfg.backend == "torch" or own_onnx:
         from .convert import load_converted
 
         try:
-            device = evaluate.select_device(cfg.device)
+            device = evaluate.select_device(cfg.device if not own_onnx else "cpu")
         except RuntimeError as e:
             raise ConfigError(str(e)) from e
         if exported:
@@ -220,6 +226,14 @@ def setup(cfg: DictConfig) -> Setup:
 
             fold_batch_norms(model)
         graph_size = model.spec.image_size
+        if own_onnx:
+            from .onnx_export import OPSET, export_onnx
+
+            device = "cuda" if str(cfg.device).startswith("cuda") else "cpu"
+            onnx = export_onnx(model, resolve_image_size(graph_size, cfg.model.image_size, ckpt.source),
+                               ckpt.source)
+            conversion = {**conversion, "onnx": f"the converted model exported by torch.onnx (opset {OPSET})"}
+            model = None
         timing["convert_s"] = round(time.perf_counter() - clock, 3)  # from the weight cache when there
     elif cfg.backend == "onnxruntime":
         from .convert.onnx import graph_input as onnx_input
@@ -241,7 +255,8 @@ def setup(cfg: DictConfig) -> Setup:
     images = cache.images if not cache.failed else evaluate.Rows(cache.images, readable)
     return Setup(ckpt, graph, model, conversion, device, threads, batch_size, inputs, cache,
                  Normalizer(cfg.model.normalization), readable, images,
-                 np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing)
+                 np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing,
+                 onnx)
 
 
 def ort_logits(cfg: DictConfig, s: Setup, timing: dict | None = None) -> np.ndarray:
@@ -249,7 +264,7 @@ def ort_logits(cfg: DictConfig, s: Setup, timing: dict | None = None) -> np.ndar
     from .ort_backend import OrtModel
 
     try:
-        model = OrtModel(s.graph, s.threads, "cuda" if str(cfg.device).startswith("cuda") else "cpu")
+        model = OrtModel(s.onnx, s.threads, "cuda" if str(cfg.device).startswith("cuda") else "cpu")
     except RuntimeError as e:
         raise ConfigError(str(e)) from e
     return evaluate.graph_logits(model, s.images, s.normalize, s.batch_size, cfg.progress, "onnxruntime", timing)
@@ -278,7 +293,7 @@ def reference_comparison(cfg: DictConfig, s: Setup, result, logits: np.ndarray) 
     if cfg.reference == "onnxruntime":
         from .ort_backend import logits_tensor
 
-        ref_logits, tensor = ort_logits(cfg, s, timing), logits_tensor(s.graph)
+        ref_logits, tensor = ort_logits(cfg, s, timing), logits_tensor(s.onnx)
     else:
         ref_logits = tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size,
                                timing)

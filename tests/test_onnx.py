@@ -230,7 +230,8 @@ def test_bad_onnx_models_are_errors_before_preprocessing(fixture_graphs, onnx_di
         ([f"model.checkpoint={path}", "reference=tf"], "is an ONNX model: TensorFlow needs the frozen graph"),
         ([f"model.checkpoint={fixture_graphs(0.25, 128, read_identities=False)}", "reference=onnxruntime"],
          "ONNX Runtime needs an .onnx checkpoint"),
-        ([f"model.checkpoint={path}", "backend=onnxruntime", "reference=tf"], "compares the torch backend"),
+        ([f"model.checkpoint={path}", "backend=onnxruntime", "reference=tf"], "TensorFlow needs the frozen graph"),
+        ([f"model.checkpoint={path}", "backend=onnxruntime", "reference=onnxruntime"], "compares the torch backend"),
     ]
     for overrides, message in cases:
         with pytest.raises(USER_ERRORS) as error:

@@ -151,6 +151,7 @@ def model_config(arch: str):
 
 BACKENDS = {"torch": "torch (fold_bn=true, default)", "torch-graph-order": "torch (fold_bn=false)",
             "onnxruntime": "ONNX Runtime (tf2onnx of the graph)",
+            "onnxruntime-export": "ONNX Runtime (the converted model by torch.onnx: backend=onnxruntime)",
             "tf": "TensorFlow"}
 
 
@@ -189,6 +190,15 @@ def onnx_baseline(arch: str, graph_path: Path, workdir: Path) -> Path | None:
     return mlperf_onnx(graph_path, arch, workdir / f"{arch}.onnx")
 
 
+def has_ort() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, repeats: int,
                workdir: Path, batch1_images: int = 0) -> dict:
     """Each backend timed in a fresh process (as `python -m benchmark backend=...` runs), the
@@ -207,7 +217,7 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
     converted, _ = load_converted(arch, open_checkpoint(graph_path), None, weights)  # once, outside the timing
     flops = graph_flops(converted, torch.zeros(1, 3, *np.load(images_path, mmap_mode="r").shape[1:3]))
     onnx = onnx_baseline(arch, graph_path, workdir)  # converted once, outside the timing
-    backends = [b for b in BACKENDS if b != "onnxruntime" or onnx]
+    backends = [b for b in BACKENDS if (b != "onnxruntime" or onnx) and (b != "onnxruntime-export" or has_ort())]
     # A graph fixed to batch 1 (TF-slim's 2017 graphs; tf2onnx keeps the 1 in its reshapes) runs in
     # ONNX Runtime one image at a time: no row at the batch size then, only at batch 1.
     fixed_batch = onnx is not None and OnnxGraph.from_file(onnx).inputs[0].type.tensor_type.shape.dim[0].dim_value

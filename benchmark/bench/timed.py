@@ -4,9 +4,10 @@ python -m benchmark.bench.timed '{"arch": ..., "graph": ..., "images": ..., "nor
     "input_tensor": ..., "logits_tensor": ..., "backend": ..., "device": ..., "batch_size": ...,
     "threads": ..., "weights": ..., "out": ...}'
 
-`backend` is torch (batch norms folded, the default), torch-graph-order (fold_bn=false), tf, or
-onnxruntime (the graph converted to ONNX by tf2onnx beforehand, `onnx`); `limit` times the first images
-only. The
+`backend` is torch (batch norms folded, the default), torch-graph-order (fold_bn=false), tf,
+onnxruntime (the graph converted to ONNX by tf2onnx beforehand, `onnx`) or onnxruntime-export (the
+converted model exported by torch.onnx, as `backend=onnxruntime` runs it); `limit` times the first
+images only. The
 torch model comes from the weight cache `weights` (converted beforehand), so TensorFlow is never
 imported into a torch measurement (importing it slows PyTorch's CPU kernels). Prints one JSON
 line: images/s of the timed pass after one warm-up batch; the logits are saved to `out`.
@@ -37,11 +38,22 @@ def timed_pass(arch: str, graph: str, images: str, normalization: str, input_ten
     ckpt = open_checkpoint(Path(graph))
     if limit:
         images = images[:limit]
-    if backend == "onnxruntime":  # the graph as MLPerf's ONNX (converted beforehand) in ONNX Runtime
+    if backend in ("onnxruntime", "onnxruntime-export"):
         from ..onnx_graph import OnnxGraph
         from ..ort_backend import OrtModel
 
-        model = OrtModel(OnnxGraph.from_file(Path(onnx)), threads)
+        if backend == "onnxruntime":  # the graph as MLPerf's ONNX (converted beforehand)
+            graph_onnx = OnnxGraph.from_file(Path(onnx))
+        else:  # the harness's converted model exported by torch.onnx, as backend=onnxruntime runs it
+            from ..convert import load_converted
+            from ..layers import fold_batch_norms
+            from ..onnx_export import export_onnx
+
+            converted, info = load_converted(arch, ckpt, None, Path(weights))
+            if info["converted"]:
+                raise RuntimeError(f"{weights}: no converted weights; convert before timing")
+            graph_onnx = export_onnx(fold_batch_norms(converted), images.shape[1], graph)
+        model = OrtModel(graph_onnx, threads)
 
         def run(x):
             return graph_logits(model, x, normalize, batch_size, False, "onnxruntime")

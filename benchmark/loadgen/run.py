@@ -62,7 +62,7 @@ def make_backend(cfg: DictConfig, s: Setup):
         from ..ort_backend import OrtModel
 
         try:
-            return GraphBackend(OrtModel(s.graph, s.threads, str(s.device)), s.normalize)
+            return GraphBackend(OrtModel(s.onnx, s.threads, str(s.device)), s.normalize)
         except RuntimeError as e:
             raise ConfigError(str(e)) from e
     from ..tf_backend import TFGraphModel
