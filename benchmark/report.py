@@ -86,6 +86,7 @@ def run_facts(cfg: DictConfig, s) -> dict:
         "device": str(s.device),
         "batch_size": s.batch_size,
         "fold_bn": bool(cfg.fold_bn) if cfg.backend == "torch" else None,
+        "cpu_fusion": s.cpu_fusion if cfg.backend == "torch" else None,
         "threads": s.threads,
         "dataset": {"root": str(inputs.dataset.root), "layout": inputs.dataset.layout,
                     "labels_from": inputs.dataset.labels_from,

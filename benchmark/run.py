@@ -146,6 +146,7 @@ class Setup:
     names: list[str]
     timing: dict  # seconds per stage: checkpoint_s, convert_s, cache_s, then the evaluation's
     onnx: object | None = None  # the OnnxGraph ONNX Runtime runs: the checkpoint, or the converted model
+    cpu_fusion: bool = False  # the torch model runs with oneDNN-fused convolutions (CPU, batch norms folded)
 
 
 BACKENDS = ("torch", "tf", "onnxruntime")
@@ -244,6 +245,9 @@ def setup(cfg: DictConfig) -> Setup:
         device = "cpu"
         graph_size = graph_input(graph)[1]
     batch_size = cfg.batch_size or evaluate.default_batch_size(device)
+    from . import cpu_fusion
+
+    fused = model is not None and device.type == "cpu" and bool(cfg.fold_bn and cfg.cpu_fusion) and cpu_fusion.available()
     clock = time.perf_counter()
     inputs = prepare(cfg, graph_size, ckpt.source)
     cache = build_cache(cfg, inputs)
@@ -256,7 +260,7 @@ def setup(cfg: DictConfig) -> Setup:
     return Setup(ckpt, graph, model, conversion, device, threads, batch_size, inputs, cache,
                  Normalizer(cfg.model.normalization), readable, images,
                  np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing,
-                 onnx)
+                 onnx, fused)
 
 
 def ort_logits(cfg: DictConfig, s: Setup, timing: dict | None = None) -> np.ndarray:
@@ -276,7 +280,7 @@ def backend_logits(cfg: DictConfig, s: Setup) -> np.ndarray:
 
     if s.model is not None:
         return evaluate.torch_logits(s.model, s.images, s.normalize, s.device, s.batch_size, cfg.progress,
-                                     s.timing)
+                                     s.timing, s.cpu_fusion)
     if cfg.backend == "onnxruntime":
         return ort_logits(cfg, s, s.timing)
     return tf_logits(cfg, s.graph, s.inputs.image_size, s.images, s.normalize, s.threads, s.batch_size, s.timing)

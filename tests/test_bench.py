@@ -19,15 +19,15 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     assert "| 24/24 |" in report  # torch and TF agree on every image
     rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| mobilenet_v1 (")]
     by = {(r[1], r[3]): r for r in rows}  # (backend, batch)
-    for backend in ("torch (fold_bn=true, default)", "TensorFlow", "ONNX Runtime (tf2onnx of the graph)"):
+    for backend in ("torch (fold_bn=true, cpu_fusion=true: default)", "TensorFlow", "ONNX Runtime (tf2onnx of the graph)"):
         assert by[(backend, "1")][9] == "8/8"  # agreement with TF
         if backend != "ONNX Runtime (tf2onnx of the graph)":  # the real 2017 graph fixes its batch to 1
             assert by[(backend, "16")][9] == "24/24"
     assert ("ONNX Runtime (tf2onnx of the graph)", "16") not in by and "its graph fixes the batch to 1" in report
     exported = "ONNX Runtime (the converted model by torch.onnx: backend=onnxruntime)"  # its batch is free
     assert by[(exported, "16")][9] == "24/24" and by[(exported, "1")][9] == "8/8"
-    ratio = float(by[("torch (fold_bn=true, default)", "1")][6].rstrip("x"))  # torch against ORT at batch 1
-    assert abs(ratio - float(by[("torch (fold_bn=true, default)", "1")][4]) /
+    ratio = float(by[("torch (fold_bn=true, cpu_fusion=true: default)", "1")][6].rstrip("x"))  # torch against ORT at batch 1
+    assert abs(ratio - float(by[("torch (fold_bn=true, cpu_fusion=true: default)", "1")][4]) /
                float(by[("ONNX Runtime (tf2onnx of the graph)", "1")][4])) < 0.02
     (row,) = [line for line in report.splitlines() if line.startswith("| mobilenet_v1 | ") and line.endswith("x |")]
     through, direct, ratio = (float(cell.rstrip("x")) for cell in row.strip("| ").split(" | ")[1:])

@@ -149,7 +149,8 @@ def model_config(arch: str):
     return conf.load("model", arch)
 
 
-BACKENDS = {"torch": "torch (fold_bn=true, default)", "torch-graph-order": "torch (fold_bn=false)",
+BACKENDS = {"torch": "torch (fold_bn=true, cpu_fusion=true: default)", "torch-eager": "torch (cpu_fusion=false)",
+            "torch-graph-order": "torch (fold_bn=false)",
             "onnxruntime": "ONNX Runtime (tf2onnx of the graph)",
             "onnxruntime-export": "ONNX Runtime (the converted model by torch.onnx: backend=onnxruntime)",
             "tf": "TensorFlow"}

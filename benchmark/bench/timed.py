@@ -4,7 +4,8 @@ python -m benchmark.bench.timed '{"arch": ..., "graph": ..., "images": ..., "nor
     "input_tensor": ..., "logits_tensor": ..., "backend": ..., "device": ..., "batch_size": ...,
     "threads": ..., "weights": ..., "out": ...}'
 
-`backend` is torch (batch norms folded, the default), torch-graph-order (fold_bn=false), tf,
+`backend` is torch (batch norms folded, convolutions fused on CPU: the default), torch-eager
+(folded, cpu_fusion=false), torch-graph-order (fold_bn=false), tf,
 onnxruntime (the graph converted to ONNX by tf2onnx beforehand, `onnx`) or onnxruntime-export (the
 converted model exported by torch.onnx, as `backend=onnxruntime` runs it); `limit` times the first
 images only. The
@@ -29,7 +30,7 @@ def timed_pass(arch: str, graph: str, images: str, normalization: str, input_ten
     import torch
 
     from ..checkpoint import open_checkpoint
-    from ..evaluate import graph_logits, torch_logits
+    from ..evaluate import graph_logits
     from ..normalize import Normalizer
 
     torch.set_num_threads(threads)
@@ -66,18 +67,20 @@ def timed_pass(arch: str, graph: str, images: str, normalization: str, input_ten
 
         def run(x):
             return graph_logits(model, x, normalize, batch_size, False)
-    else:
+    else:  # torch (fused on CPU), torch-eager (folded, not fused), torch-graph-order
         from ..convert import load_converted
+        from ..evaluate import TorchPredictor, predictor_logits
         from ..layers import fold_batch_norms
 
         model, info = load_converted(arch, ckpt, None, Path(weights))
         if info["converted"]:
             raise RuntimeError(f"{weights}: no converted weights; convert before timing")
-        if backend == "torch":
+        if backend != "torch-graph-order":
             fold_batch_norms(model)
+        predict = TorchPredictor(model, normalize, torch.device(device), fuse=backend == "torch")
 
         def run(x):
-            out = torch_logits(model, x, normalize, torch.device(device), batch_size, False)
+            out = predictor_logits(predict, x, batch_size, False)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             return out
@@ -98,7 +101,7 @@ def loadgen_overhead(arch: str, graph: str, images: str, normalization: str, bat
 
     from ..checkpoint import open_checkpoint
     from ..convert import load_converted
-    from ..evaluate import TorchPredictor, torch_logits
+    from ..evaluate import TorchPredictor, predictor_logits
     from ..layers import fold_batch_norms
     from ..loadgen.settings import read_detail_log
     from ..loadgen.sut import SampleLibrary, SystemUnderTest, TorchBackend
@@ -109,17 +112,18 @@ def loadgen_overhead(arch: str, graph: str, images: str, normalization: str, bat
     n, normalize = len(crops), Normalizer(normalization)
     model, _ = load_converted(arch, open_checkpoint(Path(graph)), None, Path(weights))
     fold_batch_norms(model)
-    backend = TorchBackend(TorchPredictor(model, normalize, torch.device("cpu")))
+    predict = TorchPredictor(model, normalize, torch.device("cpu"), fuse=True)  # as python -m benchmark runs
+    backend = TorchBackend(predict)
     library = SampleLibrary(crops, np.arange(n), backend)
 
     def failed(error):
         raise SystemExit(f"the SUT failed: {error!r}")
 
     best = {"direct_ips": 0.0, "loadgen_ips": 0.0}
-    torch_logits(model, crops[:batch_size], normalize, torch.device("cpu"), batch_size, False)  # warm-up
+    predictor_logits(predict, crops[:batch_size], batch_size, False)  # warm-up
     for r in range(repeats):
         start = time.perf_counter()
-        torch_logits(model, crops, normalize, torch.device("cpu"), batch_size, False)
+        predictor_logits(predict, crops, batch_size, False)
         best["direct_ips"] = max(best["direct_ips"], n / (time.perf_counter() - start))
 
         sut = SystemUnderTest(lgm, library, backend, batch_size, 1, False, failed)

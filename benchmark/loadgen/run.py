@@ -57,7 +57,7 @@ def make_backend(cfg: DictConfig, s: Setup):
     if s.model is not None:
         from ..evaluate import TorchPredictor
 
-        return TorchBackend(TorchPredictor(s.model, s.normalize, s.device))
+        return TorchBackend(TorchPredictor(s.model, s.normalize, s.device, s.cpu_fusion))
     if cfg.backend == "onnxruntime":
         from ..ort_backend import OrtModel
 
