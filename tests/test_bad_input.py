@@ -319,15 +319,29 @@ def test_bad_checkpoints_fail_before_any_work(tmp_path, fixture_graphs, mixed_da
         tf.reduce_mean(x, axis=[1, 2], name="other_net/Mean")
     other = tmp_path / "other_architecture.pb"
     other.write_bytes(g.as_graph_def().SerializeToString())
-    for path, model, message in ((truncated, "mobilenet_v1", "truncated.pb"),
-                                 (other, "mobilenet_v1", "other_architecture.pb: node 'other_net/Mean'.*model=mobilenet_v1"),
-                                 (fixture_graphs(0.25, 128, read_identities=False), "resnet50",
-                                  r"node 'MobilenetV1/.*model=resnet50")):
+    import re
+
+    from hydra import compose, initialize_config_module
+
+    from benchmark.errors import USER_ERRORS
+    from benchmark.run import run as benchmark_run
+
+    cases = ((truncated, "mobilenet_v1", "truncated.pb"),
+             (other, "mobilenet_v1", "other_architecture.pb: node 'other_net/Mean'.*model=mobilenet_v1"),
+             (fixture_graphs(0.25, 128, read_identities=False), "resnet50", r"node 'MobilenetV1/.*model=resnet50"))
+    for i, (path, model, message) in enumerate(cases):
         cache = tmp_path / f"cache-{path.stem}-{model}"
-        proc = run_cli("benchmark", f"model={model}", f"model.checkpoint={path}",
-                       f"dataset.root={mixed_dataset}", "dataset.on_error=skip", f"cache_dir={cache}",
-                       cwd=tmp_path)
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        import re
-        assert re.search(message, proc.stderr), proc.stderr[-2000:]
+        overrides = [f"model={model}", f"model.checkpoint={path}", f"dataset.root={mixed_dataset}",
+                     "dataset.on_error=skip", f"cache_dir={cache}"]
+        if i == 0:  # from the command line: status 2 and the message (the others in-process: the same path)
+            proc = run_cli("benchmark", *overrides, cwd=tmp_path)
+            assert proc.returncode == 2, proc.stderr[-2000:]
+            error = proc.stderr
+        else:
+            with initialize_config_module("benchmark.conf", version_base="1.3"):
+                cfg = compose("config", overrides=["progress=false", *overrides])
+            with pytest.raises(USER_ERRORS) as raised:
+                benchmark_run(cfg)
+            error = str(raised.value)
+        assert re.search(message, error), error[-2000:]
         assert not (cache / "crops").exists()  # nothing was preprocessed
