@@ -84,3 +84,17 @@ def test_runs_record_fusion(fixture_graphs, tmp_path):
         results[name] = benchmark_run(cfg)
     assert [r["cpu_fusion"] for r in results.values()] == [True, False, False]
     assert results["fused"]["predictions"] == results["eager"]["predictions"] == results["graph_order"]["predictions"]
+
+
+def test_cuda_bench_random_models_have_mlperfs_structure(fixture_graphs, resnet_graphs):
+    """`benchmark.bench.cuda`'s ARCH=random (for timing where the weights cannot travel): the folded
+    structure of MLPerf's MobileNet-v1 1.0/224 and ResNet-50, parameter for parameter."""
+    from benchmark.bench.cuda import random_model
+
+    for arch, pb in (("mobilenet_v1", fixture_graphs(1.0, 224, read_identities=False)), ("resnet50", resnet_graphs())):
+        converted = torch_model(pb, arch)
+        model = random_model(arch)
+        assert {k: v.shape for k, v in model.state_dict().items()} == \
+            {k: v.shape for k, v in converted.state_dict().items()}
+        with torch.inference_mode():
+            assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1001)

@@ -93,7 +93,8 @@ def test_mobilenet_onnx_is_the_graphs_model(fixture_graphs, onnx_dir, opset, nch
 SMALL_RESNET = {"width": 16, "depth": (1, 2, 1, 1)}  # MLPerf's structure, narrower and shallower: quick
 
 
-@pytest.mark.parametrize("opset,nchw,small", [(11, True, False), (8, False, True)])
+# The full structure's conversion (~15 s) runs with the slow tests: the quick pass has the small one.
+@pytest.mark.parametrize("opset,nchw,small", [pytest.param(11, True, False, marks=pytest.mark.slow), (8, False, True)])
 def test_resnet_onnx_is_the_graphs_model(resnet_graphs, onnx_dir, opset, nchw, small):
     pb = resnet_graphs(**SMALL_RESNET) if small else resnet_graphs()
     path = to_onnx(pb, "resnet50", opset, nchw, onnx_dir)

@@ -511,12 +511,17 @@ def main(argv: list[str] | None = None) -> int:
     lines[lines.index("CORES")] = (f"- effective parallel cores (a CPU-bound probe in one process per visible core "
                                    f"against one alone): {cores_before:.2f} before the runs, {cores_after:.2f} "
                                    f"after")
+    write_report(lines, args.out)
+    return 0
+
+
+def write_report(lines: list[str], out: Path | None) -> None:
+    """The report on stdout, and as Markdown at `out` when given."""
     report = "\n".join(lines)
     print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report + "\n")
-    return 0
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report + "\n")
 
 
 if __name__ == "__main__":

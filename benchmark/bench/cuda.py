@@ -127,11 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             model.cpu()
     lines += ["", "CUDA images/s: the evaluation loop as `python -m benchmark device=cuda` runs it (uint8 crops to "
               "the GPU, normalised there, logits back to the host per batch), crops read from the cache in memory."]
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report + "\n")
+    bench.write_report(lines, args.out)
     return 0
 
 
