@@ -140,7 +140,8 @@ class TorchPredictor:
                 from .cpu_fusion import fuse_for_cpu
 
                 self.fused = fuse_for_cpu(self.model, x.shape[-1])
-            return (self.fused or self.model)(x).float().cpu().numpy()
+            model = self.fused if self.fused is not None else self.model
+            return model(x).float().cpu().numpy()
 
 
 def torch_logits(model: torch.nn.Module, images: np.ndarray, normalize: Normalizer, device: torch.device,
