@@ -227,25 +227,19 @@ def graph_flops(model, x) -> int:
     return counter.get_total_flops() - counted.get(torch.ops.aten.convolution, 0) + sum(convs)
 
 
+def installed(*modules: str) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 def onnx_baseline(arch: str, graph_path: Path, workdir: Path) -> Path | None:
     """The graph as MLPerf's ONNX (tf2onnx), or None where ONNX Runtime or tf2onnx is not installed."""
-    try:
-        import onnxruntime  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError:
+    if not installed("onnxruntime", "tf2onnx"):
         return None
     from .onnx_model import mlperf_onnx
 
     return mlperf_onnx(graph_path, arch, workdir / f"{arch}.onnx")
-
-
-def has_ort() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, repeats: int,
@@ -266,7 +260,7 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
     converted, _ = load_converted(arch, open_checkpoint(graph_path), None, weights)  # once, outside the timing
     flops = graph_flops(converted, torch.zeros(1, 3, *np.load(images_path, mmap_mode="r").shape[1:3]))
     onnx = onnx_baseline(arch, graph_path, workdir)  # converted once, outside the timing
-    backends = [b for b in BACKENDS if (b != "onnxruntime" or onnx) and (b != "onnxruntime-export" or has_ort())]
+    backends = [b for b in BACKENDS if (b != "onnxruntime" or onnx) and (b != "onnxruntime-export" or installed("onnx", "onnxruntime"))]
     # A graph fixed to batch 1 (TF-slim's 2017 graphs; tf2onnx keeps the 1 in its reshapes) runs in
     # ONNX Runtime one image at a time: no row at the batch size then, only at batch 1.
     fixed_batch = onnx is not None and OnnxGraph.from_file(onnx).inputs[0].type.tensor_type.shape.dim[0].dim_value
