@@ -128,43 +128,39 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="compare")
 def main(cfg: DictConfig) -> None:
+    from preprocessing.errors import exit_on_user_error
+
+    exit_on_user_error(lambda: compare(cfg))
+
+
+def compare(cfg: DictConfig) -> dict:
     from omegaconf import open_dict
 
-    from .convert import load_converted, read_graph
-    from .errors import USER_ERRORS
-    from .normalize import Normalizer
-    from .run import build_cache, cache_dir, model_checkpoint, prepare
+    from benchmark import runtimes
+    from benchmark.run import model_source
+    from preprocessing.stage import build_cache, prepare
 
-    try:
-        ckpt = model_checkpoint(cfg)
-        graph = read_graph(ckpt)  # an ONNX model's tensors come from ONNX Runtime, a graph's from TF
-        model, _ = load_converted(cfg.model.arch, ckpt, graph, cache_dir(cfg))
-        inputs = prepare(cfg, model.spec.image_size, ckpt.source)
-        normalize = Normalizer(cfg.model.normalization)
-        tf_crops = np.asarray(build_cache(cfg, inputs).images)
-        torch_crops = tf_crops
-        if cfg.compare_preprocess:
-            other = cfg.copy()
-            with open_dict(other):
-                other.preprocess = _preprocess_config(cfg.compare_preprocess, cfg)
-            torch_crops = np.asarray(build_cache(other, prepare(other, model.spec.image_size, ckpt.source)).images)
-        if ckpt.is_onnx:
-            from .ort_backend import OrtModel
-
-            tf_model = OrtModel(graph, cfg.threads)
-        else:
-            from .tf_backend import TFGraphModel
-
-            tf_model = TFGraphModel(graph, cfg.model.input_tensor, cfg.model.logits_tensor, inputs.image_size,
-                                    optimize=False)
-        report = compare_layers(model, model.spec.taps, tf_model, normalize(torch_crops), normalize(tf_crops))
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    report.update({"model": cfg.model.name, "checkpoint": str(ckpt.path), "images": len(tf_crops),
-                   "reference": "onnxruntime" if ckpt.is_onnx else "tf",
+    source = model_source(cfg)
+    # An ONNX model's tensors come from ONNX Runtime, a frozen graph's from TensorFlow (Grappler off:
+    # an intermediate tensor of the rewritten graph need not be the graph's own).
+    reference = runtimes.create("onnxruntime" if source.ckpt.is_onnx else "tf", source,
+                                runtimes.Options(threads=cfg.threads, role="reference", optimize=False))
+    model = source.torch_model(fold_bn=False)  # each layer as the graph has it (an ONNX model: folded)
+    inputs = prepare(cfg, reference.image_size)
+    normalize = source.normalize
+    tf_crops = np.asarray(build_cache(cfg, inputs).images)
+    torch_crops = tf_crops
+    if cfg.compare_preprocess:
+        other = cfg.copy()
+        with open_dict(other):
+            other.preprocess = _preprocess_config(cfg.compare_preprocess, cfg)
+        torch_crops = np.asarray(build_cache(other, prepare(other, reference.image_size)).images)
+    report = compare_layers(model, model.spec.taps, reference, normalize(torch_crops), normalize(tf_crops))
+    reference.close()
+    report.update({"model": cfg.model.name, "checkpoint": str(source.ckpt.path), "images": len(tf_crops),
+                   "reference": reference.name,
                    "preprocess": inputs.settings.to_dict(), "compare_preprocess": cfg.compare_preprocess})
     path = Path(cfg.compare_file) if cfg.compare_file else \
         Path("results/compare") / f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}.json"
@@ -173,14 +169,15 @@ def main(cfg: DictConfig) -> None:
     plot(report, path.with_suffix(".png"))
     print(format_report(report))
     print(f"report: {path} and {path.with_suffix('.png')}", file=sys.stderr)
+    return report
 
 
 def _preprocess_config(name: str, cfg: DictConfig) -> DictConfig:
     """The preprocess config <name>, resolved against this run's model."""
     from omegaconf import OmegaConf
 
-    from . import conf
-    from .errors import ConfigError
+    from benchmark import conf
+    from preprocessing.errors import ConfigError
 
     try:
         preprocess = conf.load("preprocess", name)

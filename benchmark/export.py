@@ -9,8 +9,6 @@ dict that loads into stock `torchvision.models.resnet50()`. Loading never unpick
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -18,8 +16,9 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import save_file
 
-from .checkpoint import Checkpoint
-from .convert import CONVERTER_VERSION, EXPORT_FORMAT, load_exported  # noqa: F401  (load_exported: public here too)
+from benchmark.convert import CONVERTER_VERSION, EXPORT_FORMAT, load_exported  # noqa: F401  (load_exported: public here too)
+from benchmark.formats.checkpoint import Checkpoint
+from preprocessing.files import write_atomically
 
 CLASSES = "1001 outputs: index 0 is background, index k is ImageNet class k-1 (sorted synsets)"
 
@@ -33,8 +32,8 @@ def export(model: torch.nn.Module, arch: str, ckpt: Checkpoint, out: Path, extra
             "checkpoint_sha256": ckpt.sha256, "converter_version": str(CONVERTER_VERSION),
             "classes": CLASSES, **{k: str(v) for k, v in extra.items()}}
     written = [out, out.with_suffix(".pt")]
-    _atomic(out, lambda tmp: save_file(state, str(tmp), metadata=meta))
-    _atomic(written[1], lambda tmp: torch.save({"state_dict": state, "metadata": meta}, tmp))
+    write_atomically(out, lambda tmp: save_file(state, str(tmp), metadata=meta))
+    write_atomically(written[1], lambda tmp: torch.save({"state_dict": state, "metadata": meta}, tmp))
     return written
 
 
@@ -51,39 +50,34 @@ def torchvision_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-@hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    from .convert import load_converted
-    from .errors import USER_ERRORS, ConfigError
-    from .run import cache_dir, model_checkpoint
+    from preprocessing.errors import exit_on_user_error
 
-    try:
-        if not cfg.out:
-            raise ConfigError("out is not set: out=/path/to/model.safetensors")
-        out = Path(cfg.out).expanduser()
-        if out.suffix != ".safetensors":
-            raise ConfigError(f"out={out}: expected a .safetensors path")
-        ckpt = model_checkpoint(cfg)
-        model, _ = load_converted(cfg.model.arch, ckpt, None, cache_dir(cfg))
-        written = export(model, cfg.model.arch, ckpt, out,
-                         {"model": cfg.model.name, "normalization": cfg.model.normalization})
-        if cfg.torchvision:
-            if cfg.model.arch != "resnet50":
-                raise ConfigError("torchvision=true is for model=resnet50")
-            tv = out.with_suffix(".torchvision.pth")
-            _atomic(tv, lambda tmp: torch.save(torchvision_state_dict(model), tmp))
-            written.append(tv)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    for path in written:
+    for path in exit_on_user_error(lambda: export_command(cfg)):
         print(path)
+
+
+def export_command(cfg: DictConfig) -> list[Path]:
+    from benchmark.run import model_source
+    from preprocessing.errors import ConfigError
+
+    if not cfg.out:
+        raise ConfigError("out is not set: out=/path/to/model.safetensors")
+    out = Path(cfg.out).expanduser()
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"out={out}: expected a .safetensors path")
+    if cfg.torchvision and cfg.model.arch != "resnet50":
+        raise ConfigError("torchvision=true is for model=resnet50")
+    source = model_source(cfg)
+    model = source.torch_model(fold_bn=False)
+    written = export(model, cfg.model.arch, source.ckpt, out,
+                     {"model": cfg.model.name, "normalization": cfg.model.normalization})
+    if cfg.torchvision:
+        tv = out.with_suffix(".torchvision.pth")
+        write_atomically(tv, lambda tmp: torch.save(torchvision_state_dict(model), tmp))
+        written.append(tv)
+    return written
 
 
 if __name__ == "__main__":

@@ -1,168 +1,18 @@
-"""MLPerf's accuracy log scored the way MLPerf's `tools/accuracy-imagenet.py` scores it, and compared
-image by image with a harness run.
-
-python -m benchmark.mlperf_log mlperf_log_accuracy.json [--labels val_map.txt]
+"""python -m benchmark.mlperf_log mlperf_log_accuracy.json [--labels val_map.txt]
     [--dtype float32|int32|int64] [--compare RESULTS_JSON] [--verbose]
 
-LoadGen writes one entry per answered sample: `{"seq_id": n, "qsl_idx": i, "data": "<hex>"}`, the
-data being the bytes the system under test answered with. For ImageNet the first value of the data,
-read as `--dtype`, is the predicted class and `qsl_idx` is the line of `val_map.txt`. As in MLPerf's
-tool, a sample answered more than once counts once (its first entry) and the accuracy is over the
-distinct samples in the log; unlike it, samples the labels list that the log lacks are reported.
-"""
+Scores MLPerf's accuracy log as MLPerf's `tools/accuracy-imagenet.py` does (evaluation/accuracy_log.py)
+and, with --compare, lists the images where a harness run answered otherwise."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from preprocessing.dataset import DatasetError
-
-DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
-
-
-class LogError(ValueError):
-    """An accuracy log, labels list or results file that cannot be scored."""
-
-
-def read_labels(path: Path) -> list[tuple[str, int]]:
-    """MLPerf's val_map.txt format: `<file> <label>` per line, the line number being the sample index."""
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise LogError(f"{path}: cannot read the labels list ({e.strerror})") from e
-    labels = []
-    for number, line in enumerate(lines, 1):
-        cols = line.split()
-        if not cols:
-            continue
-        if len(cols) != 2 or not cols[1].lstrip("-").isdigit():
-            raise LogError(f"{path}:{number}: expected '<file> <label>', got {line!r}")
-        labels.append((cols[0], int(cols[1])))
-    if not labels:
-        raise LogError(f"{path}: the labels list is empty")
-    return labels
-
-
-def read_log(path: Path) -> list[dict]:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise LogError(f"{path}: cannot read the accuracy log ({e.strerror})") from e
-    try:
-        entries = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LogError(f"{path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
-                       f"a log cut short by a run that did not finish?") from e
-    if not isinstance(entries, list):
-        raise LogError(f"{path}: expected a JSON list of LoadGen entries, got {type(entries).__name__}")
-    return entries
-
-
-def decode(entry, number: int, dtype: str, count: int, path: Path) -> tuple[int, int]:
-    """(qsl_idx, answer) of one entry: the first value of its data, as MLPerf's tool reads it."""
-    where = f"{path}: entry {number}"
-    if not isinstance(entry, dict) or "qsl_idx" not in entry or "data" not in entry:
-        raise LogError(f"{where}: expected an object with 'qsl_idx' and 'data', got {str(entry)[:80]}")
-    idx, data = entry["qsl_idx"], entry["data"]
-    if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < count:
-        raise LogError(f"{where}: qsl_idx {idx!r} is not a line of the labels list (0..{count - 1})")
-    try:
-        raw = bytes.fromhex(data)
-    except (TypeError, ValueError) as e:
-        raise LogError(f"{where} (qsl_idx {idx}): data {str(data)[:40]!r} is not hex") from e
-    size = np.dtype(DTYPES[dtype]).itemsize
-    if len(raw) < size or len(raw) % size:
-        raise LogError(f"{where} (qsl_idx {idx}): {len(raw)} bytes of data are not whole {dtype} values")
-    value = np.frombuffer(raw, DTYPES[dtype])[0]
-    if not math.isfinite(value):
-        raise LogError(f"{where} (qsl_idx {idx}): the answer is {value}, not a class")
-    return idx, int(value)  # int() truncates, as in MLPerf's tool
-
-
-@dataclass
-class LogScore:
-    good: int
-    answers: dict[int, int]  # sample index -> answer (its first entry)
-    entries: int
-    conflicting: list[int] = field(default_factory=list)  # answered again, differently
-    missing: list[int] = field(default_factory=list)  # listed in the labels, not in the log
-
-    @property
-    def total(self) -> int:
-        return len(self.answers)
-
-    @property
-    def duplicates(self) -> int:
-        return self.entries - len(self.answers)
-
-    @property
-    def top1(self) -> float:
-        return 100.0 * self.good / self.total
-
-    def mlperf_line(self) -> str:
-        return f"accuracy={self.top1:.3f}%, good={self.good}, total={self.total}"
-
-
-def score(entries: list, labels: list[tuple[str, int]], dtype: str = "float32",
-          path: Path = Path("mlperf_log_accuracy.json")) -> LogScore:
-    if dtype not in DTYPES:
-        raise LogError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    if not entries:
-        raise LogError(f"{path}: the log has no entries (a performance-mode log, or no sample answered)")
-    answers: dict[int, int] = {}
-    conflicting = set()
-    for number, entry in enumerate(entries):
-        idx, answer = decode(entry, number, dtype, len(labels), path)
-        if idx not in answers:
-            answers[idx] = answer
-        elif answers[idx] != answer:
-            conflicting.add(idx)
-    good = sum(answer == labels[idx][1] for idx, answer in answers.items())
-    missing = [i for i in range(len(labels)) if i not in answers]
-    return LogScore(good, answers, len(entries), sorted(conflicting), missing)
-
-
-def score_file(log: Path, labels_file: Path, dtype: str = "float32") -> LogScore:
-    return score(read_log(log), read_labels(labels_file), dtype, Path(log))
-
-
-def compare_with_run(log_score: LogScore, labels: list[tuple[str, int]], results: dict,
-                     results_path: Path = Path("results.json")) -> dict:
-    """The log's answers against a harness run's predictions, image by image (matched by file name)."""
-    if "images" not in results or "predictions" not in results:
-        raise LogError(f"{results_path}: no 'images' and 'predictions' (not a harness results file, or one "
-                       f"written before runs listed their images: run it again)")
-    run = {name: p for name, p in zip(results["images"], results["predictions"]) if p is not None}
-    rows = {"log_wrong_run_right": [], "log_right_run_wrong": [], "both_wrong_differently": []}
-    not_in_run = []
-    for idx, answer in sorted(log_score.answers.items()):
-        name, label = labels[idx]
-        if name not in run:
-            not_in_run.append(name)
-            continue
-        theirs = run[name]
-        row = {"image": name, "label": label, "log": answer, "run": theirs}
-        if answer != label and theirs == label:
-            rows["log_wrong_run_right"].append(row)
-        elif answer == label and theirs != label:
-            rows["log_right_run_wrong"].append(row)
-        elif answer != theirs:
-            rows["both_wrong_differently"].append(row)
-    in_log = {labels[idx][0] for idx in log_score.answers}
-    compared = len(log_score.answers) - len(not_in_run)
-    return {**rows, "compared": compared,
-            "same_answer": compared - sum(len(r) for r in rows.values()),
-            "in_log_not_in_run": not_in_run,
-            "in_run_not_in_log": sorted(set(run) - in_log)}
+from benchmark.evaluation.accuracy_log import DTYPES, LogError, compare_with_run, read_labels, read_log, score
+from preprocessing.errors import UserError
 
 
 def _names(indices: list[int], labels, limit: int | None) -> str:
@@ -171,7 +21,7 @@ def _names(indices: list[int], labels, limit: int | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.mlperf_log", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmark.mlperf_log", description="Scores MLPerf's accuracy log as MLPerf's accuracy-imagenet.py does.")
     parser.add_argument("log", type=Path, help="mlperf_log_accuracy.json")
     parser.add_argument("--labels", type=Path, help="val_map.txt whose lines the log's qsl_idx index "
                         "(default: val_map.txt beside the log, as a harness run writes it; else MLPerf's "
@@ -210,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, json.JSONDecodeError) as e:
                 raise LogError(f"{args.compare}: cannot read the results file ({e})") from e
             print_comparison(compare_with_run(result, labels, results, args.compare), args.compare, limit)
-    except (LogError, DatasetError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -13,12 +13,14 @@ import json
 import sys
 from pathlib import Path
 
+from preprocessing.errors import UserError
+
 COLUMNS = ["model", "checkpoint", "image_size", "pipeline", "decoder", "resize", "interpolation",
            "antialias", "crop_percent", "crop_rounding", "backend", "device", "top1", "top5", "good",
            "total", "opencv", "pillow", "torch", "file"]
 
 
-class TableError(ValueError):
+class TableError(UserError, ValueError):
     pass
 
 

@@ -26,14 +26,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .dataset import Dataset
-from .pipelines import ImageError, PipelineSettings, crop
+from preprocessing.dataset import Dataset
+from preprocessing.errors import UserError
+from preprocessing.files import write_text_atomically
+from preprocessing.pipelines import ImageError, PipelineSettings, crop
 
 CACHE_FORMAT = 3
 CHUNK = 32  # images per worker task
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     pass
 
 
@@ -157,9 +159,7 @@ def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
         "versions": {**settings.versions(), "numpy": np.__version__, "python": platform.python_version()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = folder / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest))
-    os.replace(tmp, folder / "manifest.json")  # last, atomically: marks the cache complete
+    write_text_atomically(folder / "manifest.json", json.dumps(manifest))  # last: marks the cache complete
 
 
 def _stale_reason(manifest: dict, dataset: Dataset, verify: str) -> str | None:

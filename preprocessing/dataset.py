@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
 
-from .pipelines import ImageError, read_file
+from preprocessing.errors import UserError
+from preprocessing.pipelines import ImageError, read_file
 
 NUM_CLASSES = 1000
 VALIDATION_IMAGES = 50_000
@@ -37,7 +38,7 @@ SHIPPED_SHA256 = {"val_map.txt": "4138c0cd92d2dffea9353a9339c9f352361b7c6c267d2f
                   "synsets.txt": "acf75ef0abe89694b19056e0796401068b459c457baa30335f240c7692857355"}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A labels file, image folder or archive that cannot be used; the message names the file."""
 
 

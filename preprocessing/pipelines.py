@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .tf_import import import_tensorflow
+from preprocessing.errors import UserError
+from preprocessing.tf_import import import_tensorflow
 
 INTERPOLATIONS = ("nearest", "linear", "area", "cubic", "lanczos")
 CV2_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
@@ -28,7 +29,7 @@ DECODERS = ("opencv", "pil", "tf")
 RESIZERS = ("opencv", "pil", "torchvision", "tf")
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image that cannot be decoded; the message names the file."""
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, validation_images
+from tests.helpers import REPO, validation_images
 
 # What a build may not take along from a working checkout.
 NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build", "dist", "outputs",
@@ -34,7 +34,7 @@ def test_wheel_holds_the_packages_configs_and_labels_only(wheel):
     assert "benchmark/conf/config.yaml" in names and "benchmark/conf/model/resnet50.yaml" in names
     assert "benchmark/conf/hydra/launcher/slurm.yaml" in names
     assert "preprocessing/labels/val_map.txt" in names and "preprocessing/labels/synsets.txt" in names
-    assert "benchmark/fixtures.py" in names and "benchmark/bench/__main__.py" in names
+    assert "benchmark/testing/graphs.py" in names and "benchmark/bench/__main__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "conf/", "results/"))]
     sources = [zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith(".py")]
     assert not [s for s in sources if "../shared" in s or '"tests"' in s or "'tests'" in s]
@@ -68,7 +68,7 @@ def test_installed_wheel_runs_from_any_directory(wheel, fixture_graphs, tmp_path
     graph = fixture_graphs(0.25, 128, read_identities=False)
     common = [f"model.checkpoint={graph}", f"dataset.root={images}", f"cache_dir={tmp_path / 'cache'}", "progress=false"]
 
-    built = run("-m", "preprocessing", *common)
+    built = run("-m", "preprocessing", *common, "model.image_size=128")  # it reads images, not the model
     assert (Path(built.stdout.split()[-1]) / "manifest.json").is_file()
     first = run("-m", "benchmark", *common)
     assert first.stdout.startswith("accuracy=") and "total=6" in first.stdout.splitlines()[0]

@@ -27,12 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.bench.timed import KINDS
+
 
 def machine() -> list[str]:
     import cv2
     import torch
 
-    from ..report import _distribution_version
+    from benchmark.evaluation.report import _distribution_version
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
@@ -70,9 +72,9 @@ def effective_cores() -> float:
 STARTUP = {
     "python -m preprocessing (OpenCV or Pillow pipeline)": "import preprocessing.__main__, benchmark.run, preprocessing.cache",
     "python -m benchmark.mlperf_log": "import benchmark.mlperf_log",
-    "python -m benchmark (torch backend)": "import benchmark.__main__, benchmark.run, benchmark.evaluate, benchmark.convert",
-    "python -m benchmark.loadgen (torch backend)": "import benchmark.loadgen.run, benchmark.evaluate, benchmark.convert, mlperf_loadgen",
-    "python -m benchmark backend=tf (or reference=tf)": "import benchmark.run, benchmark.evaluate, benchmark.tf_backend; "
+    "python -m benchmark (torch backend)": "import benchmark.__main__, benchmark.run, benchmark.evaluation.loop, benchmark.convert",
+    "python -m benchmark.loadgen (torch backend)": "import benchmark.loadgen.run, benchmark.evaluation.loop, benchmark.convert, mlperf_loadgen",
+    "python -m benchmark backend=tf (or reference=tf)": "import benchmark.run, benchmark.evaluation.loop, benchmark.runtimes.tf; "
                                                         "from preprocessing.tf_import import import_tensorflow; import_tensorflow()",
 }
 
@@ -80,8 +82,8 @@ STARTUP = {
 def bench_startup(repeats: int = 3) -> list[tuple[str, float]]:
     """Each command's start-up: a fresh interpreter importing what it imports before its first stage
     (median of `repeats` processes)."""
-    import subprocess
     import statistics
+    import subprocess
 
     rows = []
     for name, code in STARTUP.items():
@@ -101,10 +103,9 @@ def bench_cache(dataset, settings, normalization: str, workdir: Path, repeats: i
 
     import cv2
 
+    from benchmark.evaluation.normalize import NORMALIZERS, Normalizer
     from preprocessing.cache import default_workers, open_cache
     from preprocessing.pipelines import CV2_INTERPOLATION, center_crop, resized_size
-
-    from ..normalize import NORMALIZERS, Normalizer
 
     def mlperf_crop(path: str) -> np.ndarray:  # MLPerf's reference pipeline, nothing checked
         img = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
@@ -148,7 +149,7 @@ import sys
 from pathlib import Path
 import cv2, numpy as np
 from preprocessing.pipelines import CV2_INTERPOLATION, center_crop, resized_size
-from benchmark.normalize import NORMALIZERS
+from benchmark.evaluation.normalize import NORMALIZERS
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 cv2.setNumThreads(1)
 for i, line in enumerate((root / "val_map.txt").read_text().splitlines()):
@@ -192,16 +193,12 @@ def bench_cache_end_to_end(dataset, n: int, workdir: Path, repeats: int) -> dict
 
 
 def model_config(arch: str):
-    from .. import conf
+    from benchmark import conf
 
     return conf.load("model", arch)
 
 
-BACKENDS = {"torch": "torch (fold_bn=true, cpu_fusion=true: default)", "torch-eager": "torch (cpu_fusion=false)",
-            "torch-graph-order": "torch (fold_bn=false)",
-            "onnxruntime": "ONNX Runtime (tf2onnx of the graph)",
-            "onnxruntime-export": "ONNX Runtime (the converted model by torch.onnx: backend=onnxruntime)",
-            "tf": "TensorFlow"}
+BACKENDS = {kind: label for kind, (_, _, label) in KINDS.items()}  # the rows, in the report's order
 
 
 def graph_flops(model, x) -> int:
@@ -237,7 +234,7 @@ def onnx_baseline(arch: str, graph_path: Path, workdir: Path) -> Path | None:
     """The graph as MLPerf's ONNX (tf2onnx), or None where ONNX Runtime or tf2onnx is not installed."""
     if not installed("onnxruntime", "tf2onnx"):
         return None
-    from .onnx_model import mlperf_onnx
+    from benchmark.testing.tf2onnx import mlperf_onnx
 
     return mlperf_onnx(graph_path, arch, workdir / f"{arch}.onnx")
 
@@ -251,9 +248,9 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
 
     import torch
 
-    from ..checkpoint import open_checkpoint
-    from ..convert import load_converted
-    from ..onnx_graph import OnnxGraph
+    from benchmark.convert import load_converted
+    from benchmark.formats.checkpoint import open_checkpoint
+    from benchmark.formats.onnx_graph import OnnxGraph
 
     model = model_config(arch)
     weights = workdir / "weights"
@@ -323,14 +320,15 @@ def bench_loadgen(arch: str, graph_path: Path, images_path: Path, batch_size: in
 
 MEMORY_PROBE = """
 import sys, numpy as np, torch
-from benchmark.evaluate import read_batch, torch_logits
-from benchmark.normalize import Normalizer
+from benchmark.evaluation.loop import logits
+from benchmark.evaluation.normalize import Normalizer
+from benchmark.runtimes.pytorch import TorchRuntime
 images = np.load(sys.argv[1], mmap_mode="r")
 model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 1001))
 if sys.argv[2] == "plain":  # the baseline: slicing the memory map, pages kept
-    import benchmark.evaluate as ev
+    import benchmark.evaluation.loop as ev
     ev.read_batch = lambda a, i, j: np.array(a[i:j])
-torch_logits(model, images, Normalizer("mobilenet"), torch.device("cpu"), int(sys.argv[3]), False)
+logits(TorchRuntime(model, Normalizer("mobilenet"), "cpu"), images, int(sys.argv[3]), False)
 # VmHWM is this program's own peak; ru_maxrss would also count the parent it was forked from.
 print(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")))
 """
@@ -340,10 +338,9 @@ def fixture_graph(arch: str, dataset, workdir: Path) -> Path:
     """A frozen graph with the structure and names of MLPerf's graph for `arch` (MobileNet-v1 1.0/224
     or ResNet-50 v1.5) and random weights, batch-norm statistics from 8 of the images: timing needs
     the structure, not trained weights."""
+    from benchmark.evaluation.normalize import Normalizer
+    from benchmark.testing.graphs import build_mobilenet_v1_graph, build_resnet50_graph
     from preprocessing.pipelines import crop, make_settings
-
-    from ..fixtures import build_mobilenet_v1_graph, build_resnet50_graph
-    from ..normalize import Normalizer
 
     model = model_config(arch)
     settings = make_settings("mlperf", 224, model.mlperf_interpolation)

@@ -25,9 +25,9 @@ def random_model(arch: str, seed: int = 0):
     seeded random weights, batch norms folded: for timing, not for accuracy."""
     import torch
 
-    from ..layers import ConvSpec
-    from ..models.mobilenet_v1 import MobileNetV1, MobileNetV1Spec
-    from ..models.resnet50 import BlockSpec, ResNet50, ResNetSpec
+    from benchmark.nn.layers import ConvSpec
+    from benchmark.nn.mobilenet_v1 import MobileNetV1, MobileNetV1Spec
+    from benchmark.nn.resnet50 import BlockSpec, ResNet50, ResNetSpec
 
     def conv(name, cin, cout, k, s, depthwise=False, padding=None):
         return ConvSpec(name, cin, cout, k, s, 1e-3, True, depthwise, padding)
@@ -74,15 +74,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from benchmark.bench import __main__ as bench
+    from benchmark.convert import load_exported
+    from benchmark.evaluation.loop import logits
+    from benchmark.evaluation.normalize import Normalizer
+    from benchmark.evaluation.scoring import score
+    from benchmark.nn.layers import fold_batch_norms
+    from benchmark.runtimes.pytorch import TorchRuntime
     from preprocessing.cache import open_cache
     from preprocessing.dataset import load_dataset
     from preprocessing.pipelines import make_settings
 
-    from ..convert import load_exported
-    from ..evaluate import score, torch_logits
-    from ..layers import fold_batch_norms
-    from ..normalize import Normalizer
-    from . import __main__ as bench
+    def torch_logits(model, images, normalize, device, batch_size):
+        return logits(TorchRuntime(model, normalize, device), images, batch_size, False)
 
     if not torch.cuda.is_available():
         parser.error("PyTorch sees no CUDA device")
@@ -108,15 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             cache = open_cache(dataset, make_settings("mlperf", 224, config.mlperf_interpolation), Path(tmp),
                                progress=False)
             normalize = Normalizer(config.normalization)
-            cpu = torch_logits(model, cache.images, normalize, torch.device("cpu"), 16, False)
-            cuda = torch_logits(model, cache.images, normalize, torch.device("cuda"), args.batch_size, False)
+            cpu = torch_logits(model, cache.images, normalize, "cpu", 16)
+            cuda = torch_logits(model, cache.images, normalize, "cuda", args.batch_size)
             labels = np.asarray(dataset.labels)
             timed = np.resize(np.asarray(cache.images), (args.timed_images, *cache.images.shape[1:]))
             best = 0.0
             for _ in range(args.repeats):
                 torch.cuda.synchronize()
                 start = time.perf_counter()
-                torch_logits(model, timed, normalize, torch.device("cuda"), args.batch_size, False)
+                torch_logits(model, timed, normalize, "cuda", args.batch_size)
                 torch.cuda.synchronize()  # logits come back to the host each batch: already synchronous
                 best = max(best, args.timed_images / (time.perf_counter() - start))
             weights = "random (timing only)" if source == "random" else Path(source).name

@@ -4,14 +4,11 @@ python -m benchmark.bench.timed '{"arch": ..., "graph": ..., "images": ..., "nor
     "input_tensor": ..., "logits_tensor": ..., "backend": ..., "device": ..., "batch_size": ...,
     "threads": ..., "weights": ..., "out": ...}'
 
-`backend` is torch (batch norms folded, convolutions fused on CPU: the default), torch-eager
-(folded, cpu_fusion=false), torch-graph-order (fold_bn=false), tf,
-onnxruntime (the graph converted to ONNX by tf2onnx beforehand, `onnx`) or onnxruntime-export (the
-converted model exported by torch.onnx, as `backend=onnxruntime` runs it); `limit` times the first
-images only. The
-torch model comes from the weight cache `weights` (converted beforehand), so TensorFlow is never
-imported into a torch measurement (importing it slows PyTorch's CPU kernels). Prints one JSON
-line: images/s of the timed pass after one warm-up batch; the logits are saved to `out`.
+`backend` is one of KINDS: torch (batch norms folded, convolutions fused on CPU: the default),
+torch-eager (folded, cpu_fusion=false), torch-graph-order (fold_bn=false), tf, onnxruntime (the graph
+converted to ONNX by tf2onnx beforehand, `onnx`) or onnxruntime-export (the converted model exported
+by torch.onnx, as `backend=onnxruntime` runs it); `limit` times the first images only. Prints one
+JSON line: images/s of the timed pass after one warm-up batch; the logits are saved to `out`.
 """
 
 from __future__ import annotations
@@ -23,72 +20,64 @@ from pathlib import Path
 
 import numpy as np
 
+# The bench's rows: the runtime (runtimes.RUNTIMES) and its options. "onnxruntime" runs the graph
+# converted to ONNX by tf2onnx beforehand (`onnx`), as MLPerf publishes it.
+KINDS = {
+    "torch": ("torch", {}, "torch (fold_bn=true, cpu_fusion=true: default)"),
+    "torch-eager": ("torch", {"cpu_fusion": False}, "torch (cpu_fusion=false)"),
+    "torch-graph-order": ("torch", {"fold_bn": False}, "torch (fold_bn=false)"),
+    "onnxruntime": ("onnxruntime", {}, "ONNX Runtime (tf2onnx of the graph)"),
+    "onnxruntime-export": ("onnxruntime", {}, "ONNX Runtime (the converted model by torch.onnx: backend=onnxruntime)"),
+    "tf": ("tf", {}, "TensorFlow"),
+}
+
+
+def make_runtime(arch: str, graph: str, normalization: str, input_tensor: str, logits_tensor: str, backend: str,
+                 device: str, threads: int, weights: str, onnx: str | None = None):
+    """The runtime of a bench row, as `python -m benchmark backend=...` makes it. PyTorch's model comes
+    from the weight cache `weights` (converted beforehand), so TensorFlow is never imported into a
+    torch measurement (importing it slows PyTorch's CPU kernels)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from benchmark import runtimes
+    from benchmark.formats.checkpoint import open_checkpoint
+    from benchmark.runtimes.source import ModelSource
+
+    torch.set_num_threads(threads)
+    model = OmegaConf.create({"name": arch, "arch": arch, "normalization": normalization, "image_size": None,
+                              "input_tensor": input_tensor, "logits_tensor": logits_tensor})
+    source = ModelSource(open_checkpoint(Path(onnx if backend == "onnxruntime" else graph)), model, Path(weights))
+    name, options, _ = KINDS[backend]
+    runtime = runtimes.create(name, source, runtimes.Options(device=device, threads=threads, **options))
+    if (source.conversion or {}).get("converted"):
+        raise RuntimeError(f"{weights}: no converted weights; convert before timing")
+    return runtime
+
 
 def timed_pass(arch: str, graph: str, images: str, normalization: str, input_tensor: str, logits_tensor: str,
                backend: str, device: str, batch_size: int, threads: int, weights: str, onnx: str | None = None,
                limit: int | None = None) -> tuple[float, np.ndarray]:
-    import torch
+    from benchmark.evaluation.loop import logits
 
-    from ..checkpoint import open_checkpoint
-    from ..evaluate import graph_logits
-    from ..normalize import Normalizer
-
-    torch.set_num_threads(threads)
     images = np.load(images, mmap_mode="r")
-    normalize = Normalizer(normalization)
-    ckpt = open_checkpoint(Path(graph))
     if limit:
         images = images[:limit]
-    if backend in ("onnxruntime", "onnxruntime-export"):
-        from ..onnx_graph import OnnxGraph
-        from ..ort_backend import OrtModel
+    runtime = make_runtime(arch, graph, normalization, input_tensor, logits_tensor, backend, device, threads,
+                           weights, onnx)
 
-        if backend == "onnxruntime":  # the graph as MLPerf's ONNX (converted beforehand)
-            graph_onnx = OnnxGraph.from_file(Path(onnx))
-        else:  # the harness's converted model exported by torch.onnx, as backend=onnxruntime runs it
-            from ..convert import load_converted
-            from ..layers import fold_batch_norms
-            from ..onnx_export import export_onnx
+    def run(x):
+        out = logits(runtime, x, batch_size, False)
+        if device.startswith("cuda"):
+            import torch
 
-            converted, info = load_converted(arch, ckpt, None, Path(weights))
-            if info["converted"]:
-                raise RuntimeError(f"{weights}: no converted weights; convert before timing")
-            graph_onnx = export_onnx(fold_batch_norms(converted), images.shape[1], graph)
-        model = OrtModel(graph_onnx, threads)
-
-        def run(x):
-            return graph_logits(model, x, normalize, batch_size, False, "onnxruntime")
-    elif backend == "tf":
-        from ..graph import FrozenGraph
-        from ..tf_backend import TFGraphModel
-
-        model = TFGraphModel(FrozenGraph.from_checkpoint(ckpt), input_tensor, logits_tensor, images.shape[1],
-                             threads)
-
-        def run(x):
-            return graph_logits(model, x, normalize, batch_size, False)
-    else:  # torch (fused on CPU), torch-eager (folded, not fused), torch-graph-order
-        from ..convert import load_converted
-        from ..evaluate import TorchPredictor, predictor_logits
-        from ..layers import fold_batch_norms
-
-        model, info = load_converted(arch, ckpt, None, Path(weights))
-        if info["converted"]:
-            raise RuntimeError(f"{weights}: no converted weights; convert before timing")
-        if backend != "torch-graph-order":
-            fold_batch_norms(model)
-        predict = TorchPredictor(model, normalize, torch.device(device), fuse=backend == "torch")
-
-        def run(x):
-            out = predictor_logits(predict, x, batch_size, False)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            return out
+            torch.cuda.synchronize()
+        return out
 
     run(images[:batch_size])  # warm-up: first-call allocations, kernel selection
     start = time.perf_counter()
-    logits = run(images)
-    return len(images) / (time.perf_counter() - start), logits
+    out = run(images)
+    return len(images) / (time.perf_counter() - start), out
 
 
 def loadgen_overhead(arch: str, graph: str, images: str, normalization: str, batch_size: int, threads: int,
@@ -97,36 +86,27 @@ def loadgen_overhead(arch: str, graph: str, images: str, normalization: str, bat
     samples/s as LoadGen's Offline SUT (`python -m benchmark.loadgen`) on the same crops, the two
     interleaved `repeats` times in this process; the best of each."""
     import mlperf_loadgen as lgm
-    import torch
 
-    from ..checkpoint import open_checkpoint
-    from ..convert import load_converted
-    from ..evaluate import TorchPredictor, predictor_logits
-    from ..layers import fold_batch_norms
-    from ..loadgen.settings import read_detail_log
-    from ..loadgen.sut import SampleLibrary, SystemUnderTest, TorchBackend
-    from ..normalize import Normalizer
+    from benchmark.evaluation.loop import logits
+    from benchmark.loadgen.settings import read_detail_log
+    from benchmark.loadgen.sut import SampleLibrary, SystemUnderTest
 
-    torch.set_num_threads(threads)
     crops = np.load(images, mmap_mode="r")
-    n, normalize = len(crops), Normalizer(normalization)
-    model, _ = load_converted(arch, open_checkpoint(Path(graph)), None, Path(weights))
-    fold_batch_norms(model)
-    predict = TorchPredictor(model, normalize, torch.device("cpu"), fuse=True)  # as python -m benchmark runs
-    backend = TorchBackend(predict)
-    library = SampleLibrary(crops, np.arange(n), backend)
+    n = len(crops)
+    runtime = make_runtime(arch, graph, normalization, "", "", "torch", "cpu", threads, weights)  # as python -m benchmark runs
+    library = SampleLibrary(crops, np.arange(n), runtime)
 
     def failed(error):
         raise SystemExit(f"the SUT failed: {error!r}")
 
     best = {"direct_ips": 0.0, "loadgen_ips": 0.0}
-    predictor_logits(predict, crops[:batch_size], batch_size, False)  # warm-up
+    logits(runtime, crops[:batch_size], batch_size, False)  # warm-up
     for r in range(repeats):
         start = time.perf_counter()
-        predictor_logits(predict, crops, batch_size, False)
+        logits(runtime, crops, batch_size, False)
         best["direct_ips"] = max(best["direct_ips"], n / (time.perf_counter() - start))
 
-        sut = SystemUnderTest(lgm, library, backend, batch_size, 1, False, failed)
+        sut = SystemUnderTest(lgm, library, runtime, batch_size, 1, False, failed)
         settings = lgm.TestSettings()
         settings.FromConfig("", "mobilenet", "Offline", 0)
         settings.scenario, settings.mode = lgm.TestScenario.Offline, lgm.TestMode.PerformanceOnly

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors.numpy import save_file
 from safetensors import safe_open
+from safetensors.numpy import save_file
 
-from ..checkpoint import Checkpoint, CheckpointError
-from ..graph import FrozenGraph, GraphError
-from ..models.mobilenet_v1 import MobileNetV1, MobileNetV1Spec
-from ..models.resnet50 import ResNet50, ResNetSpec
-from .mobilenet_v1 import convert_mobilenet_v1
-from .resnet50 import convert_resnet50
+from benchmark.convert.mobilenet_v1 import convert_mobilenet_v1
+from benchmark.convert.resnet50 import convert_resnet50
+from benchmark.formats.checkpoint import Checkpoint, CheckpointError
+from benchmark.formats.frozen_graph import FrozenGraph, GraphError
+from benchmark.nn.mobilenet_v1 import MobileNetV1, MobileNetV1Spec
+from benchmark.nn.resnet50 import ResNet50, ResNetSpec
+from preprocessing.files import write_atomically
 
 # Bump when a converter's output changes, so that cached conversions are redone.
 CONVERTER_VERSION = 3
@@ -46,8 +46,8 @@ def weights_path(cache_dir: Path, arch: str, ckpt: Checkpoint) -> Path:
 
 def convert(arch: str, graph):
     """(spec, state) of `arch` from a FrozenGraph or an OnnxGraph."""
-    from ..onnx_graph import OnnxGraph
-    from .onnx import ONNX_CONVERTERS
+    from benchmark.convert.onnx import ONNX_CONVERTERS
+    from benchmark.formats.onnx_graph import OnnxGraph
 
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture '{arch}'; known: {', '.join(ARCHS)}")
@@ -60,7 +60,7 @@ def convert(arch: str, graph):
 def read_graph(ckpt: Checkpoint):
     """The checkpoint's graph: an OnnxGraph for an `.onnx`, else the TF frozen graph."""
     if ckpt.is_onnx:
-        from ..onnx_graph import OnnxGraph
+        from benchmark.formats.onnx_graph import OnnxGraph
 
         return OnnxGraph.from_bytes(ckpt.graph_bytes, ckpt.source)
     return FrozenGraph.from_checkpoint(ckpt)
@@ -86,9 +86,7 @@ def load_converted(arch: str, ckpt: Checkpoint, graph: FrozenGraph | None,
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"arch": arch, "checkpoint_sha256": ckpt.sha256, "checkpoint_member": ckpt.member or "",
                 "converter_version": str(CONVERTER_VERSION), "spec": json.dumps(spec.to_dict())}
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file(state, str(tmp), metadata=meta)
-        os.replace(tmp, path)  # atomic: a half-written file is never taken for a conversion
+        write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=meta))  # never half-written
     return model, {"weights_cache": str(path) if path else None, "converted": True}
 
 

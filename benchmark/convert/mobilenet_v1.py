@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import FrozenGraph, graph_input
-from ..layers import ConvSpec
-from ..models.mobilenet_v1 import MobileNetV1Spec
-from .tf_ops import check_layout, claim_head, match_batchnorm, match_conv, spatial
+from benchmark.convert.tf_ops import check_layout, claim_head, match_batchnorm, match_conv, spatial
+from benchmark.formats.frozen_graph import FrozenGraph, graph_input
+from benchmark.nn.layers import ConvSpec
+from benchmark.nn.mobilenet_v1 import MobileNetV1Spec
 
 SCOPE = "MobilenetV1/"
 

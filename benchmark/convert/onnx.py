@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..layers import ConvSpec, same_padding
-from ..models.mobilenet_v1 import MobileNetV1Spec
-from ..models.resnet50 import BlockSpec, ResNetSpec
-from ..onnx_graph import OnnxGraph
-from .mobilenet_v1 import expected_layer_name
+from benchmark.convert.mobilenet_v1 import expected_layer_name
+from benchmark.formats.onnx_graph import OnnxGraph
+from benchmark.nn.layers import ConvSpec, folded_conv, same_padding
+from benchmark.nn.mobilenet_v1 import MobileNetV1Spec
+from benchmark.nn.resnet50 import BlockSpec, ResNetSpec
 
 
-def graph_input(g: OnnxGraph) -> tuple[str, int]:
+def first_layer_input(g: OnnxGraph) -> tuple[str, int]:
     """The tensor the first layer reads (after the input's transpose, for an NHWC graph) and the
     input size. An NHWC input transposed to NCHW is how tf2onnx writes a graph exported without
     `--inputs-as-nchw`."""
@@ -113,9 +113,7 @@ def conv_unit(g: OnnxGraph, tensor: str, size: int) -> Conv:
     if len(users) == 1 and users[0].op_type == "BatchNormalization":
         bn = g.claim(users[0])
         scale, beta, mean, var = (torch.from_numpy(g.value(bn, i).astype(np.float32)) for i in range(1, 5))
-        mul = scale * torch.rsqrt(var + float(g.attrs(bn).get("epsilon", 1e-5)))  # as fold_batch_norm
-        w = w * mul.view(-1, 1, 1, 1)
-        b = beta - mean * mul if b is None else beta + (b - mean) * mul
+        w, b = folded_conv(w, b, scale, beta, mean, var, float(g.attrs(bn).get("epsilon", 1e-5)))
         out = bn.output[0]
     elif len(users) == 1 and users[0].op_type == "Mul" and _per_channel(g, users[0], cout) is not None:
         mul_node = g.claim(users[0])
@@ -221,7 +219,7 @@ def _flatten(g: OnnxGraph, tensor: str, channels: int) -> str:
 
 
 def convert_mobilenet_v1_onnx(g: OnnxGraph) -> tuple[MobileNetV1Spec, dict[str, np.ndarray]]:
-    x, image_size = graph_input(g)
+    x, image_size = first_layer_input(g)
     layers, state, taps = [], {}, []
     size, cin = image_size, 3
     while (user := next(iter(g.users(x)), None)) is not None and user.op_type in ("Conv", "Pad"):
@@ -261,7 +259,7 @@ def convert_mobilenet_v1_onnx(g: OnnxGraph) -> tuple[MobileNetV1Spec, dict[str, 
 
 
 def convert_resnet50_onnx(g: OnnxGraph) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
-    x, image_size = graph_input(g)
+    x, image_size = first_layer_input(g)
     state, taps = {}, []
     stem, x, size = resnet_unit(g, None, x, image_size, 3, "conv1", "bn1", state, taps)
     x = activation(g, x, "relu")

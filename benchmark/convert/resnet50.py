@@ -13,11 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..graph import FrozenGraph, graph_input
-from ..layers import ConvSpec
-from ..models.resnet50 import BlockSpec, ResNetSpec
-from .tf_ops import (ADD, BatchNormMatch, ConvMatch, check_layout, claim_head, match_batchnorm,
-                     match_conv, spatial)
+from benchmark.convert.tf_ops import (
+    ADD,
+    BatchNormMatch,
+    ConvMatch,
+    check_layout,
+    claim_head,
+    match_batchnorm,
+    match_conv,
+    spatial,
+)
+from benchmark.formats.frozen_graph import FrozenGraph, graph_input
+from benchmark.nn.layers import ConvSpec
+from benchmark.nn.resnet50 import BlockSpec, ResNetSpec
 
 SPATIAL = {"NHWC": (1, 2), "NCHW": (2, 3)}
 CONV_NAME = re.compile(r"^resnet_model/conv2d(_\d+)?/kernel$")

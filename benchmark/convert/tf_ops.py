@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..graph import FrozenGraph
+from benchmark.formats.frozen_graph import FrozenGraph
 
 FUSED_BN = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 ADD = ("Add", "AddV2")

@@ -3,12 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from ..errors import exit_on_user_error
+from preprocessing.errors import exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="loadgen")
 def main(cfg: DictConfig) -> None:
-    from .run import run
+    from benchmark.loadgen.run import run
 
     exit_on_user_error(lambda: run(cfg))
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from .. import mlperf_log, report
-from ..errors import ConfigError
-from ..run import Setup, print_outcome, reference_comparison, setup
-from . import settings as lgs
-from .sut import GraphBackend, SampleLibrary, SystemUnderTest, TorchBackend
+from benchmark.evaluation import accuracy_log, report
+from benchmark.loadgen import settings as lgs
+from benchmark.loadgen.sut import SampleLibrary, SystemUnderTest
+from benchmark.run import Setup, print_outcome, reference_comparison, setup
+from preprocessing.errors import ConfigError
 
 INCOMPLETE = "INCOMPLETE"  # in a log folder whose run did not finish; removed when it does
 
@@ -53,32 +53,13 @@ def write_val_map(folder: Path, s: Setup) -> Path:
     return path
 
 
-def make_backend(cfg: DictConfig, s: Setup):
-    if s.model is not None:
-        from ..evaluate import TorchPredictor
-
-        return TorchBackend(TorchPredictor(s.model, s.normalize, s.device, s.cpu_fusion))
-    if cfg.backend == "onnxruntime":
-        from ..ort_backend import OrtModel
-
-        try:
-            return GraphBackend(OrtModel(s.onnx, s.threads, str(s.device)), s.normalize)
-        except RuntimeError as e:
-            raise ConfigError(str(e)) from e
-    from ..tf_backend import TFGraphModel
-
-    model = TFGraphModel(s.graph, cfg.model.input_tensor, cfg.model.logits_tensor, s.inputs.image_size,
-                         s.threads)
-    return GraphBackend(model, s.normalize)
-
-
-def warm_up(library: SampleLibrary, backend, batch_size: int) -> np.ndarray:
+def warm_up(library: SampleLibrary, runtime, batch_size: int) -> np.ndarray:
     """As MLPerf's reference app does: a few predictions before LoadGen starts the clock, at batch 1
     and at the batch size (the first call of a shape creates its kernels). Returns the last logits."""
     n = min(batch_size, len(library))
     library.load(list(range(n)))
     for size in (n, 1, n, 1):
-        logits = backend(library.batch(np.arange(size)))
+        logits = runtime(library.batch(np.arange(size)))
     library.unload([])
     return logits
 
@@ -97,7 +78,7 @@ def failure_handler(folder: Path):
 
 
 def run(cfg: DictConfig) -> dict:
-    from ..evaluate import class_offset
+    from benchmark.evaluation.scoring import class_offset
 
     started = time.time()
     p = lgs.plan(cfg)  # every loadgen.* setting checked before anything is loaded
@@ -108,10 +89,9 @@ def run(cfg: DictConfig) -> dict:
     (folder / INCOMPLETE).write_text("the run has not finished (or was killed): LoadGen's logs are partial\n")
     labels_file = write_val_map(folder, s)
 
-    backend = make_backend(cfg, s)
-    library = SampleLibrary(s.cache.images, s.readable, backend)
-    offset = class_offset(warm_up(library, backend, s.batch_size))  # 1001 outputs: background first
-    sut = SystemUnderTest(lgm, library, backend, s.batch_size, offset, keep_logits=p.mode == "accuracy",
+    library = SampleLibrary(s.cache.images, s.readable, s.runtime)
+    offset = class_offset(warm_up(library, s.runtime, s.batch_size))  # 1001 outputs: background first
+    sut = SystemUnderTest(lgm, library, s.runtime, s.batch_size, offset, keep_logits=p.mode == "accuracy",
                           on_failure=failure_handler(folder), inline=p.scenario in ("SingleStream", "MultiStream"))
     qsl = lgm.ConstructQSL(len(library), sample_count, sut.load, sut.unload)
     handle = lgm.ConstructSUT(sut.issue, sut.flush)
@@ -132,7 +112,7 @@ def run(cfg: DictConfig) -> dict:
         sut.stop()
         lgm.DestroySUT(handle)
         lgm.DestroyQSL(qsl)
-        backend.close()
+        s.runtime.close()
 
     facts = {"scenario": p.scenario, "mode": p.mode, "log_dir": str(folder), "val_map": str(labels_file),
              "performance_sample_count": sample_count, "settings": p.to_dict(),
@@ -149,12 +129,12 @@ def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_f
                      started: float) -> dict:
     """The accuracy log scored by MLPerf's rules, checked against what the SUT answered, and MLPerf's
     line; the reference backend, if asked for, on the same crops."""
-    from ..evaluate import score
+    from benchmark.evaluation.scoring import score
 
     if (sut.answered == 0).any() or sut.logits is None:
         raise RuntimeError(f"LoadGen's accuracy run left {int((sut.answered == 0).sum())} of "
                            f"{len(sut.answered)} samples unanswered")
-    logged = mlperf_log.score_file(folder / "mlperf_log_accuracy.json", labels_file)
+    logged = accuracy_log.score_file(folder / "mlperf_log_accuracy.json", labels_file)
     result = score(sut.logits, s.labels)
     answers = np.array([logged.answers.get(k, np.nan) for k in range(len(s.labels))])
     if logged.total != result.total or logged.good != result.good or not np.array_equal(answers, result.predictions):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..errors import ConfigError
+from preprocessing.errors import ConfigError
 
 SCENARIOS = ("SingleStream", "MultiStream", "Offline", "Server")
 MODES = {"accuracy": "AccuracyOnly", "performance": "PerformanceOnly"}

@@ -11,55 +11,13 @@ from typing import Callable
 import numpy as np
 
 
-class TorchBackend:
-    """The converted model (evaluate.TorchPredictor): inputs kept NHWC on its device, so a batch
-    gathered from them has the same values and memory layout as `python -m benchmark` feeds it."""
-
-    def __init__(self, predictor):
-        import torch
-
-        self.torch, self.predictor = torch, predictor
-
-    def load(self, crops: np.ndarray):
-        return self.predictor.inputs(crops).permute(0, 2, 3, 1)
-
-    def take(self, arena, positions: np.ndarray):
-        with self.torch.inference_mode():
-            rows = self.torch.from_numpy(positions).to(arena.device)
-            return arena.index_select(0, rows).permute(0, 3, 1, 2)
-
-    def __call__(self, batch) -> np.ndarray:
-        return self.predictor(batch)
-
-    def close(self) -> None:
-        pass
-
-
-class GraphBackend:
-    """A callable NHWC float32 batch -> logits (the frozen graph in TensorFlow)."""
-
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], normalize):
-        self.run, self.normalize = run, normalize
-
-    def load(self, crops: np.ndarray) -> np.ndarray:
-        return self.normalize(crops)
-
-    def take(self, arena: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        return arena[positions]
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.run(batch), dtype=np.float32)
-
-    def close(self) -> None:
-        getattr(self.run, "close", lambda: None)()  # a TensorFlow session
-
-
 class SampleLibrary:
     """LoadGen's query sample library: sample k is the k-th evaluated image, row rows[k] of the crop
-    cache. Loading copies the requested crops into memory as the model's input; unloading drops them."""
+    cache. Loading copies the requested crops into memory as the model's input (the runtime's
+    `inputs`: on its device, normalised); unloading drops them."""
 
-    def __init__(self, images: np.ndarray, rows: np.ndarray, backend):
-        self.images, self.rows, self.backend = images, rows, backend
+    def __init__(self, images: np.ndarray, rows: np.ndarray, runtime):
+        self.images, self.rows, self.runtime = images, rows, runtime
         self.arena = None
         self.position = np.full(len(rows), -1, dtype=np.int64)  # sample -> row of the arena
 
@@ -68,7 +26,7 @@ class SampleLibrary:
 
     def load(self, samples: list[int]) -> None:
         index = np.unique(np.asarray(samples, dtype=np.int64))
-        self.arena = self.backend.load(np.asarray(self.images[self.rows[index]]))
+        self.arena = self.runtime.inputs(np.asarray(self.images[self.rows[index]]))
         self.position[:] = -1
         self.position[index] = np.arange(len(index))
 
@@ -80,7 +38,7 @@ class SampleLibrary:
         positions = self.position[samples]
         if (positions < 0).any():
             raise RuntimeError(f"LoadGen issued samples it had not loaded: {samples[positions < 0][:5].tolist()}")
-        return self.backend.take(self.arena, positions)
+        return self.runtime.take(self.arena, positions)
 
 
 class SystemUnderTest:
@@ -93,9 +51,9 @@ class SystemUnderTest:
     Any error (in the backend or while loading samples) goes to `on_failure`, which must not return
     into LoadGen as if nothing happened: LoadGen would wait for answers that never come."""
 
-    def __init__(self, lgm, library: SampleLibrary, backend, batch_size: int, class_offset: int,
+    def __init__(self, lgm, library: SampleLibrary, runtime, batch_size: int, class_offset: int,
                  keep_logits: bool, on_failure: Callable[[BaseException], None], inline: bool = False):
-        self.lgm, self.library, self.backend = lgm, library, backend
+        self.lgm, self.library, self.runtime = lgm, library, runtime
         self.batch_size, self.offset = batch_size, class_offset
         self.keep_logits, self.on_failure = keep_logits, on_failure
         self.logits: np.ndarray | None = None  # per sample, when kept (accuracy mode)
@@ -154,7 +112,7 @@ class SystemUnderTest:
 
     def answer(self, chunk: list[tuple[int, int]]) -> None:
         samples = np.fromiter((index for _, index in chunk), dtype=np.int64, count=len(chunk))
-        logits = self.backend(self.library.batch(samples))
+        logits = self.runtime(self.library.batch(samples))
         # MLPerf's reference app: argmax minus the background offset, answered as float32.
         answers = (logits.argmax(axis=1) - self.offset).astype(np.float32)
         if self.keep_logits:

@@ -1,0 +1,1 @@
+"""python -m benchmark.bench: images/s of every runtime on the same crops, with ratios against the peers."""

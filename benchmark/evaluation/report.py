@@ -1,0 +1,141 @@
+"""Reporting stage: MLPerf's accuracy line and the results JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from preprocessing.files import write_text_atomically
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def library_versions() -> dict:
+    import cv2
+    import PIL
+    import torch
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+            "tensorflow": _distribution_version("tensorflow", "tensorflow-cpu"),
+            "opencv": cv2.__version__, "pillow": PIL.__version__}
+
+
+def _distribution_version(*names: str) -> str | None:
+    """An installed package's version without importing it (importing TensorFlow is slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            pass
+    return None
+
+
+def git_commit() -> dict:
+    """The commit of the harness's own checkout; None for an installed package (a virtual
+    environment inside some other repository must not report that repository's commit)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    try:
+        toplevel = git("rev-parse", "--show-toplevel")
+        if not toplevel or Path(toplevel).resolve() != PROJECT_ROOT:
+            return {"commit": None, "dirty": None}
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list[str]) -> dict:
+    """Image-by-image agreement of two backends' top-1 and the largest logit difference."""
+    same = result.predictions == ref.predictions
+    differ = np.flatnonzero(~same)
+    top2 = np.sort(ref_logits[differ], axis=1)[:, -2:]
+    return {
+        "top1": ref.top1, "top5": ref.top5, "good": ref.good, "total": ref.total,
+        "agreement": int(same.sum()),
+        "disagreements": [names[i] for i in differ],
+        # The reference's top-1 minus its runner-up on each. Logits that differ by at most d can
+        # change the top-1 only where that margin is at most 2d: a near-tie that rounding breaks
+        # either way. A larger margin cannot be explained by the logit difference reported.
+        "disagreement_margins": (top2[:, 1] - top2[:, 0]).tolist(),
+        "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - ref_logits).max()),
+        "logit_range": float(ref_logits.max() - ref_logits.min()),
+    }
+
+
+def run_facts(cfg: DictConfig, s) -> dict:
+    """What was run, on what, with what (run.Setup): the fields every results JSON has."""
+    inputs, cache, ckpt, torch_backend = s.inputs, s.cache, s.ckpt, cfg.backend == "torch"
+    return {
+        "model": cfg.model.name,
+        "arch": cfg.model.arch,
+        "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256},
+        "image_size": inputs.image_size,
+        "preprocess": {**inputs.settings.to_dict(), "cache": str(cache.folder)},
+        "normalization": cfg.model.normalization,
+        "backend": cfg.backend,
+        "device": s.runtime.device,
+        "batch_size": s.batch_size,
+        "fold_bn": bool(cfg.fold_bn) if torch_backend else None,
+        "cpu_fusion": s.cpu_fusion if torch_backend else None,
+        "threads": s.threads,
+        "dataset": {"root": str(inputs.dataset.root), "layout": inputs.dataset.layout,
+                    "labels_from": inputs.dataset.labels_from,
+                    "labels": str(inputs.dataset.labels_file) if inputs.dataset.labels_file else None,
+                    "absent_validation_images": inputs.dataset.absent,
+                    "limit": cfg.dataset.limit, "listed": len(inputs.dataset),
+                    "on_error": cfg.dataset.on_error},
+        "skipped": [{"file": inputs.dataset.names[i], "reason": reason}
+                    for i, reason in sorted(cache.failed.items())],
+        "conversion": s.source.conversion,
+        "versions": library_versions(),
+        "git": git_commit(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def results_dict(cfg: DictConfig, s, result, reference, elapsed: float) -> dict:
+    """The results JSON of an accuracy run: its facts, scores, predictions and reference comparison."""
+    predictions = [None] * len(s.inputs.dataset)  # None: skipped as unreadable
+    for i, p in zip(s.readable.tolist(), result.predictions.tolist()):
+        predictions[i] = p
+    return {
+        **run_facts(cfg, s),
+        "top1": result.top1,
+        "top5": result.top5,
+        "good": result.good,
+        "top5_good": result.top5_good,
+        "total": result.total,
+        "accuracy_line": result.mlperf_line(),
+        "predictions": predictions,
+        "images": s.inputs.dataset.names,  # the file of each prediction
+        "reference": reference,
+        "timing": s.timing,  # seconds per stage; the evaluation's images/s after its first batch
+        "elapsed_s": round(elapsed, 3),
+    }
+
+
+def write_results(results: dict, cfg: DictConfig, default: Path | None = None) -> Path:
+    if cfg.results_file:
+        path = Path(cfg.results_file).expanduser()
+    elif default is not None:
+        path = default
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")  # sweep jobs can share a second and a pid
+        path = Path("results/runs") / (f"{cfg.model.name}-{cfg.preprocess.name}-{cfg.backend}-"
+                                       f"{stamp}-{os.getpid()}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, json.dumps(results, indent=1))
+    return path

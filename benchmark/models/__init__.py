@@ -1,1 +1,0 @@
-"""PyTorch models that compute what MLPerf's TF graphs compute."""

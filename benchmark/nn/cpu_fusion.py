@@ -1,0 +1,111 @@
+"""The converted model for CPU inference through oneDNN, each convolution with its activation (and
+ResNet's residual add) fused into it and its weights prepacked once per batch size.
+
+PyTorch's eager CPU path runs every convolution, ReLU/ReLU6 and residual add as its own pass over
+memory and re-arranges each convolution's weights on every call. Here a convolution runs as one
+oneDNN primitive with its activation as a post-op (and in ResNet's blocks the shortcut summed into
+the output in place before the ReLU), on weights reordered into oneDNN's blocked format once.
+The arithmetic is the same: the same convolution kernels, then the same float32 add and clamp on the
+result, so the logits equal the eager model's (measured bit for bit on both models; the tests hold
+them to the TensorFlow tolerance). Measured in results/benchmarks.md.
+
+The oneDNN entry points (`torch.ops.mkldnn._convolution_pointwise`, the weight reorder) are the
+ones `torch.compile` uses on CPU; where this PyTorch lacks them, `available()` is False and the
+evaluator keeps the eager model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from benchmark.nn.layers import ConvBnReLU6, input_sizes, static_padding
+
+
+def available() -> bool:
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+            and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
+
+
+class FusedConv2d(nn.Module):
+    """conv -> activation ("none", "relu", or "hardtanh" with [0, 6] for ReLU6), or, with a shortcut,
+    conv -> + shortcut -> ReLU, the sum written into the shortcut's memory."""
+
+    def __init__(self, conv: nn.Conv2d, input_size: tuple[int, int], activation: str):
+        super().__init__()
+        if not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros":
+            raise ValueError(f"FusedConv2d needs fixed zero padding, got {conv.padding!r}")
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.input_size = tuple(input_size)
+        self.activation = activation
+        self.scalars = [0.0, 6.0] if activation == "hardtanh" else []
+        self.register_buffer("weight", conv.weight.detach().contiguous())
+        self.register_buffer("bias", conv.bias.detach().contiguous() if conv.bias is not None else None)
+        self._packed: dict[int, torch.Tensor] = {}  # batch size -> weight in oneDNN's layout for it
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if n not in self._packed:
+            self._packed[n] = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                self.weight.to_mkldnn(), self.padding, self.stride, self.dilation, self.groups,
+                [n, self.weight.shape[1] * self.groups, *self.input_size])
+        return self._packed[n]
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor | None = None) -> torch.Tensor:
+        args = (self.padding, self.stride, self.dilation, self.groups)
+        if shortcut is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, self.packed(x), self.bias, *args, self.activation,
+                                                           self.scalars, "")
+        return torch.ops.mkldnn._convolution_pointwise_.binary(shortcut, x, self.packed(x), self.bias, *args, "add",
+                                                               None, "relu", [], "")
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel={tuple(self.weight.shape[2:])}, " \
+               f"stride={tuple(self.stride)}, padding={tuple(self.padding)}, groups={self.groups}, " \
+               f"activation={self.activation}"
+
+
+class FusedBottleneck(nn.Module):
+    def __init__(self, block: nn.Module, sizes: dict):
+        super().__init__()
+        self.conv1 = FusedConv2d(block.conv1, sizes[block.conv1], "relu")
+        self.conv2 = FusedConv2d(block.conv2, sizes[block.conv2], "relu")
+        self.conv3 = FusedConv2d(block.conv3, sizes[block.conv3], "none")
+        self.downsample = FusedConv2d(block.downsample[0], sizes[block.downsample[0]], "none") \
+            if block.downsample is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The shortcut is written over: the projection's fresh output, or the block's input, which
+        # nothing reads after conv1 (the previous block's output, never the model's input).
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.conv3(self.conv2(self.conv1(x)), shortcut)
+
+
+def fuse_for_cpu(model: nn.Module, image_size: int) -> nn.Module:
+    """A copy of `model` (batch norms folded) with fused convolutions, for CPU inference at
+    `image_size`; `model` is left as it is."""
+    from benchmark.nn.mobilenet_v1 import MobileNetV1
+    from benchmark.nn.resnet50 import ResNet50
+
+    if any(type(m).__name__ == "TFBatchNorm2d" for m in model.modules()):
+        raise ValueError("fuse_for_cpu needs the batch norms folded (fold_bn=true)")
+    model = static_padding(copy.deepcopy(model).cpu().eval(), image_size)
+    sizes = input_sizes(model, (nn.Conv2d,), image_size)
+    if isinstance(model, MobileNetV1):
+        for name, layer in model.features.named_children():
+            if not isinstance(layer, ConvBnReLU6) or not isinstance(layer.act, nn.ReLU6):
+                raise ValueError(f"features.{name}: expected conv + ReLU6")
+            setattr(model.features, name, FusedConv2d(layer.conv, sizes[layer.conv], "hardtanh"))
+    elif isinstance(model, ResNet50):
+        model.conv1, model.bn1 = FusedConv2d(model.conv1, sizes[model.conv1], "relu"), nn.Identity()
+        model.relu = nn.Identity()  # fused into the stem's convolution
+        for i in range(1, len(model.spec.layers) + 1):
+            stage = getattr(model, f"layer{i}")
+            for name, block in stage.named_children():
+                setattr(stage, name, FusedBottleneck(block, sizes))
+    else:
+        raise ValueError(f"fuse_for_cpu: no fusion for {type(model).__name__}")
+    return model

@@ -1,0 +1,116 @@
+"""Model stage: the checkpoint a config names, and each form of the model a runtime runs (the TF
+frozen graph, the ONNX graph, the converted PyTorch module), each made when a runtime first asks
+for it: TensorFlow is imported only when it runs (importing it slows PyTorch's CPU kernels down by
+about a fifth), and a model is converted only when PyTorch runs it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from benchmark.evaluation.normalize import Normalizer
+from benchmark.formats.checkpoint import Checkpoint, CheckpointError, file_digest, open_checkpoint
+from benchmark.formats.download import fetch, is_url
+from preprocessing.errors import ConfigError
+
+
+def open_model_checkpoint(model: DictConfig, checkpoint_dir: Path, progress: bool = True) -> Checkpoint:
+    """The checkpoint named by model.checkpoint: a local file, or a URL downloaded (once) into
+    `checkpoint_dir`. The model's published md5 applies to its own download URL."""
+    source = model.get("checkpoint")
+    if source is None or source == "???":
+        hint = f" (the model's download URL is {model.download_url})" if model.get("download_url") else ""
+        raise ConfigError(f"model.checkpoint is not set{hint}")
+    if is_url(source):
+        md5 = model.get("download_md5") if source == model.get("download_url") else None
+        source = fetch(source, checkpoint_dir, md5, progress)
+    if str(source).endswith(".safetensors"):  # a model written by benchmark.export
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"{path}: checkpoint file not found")
+        return Checkpoint(path, file_digest(path), None, b"")
+    return open_checkpoint(source)
+
+
+@dataclass
+class ModelSource:
+    """One checkpoint of one model (`model`: the config's model group: arch, tensor names,
+    normalisation), with the converted-weight cache in `weights_dir`."""
+    ckpt: Checkpoint
+    model: DictConfig
+    weights_dir: Path | None
+    timing: dict = field(default_factory=dict)  # checkpoint_s (reading graphs), convert_s
+    conversion: dict | None = None  # how the PyTorch module was made (results JSON)
+    _torch: dict = field(default_factory=dict)
+
+    @property
+    def exported(self) -> bool:
+        """A model written by benchmark.export: PyTorch weights, no graph."""
+        return self.ckpt.path.suffix == ".safetensors"
+
+    @property
+    def normalize(self) -> Normalizer:
+        return Normalizer(self.model.normalization)
+
+    def resolve_size(self, graph_size: int | None) -> int:
+        """The graph's input size wins; a configured model.image_size that contradicts it is an error."""
+        configured = self.model.get("image_size")
+        if graph_size is not None:
+            if configured is not None and int(configured) != graph_size:
+                raise ConfigError(f"model.image_size={configured} but {self.ckpt.source} fixes its input to "
+                                  f"{graph_size}x{graph_size}")
+            return int(graph_size)
+        if configured is None:
+            raise ConfigError(f"{self.ckpt.source} leaves the input size open: set model.image_size")
+        return int(configured)
+
+    def timed(self, key: str, make):
+        clock = time.perf_counter()
+        value = make()
+        self.timing[key] = round((self.timing.get(key) or 0.0) + time.perf_counter() - clock, 3)
+        return value
+
+    @cached_property
+    def frozen_graph(self):
+        """The TF frozen graph (read with TensorFlow's protobufs)."""
+        from benchmark.formats.frozen_graph import FrozenGraph
+
+        return self.timed("checkpoint_s", lambda: FrozenGraph.from_checkpoint(self.ckpt))
+
+    @cached_property
+    def onnx_graph(self):
+        from benchmark.formats.onnx_graph import OnnxGraph
+
+        return self.timed("checkpoint_s", lambda: OnnxGraph.from_bytes(self.ckpt.graph_bytes, self.ckpt.source))
+
+    def graph(self):
+        """The checkpoint's own graph, ONNX or frozen."""
+        return self.onnx_graph if self.ckpt.is_onnx else self.frozen_graph
+
+    def torch_model(self, fold_bn: bool = True):
+        """The converted PyTorch module (from the weight cache when there), batch norms folded or
+        in the graph's order. A new module on each call with other settings; the same one otherwise."""
+        if fold_bn in self._torch:
+            return self._torch[fold_bn]
+        self._torch[fold_bn] = model = self.timed("convert_s", lambda: self._convert(fold_bn))
+        return model
+
+    def _convert(self, fold_bn: bool):
+        from benchmark.convert import load_converted, load_exported, weights_path
+        from benchmark.nn.layers import fold_batch_norms
+
+        if self.exported:
+            model, meta = load_exported(self.ckpt.path)
+            if meta["arch"] != self.model.arch:
+                raise ConfigError(f"{self.ckpt.path} holds {meta['arch']}, not model={self.model.name}")
+            conversion = {"exported_from": meta["checkpoint"], "exported_from_sha256": meta["checkpoint_sha256"]}
+        else:
+            cached = self.weights_dir is not None and weights_path(self.weights_dir, self.model.arch, self.ckpt).is_file()
+            graph = None if cached else self.graph()  # read once, for TensorFlow too
+            model, conversion = load_converted(self.model.arch, self.ckpt, graph, self.weights_dir)
+        self.conversion = {**(self.conversion or {}), **conversion}
+        return fold_batch_norms(model) if fold_bn else model

@@ -1,0 +1,70 @@
+"""The frozen graph itself, run in TensorFlow on the same cached inputs as the PyTorch model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmark.evaluation.normalize import Normalizer
+from benchmark.formats.frozen_graph import FrozenGraph
+from benchmark.runtimes import NumpyInputs
+from preprocessing.tf_import import import_tensorflow
+
+
+class TFGraphModel(NumpyInputs):
+    """Callable: NHWC float32 batch to the graph's logits. The graph's input is rebound to a
+    placeholder of open batch size, so graphs fixed to batch 1 run in batches too."""
+    name, device = "tf", "cpu"
+
+    def __init__(self, graph: FrozenGraph, input_tensor: str, logits_tensor: str, image_size: int,
+                 threads: int | None = None, optimize: bool = True, normalize: Normalizer | None = None):
+        tf = import_tensorflow()
+
+        self.image_size, self.normalize = image_size, normalize
+
+        graph.node(input_tensor)  # clear errors for misnamed tensors
+        graph.node(logits_tensor)
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.input = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3],
+                                                  name="harness_input")
+            (self.logits,) = tf.graph_util.import_graph_def(
+                graph.graph_def, input_map={input_tensor: self.input},
+                return_elements=[logits_tensor], name="")
+        config = tf.compat.v1.ConfigProto()
+        if not optimize:
+            # Grappler rewrites the graph (folds batch norms into convolutions, fuses ops): an
+            # intermediate tensor fetched from the rewritten graph need not be the graph's own.
+            config.graph_options.rewrite_options.disable_meta_optimizer = True
+        if threads:
+            config.intra_op_parallelism_threads = threads
+            config.inter_op_parallelism_threads = 1
+        self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run(self.logits, {self.input: batch})
+        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+
+    def tensors(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """The values of any of the graph's tensors for `batch` (for layer-by-layer comparison)."""
+        fetches = [self.graph.get_tensor_by_name(n) for n in names]
+        return self.session.run(fetches, {self.input: batch})
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def create(source, options) -> TFGraphModel:
+    """backend=tf or reference=tf: the frozen graph itself in TensorFlow."""
+    from benchmark.formats.frozen_graph import graph_input
+    from preprocessing.errors import ConfigError
+
+    if source.exported:
+        raise ConfigError(f"{source.ckpt.path} is an exported PyTorch model: {options.role}=tf needs the "
+                          f"checkpoint it was converted from")
+    if source.ckpt.is_onnx:
+        raise ConfigError(f"{source.ckpt.path} is an ONNX model: TensorFlow needs the frozen graph "
+                          f"(use backend=onnxruntime or reference=onnxruntime)")
+    graph = source.frozen_graph
+    size = source.resolve_size(graph_input(graph)[1])
+    return TFGraphModel(graph, source.model.input_tensor, source.model.logits_tensor, size, options.threads,
+                        options.optimize, source.normalize)

@@ -1,0 +1,25 @@
+"""A frozen graph converted to ONNX as MLPerf converts it (`tools/convert-to-onnx.sh`: tf2onnx with
+the graph's input made NCHW and the softmax/argmax heads as outputs), for the ONNX Runtime baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# MLPerf's tf2onnx inputs and outputs for each model
+MLPERF_ONNX = {"mobilenet_v1": ("input:0", ["MobilenetV1/Predictions/Reshape_1:0"]),
+               "resnet50": ("input_tensor:0", ["ArgMax:0", "softmax_tensor:0"])}
+
+
+def mlperf_onnx(graph: Path, arch: str, out: Path, opset: int = 11, nchw: bool = True) -> Path:
+    """`graph` (a frozen graph .pb) as MLPerf's ONNX model at `out` (written once)."""
+    from tf2onnx import convert
+
+    from benchmark.formats.frozen_graph import parse_graph_def
+    from preprocessing.files import write_atomically
+
+    if not out.exists():
+        name, outputs = MLPERF_ONNX[arch]
+        model, _ = convert.from_graph_def(parse_graph_def(Path(graph).read_bytes(), str(graph)), input_names=[name],
+                                          output_names=outputs, opset=opset, inputs_as_nchw=[name] if nchw else None)
+        write_atomically(out, lambda tmp: tmp.write_bytes(model.SerializeToString()))
+    return out

@@ -1,0 +1,257 @@
+"""MLPerf's LoadGen driving the harness: accuracy runs give `python -m benchmark`'s line and predictions,
+performance runs end with LoadGen's verdict, bad settings and a failing backend are clear errors."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+
+from benchmark.evaluation.accuracy_log import read_labels, score_file
+from benchmark.loadgen.run import INCOMPLETE
+from benchmark.loadgen.run import run as loadgen_run
+from benchmark.run import run as benchmark_run
+from preprocessing.errors import ConfigError
+from tests.helpers import ENV, SAMPLES, slim_graph, validation_images, write_layout
+
+
+def config(*overrides, name="loadgen"):
+    with initialize_config_module("benchmark.conf", version_base="1.3"):
+        return compose(name, overrides=["progress=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_layout(tmp_path_factory.mktemp("val"), "val_map", validation_images(24))
+
+
+@pytest.fixture(scope="module")
+def common(dataset, fixture_graphs, tmp_path_factory):
+    graph = fixture_graphs(0.25, 96, read_identities=False)
+    return [f"model.checkpoint={graph}", f"dataset.root={dataset}",
+            f"cache_dir={tmp_path_factory.mktemp('cache')}"]
+
+
+@pytest.fixture(scope="module")
+def direct(common, tmp_path_factory):
+    """`python -m benchmark` on the same settings."""
+    return benchmark_run(config(*common, f"results_file={tmp_path_factory.mktemp('direct') / 'r.json'}",
+                                name="config"))
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "SingleStream", "Server", "MultiStream"])
+def test_accuracy_run_is_the_direct_run(common, direct, tmp_path, capsys, scenario):
+    out = tmp_path / "logs"
+    batch = ["batch_size=5"] if scenario == "Offline" else []  # a query split in batches, the last short
+    # Fewer samples in memory than images: LoadGen loads and answers them in three sets.
+    held = ["loadgen.performance_sample_count=10"] if scenario in ("Offline", "MultiStream") else []
+    # Server issues queries at target_qps in accuracy mode too (mlperf.conf's default: 1 a second)
+    rate = ["loadgen.target_qps=500"] if scenario == "Server" else []
+    r = loadgen_run(config(*common, f"loadgen.scenario={scenario}", f"loadgen.output_dir={out}", *batch, *held,
+                           *rate))
+    assert capsys.readouterr().out.splitlines()[0] == direct["accuracy_line"]
+    assert r["predictions"] == direct["predictions"] and r["accuracy_line"] == direct["accuracy_line"]
+    assert r["total"] == 24 and r["images"] == direct["images"]
+    lg = r["loadgen"]
+    assert lg["scenario"] == scenario and lg["mode"] == "accuracy" and lg["log_dir"] == str(out)
+    assert lg["log_accuracy_line"] == direct["accuracy_line"] and lg["performance_sample_count"] == (10 if held else 24)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "mlperf_log_accuracy.json", "mlperf_log_detail.txt", "mlperf_log_summary.txt", "mlperf_log_trace.json",
+        "results.json", "val_map.txt"]  # no INCOMPLETE marker
+    assert json.loads((out / "results.json").read_text())["predictions"] == r["predictions"]
+    # The log as MLPerf's accuracy-imagenet.py reads it: float32 answers, argmax minus one.
+    entries = json.loads((out / "mlperf_log_accuracy.json").read_text())
+    labels = read_labels(out / "val_map.txt")
+    assert sorted({e["qsl_idx"] for e in entries}) == list(range(24))
+    # MultiStream's queries of 8 are filled with repeats where a loaded set of 10 runs out.
+    assert lg["answered_again"] == len(entries) - 24 and (lg["answered_again"] > 0) == (scenario == "MultiStream")
+    firsts = {}
+    for e in entries:
+        firsts.setdefault(e["qsl_idx"], e)  # a sample's first answer is the one scored
+    for e in firsts.values():
+        answer = np.frombuffer(bytes.fromhex(e["data"]), np.float32)
+        assert answer.shape == (1,) and answer[0] == direct["predictions"][e["qsl_idx"]]
+        assert labels[e["qsl_idx"]][0] == direct["images"][e["qsl_idx"]]
+
+
+def test_accuracy_run_with_tensorflow(common, direct, tmp_path):
+    """backend=tf through LoadGen, and reference=tf on a torch LoadGen run."""
+    tf = loadgen_run(config(*common, "backend=tf", f"loadgen.output_dir={tmp_path / 'tf'}"))
+    ref = loadgen_run(config(*common, "reference=tf", f"loadgen.output_dir={tmp_path / 'ref'}"))
+    assert ref["predictions"] == direct["predictions"] and ref["reference"]["agreement"] == 24
+    assert tf["predictions"] == ref["predictions"] and tf["backend"] == "tf"
+
+
+def test_skipped_images_are_left_out_of_the_sample_library(common, dataset, tmp_path, capsys):
+    """dataset.on_error=skip: LoadGen's samples are the readable images; val_map.txt lists just those."""
+    root = tmp_path / "val"
+    root.mkdir()
+    for f in dataset.iterdir():
+        (root / f.name).write_bytes(f.read_bytes())
+    broken = sorted(root.glob("*.JPEG"))[3]
+    broken.write_bytes(b"not a jpeg")
+    out = tmp_path / "logs"
+    r = loadgen_run(config(*common, f"dataset.root={root}", "dataset.on_error=skip", f"loadgen.output_dir={out}"))
+    assert r["total"] == 23 and r["predictions"][3] is None and r["skipped"][0]["file"] == broken.name
+    labels = read_labels(out / "val_map.txt")
+    assert len(labels) == 23 and broken.name not in dict(labels)
+    assert score_file(out / "mlperf_log_accuracy.json", out / "val_map.txt").mlperf_line() == r["accuracy_line"]
+
+
+@pytest.mark.parametrize("scenario,overrides", [
+    ("Offline", ["loadgen.target_qps=200"]),
+    ("SingleStream", ["loadgen.target_latency_ms=5"]),
+    ("MultiStream", ["loadgen.target_latency_ms=20", "loadgen.samples_per_query=4", "loadgen.min_query_count=20"]),
+    ("Server", ["loadgen.target_qps=50", "loadgen.target_latency_ms=100", "loadgen.min_query_count=20"]),
+])
+def test_performance_run(common, tmp_path, capsys, scenario, overrides):
+    out = tmp_path / "logs"
+    r = loadgen_run(config(*common, "loadgen.mode=performance", f"loadgen.scenario={scenario}",
+                           "loadgen.min_duration_ms=300", "loadgen.performance_sample_count=10",
+                           f"loadgen.output_dir={out}", *overrides))
+    printed = capsys.readouterr().out.splitlines()
+    lg = r["loadgen"]
+    assert printed[-1] == lg["validity"] and lg["validity"] in ("VALID", "INVALID")
+    assert printed[-2].startswith(f"{scenario} {lg['metric']}: ")
+    assert lg["value"] > 0 and lg["query_count"] > 0
+    assert {"Offline": "samples_per_second", "Server": "scheduled_samples_per_second",
+            "SingleStream": "90.00_percentile_latency",
+            "MultiStream": "99.00_percentile_per_query_latency"}[scenario] == lg["metric"]
+    assert lg["min_duration_met"] in (True, False) and lg["early_stopping_met"] in (True, False)
+    eff = lg["effective_settings"]
+    assert eff["scenario"] == scenario and eff["min_duration_ms"] == 300 and eff["performance_sample_count"] == 10
+    if scenario == "MultiStream":
+        assert eff["samples_per_query"] == 4
+    assert "top1" not in r and "predictions" not in r  # LoadGen's performance mode checks no answers
+    summary = (out / "mlperf_log_summary.txt").read_text()
+    assert f"Scenario : {scenario}" in summary and f"Result is : {lg['validity']}" in summary
+    assert not (out / INCOMPLETE).exists() and not (out / "mlperf_log_accuracy.json").read_text().strip("[]\n ")
+
+
+def test_conf_files_are_read_by_loadgen(common, tmp_path, capsys):
+    mlperf_conf = tmp_path / "mlperf.conf"
+    mlperf_conf.write_text("*.Offline.min_duration = 400\n*.Offline.target_qps = 100\n")
+    user_conf = tmp_path / "user.conf"
+    user_conf.write_text("mobilenet.Offline.target_qps = 300\n")
+    r = loadgen_run(config(*common, "loadgen.mode=performance", f"loadgen.mlperf_conf={mlperf_conf}",
+                           f"loadgen.user_conf={user_conf}", f"loadgen.output_dir={tmp_path / 'logs'}"))
+    eff = r["loadgen"]["effective_settings"]
+    assert eff["min_duration_ms"] == 400 and eff["target_qps"] == 300  # user.conf overrides mlperf.conf
+    bad = tmp_path / "bad.conf"
+    bad.write_text("*.Offline.min_duration = soon\n")
+    with pytest.raises(ConfigError, match="bad.conf: LoadGen cannot read it"):
+        loadgen_run(config(*common, f"loadgen.user_conf={bad}", f"loadgen.output_dir={tmp_path / 'x'}"))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["loadgen.scenario=Batch"], "loadgen.scenario=Batch: expected one of SingleStream, MultiStream, Offline, Server"),
+    (["loadgen.mode=submission"], "loadgen.mode=submission: expected accuracy or performance"),
+    (["loadgen.target_qps=0"], "loadgen.target_qps=0: must be greater than zero"),
+    (["loadgen.scenario=Server", "loadgen.target_latency_ms=-5"], "target_latency_ms=-5: must be greater than zero"),
+    (["loadgen.min_duration_ms=0.5"], "loadgen.min_duration_ms=0.5: expected a whole number"),
+    (["loadgen.target_latency_ms=10"], "loadgen.target_latency_ms applies to SingleStream, MultiStream, Server"),
+    (["loadgen.samples_per_query=8"], "loadgen.samples_per_query applies to MultiStream"),
+    (["loadgen.performance_sample_count=-1"], "performance_sample_count=-1: must be greater than zero"),
+    (["loadgen.performance_sample_count=25"], "performance_sample_count=25 is more than the 24 images"),
+    (["loadgen.user_conf=/nonexistent/user.conf"], "loadgen.user_conf=/nonexistent/user.conf: file not found"),
+])
+def test_bad_settings_stop_before_loadgen_starts(common, tmp_path, overrides, message):
+    out = tmp_path / "logs"
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        loadgen_run(config(*common, f"loadgen.output_dir={out}", *overrides))
+    assert not out.exists()
+
+
+def test_another_runs_logs_are_never_overwritten(common, tmp_path):
+    out = tmp_path / "logs"
+    out.mkdir()
+    (out / "mlperf_log_summary.txt").write_text("another run")
+    with pytest.raises(ConfigError, match="is not empty"):
+        loadgen_run(config(*common, f"loadgen.output_dir={out}"))
+    assert (out / "mlperf_log_summary.txt").read_text() == "another run"
+
+
+def test_default_log_folders_are_one_per_run(common, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = loadgen_run(config(*common))["loadgen"]["log_dir"]
+    second = loadgen_run(config(*common))["loadgen"]["log_dir"]
+    assert first != second and first.startswith("results/loadgen/mobilenet_v1-Offline-accuracy-")
+    assert (tmp_path / first / "results.json").is_file() and (tmp_path / second / "results.json").is_file()
+
+
+FAILING_BACKEND = """
+import sys
+from benchmark.runtimes.pytorch import TorchRuntime
+calls = 0
+original = TorchRuntime.__call__
+def failing(self, batch):
+    global calls
+    calls += 1
+    if calls > {after}:  # warm-up and the first batches pass
+        raise RuntimeError("device lost")
+    return original(self, batch)
+TorchRuntime.__call__ = failing
+from benchmark.loadgen.__main__ import main
+sys.argv = ["benchmark.loadgen", *{args!r}]
+main()
+"""
+
+
+@pytest.mark.parametrize("mode,scenario", [("accuracy", "Offline"), ("performance", "SingleStream")])
+def test_failing_backend_ends_the_run(common, tmp_path, mode, scenario):
+    """LoadGen waits for every answer: a backend that raises must end the process, not hang it."""
+    out = tmp_path / "logs"
+    args = [*common, "progress=false", f"loadgen.mode={mode}", f"loadgen.scenario={scenario}",
+            f"loadgen.output_dir={out}", "batch_size=4"]
+    # performance mode, unchecked, would run LoadGen's default 10 minutes
+    script = textwrap.dedent(FAILING_BACKEND).format(after=6, args=args)
+    proc = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "error: the system under test failed during the LoadGen run: RuntimeError('device lost')" in proc.stderr
+    marker = (out / INCOMPLETE).read_text()
+    assert "the system under test failed" in marker and "device lost" in marker
+    assert not (out / "results.json").exists()
+
+
+def test_cli_accuracy_line_equals_benchmarks(common, direct, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmark.loadgen", *common, "progress=false",
+                           "loadgen.scenario=SingleStream"], cwd=tmp_path, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[0] == direct["accuracy_line"]
+    (folder,) = (tmp_path / "results" / "loadgen").iterdir()
+    check = subprocess.run([sys.executable, "-m", "benchmark.mlperf_log", str(folder / "mlperf_log_accuracy.json"),
+                            "--compare", str(folder / "results.json")], env=ENV, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.splitlines()[:2] == [direct["accuracy_line"], f"compared with {folder / 'results.json'}: "
+                                             "24 images in both, 24 answered the same"]
+
+
+@pytest.mark.slow
+def test_all_samples_offline_and_single_stream_equal_benchmark(tmp_path):
+    """Acceptance: the 1,000 real samples with the real MobileNet-v1 0.25/224 graph."""
+    if not SAMPLES.exists():
+        pytest.skip(f"real test data not found at {SAMPLES}")
+    common = [f"model.checkpoint={slim_graph(224, 'pb')}", f"dataset.root={SAMPLES}", f"cache_dir={tmp_path / 'c'}"]
+    direct = benchmark_run(config(*common, f"results_file={tmp_path / 'direct.json'}", name="config"))
+    for scenario in ("Offline", "SingleStream"):
+        r = loadgen_run(config(*common, f"loadgen.scenario={scenario}", f"loadgen.output_dir={tmp_path / scenario}",
+                               *(["reference=tf"] if scenario == "Offline" else [])))
+        assert r["accuracy_line"] == direct["accuracy_line"] and r["total"] == 1000
+        assert r["predictions"] == direct["predictions"], scenario
+        assert r["loadgen"]["log_accuracy_line"] == direct["accuracy_line"]
+        assert r["loadgen"]["performance_sample_count"] == 1000
+        if scenario == "Offline":  # and TensorFlow answers the same for every image
+            assert r["reference"]["agreement"] == 1000 and r["reference"]["good"] == r["good"]
+
+
+def test_cli_bad_setting_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmark.loadgen", "loadgen.scenario=Batch"], cwd=tmp_path,
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: loadgen.scenario=Batch: expected one of SingleStream, MultiStream, Offline, Server"]
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,52 @@
+"""The benchmark command runs and reports ratios against its baselines (timings are never asserted)."""
+
+import importlib
+
+from tests.helpers import SAMPLES, SLIM_2017, need
+
+
+def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
+    need(SAMPLES)
+    graph = need(SLIM_2017 / "mobilenet_v1_0.25_224" / "frozen_graph.pb")  # the bench crops at 224
+    bench = importlib.import_module("benchmark.bench.__main__")
+    out = tmp_path / "bench.md"
+    assert bench.main(["--dataset", str(SAMPLES), "--images", "24", "--mobilenet", str(graph), "--repeats", "1", "--loadgen", "--batch1-images", "8", "--startup-repeats", "1", "--end-to-end-images", "30", "--out", str(out)]) == 0
+    report = out.read_text()
+    assert "| normalised inputs bit-identical | yes |" in report
+    assert "4.00x smaller" in report  # uint8 against float32
+    assert "- effective parallel cores (a CPU-bound probe" in report and "| images/s, one worker thread |" in report
+    assert "| python -m preprocessing (OpenCV or Pillow pipeline) | " in report  # start-up per command
+    assert "End to end, each a command in a fresh process (start-up included), 30 images (the 24 listed" in report
+    assert "| 24/24 |" in report  # torch and TF agree on every image
+    rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| mobilenet_v1 (")]
+    by = {(r[1], r[3]): r for r in rows}  # (backend, batch)
+    for backend in ("torch (fold_bn=true, cpu_fusion=true: default)", "torch (cpu_fusion=false)", "TensorFlow",
+                    "ONNX Runtime (tf2onnx of the graph)"):
+        assert by[(backend, "1")][9] == "8/8"  # agreement with TF
+        if backend != "ONNX Runtime (tf2onnx of the graph)":  # the real 2017 graph fixes its batch to 1
+            assert by[(backend, "16")][9] == "24/24"
+    assert ("ONNX Runtime (tf2onnx of the graph)", "16") not in by and "its graph fixes the batch to 1" in report
+    exported = "ONNX Runtime (the converted model by torch.onnx: backend=onnxruntime)"  # its batch is free
+    assert by[(exported, "16")][9] == "24/24" and by[(exported, "1")][9] == "8/8"
+    torch_row = by[("torch (fold_bn=true, cpu_fusion=true: default)", "1")]
+    ort_ips = max(float(by[(b, "1")][4]) for b in ("ONNX Runtime (tf2onnx of the graph)", exported))
+    assert abs(float(torch_row[6].rstrip("x")) - float(torch_row[4]) / ort_ips) < 0.02  # against ORT's faster row
+    (row,) = [line for line in report.splitlines() if line.startswith("| mobilenet_v1 | ") and line.endswith("x |")]
+    through, direct, ratio = (float(cell.rstrip("x")) for cell in row.strip("| ").split(" | ")[1:])
+    assert through > 0 and direct > 0 and abs(ratio - through / direct) < 0.01
+    assert report.strip() in capsys.readouterr().out
+
+
+def test_graph_flops_count_each_conv_at_its_own_kernel():
+    """Conv2dSame computes TF's odd SAME padding with a zero-led larger kernel; the reported FLOPs are
+    the graph's: 2 per multiply-add of the 3x3 kernels, plus the linear layer."""
+    import torch
+
+    from benchmark.bench.__main__ import graph_flops
+    from benchmark.nn.layers import Conv2dSame
+
+    model = torch.nn.Sequential(Conv2dSame(3, 8, 3, 2, bias=False),  # 224 -> 112, padding (0, 1)
+                                Conv2dSame(8, 8, 3, 1, groups=8, bias=False),  # symmetric
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    expected = 2 * (112 * 112 * 8 * 3 * 9 + 112 * 112 * 8 * 9 + 8 * 10)
+    assert graph_flops(model, torch.zeros(1, 3, 224, 224)) == expected

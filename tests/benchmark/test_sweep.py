@@ -1,0 +1,67 @@
+"""Sweeps with Hydra's multirun, shared caches, and the published tables."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmark.table import main as table_main
+from tests.helpers import ENV, slim_graph
+
+
+@pytest.mark.slow
+def test_parallel_sweep_shares_caches_and_tables_match_runs(samples_dir, tmp_path):
+    graph = slim_graph(128, "tgz")
+    cache = tmp_path / "cache"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark", "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2",
+         f"hydra.sweep.dir={tmp_path / 'multirun'}", f"model.checkpoint={graph}",
+         f"dataset.root={samples_dir}", "dataset.limit=48", f"cache_dir={cache}", "threads=1", "workers=1",
+         "progress=false", "preprocess=mlperf,torchvision,tf", "backend=torch,tf"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "results" / "runs").glob("*.json"))]
+    assert len(runs) == 6
+    folders = {r["preprocess"]["name"]: r["preprocess"]["cache"] for r in runs}
+    assert len(set(folders.values())) == 3 == len(list((cache / "crops").glob("*/manifest.json")))
+    for name in folders:  # torch and tf runs of one pipeline read the same cache and agree
+        pair = [r for r in runs if r["preprocess"]["name"] == name]
+        assert pair[0]["preprocess"]["cache"] == pair[1]["preprocess"]["cache"]
+        assert pair[0]["predictions"] == pair[1]["predictions"]
+
+    out = tmp_path / "tables"
+    assert table_main([*map(str, sorted((tmp_path / "results" / "runs").glob("*.json"))), "--out", str(out)]) == 0
+    with open(out / "pivot.csv") as f:
+        pivot = list(csv.reader(f))
+    header, [cells] = pivot[0], pivot[1:]
+    for r in runs:
+        if r["backend"] == "torch":
+            column = next(i for i, h in enumerate(header) if h.startswith(r["preprocess"]["name"] + " "))
+            assert cells[column] == f"{r['top1']:.3f} ({r['good']}/{r['total']})"
+    assert (out / "top1.png").stat().st_size > 1000 and (out / "top1.svg").read_text().startswith("<?xml")
+    assert "tf linear" in (out / "pivot.md").read_text()
+
+
+def test_two_runs_for_one_cell_is_an_error(tmp_path):
+    run = {"model": "m", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32},
+           "image_size": 224, "preprocess": {"name": "mlperf", "interpolation": "linear"},
+           "backend": "torch", "device": "cpu", "top1": 50.0, "top5": 70.0, "good": 1, "total": 2,
+           "versions": {"opencv": "5", "pillow": "13", "torch": "2"}}
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(run))
+    assert table_main([str(p) for p in paths] + ["--out", str(tmp_path / "t")]) == 2
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("benchmark.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher.cpus_per_task == 8 and launcher.timeout_min == 240

@@ -1,0 +1,154 @@
+"""MLPerf's preprocessing, bit for bit: golden crop digests and the float normalisation."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.evaluation.normalize import (
+    TORCH_ARITHMETIC,
+    Normalizer,
+    TorchNormalizer,
+    apply_table,
+    lookup_table,
+    mlperf_mobilenet,
+    mlperf_vgg,
+)
+from preprocessing.pipelines import crop, make_settings
+
+TORCHVISION = dict(decoder="pil", resize="pil", crop_rounding="round")  # conf/preprocess/torchvision.yaml
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("golden_key,interpolation,knobs", [("mlperf_mobilenet", "linear", {}),
+                                                            ("mlperf_resnet50", "area", {}),
+                                                            ("torchvision", "linear", TORCHVISION)])
+def test_crops_match_golden_digests(samples_dir, golden, golden_key, interpolation, knobs):
+    settings = make_settings("golden", 224, interpolation, **knobs)
+    wrong = [name for name, digests in golden.items()
+             if hashlib.sha256(crop(samples_dir / name, settings).tobytes()).hexdigest() != digests[golden_key]]
+    assert len(golden) == 1000
+    assert wrong == [], f"{len(wrong)} crops differ from MLPerf's, e.g. {wrong[:3]}"
+
+
+def test_golden_check_can_fail(samples_dir, golden):
+    """The wrong interpolation gives other crops: the digest comparison is not vacuous."""
+    name = sorted(golden)[0]
+    area = crop(samples_dir / name, make_settings("mlperf", 224, "area"))
+    assert hashlib.sha256(area.tobytes()).hexdigest() != golden[name]["mlperf_mobilenet"]
+
+
+def test_crop_is_floor_centred_short_side_resize(tmp_path):
+    import cv2
+
+    img = np.zeros((300, 450, 3), np.uint8)  # h < w: short side 300 -> 256, long side int(256*450/300)=384
+    img[:, :, 2] = np.arange(450, dtype=np.uint8)[None, :] % 251  # red ramp along x, stored BGR
+    path = tmp_path / "ramp.png"
+    cv2.imwrite(str(path), img)
+    out = crop(path, make_settings("mlperf", 224, "linear"))
+    resized = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), (384, 256), interpolation=cv2.INTER_LINEAR)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, resized[16:240, 80:304])  # int((384-224)/2) = 80
+
+
+@pytest.mark.parametrize("kind,reference", [("mobilenet", mlperf_mobilenet), ("vgg", mlperf_vgg)])
+def test_normalisation_table_is_mlperf_arithmetic_for_every_value(kind, reference):
+    """Every uint8 value in every channel (an output depends on nothing else): the table is
+    MLPerf's arithmetic, bit for bit."""
+    values = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # 1 x 256 x 3
+    assert apply_table(lookup_table(kind), values[None])[0].tobytes() == reference(values).tobytes()
+
+
+def test_vgg_normalisation_is_mean_subtraction():
+    px = np.array([[[0, 128, 255]]], np.uint8)
+    np.testing.assert_array_equal(mlperf_vgg(px)[0, 0], np.float32([0, 128, 255]) - np.float32([123.68, 116.78, 103.94]))
+
+
+def test_normalised_crops_equal_mlperf_float_arrays_bit_for_bit():
+    from tests.helpers import crops
+
+    images = crops(8, 224)
+    table = lookup_table("mobilenet")
+    expected = np.stack([mlperf_mobilenet(im) for im in images])  # MLPerf's own float arrays
+    assert apply_table(table, images).tobytes() == expected.tobytes()
+    x = TorchNormalizer(Normalizer("mobilenet"), torch.device("cpu"))(torch.from_numpy(images))
+    assert x.shape == (8, 3, 224, 224) and x.is_contiguous(memory_format=torch.channels_last)
+    assert x.permute(0, 2, 3, 1).contiguous().numpy().tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("kind,reference", [("mobilenet", mlperf_mobilenet), ("vgg", mlperf_vgg)])
+def test_torch_input_is_mlperf_arithmetic_for_every_value_by_either_path(kind, reference, monkeypatch):
+    """The torch ops are used where they reproduce the table for every value; an arithmetic that
+    does not (dividing by multiplying with 1/255, as some devices do) falls back to the table."""
+    values = torch.from_numpy(np.repeat(np.arange(256, dtype=np.uint8)[None, None, :, None], 3, axis=3))
+    expected = reference(values[0].numpy()).tobytes()
+    fast = TorchNormalizer(Normalizer(kind), torch.device("cpu"))
+    assert fast.exact_arithmetic
+    assert fast(values).permute(0, 2, 3, 1).contiguous().numpy()[0].tobytes() == expected
+    inexact = {"mobilenet": lambda x: x.mul_(1 / 255.0).sub_(0.5).mul_(2),
+               "vgg": lambda x: x.sub_(x.new_tensor([123.68, 116.78, 103.94], dtype=torch.float64).float() + 1e-5)}
+    monkeypatch.setitem(TORCH_ARITHMETIC, kind, inexact[kind])
+    slow = TorchNormalizer(Normalizer(kind), torch.device("cpu"))
+    assert not slow.exact_arithmetic
+    assert slow(values).permute(0, 2, 3, 1).contiguous().numpy()[0].tobytes() == expected
+
+
+def test_preprocess_configs_are_the_golden_settings():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("benchmark.conf", version_base="1.3"):
+        tv = compose("config", overrides=["preprocess=torchvision"]).preprocess
+        ml = compose("config", overrides=["preprocess=mlperf", "model=resnet50"]).preprocess
+    assert {k: tv[k] for k in TORCHVISION} == TORCHVISION and tv.interpolation == "linear"
+    assert (ml.decoder, ml.resize, ml.crop_rounding, ml.interpolation) == ("opencv", "opencv", "floor", "area")
+
+
+def test_every_knob_changes_the_crop(samples_dir):
+    """(The decoder knob can leave pixels alone: OpenCV and Pillow often share libjpeg-turbo.
+    Where they differ, e.g. EXIF rotation, see test_bad_input.)"""
+    import cv2
+
+    from preprocessing.pipelines import resized_size
+
+    def odd_offset(p):
+        # Floor and round offsets differ only where the margin is odd and, since Python rounds
+        # halves to even (as torchvision does), where half the margin rounds up: 2k+1 with k odd.
+        h, w = resized_size(*cv2.imread(str(p)).shape[:2], 224, 87.5)
+        return any(m % 2 and (m // 2) % 2 for m in (h - 224, w - 224))
+    path = next(p for p in sorted(samples_dir.glob("*.JPEG")) if odd_offset(p))
+    base = dict(interpolation="linear")
+    variants = {
+        "mlperf": {},
+        "pil resize": dict(resize="pil"),
+        "torchvision antialias": dict(resize="torchvision"),
+        "torchvision no antialias": dict(resize="torchvision", antialias=False),
+        "cubic": dict(interpolation="cubic"),
+        "crop 80%": dict(crop_percent=80.0),
+        "round offsets": dict(crop_rounding="round"),
+    }
+    crops = {name: crop(path, make_settings("v", 224, **{**base, **knobs})) for name, knobs in variants.items()}
+    digests = {name: hashlib.sha256(c.tobytes()).hexdigest() for name, c in crops.items()}
+    assert len(set(digests.values())) == len(variants), digests
+    for c in crops.values():
+        assert c.shape == (224, 224, 3) and c.dtype == np.uint8
+
+
+def test_tf_pipeline_is_float32_and_close_to_bilinear(samples_dir):
+    path = sorted(samples_dir.glob("*.JPEG"))[3]
+    tf_crop = crop(path, make_settings("tf", 224, "linear", decoder="tf", resize="tf"))
+    ref = crop(path, make_settings("mlperf", 224, "linear")).astype(np.float32)
+    assert tf_crop.dtype == np.float32 and tf_crop.shape == (224, 224, 3)
+    assert np.abs(tf_crop - np.round(tf_crop)).max() > 0  # no uint8 intermediate
+    assert np.abs(tf_crop - ref).mean() < 6  # same picture; TF1 resize uses other pixel centres
+
+
+def test_invalid_knob_combinations():
+    from preprocessing.pipelines import _resize_torchvision
+
+    with pytest.raises(ValueError, match="preprocess.resize=bogus"):
+        make_settings("x", 224, "linear", resize="bogus")
+    with pytest.raises(ValueError, match="decoder=tf and resize=tf go together"):
+        make_settings("x", 224, "linear", resize="tf")
+    with pytest.raises(ValueError, match="supports interpolation"):
+        _resize_torchvision(np.zeros((4, 4, 3), np.uint8), 2, 2, "area", True)

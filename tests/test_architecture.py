@@ -1,0 +1,128 @@
+"""The package's layers (docs/architecture.md): every import, at the top of a module or inside a
+function, goes to the module's own layer or a lower one; `preprocessing` imports nothing from
+`benchmark`; no modules import each other in a circle."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from tests.helpers import REPO
+
+# Lowest first. A module may import from its own layer and the ones below it.
+LAYERS = [
+    ["preprocessing", "benchmark"],  # the ground floor: datasets, pipelines, the crop cache, errors, files
+    # (`benchmark` alone is its package docstring: every deeper name has a layer of its own below)
+    ["benchmark.conf"],  # the Hydra configs (conf/ at the top of the repository)
+    ["benchmark.formats"],  # what users hand in: checkpoints, downloads, frozen graphs, ONNX graphs
+    ["benchmark.nn"],  # PyTorch layers and models, the CPU fusion
+    ["benchmark.convert"],  # graph -> PyTorch module, one module per source format and model
+    ["benchmark.evaluation"],  # normalisation, the evaluation loop, scoring, results JSON, accuracy logs
+    ["benchmark.runtimes"],  # the model source and each runtime behind one factory
+    ["benchmark.run", "benchmark.testing"],  # one run stage by stage; graphs of MLPerf's structure for tests
+    ["benchmark.__main__", "benchmark.loadgen", "benchmark.compare", "benchmark.table", "benchmark.export",
+     "benchmark.mlperf_log", "benchmark.bench", "preprocessing.__main__"],  # the commands users type
+]
+
+
+def module_files() -> dict[str, object]:
+    files = {}
+    for package, folder in (("benchmark", REPO / "benchmark"), ("preprocessing", REPO / "preprocessing"),
+                            ("benchmark.conf", REPO / "conf")):
+        for path in folder.rglob("*.py"):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            files[".".join([package, *parts])] = path
+    return files
+
+
+def layer(module: str) -> int:
+    best = None
+    for i, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (i, len(prefix))
+    if best is None:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS and docs/architecture.md")
+    return best[0]
+
+
+def imports(path, modules: set[str]) -> set[str]:
+    """The package modules `path` imports (the longest known module of each imported name)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import (the package imports absolutely)"
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            for n in range(len(parts), 0, -1):
+                if ".".join(parts[:n]) in modules:
+                    found.add(".".join(parts[:n]))
+                    break
+    return found
+
+
+GRAPH = {m: imports(p, set(module_files())) for m, p in module_files().items()}
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_go_down_the_layers(module):
+    up = [m for m in GRAPH[module] if layer(m) > layer(module)]
+    assert not up, f"{module} (layer {layer(module)}) imports {up} from a higher layer"
+
+
+def test_preprocessing_imports_nothing_from_benchmark():
+    bad = {m: sorted(i for i in deps if i.startswith("benchmark")) for m, deps in GRAPH.items()
+           if m.startswith("preprocessing")}
+    assert not any(bad.values()), bad
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v] - {v}:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circles():
+    assert not circles(GRAPH), f"modules importing each other: {circles(GRAPH)}"
+
+
+def test_the_checks_catch_their_faults(tmp_path):
+    """An upward import and a circle are found (so the tests above can fail)."""
+    bad = tmp_path / "cache.py"
+    bad.write_text("def f():\n    from benchmark.run import setup\n")
+    found = imports(bad, set(GRAPH))
+    assert found == {"benchmark.run"} and layer("benchmark.run") > layer("preprocessing.cache")
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
