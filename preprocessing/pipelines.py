@@ -12,6 +12,7 @@ bilinear resize, central crop), which has no uint8 intermediate: its crops are f
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,22 +54,40 @@ class PipelineSettings:
         return asdict(self)
 
     def versions(self) -> dict:
-        """Versions of the libraries that make the pixels (part of the cache key)."""
-        from importlib.metadata import PackageNotFoundError, version
-
+        """Versions of the libraries that make the pixels (part of the cache key). torchvision's
+        resize runs in torch's kernels, so torch's version counts too."""
         versions = {"opencv": cv2.__version__}
         if "pil" in (self.decoder, self.resize):
-            versions["pillow"] = version("pillow")
+            versions["pillow"] = library_version("PIL")
         if self.resize == "torchvision":
-            versions["torchvision"] = version("torchvision")
+            versions["torchvision"] = library_version("torchvision")
+            versions["torch"] = library_version("torch")
         if self.resize == "tf":
-            for dist in ("tensorflow-cpu", "tensorflow"):
-                try:
-                    versions["tensorflow"] = version(dist)
-                    break
-                except PackageNotFoundError:
-                    pass
+            versions["tensorflow"] = library_version("tensorflow")
         return versions
+
+
+@functools.cache
+def _providers() -> dict[str, list[str]]:
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
+
+
+def library_version(module: str) -> str:
+    """The version of whichever distribution provides the importable `module` (Pillow or
+    Pillow-SIMD for PIL; tensorflow, tensorflow-cpu, tensorflow-intel or tf-nightly for tensorflow),
+    read without importing it; the module's own __version__ where no distribution claims it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in _providers().get(module, []):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    import importlib
+
+    return str(importlib.import_module(module).__version__)
 
 
 def resized_size(height: int, width: int, size: int, crop_percent: float) -> tuple[int, int]:
@@ -116,7 +135,7 @@ def check_complete_jpeg(data: bytes, path) -> None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-    except (OSError, SyntaxError) as e:
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"{path}: truncated or corrupt JPEG ({e}); OpenCV would decode it partially") from e
 
 
@@ -143,7 +162,7 @@ def decode_rgb(data: bytes, path, decoder: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:  # no EXIF rotation, unlike cv2.imread
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"{path}: Pillow cannot decode this file ({e})") from e
 
 

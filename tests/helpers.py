@@ -178,3 +178,11 @@ def inputs(arch, size):
     if arch == "resnet50":
         return resnet_inputs(6, size=size)
     return apply_table(lookup_table("mobilenet"), crops(6, size))
+
+
+def config(*overrides, name: str = "config"):
+    """A command's config as Hydra composes it from conf/ (progress bars off), for in-process runs."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("benchmark.conf", version_base="1.3"):
+        return compose(name, overrides=["progress=false", *overrides])

@@ -40,13 +40,28 @@ def test_wheel_holds_the_packages_configs_and_labels_only(wheel):
     assert not [s for s in sources if "../shared" in s or '"tests"' in s or "'tests'" in s]
 
 
+def fresh_venv_sharing_this_ones_packages(venv: Path) -> str:
+    """A new virtual environment that sees the packages of the interpreter running the tests, be it
+    a virtual environment itself or not (`--system-site-packages` would reach the base interpreter's,
+    not an enclosing venv's). The directories are listed in a .pth file, so their own .pth files (an
+    editable install of this checkout) are not run: the wheel is the only harness it can import."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    inner = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    outer = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    (Path(inner) / "outer-environment.pth").write_text("".join(f"{p}\n" for p in outer))
+    return python
+
+
 @pytest.mark.slow
 def test_installed_wheel_runs_from_any_directory(wheel, fixture_graphs, tmp_path):
     """A fresh virtual environment (the heavy dependencies shared from this one), the wheel installed
     without the checkout: benchmark, preprocessing, export and table run from an unrelated folder."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
+    python = fresh_venv_sharing_this_ones_packages(venv)
     subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(wheel)], check=True)
     work = tmp_path / "work"
     work.mkdir()

@@ -34,14 +34,14 @@ def machine() -> list[str]:
     import cv2
     import torch
 
-    from benchmark.evaluation.report import _distribution_version
+    from benchmark.evaluation.report import tensorflow_version
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     return [f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
             f"machine: {cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}",
             f"versions: python {platform.python_version()}, torch {torch.__version__}, "
-            f"tensorflow {_distribution_version('tensorflow', 'tensorflow-cpu')}, opencv {cv2.__version__}, "
+            f"tensorflow {tensorflow_version()}, opencv {cv2.__version__}, "
             f"numpy {np.__version__}"]
 
 

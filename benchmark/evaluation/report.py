@@ -23,20 +23,15 @@ def library_versions() -> dict:
     import torch
 
     return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "tensorflow": _distribution_version("tensorflow", "tensorflow-cpu"),
+            "tensorflow": tensorflow_version(),
             "opencv": cv2.__version__, "pillow": PIL.__version__}
 
 
-def _distribution_version(*names: str) -> str | None:
-    """An installed package's version without importing it (importing TensorFlow is slow)."""
-    from importlib.metadata import PackageNotFoundError, version
+def tensorflow_version() -> str | None:
+    """TensorFlow's version without importing it (slow), whichever distribution provides it."""
+    from preprocessing.pipelines import _providers, library_version
 
-    for name in names:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            pass
-    return None
+    return library_version("tensorflow") if "tensorflow" in _providers() else None
 
 
 def git_commit() -> dict:

@@ -2,9 +2,12 @@
 
 import importlib
 
+import pytest
+
 from tests.helpers import SAMPLES, SLIM_2017, need
 
 
+@pytest.mark.slow  # ten timing processes, two with TensorFlow, a tf2onnx conversion and a LoadGen run
 def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     need(SAMPLES)
     graph = need(SLIM_2017 / "mobilenet_v1_0.25_224" / "frozen_graph.pb")  # the bench crops at 224

@@ -15,7 +15,7 @@ from preprocessing import dataset as ds
 from preprocessing.cache import open_cache
 from preprocessing.dataset import DatasetError, imagenet_synsets, imagenet_val_map, load_dataset
 from preprocessing.pipelines import ImageError, make_settings
-from tests.helpers import ENV, SAMPLES, validation_images, write_layout
+from tests.helpers import ENV, SAMPLES, config, validation_images, write_layout
 
 LAYOUTS = ["val_map", "flat", "imagefolder", "tar"]
 SETTINGS = make_settings("mlperf", 96, "linear")
@@ -254,11 +254,15 @@ def run_benchmark(root, graph, cache, results, cwd, *extra):
 
 
 def assert_same_runs(roots, graph, tmp_path):
+    """`python -m benchmark`'s run in this process for each layout (the command line itself is
+    tested in tests/benchmark/test_cli.py): the same accuracy line and predictions."""
+    from benchmark.run import run
+
     runs = {}
     for layout, root in roots.items():
-        proc = run_benchmark(root, graph, tmp_path / "cache", tmp_path / f"{layout}.json", tmp_path)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs[layout] = (proc.stdout.splitlines()[0], json.loads((tmp_path / f"{layout}.json").read_text()))
+        r = run(config("model=mobilenet_v1", f"model.checkpoint={graph}", f"dataset.root={root}",
+                       f"cache_dir={tmp_path / 'cache'}", f"results_file={tmp_path / layout}.json"))
+        runs[layout] = (r["accuracy_line"], json.loads((tmp_path / f"{layout}.json").read_text()))
     line, first = runs["val_map"]
     for layout, (other_line, r) in runs.items():
         assert other_line == line and r["predictions"] == first["predictions"], layout

@@ -152,3 +152,43 @@ def test_invalid_knob_combinations():
         make_settings("x", 224, "linear", resize="tf")
     with pytest.raises(ValueError, match="supports interpolation"):
         _resize_torchvision(np.zeros((4, 4, 3), np.uint8), 2, 2, "area", True)
+
+
+def test_decompression_bomb_is_an_image_error(monkeypatch, tmp_path):
+    """Pillow refuses images over twice MAX_IMAGE_PIXELS with DecompressionBombError, which is not
+    an OSError: it must be an ImageError like any undecodable file (a skip-mode build counts it)."""
+    import cv2
+    from PIL import Image
+
+    from preprocessing.pipelines import ImageError, decode_rgb
+
+    ok, png = cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 = 4096 > 2 x 1000
+    with pytest.raises(ImageError, match="big.png: Pillow cannot decode this file"):
+        decode_rgb(png.tobytes(), tmp_path / "big.png", "pil")
+
+
+def test_library_versions_come_from_whichever_distribution_provides_them(monkeypatch):
+    """Pillow-SIMD provides PIL, tensorflow-intel or tf-nightly provide tensorflow: the cache key
+    records their versions instead of failing on the name 'pillow' or recording nothing."""
+    import importlib.metadata as metadata
+
+    from preprocessing import pipelines
+
+    real = metadata.version
+    monkeypatch.setattr(pipelines, "_providers", lambda: {"PIL": ["Pillow-SIMD"], "tensorflow": ["tf-nightly"]})
+    fake = {"Pillow-SIMD": "9.5.0.post1", "tf-nightly": "2.22.0.dev1"}
+    monkeypatch.setattr(metadata, "version", lambda name: fake[name] if name in fake else real(name))
+    settings = pipelines.make_settings("torchvision", 224, "linear", decoder="pil", resize="pil")
+    assert settings.versions()["pillow"] == "9.5.0.post1"
+    assert pipelines.make_settings("tf", 224, "linear", decoder="tf", resize="tf").versions()["tensorflow"] == "2.22.0.dev1"
+
+
+def test_torchvision_resize_keys_the_cache_on_torchs_version_too():
+    """torchvision's tensor resize runs in torch's kernels: a torch upgrade must not reuse crops."""
+    import torch
+
+    from preprocessing.pipelines import make_settings
+
+    versions = make_settings("mlperf", 224, "linear", resize="torchvision").versions()
+    assert versions["torch"] == torch.__version__.split("+")[0] and "torchvision" in versions

@@ -26,6 +26,7 @@ from tests.helpers import (
     SAMPLES,
     SMALL_RESNET,
     assert_same_predictions,
+    config,
     crops,
     resnet_inputs,
     slim_graph,
@@ -122,11 +123,6 @@ def test_real_slim_graphs_through_onnx_equal_through_tf(onnx_dir):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return write_layout(tmp_path_factory.mktemp("val"), "val_map", validation_images(24))
-
-
-def config(*overrides):
-    with initialize_config_module("benchmark.conf", version_base="1.3"):
-        return compose("config", overrides=["progress=false", *overrides])
 
 
 def run(*args, cwd):

@@ -136,7 +136,7 @@ def test_stock_torchvision_resnet50_disagrees(resnet_graphs):
     compute something else (symmetric max-pool padding, BN epsilon 1e-5, textbook BN arithmetic)."""
     import torchvision
 
-    x = resnet_inputs(32, offset=4)
+    x = resnet_inputs(8, offset=4)
     _, model, got, expected, tol = run_both(resnet_graphs(), x)
     stock = torchvision.models.resnet50(num_classes=1001).eval()
     state = dict(model.state_dict())

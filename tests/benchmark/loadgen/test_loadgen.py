@@ -8,19 +8,18 @@ import textwrap
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
 
 from benchmark.evaluation.accuracy_log import read_labels, score_file
 from benchmark.loadgen.run import INCOMPLETE
 from benchmark.loadgen.run import run as loadgen_run
 from benchmark.run import run as benchmark_run
 from preprocessing.errors import ConfigError
+from tests import helpers
 from tests.helpers import ENV, SAMPLES, slim_graph, validation_images, write_layout
 
 
 def config(*overrides, name="loadgen"):
-    with initialize_config_module("benchmark.conf", version_base="1.3"):
-        return compose(name, overrides=["progress=false", *overrides])
+    return helpers.config(*overrides, name=name)
 
 
 @pytest.fixture(scope="module")
