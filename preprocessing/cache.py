@@ -174,6 +174,19 @@ def _stale_reason(manifest: dict, dataset: Dataset, verify: str) -> str | None:
     return None
 
 
+def _readable_again(manifest: dict, dataset: Dataset, settings: PipelineSettings) -> str | None:
+    """An image that could not be read when the cache was built (dataset.on_error=skip) but reads
+    now: a permission fixed or a transient I/O error changes neither its size nor its mtime, so the
+    failed ones are tried again on every open (they are few; a read and a crop each)."""
+    for i in sorted(int(k) for k in manifest["failed"]):
+        try:
+            crop(dataset.path(i), settings, dataset.read(i))
+        except ImageError:
+            continue
+        return f"{dataset.path(i)} could not be read when the cache was built but reads now"
+    return None
+
+
 VERIFY = ("stat", "sha256")
 ON_ERROR = ("stop", "skip")
 
@@ -202,7 +215,7 @@ def open_cache(dataset: Dataset, settings: PipelineSettings, cache_dir: Path, wo
             elif manifest.get("key") != key:
                 reason = "key mismatch"
             else:
-                reason = _stale_reason(manifest, dataset, verify)
+                reason = _stale_reason(manifest, dataset, verify) or _readable_again(manifest, dataset, settings)
             if reason is None:
                 return _open(folder, manifest, dataset, on_error)
             print(f"cache {folder} is stale ({reason}); rebuilding", file=sys.stderr)

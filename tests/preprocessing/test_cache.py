@@ -106,3 +106,30 @@ def test_undecodable_image_names_the_file(dataset, tmp_path):
     with pytest.raises(ImageError, match="img 005"):
         open_cache(dataset, make_settings("mlperf", 64, "linear"), tmp_path, workers=2, progress=False)
     assert not list((tmp_path / "crops").glob("*/manifest.json"))
+
+
+def test_image_unreadable_at_build_is_tried_again(dataset, tmp_path, monkeypatch, capsys):
+    """An image that failed to read during a skip-mode build (a transient I/O error, a permission
+    fixed since: neither changes its size or mtime) is read again on the next open, and the cache
+    is rebuilt with it instead of leaving it out of every later run."""
+    from preprocessing.dataset import Folder
+    from preprocessing.pipelines import ImageError
+
+    settings = make_settings("mlperf", 64, "linear")
+    real_read = Folder.read
+    flaky = dataset.names[3]
+
+    def failing_once(self, name):
+        if name == flaky:
+            raise ImageError(f"{self.path(name)}: cannot read the file (Input/output error)")
+        return real_read(self, name)
+
+    monkeypatch.setattr(Folder, "read", failing_once)
+    first = open_cache(dataset, settings, tmp_path / "cache", workers=1, progress=False, on_error="skip")
+    assert list(first.failed) == [3]
+    monkeypatch.setattr(Folder, "read", real_read)  # the file reads again, unchanged on disk
+    again = open_cache(dataset, settings, tmp_path / "cache", workers=1, progress=False, on_error="skip")
+    assert "could not be read when the cache was built but reads now" in capsys.readouterr().err
+    assert again.failed == {} and np.array_equal(again.images[3], crop(dataset.path(3), settings))
+    # with on_error=stop the now readable image is no longer refused either
+    assert open_cache(dataset, settings, tmp_path / "cache", workers=1, progress=False).failed == {}
