@@ -63,3 +63,21 @@ def test_torchvision_export_loads_into_stock_resnet50(resnet_graphs, tmp_path):
     # Same weights, other arithmetic (max-pool padding (1, 1), BN epsilon 1e-5): not the same model.
     assert theirs.shape == (16, 1000)
     assert (ours - theirs).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_models_follow_the_umask(fixture_graphs, tmp_path, umask):
+    """safetensors writes its file 0600: an exported model or a converted-weight cache in a shared
+    folder must get the mode every other new file gets (0644 under umask 022, 0664 under 002)."""
+    import os
+
+    previous = os.umask(umask)
+    try:
+        ckpt = open_checkpoint(fixture_graphs(0.25, 128, read_identities=False))
+        model, info = load_converted("mobilenet_v1", ckpt, None, tmp_path / "cache")
+        out = tmp_path / "shared" / "m.safetensors"
+        written = export(model, "mobilenet_v1", ckpt, out, {})
+    finally:
+        os.umask(previous)
+    for path in [*written, tmp_path / "cache" / info["weights_cache"]]:
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~umask), path
