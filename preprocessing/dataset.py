@@ -103,6 +103,7 @@ class TarArchive:
                 raise DatasetError(f"{path}: a {kind}-compressed tar cannot be read in place; "
                                    "decompress it (the official ILSVRC2012_img_val.tar is not compressed)")
         self.members: dict[str, tuple[int, int]] = {}  # name -> (offset of its data, size)
+        self.refused: dict[str, str] = {}  # name -> why its data cannot be read in place (named on read)
         self.complete = True
         try:
             with tarfile.open(path, "r:") as tar:
@@ -114,12 +115,23 @@ class TarArchive:
                         break
                     if m is None:
                         break
-                    if not m.isfile():
-                        continue
                     name = m.name.removeprefix("./")
-                    if name in self.members:
+                    if m.isdir() or _hidden(name):  # hidden as a folder's listing hides them: macOS's ._ files
+                        continue
+                    if name in self.members or name in self.refused:
                         raise DatasetError(f"{path}: member {name!r} is in the archive twice")
-                    self.members[name] = (m.offset_data, m.size)
+                    if m.islnk():  # a hard link: the data of the member it names
+                        target = m.linkname.removeprefix("./")
+                        if target in self.members:
+                            self.members[name] = self.members[target]
+                        else:
+                            self.refused[name] = f"a hard link to {target!r}, which is not an earlier file member"
+                    elif m.issparse():  # its data is stored in pieces, not as the file's bytes
+                        self.refused[name] = "a sparse member, whose data cannot be read in place"
+                    elif m.isfile():
+                        self.members[name] = (m.offset_data, m.size)
+                    elif m.issym():
+                        self.refused[name] = f"a symbolic link to {m.linkname!r}"
                 end = tar.offset  # where the end-of-archive marker should be
         except tarfile.TarError as e:  # no first member
             raise DatasetError(f"{path}: not a readable tar archive ({e})") from None
@@ -133,6 +145,9 @@ class TarArchive:
         return f"{self.root}:{name}"
 
     def read(self, name: str) -> bytes:
+        if name in self.refused:
+            raise ImageError(f"{self.path(name)}: {self.refused[name]}; extract the archive, or re-create it "
+                             f"with plain file members")
         if name not in self.members:
             raise ImageError(f"{self.path(name)}: file not found (no such member)")
         offset, size = self.members[name]
@@ -147,7 +162,11 @@ class TarArchive:
         return data
 
     def has(self, name: str) -> bool:
-        return name in self.members
+        return name in self.members or name in self.refused
+
+    def names(self) -> list[str]:
+        """Every member that is, or stands for, a file (read or refused by name)."""
+        return [*self.members, *self.refused]
 
     def stats(self, names: list[str]) -> list[list[int] | None]:
         """[member size, archive size, archive mtime_ns] per member; None for a missing one."""
@@ -211,6 +230,11 @@ def read_labels(labels_file: Path) -> tuple[list[str], list[int]]:
             names.append(name)
             labels.append(label)
     return names, labels
+
+
+def _hidden(name: str) -> bool:
+    """A name with a part starting with a dot, as folders' listings leave them out (macOS's ._ files)."""
+    return any(part.startswith(".") for part in PurePosixPath(name).parts)
 
 
 def is_image(name: str) -> bool:
@@ -383,7 +407,7 @@ def load_dataset(root: str | Path, labels: str | Path | None = None, limit: int 
         names, label_list = _by_labels_file(labels_file, source, allow_missing)
         labels_from = "labels file"
     else:
-        images = _images_only(list(source.members), root) if layout == "tar" else _folder_images(root, layout)
+        images = _images_only(source.names(), root) if layout == "tar" else _folder_images(root, layout)
         if layout == "imagefolder" or (layout == "tar" and any(WNID.fullmatch(PurePosixPath(n).parent.name)
                                                                for n in images)):
             names, label_list, absent = _by_class_folder(images, root)

@@ -2,6 +2,7 @@
 ImageFolder and the official tar, all giving the same images, labels, crops and predictions; and
 each way they can be wrong is a clear error naming the file."""
 
+import io
 import json
 import os
 import subprocess
@@ -296,3 +297,38 @@ def test_all_samples_in_every_layout_agree(tmp_path):
     labels = [label for _, label, _ in images]
     sample_labels = [int(row.split()[1]) for row in (SAMPLES / "val_map.txt").read_text().splitlines()]
     assert dict(zip(labels, first["predictions"])) == dict(zip(sample_labels, samples["predictions"]))
+
+
+def test_tar_members_from_macos_links_and_sparse_files(tmp_path):
+    """A tar made on macOS holds an AppleDouble `._<name>` beside each file: hidden, as in folders.
+    A hard link reads as the member it names; a symbolic link or a sparse member (whose bytes are
+    not stored in place) is refused by name when read, never read as if it were the image."""
+    import tarfile
+
+    from preprocessing.dataset import load_dataset
+    from preprocessing.pipelines import ImageError
+
+    images = validation_images(4)
+    path = tmp_path / "ILSVRC2012_img_val.tar"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, _, data in images[:2]:
+            for member, content in ((f"._{name}", b"\x00\x05\x16\x07AppleDouble"), (name, data)):
+                info = tarfile.TarInfo(member)
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+        kinds = {images[2][0]: (tarfile.LNKTYPE, images[0][0]), images[3][0]: (tarfile.SYMTYPE, images[1][0])}
+        for name, (kind, target) in kinds.items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tar.addfile(info)
+        sparse = tarfile.TarInfo("ILSVRC2012_val_00049999.JPEG")
+        sparse.type, sparse.size = tarfile.GNUTYPE_SPARSE, 0
+        tar.addfile(sparse)
+    dataset = load_dataset(path, allow_missing=True)
+    assert sorted(dataset.names) == sorted([*(n for n, _, _ in images), "ILSVRC2012_val_00049999.JPEG"])
+    by_name = {n: i for i, n in enumerate(dataset.names)}
+    assert dataset.read(by_name[images[2][0]]) == images[0][2]  # the hard link reads its target's data
+    with pytest.raises(ImageError, match="symbolic link"):
+        dataset.read(by_name[images[3][0]])
+    with pytest.raises(ImageError, match="ILSVRC2012_val_00049999.JPEG: a sparse member"):
+        dataset.read(by_name["ILSVRC2012_val_00049999.JPEG"])
