@@ -218,6 +218,9 @@ def read_labels(labels_file: Path) -> tuple[list[str], list[int]]:
             if len(parts) != 2:
                 raise DatasetError(f"{labels_file}:{lineno}: expected '<file> <label>', got {line!r}")
             name, label_text = parts[0].strip(), parts[1]
+            if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+                raise DatasetError(f"{labels_file}:{lineno}: {name!r} points outside dataset.root; names are "
+                                   "relative to it (set dataset.root to a folder that holds every image)")
             try:
                 label = int(label_text)
             except ValueError:

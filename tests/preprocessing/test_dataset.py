@@ -46,3 +46,14 @@ def test_missing_folder_and_labels(tmp_path):
         load_dataset(tmp_path / "nope")
     with pytest.raises(DatasetError, match="labels.txt: labels file not found"):
         load_dataset(tmp_path, labels=tmp_path / "labels.txt")
+
+
+@pytest.mark.parametrize("name", ["/etc/hosts", "../outside/ILSVRC2012_val_00000001.JPEG", "val/../../x.JPEG"])
+def test_labels_file_names_stay_inside_the_root(tmp_path, name):
+    """A labels file names images relative to dataset.root: one that climbs out of it (or is
+    absolute) would score a file the user did not point the harness at."""
+    root = tmp_path / "val"
+    root.mkdir()
+    (root / "labels.txt").write_text(f"{name} 3\n")
+    with pytest.raises(DatasetError, match=r"labels.txt:1: .* points outside dataset.root"):
+        load_dataset(root, root / "labels.txt", allow_missing=True)
