@@ -45,12 +45,15 @@ def log_folder(cfg: DictConfig, p: lgs.LoadGenPlan) -> Path:
     return folder
 
 
-def write_val_map(folder: Path, s: Setup) -> Path:
+def val_map_text(s: Setup) -> str:
     """The samples in LoadGen's order (qsl_idx = line), for MLPerf's accuracy-imagenet.py. With the
-    whole validation set in MLPerf's order this is MLPerf's val_map.txt itself."""
-    path = folder / "val_map.txt"
-    path.write_text("".join(f"{name} {label}\n" for name, label in zip(s.names, s.labels.tolist())))
-    return path
+    whole validation set in MLPerf's order this is MLPerf's val_map.txt itself. MLPerf's tools split
+    each line on white space, so a name holding any is refused before the run, not after it."""
+    spaced = [name for name in s.names if len(name.split()) != 1]
+    if spaced:
+        raise ConfigError(f"{len(spaced)} image name(s) hold white space, which MLPerf's val_map.txt format "
+                          f"(and its accuracy-imagenet.py) cannot carry: {spaced[:3]}; rename them for a LoadGen run")
+    return "".join(f"{name} {label}\n" for name, label in zip(s.names, s.labels.tolist()))
 
 
 def warm_up(library: SampleLibrary, runtime, batch_size: int) -> np.ndarray:
@@ -85,9 +88,11 @@ def run(cfg: DictConfig) -> dict:
     lgm = import_loadgen()
     s = setup(cfg)
     settings, sample_count = lgs.make_test_settings(lgm, p, cfg.model.mlperf_name, len(s.readable))
+    val_map = val_map_text(s)
     folder = log_folder(cfg, p)
     (folder / INCOMPLETE).write_text("the run has not finished (or was killed): LoadGen's logs are partial\n")
-    labels_file = write_val_map(folder, s)
+    labels_file = folder / "val_map.txt"
+    labels_file.write_text(val_map)
 
     library = SampleLibrary(s.cache.images, s.readable, s.runtime)
     offset = class_offset(warm_up(library, s.runtime, s.batch_size))  # 1001 outputs: background first

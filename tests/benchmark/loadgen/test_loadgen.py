@@ -254,3 +254,18 @@ def test_cli_bad_setting_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: loadgen.scenario=Batch: expected one of SingleStream, MultiStream, Offline, Server"]
     assert not (tmp_path / "results").exists()
+
+
+def test_names_with_spaces_are_refused_before_the_run(fixture_graphs, tmp_path):
+    """An ImageFolder file outside the validation names may hold spaces; MLPerf's val_map.txt (and
+    its accuracy-imagenet.py) splits lines on white space. Refused before LoadGen starts, no logs."""
+    images = validation_images(4)
+    root = write_layout(tmp_path / "val", "imagefolder", images)
+    name, label, _ = images[0]
+    folder = next(p for p in root.iterdir() if (p / name).exists())
+    (folder / name).rename(folder / "my photo.JPEG")
+    out = tmp_path / "logs"
+    with pytest.raises(ConfigError, match=r"1 image name\(s\) hold white space.*my photo.JPEG"):
+        loadgen_run(config(f"model.checkpoint={fixture_graphs(0.25, 96, read_identities=False)}",
+                           f"dataset.root={root}", f"cache_dir={tmp_path / 'cache'}", f"loadgen.output_dir={out}"))
+    assert not out.exists()
