@@ -85,6 +85,34 @@ def plan(cfg: DictConfig) -> LoadGenPlan:
                        _conf_file(lg, "audit_conf"), overrides, int(count) if count is not None else None)
 
 
+# Keys LoadGen reads from its built-in mlperf.conf only: a file given to FromConfig (conf_type 2) has
+# them ignored (as in a user.conf, where MLPerf's rules forbid them). The harness applies them from
+# the user's mlperf.conf itself: (TestSettings field, scale; bool for flags).
+MLPERF_CONF_ONLY = {
+    "qsl_rng_seed": ("qsl_rng_seed", int), "sample_index_rng_seed": ("sample_index_rng_seed", int),
+    "schedule_rng_seed": ("schedule_rng_seed", int),
+    "accuracy_log_probability": ("accuracy_log_probability", lambda v: float(v) * 0.01),  # a percentage
+    "test05": ("test05", lambda v: int(float(v)) == 1), "test05_qsl_rng_seed": ("test05_qsl_rng_seed", int),
+    "test05_sample_index_rng_seed": ("test05_sample_index_rng_seed", int),
+    "test05_schedule_rng_seed": ("test05_schedule_rng_seed", int),
+}
+
+
+def conf_values(path: Path, model: str, scenario: str) -> dict[str, str]:
+    """`key -> value` for `model` and `scenario` from a LoadGen conf file, looked up as LoadGen does:
+    model.scenario.key, then *.scenario.key, then model.*.key, then *.*.key."""
+    entries = {}
+    for line in Path(path).read_text().splitlines():
+        tokens = line.split()
+        if len(tokens) >= 3 and not tokens[0].startswith("#") and tokens[1] == "=":
+            entries[tokens[0]] = tokens[2]
+    found = {}
+    for pattern in (f"*.*.", f"{model}.*.", f"*.{scenario}.", f"{model}.{scenario}."):  # the last one found wins
+        found.update({k[len(pattern):]: v for k, v in entries.items()
+                      if k.startswith(pattern) and "." not in k[len(pattern):]})
+    return found
+
+
 def make_test_settings(lgm, p: LoadGenPlan, model: str, sample_count: int):
     """LoadGen's TestSettings: mlperf.conf (LoadGen's own unless given), then user.conf, then the
     overrides. Returns (settings, the QSL's performance sample count)."""
@@ -97,6 +125,11 @@ def make_test_settings(lgm, p: LoadGenPlan, model: str, sample_count: int):
         if path is not None and settings.FromConfig(str(path), model, p.scenario, 2) != 0:
             raise ConfigError(f"loadgen.{key}={path}: LoadGen cannot read it (expected lines "
                               f"'model.scenario.key = number')")
+        if key == "mlperf_conf" and path is not None:
+            for name, value in conf_values(path, model, p.scenario).items():
+                if name in MLPERF_CONF_ONLY:
+                    field, convert = MLPERF_CONF_ONLY[name]
+                    setattr(settings, field, convert(value))
     settings.scenario = getattr(lgm.TestScenario, p.scenario)
     settings.mode = getattr(lgm.TestMode, MODES[p.mode])
     for key, value in p.overrides.items():

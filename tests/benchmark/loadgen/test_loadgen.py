@@ -269,3 +269,22 @@ def test_names_with_spaces_are_refused_before_the_run(fixture_graphs, tmp_path):
         loadgen_run(config(f"model.checkpoint={fixture_graphs(0.25, 96, read_identities=False)}",
                            f"dataset.root={root}", f"cache_dir={tmp_path / 'cache'}", f"loadgen.output_dir={out}"))
     assert not out.exists()
+
+
+def test_a_users_mlperf_conf_is_applied_whole(common, tmp_path):
+    """LoadGen reads the seeds, accuracy_log_probability and test05 only from its built-in
+    mlperf.conf (a file given to it is read as a user.conf, where they are ignored): the harness
+    applies them from loadgen.mlperf_conf, as LoadGen's own detail log shows."""
+    from benchmark.loadgen.settings import read_detail_log
+
+    mlperf_conf = tmp_path / "mlperf.conf"
+    mlperf_conf.write_text("*.*.qsl_rng_seed = 1234567\n*.Offline.sample_index_rng_seed = 7654321\n"
+                           "mobilenet.*.schedule_rng_seed = 42\nmobilenet.Offline.schedule_rng_seed = 43\n"
+                           "*.*.accuracy_log_probability = 25\n*.*.min_duration = 300\n")
+    out = tmp_path / "logs"
+    loadgen_run(config(*common, "loadgen.mode=performance", f"loadgen.mlperf_conf={mlperf_conf}",
+                       "loadgen.target_qps=1000", f"loadgen.output_dir={out}"))
+    values = read_detail_log(out / "mlperf_log_detail.txt")["values"]
+    assert values["effective_qsl_rng_seed"] == 1234567 and values["effective_sample_index_rng_seed"] == 7654321
+    assert values["effective_schedule_rng_seed"] == 43  # model.scenario wins over model.*
+    assert values["effective_accuracy_log_probability"] == 0.25 and values["effective_min_duration_ms"] == 300
