@@ -186,3 +186,12 @@ def config(*overrides, name: str = "config"):
 
     with initialize_config_module("benchmark.conf", version_base="1.3"):
         return compose(name, overrides=["progress=false", *overrides])
+
+
+def run_benchmark(*overrides) -> dict:
+    """`python -m benchmark` with these overrides, run in this process (its command line, exit codes
+    and output are tested through subprocesses in tests/benchmark/test_cli.py and test_install.py):
+    the results JSON's content."""
+    from benchmark.run import run
+
+    return run(config(*overrides))

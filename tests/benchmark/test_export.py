@@ -1,6 +1,5 @@
 """Exported models: safetensors and .pt reload without unpickling and reproduce runs exactly."""
 
-import json
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import torch
 from benchmark.convert import load_converted
 from benchmark.export import export, load_exported, torchvision_state_dict
 from benchmark.formats.checkpoint import open_checkpoint
-from tests.helpers import ENV, resnet_inputs, slim_graph
+from tests.helpers import ENV, resnet_inputs, run_benchmark, slim_graph
 
 
 def cli(module, *args, cwd):
@@ -26,12 +25,9 @@ def test_exported_model_reproduces_the_run(samples_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [str(out), str(out.with_suffix(".pt"))]
     runs = {}
-    for name, ckpt in (("graph", graph), ("exported", out)):
-        results = tmp_path / f"{name}.json"
-        proc = cli("benchmark", f"model.checkpoint={ckpt}", f"dataset.root={samples_dir}", "dataset.limit=200",
-                   f"cache_dir={tmp_path}", f"results_file={results}", cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        runs[name] = json.loads(results.read_text())
+    for name, ckpt in (("graph", graph), ("exported", out)):  # in this process: the export is the CLI here
+        runs[name] = run_benchmark(f"model.checkpoint={ckpt}", f"dataset.root={samples_dir}", "dataset.limit=200",
+                                   f"cache_dir={tmp_path}", f"results_file={tmp_path / name}.json")
     assert runs["exported"]["predictions"] == runs["graph"]["predictions"]
     assert runs["exported"]["conversion"]["exported_from_sha256"] == runs["graph"]["checkpoint"]["sha256"]
 

@@ -29,6 +29,7 @@ from tests.helpers import (
     config,
     crops,
     resnet_inputs,
+    run_benchmark,
     slim_graph,
     tf_tolerance,
     validation_images,
@@ -98,16 +99,18 @@ def test_mobilenet_onnx_is_the_graphs_model(fixture_graphs, onnx_dir, opset, nch
 
 
 
-# The full structure's conversion (~15 s) runs with the slow tests: the quick pass has the small one.
-@pytest.mark.parametrize("opset,nchw,small", [pytest.param(11, True, False, marks=pytest.mark.slow), (8, False, True)])
-def test_resnet_onnx_is_the_graphs_model(resnet_graphs, onnx_dir, opset, nchw, small):
-    pb = resnet_graphs(**SMALL_RESNET) if small else resnet_graphs()
-    path = to_onnx(pb, "resnet50", opset, nchw, onnx_dir)
+def check_resnet_onnx(pb, path):
     ours, theirs, spec, tf_spec = both_models(pb, path, "resnet50")
     same_structure(spec, tf_spec, "resnet50")
     check_agreement(ours, theirs, path, resnet_inputs(4, offset=2))
-    g = OnnxGraph.from_file(path)
-    assert logits_tensor(g) == "resnet_model/dense/BiasAdd:0"  # the logits inside, not the softmax
+    assert logits_tensor(OnnxGraph.from_file(path)) == "resnet_model/dense/BiasAdd:0"  # the logits, not the softmax
+
+
+# The full structure (opset 11, NCHW, as MLPerf publishes it) is checked in the slow acceptance test
+# test_all_samples_through_onnx, which converts it anyway: the quick pass has the small structure.
+def test_resnet_onnx_is_the_graphs_model(resnet_graphs, onnx_dir):
+    pb = resnet_graphs(**SMALL_RESNET)
+    check_resnet_onnx(pb, to_onnx(pb, "resnet50", 8, False, onnx_dir))
 
 
 def test_real_slim_graphs_through_onnx_equal_through_tf(onnx_dir):
@@ -186,21 +189,17 @@ def test_all_samples_through_onnx(arch, resnet_graphs, onnx_dir, tmp_path):
         pytest.skip(f"real test data not found at {SAMPLES}")
     pb = slim_graph(224, "pb") if arch == "mobilenet_v1" else resnet_graphs()
     path = to_onnx(pb, arch, 11, True, onnx_dir)
+    if arch == "resnet50":  # the full structure converts to the frozen graph's model, layer for layer
+        check_resnet_onnx(pb, path)
     common = [f"model={arch}", f"dataset.root={SAMPLES}", f"cache_dir={tmp_path / 'cache'}"]
-    # ResNet-50's frozen-graph run over all 1,000 samples is test_cli's acceptance test, and the ONNX
+    # ResNet-50's frozen-graph run over the samples is test_cli's acceptance test, and the ONNX
     # model's predictions equal the frozen graph's in the quick test above: here the ONNX run alone,
     # on the first 300 samples (the suite's time; ResNet-50 runs at ~30 images/s on 2 cores).
-    limit = [] if arch == "mobilenet_v1" else ["dataset.limit=300"]
-    runs = (("onnx", path, limit),) + ((("graph", pb, []),) if arch == "mobilenet_v1" else ())
-    for name, ckpt, limit in runs:
-        proc = run(*common, f"model.checkpoint={ckpt}", f"results_file={tmp_path / name}.json", *limit,
-                   *(["reference=onnxruntime"] if name == "onnx" else []), cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    onnx = json.loads((tmp_path / "onnx.json").read_text())
     n = 1000 if arch == "mobilenet_v1" else 300
+    onnx = run_benchmark(*common, f"model.checkpoint={path}", "reference=onnxruntime", f"dataset.limit={n}")
     assert onnx["reference"]["agreement"] == n and onnx["total"] == n
     if arch == "mobilenet_v1":
-        graph = json.loads((tmp_path / "graph.json").read_text())
+        graph = run_benchmark(*common, f"model.checkpoint={pb}")
         assert onnx["predictions"] == graph["predictions"] and onnx["accuracy_line"] == graph["accuracy_line"]
 
 
