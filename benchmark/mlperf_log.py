@@ -20,14 +20,33 @@ def _names(indices: list[int], labels, limit: int | None) -> str:
     return shown + (f", ... ({len(indices) - limit} more)" if limit is not None and len(indices) > limit else "")
 
 
+def check_whole_set(entries: list, labels: list, log: Path, compare: Path | None) -> None:
+    """MLPerf's 50,000-line val_map indexes a log only of a run over the whole validation set in its
+    order: the qsl_idx of a run over a subset index that run's own list (a harness run writes it
+    beside the log), and read against MLPerf's they point at other images."""
+    samples = {e.get("qsl_idx") for e in entries if isinstance(e, dict)}
+    if len(samples) != len(labels):
+        raise LogError(f"{log}: the log answers {len(samples)} samples, not the {len(labels):,} of MLPerf's "
+                       f"val_map.txt: its qsl_idx index the run's own list; give it with --labels")
+    if compare is not None:
+        try:
+            images = json.loads(Path(compare).read_text()).get("images")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return  # read (and reported) with the comparison
+        if images is not None and len(images) != len(labels):
+            raise LogError(f"{compare}: the run listed {len(images)} images, not MLPerf's {len(labels):,}: "
+                           f"give its val_map.txt with --labels")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.mlperf_log", description="Scores MLPerf's accuracy log as MLPerf's accuracy-imagenet.py does.")
     parser.add_argument("log", type=Path, help="mlperf_log_accuracy.json")
     parser.add_argument("--labels", type=Path, help="val_map.txt whose lines the log's qsl_idx index "
                         "(default: val_map.txt beside the log, as a harness run writes it; else MLPerf's "
                         "50,000-line val_map)")
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES),
-                        help="how the answers were written (MLPerf's reference app: float32)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                        help="how the answers were written (MLPerf's reference app: float32); auto: the "
+                             "first type under which every answer is a class")
     parser.add_argument("--compare", type=Path, metavar="RESULTS_JSON",
                         help="a harness run's results: list the images where the log's answer differs")
     parser.add_argument("--verbose", action="store_true", help="list every image, not the first few")
@@ -37,16 +56,19 @@ def main(argv: list[str] | None = None) -> int:
         labels_file = args.labels
         if labels_file is None and (args.log.parent / "val_map.txt").is_file():
             labels_file = args.log.parent / "val_map.txt"
+        entries = read_log(args.log)
         if labels_file is None:
             from preprocessing.dataset import LABELS, imagenet_val_map
 
             labels_file = LABELS / "val_map.txt"
             labels = list(imagenet_val_map().items())  # checked against its sha256
+            check_whole_set(entries, labels, args.log, args.compare)
         else:
             labels = read_labels(labels_file)
-        result = score(read_log(args.log), labels, args.dtype, args.log)
+        result = score(entries, labels, args.dtype, args.log)
         print(result.mlperf_line())
-        print(f"labels: {labels_file}; {result.entries} entries, {result.duplicates} duplicates counted once"
+        print(f"labels: {labels_file}; {result.entries} entries ({result.dtype}), "
+              f"{result.duplicates} duplicates counted once"
               + (f" ({len(result.conflicting)} answered differently the second time: "
                  f"{_names(result.conflicting, labels, limit)})" if result.conflicting else ""),
               file=sys.stderr)

@@ -20,6 +20,7 @@ import numpy as np
 from preprocessing.errors import UserError
 
 DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
+NUM_CLASSES = 1000
 
 
 class LogError(UserError, ValueError):
@@ -78,9 +79,14 @@ def decode(entry, number: int, dtype: str, count: int, path: Path) -> tuple[int,
     if len(raw) < size or len(raw) % size:
         raise LogError(f"{where} (qsl_idx {idx}): {len(raw)} bytes of data are not whole {dtype} values")
     value = np.frombuffer(raw, DTYPES[dtype])[0]
-    if not math.isfinite(value):
-        raise LogError(f"{where} (qsl_idx {idx}): the answer is {value}, not a class")
-    return idx, int(value)  # int() truncates, as in MLPerf's tool
+    # An answer is a class or -1 (background); MLPerf's tool truncates a float one. Data read as the
+    # wrong type give what no system answers: int32 answers read as float32 are denormals (which would
+    # truncate to class 0), float32 answers read as int32 are numbers far beyond the classes.
+    denormal = dtype == "float32" and 0 < abs(float(value)) < np.finfo(np.float32).tiny
+    if not math.isfinite(value) or denormal or not -1 <= int(value) < NUM_CLASSES:
+        raise LogError(f"{where} (qsl_idx {idx}): the answer read as {dtype} is {value}, not a class "
+                       f"(-1..{NUM_CLASSES - 1}): the log's answers are of another type (--dtype)")
+    return idx, int(value)
 
 
 @dataclass
@@ -90,6 +96,7 @@ class LogScore:
     entries: int
     conflicting: list[int] = field(default_factory=list)  # answered again, differently
     missing: list[int] = field(default_factory=list)  # listed in the labels, not in the log
+    dtype: str = "float32"  # how the answers were read
 
     @property
     def total(self) -> int:
@@ -107,12 +114,33 @@ class LogScore:
         return f"accuracy={self.top1:.3f}%, good={self.good}, total={self.total}"
 
 
-def score(entries: list, labels: list[tuple[str, int]], dtype: str = "float32",
+def detect_dtype(entries: list, count: int, path: Path) -> str:
+    """The type under which every answer is a class: float32 (MLPerf's reference app), int32, int64,
+    those as long as one entry's data tried first."""
+    try:
+        size = len(bytes.fromhex(entries[0]["data"]))
+    except (TypeError, ValueError, KeyError):
+        size = 4
+    for dtype in sorted(DTYPES, key=lambda d: np.dtype(DTYPES[d]).itemsize != size):
+        try:
+            for number, entry in enumerate(entries):
+                decode(entry, number, dtype, count, path)
+            return dtype
+        except LogError:
+            continue
+    for number, entry in enumerate(entries):  # no type fits: the first bad entry's error, as float32
+        decode(entry, number, "float32", count, path)
+    raise LogError(f"{path}: the answers are classes under none of {', '.join(DTYPES)}")
+
+
+def score(entries: list, labels: list[tuple[str, int]], dtype: str = "auto",
           path: Path = Path("mlperf_log_accuracy.json")) -> LogScore:
-    if dtype not in DTYPES:
-        raise LogError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if dtype != "auto" and dtype not in DTYPES:
+        raise LogError(f"dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}")
     if not entries:
         raise LogError(f"{path}: the log has no entries (a performance-mode log, or no sample answered)")
+    if dtype == "auto":
+        dtype = detect_dtype(entries, len(labels), path)
     answers: dict[int, int] = {}
     conflicting = set()
     for number, entry in enumerate(entries):
@@ -123,10 +151,10 @@ def score(entries: list, labels: list[tuple[str, int]], dtype: str = "float32",
             conflicting.add(idx)
     good = sum(answer == labels[idx][1] for idx, answer in answers.items())
     missing = [i for i in range(len(labels)) if i not in answers]
-    return LogScore(good, answers, len(entries), sorted(conflicting), missing)
+    return LogScore(good, answers, len(entries), sorted(conflicting), missing, dtype)
 
 
-def score_file(log: Path, labels_file: Path, dtype: str = "float32") -> LogScore:
+def score_file(log: Path, labels_file: Path, dtype: str = "auto") -> LogScore:
     return score(read_log(log), read_labels(labels_file), dtype, Path(log))
 
 

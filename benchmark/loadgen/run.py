@@ -56,15 +56,33 @@ def val_map_text(s: Setup) -> str:
     return "".join(f"{name} {label}\n" for name, label in zip(s.names, s.labels.tolist()))
 
 
-def warm_up(library: SampleLibrary, runtime, batch_size: int) -> np.ndarray:
+def warm_up(library: SampleLibrary, runtime, batch_size: int) -> tuple[np.ndarray, float]:
     """As MLPerf's reference app does: a few predictions before LoadGen starts the clock, at batch 1
-    and at the batch size (the first call of a shape creates its kernels). Returns the last logits."""
+    and at the batch size (the first call of a shape creates its kernels). Returns the last logits
+    and the samples/s of the last batch-size pass (a warm one)."""
     n = min(batch_size, len(library))
     library.load(list(range(n)))
     for size in (n, 1, n, 1):
+        clock = time.perf_counter()
         logits = runtime(library.batch(np.arange(size)))
+        if size == n:
+            rate = n / max(time.perf_counter() - clock, 1e-9)
     library.unload([])
-    return logits
+    return logits, rate
+
+
+def server_rate(settings, p: lgs.LoadGenPlan, measured: float, samples: int) -> str:
+    """What a Server run's query rate means for its duration, said before it starts. In accuracy mode
+    (LoadGen issues every sample on Server's schedule; timing is not judged) a rate left to mlperf.conf
+    (1 query/s: 50,000 images would take 14 hours) becomes what the warm-up measured, said so."""
+    chosen = "target_qps" in p.overrides or p.user_conf is not None or p.mlperf_conf is not None
+    if p.mode == "accuracy" and not chosen:
+        settings.server_target_qps = max(1.0, round(0.8 * measured, 1))  # a rate the system sustains
+        how = (f"loadgen.target_qps unset: issuing at {settings.server_target_qps:g} queries/s, 80% of the "
+               f"{measured:.0f} samples/s measured in the warm-up (mlperf.conf's default is 1/s)")
+    else:
+        how = f"issuing at {settings.server_target_qps:g} queries/s (loadgen.target_qps sets it)"
+    return f"Server: {how}; {samples} samples take about {samples / settings.server_target_qps:,.0f} s"
 
 
 def failure_handler(folder: Path):
@@ -95,7 +113,8 @@ def run(cfg: DictConfig) -> dict:
     labels_file.write_text(val_map)
 
     library = SampleLibrary(s.cache.images, s.readable, s.runtime)
-    offset = class_offset(warm_up(library, s.runtime, s.batch_size))  # 1001 outputs: background first
+    logits, measured = warm_up(library, s.runtime, s.batch_size)
+    offset = class_offset(logits)  # 1001 outputs: background first
     sut = SystemUnderTest(lgm, library, s.runtime, s.batch_size, offset, keep_logits=p.mode == "accuracy",
                           on_failure=failure_handler(folder), inline=p.scenario in ("SingleStream", "MultiStream"))
     qsl = lgm.ConstructQSL(len(library), sample_count, sut.load, sut.unload)
@@ -106,6 +125,8 @@ def run(cfg: DictConfig) -> dict:
     log_settings.enable_trace = False
     print(f"LoadGen {p.scenario} {p.mode}: {len(library)} samples, {sample_count} in memory, "
           f"batch size {s.batch_size}, logs in {folder}", file=sys.stderr)
+    if p.scenario == "Server":
+        print(server_rate(settings, p, measured, len(library)), file=sys.stderr)
     # LoadGen holds the main thread in C++ until the test ends, where Python's Ctrl-C handler never
     # runs: the default action ends the process at once (the folder stays marked incomplete).
     previous = signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -40,8 +40,12 @@ def test_dtypes(dtype):
     name = np.dtype(dtype).name
     entries = [entry(i, label, dtype) for i, (_, label) in enumerate(LABELS)]
     assert score(entries, LABELS, name).good == 10
-    if dtype is not np.float32:  # read as float32, int32 answers are tiny denormals, int64 twice as many values
-        assert score(entries, LABELS, "float32").good == 0
+    assert score(entries, LABELS).dtype == name and score(entries, LABELS).good == 10  # detected
+    wrong = "int32" if dtype is np.float32 else "float32"
+    # read as float32, int32 answers are denormals (MLPerf's tool truncates them to class 0: 0.1 %
+    # accuracy, no error); read as int32, float32 answers are numbers far beyond the classes
+    with pytest.raises(LogError, match=f"the answer read as {wrong} is .*, not a class .*--dtype"):
+        score(entries, LABELS, wrong)
 
 
 def test_float_answers_are_truncated_as_mlperfs_tool_does():
@@ -58,7 +62,8 @@ def test_float_answers_are_truncated_as_mlperfs_tool_does():
     ([entry(10, 5)], r"entry 0: qsl_idx 10 is not a line of the labels list \(0..9\)"),
     ([entry(-1, 5)], "entry 0: qsl_idx -1 is not a line"),
     ([{"qsl_idx": "3", "data": "00000000"}], "entry 0: qsl_idx '3' is not a line"),
-    ([entry(3, math.nan)], r"entry 0 \(qsl_idx 3\): the answer is nan, not a class"),
+    ([entry(3, math.nan)], r"entry 0 \(qsl_idx 3\): the answer read as float32 is nan, not a class"),
+    ([entry(3, 1000)], r"entry 0 \(qsl_idx 3\): the answer read as float32 is 1000.0, not a class \(-1..999\)"),
 ])
 def test_malformed_logs(tmp_path, content, message):
     log = write(tmp_path, content)
@@ -81,17 +86,25 @@ def test_cli_reports_duplicates_and_missing_samples(tmp_path, capsys):
     assert main([str(log)]) == 0  # val_map.txt beside the log
     out, err = capsys.readouterr()
     assert out.splitlines() == ["accuracy=100.000%, good=2, total=2"]
-    assert "3 entries, 1 duplicates counted once (1 answered differently the second time: ILSVRC2012_val_00000001.JPEG)" in err
+    assert "3 entries (float32), 1 duplicates counted once (1 answered differently the second time: ILSVRC2012_val_00000001.JPEG)" in err
     assert "8 of the 10 listed samples are not in the log: ILSVRC2012_val_00000003.JPEG" in err
 
 
-def test_cli_defaults_to_mlperfs_val_map(tmp_path, capsys):
+def test_cli_defaults_to_mlperfs_val_map_for_a_whole_set_log_only(tmp_path, capsys):
+    """Without --labels or a val_map.txt beside it, a log over MLPerf's 50,000 images is read against
+    MLPerf's val_map; a log of fewer samples is of a subset run, whose qsl_idx index its own list:
+    read against MLPerf's they would point at other images, so it is refused."""
+    from preprocessing.dataset import imagenet_val_map
+
+    labels = list(imagenet_val_map().values())
     log = tmp_path / "sub" / "mlperf_log_accuracy.json"
     log.parent.mkdir()
-    log.write_text(json.dumps([entry(0, 65), entry(49_999, 355), entry(1, 0)]))  # MLPerf's first, last labels
+    log.write_text(json.dumps([entry(i, label if i else 0) for i, label in enumerate(labels)]))
     assert main([str(log)]) == 0
-    out, err = capsys.readouterr()
-    assert out.splitlines()[0] == "accuracy=66.667%, good=2, total=3" and "49997 of the 50000 listed" in err
+    assert capsys.readouterr().out.splitlines()[0] == "accuracy=99.998%, good=49999, total=50000"
+    log.write_text(json.dumps([entry(0, 65), entry(49_999, 355), entry(1, 0)]))  # MLPerf's first, last labels
+    assert main([str(log)]) == 2
+    assert "the log answers 3 samples, not the 50,000 of MLPerf's val_map.txt" in capsys.readouterr().err
 
 
 def test_cli_errors_name_the_entry(tmp_path, capsys):

@@ -288,3 +288,20 @@ def test_a_users_mlperf_conf_is_applied_whole(common, tmp_path):
     assert values["effective_qsl_rng_seed"] == 1234567 and values["effective_sample_index_rng_seed"] == 7654321
     assert values["effective_schedule_rng_seed"] == 43  # model.scenario wins over model.*
     assert values["effective_accuracy_log_probability"] == 0.25 and values["effective_min_duration_ms"] == 300
+
+
+def test_server_accuracy_run_says_its_rate_and_defaults_to_a_sustained_one(common, direct, tmp_path, capsys):
+    """Server issues on its schedule in accuracy mode too, at mlperf.conf's 1 query/s unless told:
+    24 samples would take 24 s, 50,000 fourteen hours, with nothing said. Unset, the rate becomes what
+    the warm-up measured (timing is not judged in accuracy mode) and the duration is said up front."""
+    from benchmark.loadgen.settings import read_detail_log
+
+    out = tmp_path / "logs"
+    r = loadgen_run(config(*common, "loadgen.scenario=Server", f"loadgen.output_dir={out}"))
+    err = capsys.readouterr().err
+    assert "Server: loadgen.target_qps unset: issuing at" in err and "24 samples take about" in err
+    assert read_detail_log(out / "mlperf_log_detail.txt")["values"]["effective_target_qps"] > 1
+    assert r["predictions"] == direct["predictions"]
+    loadgen_run(config(*common, "loadgen.scenario=Server", "loadgen.target_qps=400", f"loadgen.output_dir={out}2"))
+    assert "Server: issuing at 400 queries/s (loadgen.target_qps sets it); 24 samples take about 0 s" in \
+        capsys.readouterr().err
