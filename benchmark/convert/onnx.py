@@ -32,7 +32,11 @@ def first_layer_input(g: OnnxGraph) -> tuple[str, int]:
     dims = [d.dim_value or None for d in inp.type.tensor_type.shape.dim]
     if len(dims) != 4:
         raise g.error(None, f"input '{inp.name}' has shape {dims}, expected 4 dimensions")
-    (user,) = g.users(inp.name) or [None]
+    users = g.users(inp.name)
+    if len(users) > 1:
+        raise g.error(users[1], f"input '{inp.name}' feeds {len(users)} nodes "
+                                f"({', '.join(u.op_type for u in users)}), expected one")
+    user = users[0] if users else None
     if user is not None and user.op_type == "Transpose":
         if list(g.attrs(user).get("perm", [])) != [0, 3, 1, 2] or dims[3] != 3:
             raise g.error(user, f"input of shape {dims} transposed by {g.attrs(user).get('perm')}: "
@@ -91,8 +95,9 @@ def conv_unit(g: OnnxGraph, tensor: str, size: int) -> Conv:
     if node.op_type == "Pad":
         pads = list(g.attrs(node).get("pads", [])) or g.value(node, 1).tolist()
         mode = g.attrs(node).get("mode", b"constant")
-        if (mode not in (b"constant", "constant") or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5))
-                or (len(node.input) > 2 and node.input[2] and float(g.value(node, 2)) != 0.0)):
+        # the fill value: an input from opset 11, the `value` attribute before
+        fill = float(g.value(node, 2)) if len(node.input) > 2 and node.input[2] else float(g.attrs(node).get("value", 0.0))
+        if mode not in (b"constant", "constant") or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or fill != 0.0:
             raise g.error(node, f"only zero padding of height and width is supported, found {pads}")
         extra = (pads[2], pads[6], pads[3], pads[7])
         size += pads[2] + pads[6]
@@ -130,12 +135,16 @@ def conv_unit(g: OnnxGraph, tensor: str, size: int) -> Conv:
     return Conv(w.numpy(), b.numpy(), stride, pads, int(a.get("group", 1)), out, node)
 
 
-def _per_channel(g: OnnxGraph, node, channels: int) -> np.ndarray | None:
-    """The constant operand of a Mul/Add, as a vector of `channels` (shape [C], [1, C, 1, 1], ...)."""
+def _per_channel(g: OnnxGraph, node, channels: int, rank: int = 4) -> np.ndarray | None:
+    """The constant operand of a Mul/Add on a tensor of `rank` (NCHW, or N x C), as a vector of
+    `channels`, where it is one value per channel: on NCHW shape [C, 1, 1] or [1, C, 1, 1]
+    (broadcasting aligns shapes on the right, so [C], [1, C] or [1, C, 1] run along the width or
+    height, whatever their size); on N x C, [C] or [1, C]."""
+    target = (1, channels) + (1,) * (rank - 2)
     for i in (1, 0):
         if i < len(node.input) and node.input[i] in g.values:
             v = g.values[node.input[i]].astype(np.float32)
-            if v.size == channels and (v.ndim == 1 or v.shape[1] == channels):
+            if v.ndim <= rank and (1,) * (rank - v.ndim) + v.shape == target:
                 return v.reshape(channels)
     return None
 
@@ -264,7 +273,11 @@ def convert_resnet50_onnx(g: OnnxGraph) -> tuple[ResNetSpec, dict[str, np.ndarra
     stem, x, size = resnet_unit(g, None, x, image_size, 3, "conv1", "bn1", state, taps)
     x = activation(g, x, "relu")
     pool = g.next_op(x, "MaxPool")
-    kernel, stride = g.attrs(pool)["kernel_shape"][0], _strides(g, pool)
+    a = g.attrs(pool)
+    if len(set(a["kernel_shape"])) != 1 or set(a.get("dilations", [1])) != {1} or a.get("ceil_mode", 0):
+        raise g.error(pool, f"max pool kernel {list(a['kernel_shape'])}, dilations {list(a.get('dilations', [1, 1]))}, "
+                            f"ceil_mode {a.get('ceil_mode', 0)}: expected a square kernel, no dilation, floor mode")
+    kernel, stride = a["kernel_shape"][0], _strides(g, pool)
     before, after = same_padding(size, kernel, stride)
     if _pads(g, pool, size, kernel, stride) != (before, after, before, after):
         raise g.error(pool, f"max pool pads {g.attrs(pool).get('pads')} are not TF SAME at size {size}")
@@ -312,7 +325,7 @@ def convert_resnet50_onnx(g: OnnxGraph) -> tuple[ResNetSpec, dict[str, np.ndarra
     if dense.op_type == "MatMul":
         weight = g.value(dense, 1).astype(np.float32).T
         add = g.next_op(dense.output[0], "Add")
-        bias = _per_channel(g, add, weight.shape[0])
+        bias = _per_channel(g, add, weight.shape[0], rank=2)
         logits = add.output[0]
     else:
         a = g.attrs(dense)

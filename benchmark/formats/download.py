@@ -1,7 +1,9 @@
 """Checkpoint downloads: resumable (HTTP Range), verified before first use, written atomically.
 
-A download lands in `<name>.part` and becomes `<name>` only once its checksum holds, so a partial
-or corrupt file is never used. Where no checksum is published, the sha256 of the first download is
+A download lands in `<name>.<url hash>.part` and becomes `<name>` only once its checksum holds, so a
+partial or corrupt file is never used. A part belongs to its URL and is resumed only with the
+validator (ETag or Last-Modified) of the response that began it, sent as `If-Range`: a server whose
+file changed since sends it whole, and two files never splice into one. Where no checksum is published, the sha256 of the first download is
 recorded beside the file (`<name>.sha256`), shown, and every later use is checked against it; the
 URL it came from is recorded too (`<name>.url`), so two files of one name from two URLs never mix.
 """
@@ -49,10 +51,20 @@ def _verify(path: Path, url: str, md5: str | None) -> str:
     return sha256
 
 
+def _part(folder: Path, name: str, url: str) -> Path:
+    import hashlib
+
+    return folder / f"{name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.part"
+
+
 def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
-    """Fetches `url` into `part`, resuming from its current size where the server allows."""
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    """Fetches `url` into `part`, resuming from its current size where the server allows and the
+    file is still the one the part began with (If-Range); a part without a validator starts over."""
+    validator_file = part.with_name(part.name + ".validator")
+    validator = validator_file.read_text().strip() if validator_file.is_file() else ""
+    have = part.stat().st_size if part.exists() and validator else 0
+    headers = {"Range": f"bytes={have}-", "If-Range": validator} if have else {}
+    request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
@@ -62,7 +74,12 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
     with response:
         resumed = response.status == 206
         if not resumed:
-            have = 0  # the server sent the whole file: start over
+            have = 0  # the server sent the whole file: start over, remembering which file it is
+            validator = response.headers.get("ETag") or response.headers.get("Last-Modified") or ""
+            if validator:
+                validator_file.write_text(validator + "\n")
+            else:
+                validator_file.unlink(missing_ok=True)
         length = response.headers.get("Content-Length")
         total = have + int(length) if length else None
         with open(part, "ab" if resumed else "wb") as out, \
@@ -81,13 +98,13 @@ def fetch(url: str, folder: Path, md5: str | None = None, progress: bool = True,
     name = Path(unquote(urlparse(url).path)).name
     if not name:
         raise CheckpointError(f"{url}: the URL names no file")
-    dest = _destination(Path(folder).expanduser(), name, url)
-    folder = dest.parent
+    top = Path(folder).expanduser()
+    dest = _destination(top, name, url)
     if dest.is_file():
         _verify(dest, url, md5)
         return dest
-    folder.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = _part(top, name, url)
     print(f"downloading {url} to {dest}", file=sys.stderr)
     for attempt in range(1, retries + 1):
         try:
@@ -107,6 +124,7 @@ def fetch(url: str, folder: Path, md5: str | None = None, progress: bool = True,
         sha256 = _verify(part, url, md5)
     except CheckpointError:
         part.unlink()  # a corrupt download is not kept
+        part.with_name(part.name + ".validator").unlink(missing_ok=True)
         raise
     if not md5:
         recorded = dest.with_name(name + ".sha256")
@@ -115,6 +133,7 @@ def fetch(url: str, folder: Path, md5: str | None = None, progress: bool = True,
               f"(recorded in {recorded})", file=sys.stderr)
     dest.with_name(name + ".url").write_text(url + "\n")
     os.replace(part, dest)
+    part.with_name(part.name + ".validator").unlink(missing_ok=True)
     return dest
 
 

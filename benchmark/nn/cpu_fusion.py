@@ -47,8 +47,14 @@ class FusedConv2d(nn.Module):
         self._packed: dict[int, torch.Tensor] = {}  # batch size -> weight in oneDNN's layout for it
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """The weight reordered for oneDNN, for the first batch size seen (the run's) and for 1 (what
+        the warm-ups run). Any other size, as Server's dynamic batching or a last partial batch
+        makes, takes the first size's: a convolution reads any layout of its weight the same way,
+        and a pack per size would be made inside a timed query and kept, a copy of the weights each."""
         n = x.shape[0]
         if n not in self._packed:
+            if self._packed and n != 1:
+                return next(iter(self._packed.values()))
             self._packed[n] = torch._C._nn.mkldnn_reorder_conv2d_weight(
                 self.weight.to_mkldnn(), self.padding, self.stride, self.dilation, self.groups,
                 [n, self.weight.shape[1] * self.groups, *self.input_size])

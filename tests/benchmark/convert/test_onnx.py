@@ -340,3 +340,63 @@ def test_other_forms_tf2onnx_writes(edit, fixture_graphs, resnet_graphs, onnx_di
     with torch.inference_mode():
         ours = model(nchw).numpy()
     assert_same_predictions(ours, OrtModel(OnnxGraph.from_file(path))(x), tf_tolerance(model, nchw))
+
+
+def test_per_channel_constants_are_read_by_their_broadcast_shape():
+    """On an NCHW tensor a constant is per channel only as [C, 1, 1] or [1, C, 1, 1]: broadcasting
+    aligns on the right, so [C], [1, C] and [1, C, 1] run along the width or height, and taking them
+    for channels is silently wrong exactly when the sizes match (here W == C)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from benchmark.convert.onnx import _per_channel
+
+    c = 4
+    for shape, per_channel in [((1, c, 1, 1), True), ((c, 1, 1), True), ((c,), False), ((1, c), False),
+                               ((1, c, 1), False), ((1, 1, 1, c), False)]:
+        const = numpy_helper.from_array(np.arange(c, dtype=np.float32).reshape(shape), "k")
+        graph = helper.make_graph([helper.make_node("Mul", ["x", "k"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, c, c, c])],
+                                  [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], [const])
+        g = OnnxGraph.from_bytes(helper.make_model(graph).SerializeToString(), "mul.onnx")
+        got = _per_channel(g, g.nodes[0], c)
+        assert (got is not None) == per_channel, shape
+        if per_channel:
+            assert got.tolist() == list(range(c))
+
+
+def test_onnx_forms_read_wrongly_before_are_refused(resnet_graphs, onnx_dir, tmp_path):
+    """Each converts exactly or is refused naming the node: a Pad filling with a non-zero `value`
+    (its attribute before opset 11), MaxPool attributes the converter does not model, an input
+    feeding two nodes (a bare ValueError before)."""
+    path = to_onnx(resnet_graphs(**SMALL_RESNET), "resnet50", 8, False, onnx_dir)
+
+    def set_attr(op, name, value):
+        def edit(graph, onnx):
+            node = next(n for n in graph.node if n.op_type == op)
+            kept = [a for a in node.attribute if a.name != name]
+            del node.attribute[:]
+            node.attribute.extend([*kept, onnx.helper.make_attribute(name, value)])
+        return edit
+
+    def second_user(graph, onnx):
+        graph.node.append(onnx.helper.make_node("Identity", [graph.input[0].name], ["extra"], name="extra_user"))
+
+    def pad_filling_with(value):
+        def edit(graph, onnx):  # an explicit opset-8 Pad before the stem (tf2onnx merged this one into the conv)
+            conv = next(n for n in graph.node if n.op_type == "Conv")
+            pad = onnx.helper.make_node("Pad", [conv.input[0]], ["padded"], name="stem_pad", mode="constant",
+                                        pads=[0, 0, 1, 1, 0, 0, 1, 1], value=value)
+            conv.input[0] = "padded"
+            graph.node.insert(list(graph.node).index(conv), pad)
+        return edit
+
+    cases = [(pad_filling_with(1.0), r"node 'stem_pad' \(Pad\): only zero padding"),
+             (set_attr("MaxPool", "kernel_shape", [3, 2]), r"max pool kernel \[3, 2\]"),
+             (set_attr("MaxPool", "dilations", [2, 2]), r"dilations \[2, 2\]"),
+             (set_attr("MaxPool", "ceil_mode", 1), "ceil_mode 1"),
+             (second_user, r"node 'extra_user' \(Identity\): input .* feeds 2 nodes")]
+    for i, (edit, message) in enumerate(cases):
+        edited = onnx_edit(path, edit, tmp_path / f"edited{i}.onnx")
+        with pytest.raises(GraphError, match=message):
+            convert("resnet50", OnnxGraph.from_file(edited))

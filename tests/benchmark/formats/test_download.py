@@ -18,8 +18,9 @@ from tests.helpers import ENV, SLIM_2017
 
 
 class Server:
-    """Serves `files` with HTTP Range support; `cut` cuts the first response of a path after that
-    many bytes (a dropped connection)."""
+    """Serves `files` with HTTP Range support, an ETag per content and If-Range (a range of a file
+    that changed since is answered with the whole file, as HTTP says); `cut` cuts the first response
+    after that many bytes (a dropped connection)."""
 
     def __init__(self, files: dict[str, bytes], cut: int | None = None):
         self.files, self.cut, self.requests = files, cut, []
@@ -36,12 +37,15 @@ class Server:
                     self.send_error(404, "Not Found")
                     return
                 start = 0
-                if self.headers.get("Range"):
+                etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+                if_range = self.headers.get("If-Range")
+                if self.headers.get("Range") and (if_range is None or if_range == etag):
                     start = int(self.headers["Range"].split("=")[1].split("-")[0])
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
+                self.send_header("ETag", etag)
                 self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
                 body = data[start:]
@@ -153,3 +157,29 @@ def test_cli_runs_from_a_url(served, samples_dir, tmp_path):
     r = json.loads(results.read_text())
     assert r["checkpoint"]["path"] == str(tmp_path / "ckpt" / "mobilenet_v1_0.25_128_frozen.tgz")
     assert r["total"] == 16
+
+
+def test_a_part_belongs_to_its_url_and_its_file(tmp_path):
+    """MLPerf's opset-8 and opset-11 ResNet-50 ONNX share a file name and publish no checksum: an
+    interrupted download of one, then the other, must not splice their bytes (whose sha256 would be
+    recorded as trusted); nor may a part resume onto a file that changed on the server since."""
+    first, second = bytes(range(256)) * 400, bytes(reversed(range(256))) * 500
+    server = Server({"/8/resnet50_v1.onnx": first, "/11/resnet50_v1.onnx": second}, cut=30_000)
+    try:
+        with pytest.raises(CheckpointError, match="fetched so far stay in"):
+            fetch(f"{server.url}/8/resnet50_v1.onnx", tmp_path, progress=False, retries=1)
+        got = fetch(f"{server.url}/11/resnet50_v1.onnx", tmp_path, progress=False)
+        assert got.read_bytes() == second
+        again = fetch(f"{server.url}/8/resnet50_v1.onnx", tmp_path, progress=False)  # resumes its own part
+        assert again.read_bytes() == first and again != got
+        assert server.requests[-1] == ("/8/resnet50_v1.onnx", "bytes=30000-")
+        assert not list(tmp_path.rglob("*.part*"))
+        # the file changes on the server while a part of it waits: If-Range brings the whole new file
+        server.requests.clear()
+        server.files["/v/model.pb"] = first
+        with pytest.raises(CheckpointError):
+            fetch(f"{server.url}/v/model.pb", tmp_path, progress=False, retries=1)
+        server.files["/v/model.pb"] = second
+        assert fetch(f"{server.url}/v/model.pb", tmp_path, progress=False).read_bytes() == second
+    finally:
+        server.close()

@@ -103,3 +103,22 @@ def test_cuda_bench_random_models_have_mlperfs_structure(fixture_graphs, resnet_
             {k: v.shape for k, v in converted.state_dict().items()}
         with torch.inference_mode():
             assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1001)
+
+
+@pytest.mark.parametrize("arch,size", [("mobilenet_v1", 128), ("resnet50", 224)])
+def test_weights_packed_for_two_batch_sizes_serve_every_size(arch, size, fixture_graphs, resnet_graphs):
+    """Server's dynamic batching and a last partial batch bring sizes the warm-up never ran: they
+    take the run's pack instead of packing inside a timed query and keeping a copy of the weights
+    per size. Every size gives the eager model's logits (a pack is a layout, not other numbers)."""
+    pb = fixture_graphs(0.25, size, read_identities=False) if arch == "mobilenet_v1" else resnet_graphs(**SMALL_RESNET)
+    model = torch_model(pb, arch)
+    nchw = torch.from_numpy(inputs(arch, size)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    fused = cpu_fusion.fuse_for_cpu(model, size)
+    convs = [m for m in fused.modules() if isinstance(m, cpu_fusion.FusedConv2d)]
+    with torch.inference_mode():
+        eager = model(nchw).numpy()
+        for n in (4, 1, 3, 6, 2, 5):  # the run's size, the warm-up's 1, then sizes never warmed
+            got = fused(nchw[:n]).numpy()
+            assert np.abs(got - eager[:n]).max() <= 1e-5 * np.abs(eager).max(), n
+            assert (got.argmax(1) == eager[:n].argmax(1)).all()
+    assert {tuple(c._packed) for c in convs} == {(4, 1)}  # two packs per convolution, whatever came
