@@ -192,3 +192,47 @@ def test_torchvision_resize_keys_the_cache_on_torchs_version_too():
 
     versions = make_settings("mlperf", 224, "linear", resize="torchvision").versions()
     assert versions["torch"] == torch.__version__.split("+")[0] and "torchvision" in versions
+
+
+def _float32(q) -> "Fraction":
+    """The float32 nearest the exact rational q (ties to even), as IEEE float32 rounds each operation."""
+    from fractions import Fraction
+
+    q = Fraction(q)
+    if q == 0:
+        return q
+    sign, q = (-1 if q < 0 else 1), abs(q)
+    e = q.numerator.bit_length() - q.denominator.bit_length()
+    if q < Fraction(2) ** e:
+        e -= 1  # now 2**e <= q < 2**(e + 1)
+    scaled = q / Fraction(2) ** (e - 23)  # in [2**23, 2**24): the 24-bit significand before rounding
+    whole, rest = divmod(scaled, 1)
+    whole += rest > Fraction(1, 2) or (rest == Fraction(1, 2) and whole % 2 == 1)
+    return sign * whole * Fraction(2) ** (e - 23)
+
+
+def test_mobilenet_normalisation_against_float32_steps_computed_apart():
+    """MLPerf's pre_process_mobilenet, x / 255 - 0.5 then * 2 in float32, against every value
+    computed without numpy: exact rationals rounded to float32 after each operation."""
+    from fractions import Fraction
+
+    expected = np.array([float(_float32(2 * _float32(_float32(Fraction(v, 255)) - Fraction(1, 2))))
+                         for v in range(256)], np.float32)
+    assert expected[0] == -1.0 and expected[255] == 1.0
+    values = np.arange(256, dtype=np.uint8)[:, None].repeat(3, axis=1)
+    assert mlperf_mobilenet(values).tobytes() == expected[:, None].repeat(3, axis=1).tobytes()
+    # the check can fail: dividing by multiplying with 1/255 rounds some values otherwise
+    reciprocal = (values[:, 0].astype(np.float32) * np.float32(1 / 255.0) - np.float32(0.5)) * np.float32(2)
+    assert not np.array_equal(reciprocal, expected)
+
+
+@pytest.mark.parametrize("kind", ["mobilenet", "vgg"])
+def test_numpy_normalizer_on_a_batch_is_the_table(kind):
+    """The numpy normaliser (TensorFlow's and ONNX Runtime's input) runs MLPerf's arithmetic on the
+    whole batch: the table's values, bit for bit, and the crops are left as they were."""
+    batch = np.random.default_rng(1).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    batch.reshape(-1, 3)[:256] = np.arange(256, dtype=np.uint8)[:, None]  # every value in every channel
+    kept = batch.copy()
+    got = Normalizer(kind)(batch)
+    assert got.dtype == np.float32 and got.tobytes() == apply_table(lookup_table(kind), batch).tobytes()
+    assert np.array_equal(batch, kept)
