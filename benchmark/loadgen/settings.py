@@ -107,7 +107,7 @@ def conf_values(path: Path, model: str, scenario: str) -> dict[str, str]:
         if len(tokens) >= 3 and not tokens[0].startswith("#") and tokens[1] == "=":
             entries[tokens[0]] = tokens[2]
     found = {}
-    for pattern in (f"*.*.", f"{model}.*.", f"*.{scenario}.", f"{model}.{scenario}."):  # the last one found wins
+    for pattern in ("*.*.", f"{model}.*.", f"*.{scenario}.", f"{model}.{scenario}."):  # the last one found wins
         found.update({k[len(pattern):]: v for k, v in entries.items()
                       if k.startswith(pattern) and "." not in k[len(pattern):]})
     return found

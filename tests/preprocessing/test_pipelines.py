@@ -194,7 +194,7 @@ def test_torchvision_resize_keys_the_cache_on_torchs_version_too():
     assert versions["torch"] == torch.__version__.split("+")[0] and "torchvision" in versions
 
 
-def _float32(q) -> "Fraction":
+def _float32(q):
     """The float32 nearest the exact rational q (ties to even), as IEEE float32 rounds each operation."""
     from fractions import Fraction
 
