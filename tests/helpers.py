@@ -195,3 +195,9 @@ def run_benchmark(*overrides) -> dict:
     from benchmark.run import run
 
     return run(config(*overrides))
+
+
+def varied(predictions) -> bool:
+    """More than one class among `predictions`: only then can two runs' equal predictions fail to
+    be equal (a random-weight model may answer one class for every image)."""
+    return len({p for p in predictions if p is not None}) > 1

@@ -9,7 +9,7 @@ import torch
 from benchmark.convert import load_converted
 from benchmark.export import export, load_exported, torchvision_state_dict
 from benchmark.formats.checkpoint import open_checkpoint
-from tests.helpers import ENV, resnet_inputs, run_benchmark, slim_graph
+from tests.helpers import ENV, assert_same_predictions, resnet_inputs, run_benchmark, slim_graph, tf_tolerance
 
 
 def cli(module, *args, cwd):
@@ -59,6 +59,19 @@ def test_torchvision_export_loads_into_stock_resnet50(resnet_graphs, tmp_path):
     # Same weights, other arithmetic (max-pool padding (1, 1), BN epsilon 1e-5): not the same model.
     assert theirs.shape == (16, 1000)
     assert (ours - theirs).abs().max() > 1e-2
+    # With TF's arithmetic put back (SAME max pool padding (0, 1), the graph's BN epsilon) the
+    # exported weights compute the harness model's logits: every tensor went where it belongs.
+    from benchmark.nn.layers import MaxPool2dSame, TFBatchNorm2d
+
+    stock.maxpool = MaxPool2dSame(3, 2)
+    ours_bns = [m for m in model.modules() if isinstance(m, TFBatchNorm2d)]
+    stock_bns = [m for m in stock.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(ours_bns) == len(stock_bns) == 53
+    for bn, tf_bn in zip(stock_bns, ours_bns):
+        bn.eps = tf_bn.eps
+    with torch.inference_mode():
+        repaired = stock(x)
+    assert_same_predictions(repaired.numpy(), ours.numpy(), tf_tolerance(model, x))
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])

@@ -16,7 +16,7 @@ from preprocessing import dataset as ds
 from preprocessing.cache import open_cache
 from preprocessing.dataset import DatasetError, imagenet_synsets, imagenet_val_map, load_dataset
 from preprocessing.pipelines import ImageError, make_settings
-from tests.helpers import ENV, SAMPLES, config, validation_images, write_layout
+from tests.helpers import ENV, SAMPLES, config, validation_images, varied, write_layout
 
 LAYOUTS = ["val_map", "flat", "imagefolder", "tar"]
 SETTINGS = make_settings("mlperf", 96, "linear")
@@ -265,6 +265,7 @@ def assert_same_runs(roots, graph, tmp_path):
                        f"cache_dir={tmp_path / 'cache'}", f"results_file={tmp_path / layout}.json"))
         runs[layout] = (r["accuracy_line"], json.loads((tmp_path / f"{layout}.json").read_text()))
     line, first = runs["val_map"]
+    assert varied(first["predictions"])
     for layout, (other_line, r) in runs.items():
         assert other_line == line and r["predictions"] == first["predictions"], layout
         assert r["dataset"]["layout"] == {"flat": "val_map"}.get(layout, layout)

@@ -28,14 +28,15 @@ def torch_vs_tf(path, size, n=24, fold=False, x=None, fault=None):
     model = build_model("mobilenet_v1", spec, state)
     if fold:
         fold_batch_norms(model)
+    x = apply_table(lookup_table("mobilenet"), crops(n, size, offset=3)) if x is None else x
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    tol = tf_tolerance(model, xt)  # of the conversion before any fault: a fault cannot widen it
     if fault:
         fault(model)
-    x = apply_table(lookup_table("mobilenet"), crops(n, size, offset=3)) if x is None else x
     expected = TFGraphModel(FrozenGraph.from_checkpoint(ckpt), "input:0", LOGITS, size)(x)
-    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     with torch.inference_mode():
         got = model(xt).numpy()
-    return spec, got, expected, tf_tolerance(model, xt)
+    return spec, got, expected, tol
 
 
 @pytest.mark.parametrize("fold", [False, True], ids=["graph-order", "folded"])
@@ -84,8 +85,41 @@ def symmetric_padding(model):
             setattr(model.get_submodule(parent), child, sym)
 
 
-@pytest.mark.parametrize("inputs", ["synthetic", "samples"])
-@pytest.mark.parametrize("fault", [pytorch_epsilon, symmetric_padding], ids=["epsilon", "symmetric-padding"])
+def swapped_mean_and_variance(model):
+    """Every batch norm's moving mean read as its variance and the reverse (a name mix-up)."""
+    for m in model.modules():
+        if isinstance(m, TFBatchNorm2d):
+            m.running_mean, m.running_var = m.running_var.clone(), m.running_mean.abs().clone()
+
+
+def dropped_bias(model):
+    """The classifier's bias left out (read from no node)."""
+    with torch.no_grad():
+        model.classifier.bias.zero_()
+
+
+def transposed_depthwise_kernel(model):
+    """Each depthwise kernel's height and width exchanged (a wrong permute of [kh, kw, C, 1])."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and m.groups > 1:
+                m.weight.copy_(m.weight.transpose(2, 3).clone())
+
+
+def wrong_stride(model):
+    """The strides of two depthwise layers exchanged (Conv2d_2's 2 and Conv2d_3's 1): the output
+    keeps its size, every value moves."""
+    a, b = (model.get_submodule(f"features.conv2d_{i}_depthwise.conv") for i in (2, 3))
+    a.stride, b.stride = b.stride, a.stride
+
+
+# The known pitfalls on synthetic images as on real crops; the other faults a converter can make on
+# real crops (a conversion's tolerance, from the right conversion, on what MLPerf feeds).
+@pytest.mark.parametrize("inputs,fault", [
+    *((inputs, fault) for inputs in ("synthetic", "samples") for fault in (pytorch_epsilon, symmetric_padding)),
+    *(("samples", fault) for fault in (swapped_mean_and_variance, dropped_bias, transposed_depthwise_kernel,
+                                       wrong_stride))],
+    ids=lambda v: v if isinstance(v, str) else v.__name__)
 def test_conversion_faults_fail_the_comparison(fixture_graphs, inputs, fault):
     """The comparison above, on synthetic images as on real crops, fails a conversion with a
     known pitfall by far: the fault moves the logits hundreds of times the tolerance."""

@@ -33,6 +33,7 @@ from tests.helpers import (
     slim_graph,
     tf_tolerance,
     validation_images,
+    varied,
     write_layout,
 )
 
@@ -114,13 +115,22 @@ def test_resnet_onnx_is_the_graphs_model(resnet_graphs, onnx_dir):
 
 
 def test_real_slim_graphs_through_onnx_equal_through_tf(onnx_dir):
-    """The real MobileNet-v1 0.25 graphs (2017 form: unfused batch norms, batch fixed to 1)."""
+    """The real MobileNet-v1 0.25 graphs (2017 form: unfused batch norms, batch fixed to 1): the
+    ONNX model's conversion against the graph's own, ONNX Runtime, and TensorFlow running the graph."""
+    from benchmark.runtimes.tf import TFGraphModel
+
     for size in (128, 224):
         pb = slim_graph(size, "pb")
         path = to_onnx(pb, "mobilenet_v1", 11, True, onnx_dir)
         ours, theirs, spec, tf_spec = both_models(pb, path, "mobilenet_v1")
         same_structure(spec, tf_spec, "mobilenet_v1")
-        check_agreement(ours, theirs, path, apply_table(lookup_table("mobilenet"), crops(6, size, offset=5)))
+        x = apply_table(lookup_table("mobilenet"), crops(6, size, offset=5))
+        check_agreement(ours, theirs, path, x)
+        tf = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), "input:0",
+                          "MobilenetV1/Predictions/Reshape:0", size)(x)
+        nchw = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+        with torch.inference_mode():
+            assert_same_predictions(ours(nchw).numpy(), tf, tf_tolerance(theirs, nchw))
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +164,7 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
                              "resnet50": "resnet_model/dense/BiasAdd:0"}[arch]
     assert f"reference onnxruntime: accuracy={ref['top1']:.3f}%" in onnx["stdout"]
     assert onnx["predictions"] == runs["graph"]["predictions"] == runs["ort"]["predictions"]
+    assert varied(onnx["predictions"])
     assert onnx["fold_bn"] is True and runs["ort"]["backend"] == "onnxruntime"
     # where each run's time went: stages, and the loop's rate after its first batch
     t = onnx["timing"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
 from benchmark.bench.__main__ import model_config
 from benchmark.evaluation.loop import logits as predictor_logits
@@ -19,16 +18,21 @@ from benchmark.runtimes.pytorch import TorchRuntime
 from tests.helpers import (
     SMALL_RESNET,
     assert_same_predictions,
+    config,
     inputs,
     tf_tolerance,
     torch_model,
     validation_images,
+    varied,
     write_layout,
 )
 
-pytestmark = pytest.mark.skipif(not cpu_fusion.available(), reason="this PyTorch has no oneDNN fused convolution")
+# Only the tests that run the fused op need it (a PyTorch without it keeps the eager model, tested
+# by the rest of the suite); the others here run everywhere.
+needs_fusion = pytest.mark.skipif(not cpu_fusion.available(), reason="this PyTorch has no oneDNN fused convolution")
 
 
+@needs_fusion
 @pytest.mark.parametrize("arch,size", [("mobilenet_v1", 128), ("resnet50", 224)])
 def test_fused_model_is_the_graphs_model(arch, size, fixture_graphs, resnet_graphs):
     """Against TF within the float32-noise tolerance, and against the eager model it came from (the
@@ -67,6 +71,7 @@ def test_fusion_needs_folded_batch_norms(fixture_graphs):
         cpu_fusion.fuse_for_cpu(build_model("mobilenet_v1", spec, state), 128)
 
 
+@needs_fusion
 def test_predictor_fuses_once_and_runs_any_batch(fixture_graphs):
     pb = fixture_graphs(0.25, 128, read_identities=False)
     predict = TorchRuntime(torch_model(pb, "mobilenet_v1"), Normalizer("mobilenet"), "cpu", fuse=True)
@@ -74,21 +79,22 @@ def test_predictor_fuses_once_and_runs_any_batch(fixture_graphs):
     a = predictor_logits(predict, crops, 3, False)  # batches of 3, 3, 1
     fused = predict.fused
     b = predictor_logits(predict, crops, 7, False)
+    assert sum(isinstance(m, cpu_fusion.FusedConv2d) for m in fused.modules()) == 27  # it did fuse: every conv
     assert predict.fused is fused and np.abs(a - b).max() < 1e-4
 
 
+@needs_fusion
 def test_runs_record_fusion(fixture_graphs, tmp_path):
     pb = fixture_graphs(0.25, 128, read_identities=False)
     root = write_layout(tmp_path / "val", "val_map", validation_images(4))
     results = {}
     for name, extra in {"fused": [], "eager": ["cpu_fusion=false"], "graph_order": ["fold_bn=false"]}.items():
-        with initialize_config_module("benchmark.conf", version_base="1.3"):
-            cfg = compose("config", overrides=["progress=false", f"model.checkpoint={pb}", f"dataset.root={root}",
-                                               f"cache_dir={tmp_path / 'c'}", "device=cpu",
-                                               f"results_file={tmp_path / name}.json", *extra])
-        results[name] = benchmark_run(cfg)
+        results[name] = benchmark_run(config(f"model.checkpoint={pb}", f"dataset.root={root}", "device=cpu",
+                                             f"cache_dir={tmp_path / 'c'}", f"results_file={tmp_path / name}.json",
+                                             *extra))
     assert [r["cpu_fusion"] for r in results.values()] == [True, False, False]
     assert results["fused"]["predictions"] == results["eager"]["predictions"] == results["graph_order"]["predictions"]
+    assert varied(results["fused"]["predictions"])
 
 
 def test_cuda_bench_random_models_have_mlperfs_structure(fixture_graphs, resnet_graphs):
@@ -105,6 +111,7 @@ def test_cuda_bench_random_models_have_mlperfs_structure(fixture_graphs, resnet_
             assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1001)
 
 
+@needs_fusion
 @pytest.mark.parametrize("arch,size", [("mobilenet_v1", 128), ("resnet50", 224)])
 def test_weights_packed_for_two_batch_sizes_serve_every_size(arch, size, fixture_graphs, resnet_graphs):
     """Server's dynamic batching and a last partial batch bring sizes the warm-up never ran: they

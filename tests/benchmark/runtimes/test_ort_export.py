@@ -22,6 +22,7 @@ from tests.helpers import (
     tf_tolerance,
     torch_model,
     validation_images,
+    varied,
     write_layout,
 )
 
@@ -87,6 +88,7 @@ def test_backend_onnxruntime_on_a_frozen_graph(arch, fixture_graphs, resnet_grap
     ref = ort["reference"]
     assert ref["backend"] == "tf" and ref["agreement"] == 24 and ref["disagreements"] == []
     assert ort["predictions"] == torch_run["predictions"] and ort["accuracy_line"] in out
+    assert varied(ort["predictions"])
     assert ort["timing"]["eval_images_per_s"] > 0 and ort["timing"]["convert_s"] > 0
 
     from benchmark.convert import load_converted
