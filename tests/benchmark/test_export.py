@@ -70,8 +70,8 @@ def test_torchvision_export_loads_into_stock_resnet50(resnet_graphs, tmp_path):
     for bn, tf_bn in zip(stock_bns, ours_bns):
         bn.eps = tf_bn.eps
     with torch.inference_mode():
-        repaired = stock(x)
-    assert_same_predictions(repaired.numpy(), ours.numpy(), tf_tolerance(model, x))
+        repaired = stock(x[:4])  # four images: the float64 model behind the tolerance is ResNet-50's cost
+    assert_same_predictions(repaired.numpy(), ours[:4].numpy(), tf_tolerance(model, x[:4]))
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])
