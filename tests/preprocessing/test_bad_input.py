@@ -17,7 +17,7 @@ from PIL import Image
 from preprocessing.cache import open_cache
 from preprocessing.dataset import load_dataset
 from preprocessing.pipelines import ImageError, crop, make_settings
-from tests.helpers import ENV, synthetic_images
+from tests.helpers import ENV, run_benchmark, synthetic_images
 
 SETTINGS = make_settings("mlperf", 64, "linear")
 
@@ -202,20 +202,24 @@ def run_cli(module, *args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_cli_stops_or_skips_and_counts(mixed_dataset, fixture_graphs, tmp_path):
+def test_run_stops_or_skips_and_counts(mixed_dataset, fixture_graphs, tmp_path, capsys):
+    """`python -m benchmark`'s run in this process (its command line's exit status and one-line error
+    are tests/benchmark/test_cli.py's): stops naming the file, or skips and counts with on_error=skip."""
+    from preprocessing.errors import UserError
+
     graph = fixture_graphs(0.25, 128, read_identities=False)
     common = [f"model.checkpoint={graph}", f"dataset.root={mixed_dataset}", f"cache_dir={tmp_path / 'c'}"]
-    stop = run_cli("benchmark", *common, cwd=tmp_path)
-    assert stop.returncode == 2 and "missing.JPEG" in stop.stderr and "Traceback" not in stop.stderr
+    with pytest.raises(UserError, match="missing.JPEG"):
+        run_benchmark(*common)
+    capsys.readouterr()
     results = tmp_path / "skip.json"
-    skip = run_cli("benchmark", *common, "dataset.on_error=skip", f"results_file={results}", cwd=tmp_path)
-    assert skip.returncode == 0, skip.stderr[-2000:]
-    r = json.loads(results.read_text())
+    r = run_benchmark(*common, "dataset.on_error=skip", f"results_file={results}")
+    assert json.loads(results.read_text())["skipped"] == r["skipped"]
     assert r["total"] == 6 and r["dataset"]["listed"] == 10
     assert [s["file"] for s in r["skipped"]] == ["empty.JPEG", "noise.JPEG", "missing.JPEG", "cut.JPEG"]
     assert r["predictions"][2:6] == [None] * 4 and None not in r["predictions"][:2] + r["predictions"][6:]
-    assert skip.stdout.splitlines()[0].endswith("total=6 (skipped 4 of 10 listed: unreadable, see "
-                                                "'skipped' in the results)")
+    assert capsys.readouterr().out.splitlines()[0].endswith("total=6 (skipped 4 of 10 listed: unreadable, see "
+                                                            "'skipped' in the results)")
 
 
 @pytest.fixture
@@ -320,27 +324,16 @@ def test_bad_checkpoints_fail_before_any_work(tmp_path, fixture_graphs, mixed_da
     other.write_bytes(g.as_graph_def().SerializeToString())
     import re
 
-    from hydra import compose, initialize_config_module
-
-    from benchmark.run import run as benchmark_run
     from preprocessing.errors import UserError
 
     cases = ((truncated, "mobilenet_v1", "truncated.pb"),
              (other, "mobilenet_v1", "other_architecture.pb: node 'other_net/Mean'.*model=mobilenet_v1"),
              (fixture_graphs(0.25, 128, read_identities=False), "resnet50", r"node 'MobilenetV1/.*model=resnet50"))
-    for i, (path, model, message) in enumerate(cases):
+    for path, model, message in cases:  # in this process (the command line's status 2: test_cli.py)
         cache = tmp_path / f"cache-{path.stem}-{model}"
-        overrides = [f"model={model}", f"model.checkpoint={path}", f"dataset.root={mixed_dataset}",
-                     "dataset.on_error=skip", f"cache_dir={cache}"]
-        if i == 0:  # from the command line: status 2 and the message (the others in-process: the same path)
-            proc = run_cli("benchmark", *overrides, cwd=tmp_path)
-            assert proc.returncode == 2, proc.stderr[-2000:]
-            error = proc.stderr
-        else:
-            with initialize_config_module("benchmark.conf", version_base="1.3"):
-                cfg = compose("config", overrides=["progress=false", *overrides])
-            with pytest.raises(UserError) as raised:
-                benchmark_run(cfg)
-            error = str(raised.value)
+        with pytest.raises(UserError) as raised:
+            run_benchmark(f"model={model}", f"model.checkpoint={path}", f"dataset.root={mixed_dataset}",
+                          "dataset.on_error=skip", f"cache_dir={cache}")
+        error = str(raised.value)
         assert re.search(message, error), error[-2000:]
         assert not (cache / "crops").exists()  # nothing was preprocessed
