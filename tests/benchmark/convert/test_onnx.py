@@ -75,7 +75,7 @@ def same_structure(spec, tf_spec, arch):
     assert spec.folded and not tf_spec.folded
 
 
-def check_agreement(ours, theirs, onnx_path, x):
+def check_agreement(ours, theirs, onnx_path, x, pb, arch):
     """Same parameter names; logits within float32 noise of the frozen graph's conversion (tf2onnx
     folds the batch norms with TF's constants, the harness with its own arithmetic: weights differ
     in the last bits) and of ONNX Runtime, on the basis the TF comparisons use (conftest)."""
@@ -84,7 +84,7 @@ def check_agreement(ours, theirs, onnx_path, x):
     with torch.inference_mode():
         a, b = ours(nchw).numpy(), theirs(nchw).numpy()
     ort = OrtModel(OnnxGraph.from_file(onnx_path))(x)
-    tol = tf_tolerance(theirs, nchw)
+    tol = tf_tolerance(pb, arch, x)
     assert_same_predictions(a, b, tol)
     assert_same_predictions(a, ort, tol)
 
@@ -95,7 +95,7 @@ def test_mobilenet_onnx_is_the_graphs_model(fixture_graphs, onnx_dir, opset, nch
     path = to_onnx(pb, "mobilenet_v1", opset, nchw, onnx_dir)
     ours, theirs, spec, tf_spec = both_models(pb, path, "mobilenet_v1")
     same_structure(spec, tf_spec, "mobilenet_v1")
-    check_agreement(ours, theirs, path, apply_table(lookup_table("mobilenet"), crops(8, 160)))
+    check_agreement(ours, theirs, path, apply_table(lookup_table("mobilenet"), crops(8, 160)), pb, "mobilenet_v1")
 
 
 
@@ -103,7 +103,7 @@ def test_mobilenet_onnx_is_the_graphs_model(fixture_graphs, onnx_dir, opset, nch
 def check_resnet_onnx(pb, path):
     ours, theirs, spec, tf_spec = both_models(pb, path, "resnet50")
     same_structure(spec, tf_spec, "resnet50")
-    check_agreement(ours, theirs, path, resnet_inputs(4, offset=2))
+    check_agreement(ours, theirs, path, resnet_inputs(4, offset=2), pb, "resnet50")
     assert logits_tensor(OnnxGraph.from_file(path)) == "resnet_model/dense/BiasAdd:0"  # the logits, not the softmax
 
 
@@ -125,12 +125,12 @@ def test_real_slim_graphs_through_onnx_equal_through_tf(onnx_dir):
         ours, theirs, spec, tf_spec = both_models(pb, path, "mobilenet_v1")
         same_structure(spec, tf_spec, "mobilenet_v1")
         x = apply_table(lookup_table("mobilenet"), crops(6, size, offset=5))
-        check_agreement(ours, theirs, path, x)
+        check_agreement(ours, theirs, path, x, pb, "mobilenet_v1")
         tf = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), "input:0",
                           "MobilenetV1/Predictions/Reshape:0", size)(x)
         nchw = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
         with torch.inference_mode():
-            assert_same_predictions(ours(nchw).numpy(), tf, tf_tolerance(theirs, nchw))
+            assert_same_predictions(ours(nchw).numpy(), tf, tf_tolerance(pb, "mobilenet_v1", x, tf))
 
 
 @pytest.fixture(scope="module")
@@ -350,7 +350,7 @@ def test_other_forms_tf2onnx_writes(edit, fixture_graphs, resnet_graphs, onnx_di
     nchw = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     with torch.inference_mode():
         ours = model(nchw).numpy()
-    assert_same_predictions(ours, OrtModel(OnnxGraph.from_file(path))(x), tf_tolerance(model, nchw))
+    assert_same_predictions(ours, OrtModel(OnnxGraph.from_file(path))(x), tf_tolerance(pb, arch, x))
 
 
 def test_per_channel_constants_are_read_by_their_broadcast_shape():

@@ -55,7 +55,7 @@ def test_fused_model_is_the_graphs_model(arch, size, fixture_graphs, resnet_grap
     config = model_config(arch)
     tf = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), config.input_tensor, config.logits_tensor,
                       size, 2)(x)
-    tol = tf_tolerance(model, nchw)
+    tol = tf_tolerance(pb, arch, x, tf)
     for logits in (got, one_by_one):
         assert_same_predictions(logits, tf, tol)
         assert_same_predictions(logits, eager, tol)

@@ -57,7 +57,7 @@ def test_exported_model_in_onnxruntime_is_the_graphs_model(arch, fixture_graphs,
     config = model_config(arch)
     tf = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), config.input_tensor, config.logits_tensor, size, 2)
     expected = tf(x)
-    tol = tf_tolerance(model, torch.from_numpy(x).permute(0, 3, 1, 2))
+    tol = tf_tolerance(pb, arch, x, expected)
     assert_same_predictions(ort(x), expected, tol)
     assert_same_predictions(np.concatenate([ort(x[i:i + 1]) for i in range(len(x))]), expected, tol)
     assert any(isinstance(m, (Conv2dSame, MaxPool2dSame)) for m in model.modules())  # left as it was
