@@ -94,13 +94,18 @@ class ModelSource:
     def torch_model(self, fold_bn: bool = True):
         """The converted PyTorch module (from the weight cache when there), batch norms folded or
         in the graph's order. A new module on each call with other settings; the same one otherwise."""
+        from benchmark.convert import weights_path
+
         if fold_bn in self._torch:
             return self._torch[fold_bn]
-        self._torch[fold_bn] = model = self.timed("convert_s", lambda: self._convert(fold_bn))
+        cached = self.exported or (self.weights_dir is not None
+                                   and weights_path(self.weights_dir, self.model.arch, self.ckpt).is_file())
+        graph = None if cached else self.graph()  # read once, for TensorFlow too (timed as checkpoint_s)
+        self._torch[fold_bn] = model = self.timed("convert_s", lambda: self._convert(fold_bn, graph))
         return model
 
-    def _convert(self, fold_bn: bool):
-        from benchmark.convert import load_converted, load_exported, weights_path
+    def _convert(self, fold_bn: bool, graph):
+        from benchmark.convert import load_converted, load_exported
         from benchmark.nn.layers import fold_batch_norms
 
         if self.exported:
@@ -109,8 +114,6 @@ class ModelSource:
                 raise ConfigError(f"{self.ckpt.path} holds {meta['arch']}, not model={self.model.name}")
             conversion = {"exported_from": meta["checkpoint"], "exported_from_sha256": meta["checkpoint_sha256"]}
         else:
-            cached = self.weights_dir is not None and weights_path(self.weights_dir, self.model.arch, self.ckpt).is_file()
-            graph = None if cached else self.graph()  # read once, for TensorFlow too
             model, conversion = load_converted(self.model.arch, self.ckpt, graph, self.weights_dir)
         self.conversion = {**(self.conversion or {}), **conversion}
         return fold_batch_norms(model) if fold_bn else model
