@@ -68,7 +68,8 @@ class PipelineSettings:
 
 
 @functools.cache
-def _providers() -> dict[str, list[str]]:
+def distribution_providers() -> dict[str, list[str]]:
+    """Importable top-level module -> the installed distributions providing it (read once)."""
     from importlib.metadata import packages_distributions
 
     return packages_distributions()
@@ -80,7 +81,7 @@ def library_version(module: str) -> str:
     read without importing it; the module's own __version__ where no distribution claims it."""
     from importlib.metadata import PackageNotFoundError, version
 
-    for dist in _providers().get(module, []):
+    for dist in distribution_providers().get(module, []):
         try:
             return version(dist)
         except PackageNotFoundError:

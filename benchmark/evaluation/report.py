@@ -29,9 +29,9 @@ def library_versions() -> dict:
 
 def tensorflow_version() -> str | None:
     """TensorFlow's version without importing it (slow), whichever distribution provides it."""
-    from preprocessing.pipelines import _providers, library_version
+    from preprocessing.pipelines import distribution_providers, library_version
 
-    return library_version("tensorflow") if "tensorflow" in _providers() else None
+    return library_version("tensorflow") if "tensorflow" in distribution_providers() else None
 
 
 def git_commit() -> dict:

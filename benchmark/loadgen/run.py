@@ -81,7 +81,7 @@ def server_rate(settings, p: lgs.LoadGenPlan, measured: float, samples: int) -> 
         how = (f"loadgen.target_qps unset: issuing at {settings.server_target_qps:g} queries/s, 80% of the "
                f"{measured:.0f} samples/s measured in the warm-up (mlperf.conf's default is 1/s)")
     else:
-        how = f"issuing at {settings.server_target_qps:g} queries/s (loadgen.target_qps sets it)"
+        how = f"issuing at {settings.server_target_qps:g} queries/s (from loadgen.target_qps or the conf files)"
     return f"Server: {how}; {samples} samples take about {samples / settings.server_target_qps:,.0f} s"
 
 

@@ -176,7 +176,7 @@ def test_library_versions_come_from_whichever_distribution_provides_them(monkeyp
     from preprocessing import pipelines
 
     real = metadata.version
-    monkeypatch.setattr(pipelines, "_providers", lambda: {"PIL": ["Pillow-SIMD"], "tensorflow": ["tf-nightly"]})
+    monkeypatch.setattr(pipelines, "distribution_providers", lambda: {"PIL": ["Pillow-SIMD"], "tensorflow": ["tf-nightly"]})
     fake = {"Pillow-SIMD": "9.5.0.post1", "tf-nightly": "2.22.0.dev1"}
     monkeypatch.setattr(metadata, "version", lambda name: fake[name] if name in fake else real(name))
     settings = pipelines.make_settings("torchvision", 224, "linear", decoder="pil", resize="pil")
