@@ -26,7 +26,7 @@ KINDS = {
     "torch": ("torch", {}, "torch (fold_bn=true, cpu_fusion=true: default)"),
     "torch-eager": ("torch", {"cpu_fusion": False}, "torch (cpu_fusion=false)"),
     "torch-graph-order": ("torch", {"fold_bn": False}, "torch (fold_bn=false)"),
-    "onnxruntime": ("onnxruntime", {}, "ONNX Runtime (tf2onnx of the graph)"),
+    "onnxruntime": ("onnxruntime", {}, "ONNX Runtime (tf2onnx of the graph, batch free)"),
     "onnxruntime-export": ("onnxruntime", {}, "ONNX Runtime (the converted model by torch.onnx: backend=onnxruntime)"),
     "tf": ("tf", {}, "TensorFlow"),
 }

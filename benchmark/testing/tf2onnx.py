@@ -10,8 +10,21 @@ MLPERF_ONNX = {"mobilenet_v1": ("input:0", ["MobilenetV1/Predictions/Reshape_1:0
                "resnet50": ("input_tensor:0", ["ArgMax:0", "softmax_tensor:0"])}
 
 
+def free_batch(graph_def, name: str):
+    """`graph_def` with the batch dimension of its input placeholder `name` left free (-1), as
+    MLPerf's ONNX models have it: TF-slim's 2017 graphs fix it at 1, and tf2onnx would keep that 1."""
+    node = next(n for n in graph_def.node if n.name == name.split(":")[0])
+    shape = node.attr["shape"].shape
+    if shape.dim:
+        shape.dim[0].size = -1
+    return graph_def
+
+
 def mlperf_onnx(graph: Path, arch: str, out: Path, opset: int = 11, nchw: bool = True) -> Path:
-    """`graph` (a frozen graph .pb) as MLPerf's ONNX model at `out` (written once)."""
+    """`graph` (a frozen graph .pb) as MLPerf's ONNX model at `out` (written once), its batch free."""
+    from preprocessing.tf_import import import_tensorflow
+
+    import_tensorflow()  # before tf2onnx imports it: the import order that is safe beside torchvision
     from tf2onnx import convert
 
     from benchmark.formats.frozen_graph import parse_graph_def
@@ -19,7 +32,8 @@ def mlperf_onnx(graph: Path, arch: str, out: Path, opset: int = 11, nchw: bool =
 
     if not out.exists():
         name, outputs = MLPERF_ONNX[arch]
-        model, _ = convert.from_graph_def(parse_graph_def(Path(graph).read_bytes(), str(graph)), input_names=[name],
+        graph_def = free_batch(parse_graph_def(Path(graph).read_bytes(), str(graph)), name)
+        model, _ = convert.from_graph_def(graph_def, input_names=[name],
                                           output_names=outputs, opset=opset, inputs_as_nchw=[name] if nchw else None)
         write_atomically(out, lambda tmp: tmp.write_bytes(model.SerializeToString()))
     return out
