@@ -1,8 +1,9 @@
 """python -m benchmark.mlperf_log mlperf_log_accuracy.json [--labels val_map.txt]
-    [--dtype float32|int32|int64] [--compare RESULTS_JSON] [--verbose]
+    [--dtype float32|int32|int64] [--model resnet50|mobilenet_v1] [--compare RESULTS_JSON] [--verbose]
 
-Scores MLPerf's accuracy log as MLPerf's `tools/accuracy-imagenet.py` does (evaluation/accuracy_log.py)
-and, with --compare, lists the images where a harness run answered otherwise."""
+Scores MLPerf's accuracy log as MLPerf's `tools/accuracy-imagenet.py` does (evaluation/accuracy_log.py),
+judges it against MLPerf's accuracy target for the model (given, or the compared run's) and, with
+--compare, lists the images where a harness run answered otherwise."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from benchmark.evaluation.accuracy_log import DTYPES, LogError, compare_with_run, read_labels, read_log, score
+from benchmark.evaluation.gate import TARGETS, gate
 from preprocessing.errors import UserError
 
 
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                              "first type under which every answer is a class")
     parser.add_argument("--compare", type=Path, metavar="RESULTS_JSON",
                         help="a harness run's results: list the images where the log's answer differs")
+    parser.add_argument("--model", choices=sorted(TARGETS),
+                        help="the model the log answers for, for MLPerf's accuracy target (default: the "
+                             "--compare run's model)")
     parser.add_argument("--verbose", action="store_true", help="list every image, not the first few")
     args = parser.parse_args(argv)
     limit = None if args.verbose else 10
@@ -66,7 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             labels = read_labels(labels_file)
         result = score(entries, labels, args.dtype, args.log)
+        results = None
+        if args.compare:
+            try:
+                results = json.loads(args.compare.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise LogError(f"{args.compare}: cannot read the results file ({e})") from e
         print(result.mlperf_line())
+        arch = args.model or (results or {}).get("arch")
+        target = gate(arch, result.top1, result.total) if arch else None
+        print(target.line() if target else "mlperf target: not judged (give --model "
+              + " or ".join(sorted(TARGETS)) + ")")
         print(f"labels: {labels_file}; {result.entries} entries ({result.dtype}), "
               f"{result.duplicates} duplicates counted once"
               + (f" ({len(result.conflicting)} answered differently the second time: "
@@ -77,10 +92,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_names(result.missing, labels, limit)}",
                   file=sys.stderr)
         if args.compare:
-            try:
-                results = json.loads(args.compare.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise LogError(f"{args.compare}: cannot read the results file ({e})") from e
             print_comparison(compare_with_run(result, labels, results, args.compare), args.compare, limit)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

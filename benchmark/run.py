@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from benchmark import runtimes
 from benchmark.evaluation import loop, report
+from benchmark.evaluation.gate import gate
 from benchmark.evaluation.scoring import Score, score
 from benchmark.formats.checkpoint import Checkpoint
 from benchmark.runtimes.source import ModelSource, open_model_checkpoint
@@ -124,6 +125,9 @@ def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path) -
     skipped = f" (skipped {len(s.cache.failed)} of {len(s.inputs.dataset)} listed: unreadable, see " \
               f"'skipped' in the results)" if s.cache.failed else ""
     print(result.mlperf_line() + skipped)
+    target = gate(s.source.model.arch, result.top1, result.total)
+    if target:
+        print(target.line())
     print(f"top5={result.top5:.3f}%", file=sys.stderr)
     if "eval_images_per_s" in s.timing:
         print(f"evaluation: {s.timing['eval_images_per_s']:.1f} images/s after the first batch, "

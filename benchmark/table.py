@@ -1,8 +1,10 @@
 """python -m benchmark.table [RESULTS.json ...] --out DIR
 
 Collects results JSON files (default: results/runs/*.json) into tables: `runs.md`/`runs.csv`, one
-row per run; `pivot.md`/`pivot.csv`, models x preprocessing pipelines, top-1 with good/total; and
-a bar chart of top-1 per pipeline per model (`top1.png` and `top1.svg`).
+row per run; `pivot.md`/`pivot.csv`, models x preprocessing pipelines, top-1 with good/total;
+`paired.md`, each run against its model's baseline run on the same images (MLPerf's pipeline where
+there is one): the images it fixes and breaks and the exact McNemar p-value, so a table says whether
+a difference is noise; and a bar chart of top-1 per pipeline per model (`top1.png` and `top1.svg`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from preprocessing.errors import UserError
 
 COLUMNS = ["model", "checkpoint", "image_size", "pipeline", "decoder", "resize", "interpolation",
-           "antialias", "crop_percent", "crop_rounding", "backend", "device", "top1", "top5", "good",
+           "antialias", "crop_percent", "crop_rounding", "precision", "backend", "device", "top1", "top5", "good",
            "total", "opencv", "pillow", "torch", "file"]
 
 
@@ -45,7 +47,8 @@ def row(r: dict, path: Path) -> dict:
     p = r["preprocess"]
     return {
         "model": model_label(r), "checkpoint": r["checkpoint"]["sha256"][:12], "image_size": r["image_size"],
-        "pipeline": pipeline_label(p), "decoder": p.get("decoder", "opencv"), "resize": p.get("resize", "opencv"),
+        "pipeline": pipeline_label(p) + (f", {precision_of(r)}" if precision_of(r) != "fp32" else ""),
+        "precision": precision_of(r), "decoder": p.get("decoder", "opencv"), "resize": p.get("resize", "opencv"),
         "interpolation": p["interpolation"], "antialias": p.get("antialias", True),
         "crop_percent": p.get("crop_percent", 87.5), "crop_rounding": p.get("crop_rounding", "floor"),
         "backend": r["backend"], "device": r["device"], "top1": f"{r['top1']:.3f}", "top5": f"{r['top5']:.3f}",
@@ -108,8 +111,54 @@ def write_tables(runs: list[tuple[dict, Path]], out: Path, backend: str | None, 
         writer = csv.writer(f)
         writer.writerow(["model"] + pipelines)
         writer.writerows(body)
+    pairs = paired_table([(r, p) for r, p in runs if backend is None or r["backend"] == backend])
+    (out / "paired.md").write_text(f"# {title}: each run against its model's baseline on the same images\n\n"
+                                   + markdown(PAIRED_COLUMNS, pairs)
+                                   + "\nfixed / broken: images the run gets right and the baseline wrong, and the "
+                                     "other way; p: exact McNemar test on those flips (small p: unlikely to be "
+                                     "noise).\n")
     charts = chart(models, pipelines, cells, out / "top1", title)
-    return [out / "runs.csv", out / "runs.md", out / "pivot.md", out / "pivot.csv", *charts]
+    return [out / "runs.csv", out / "runs.md", out / "pivot.md", out / "pivot.csv", out / "paired.md", *charts]
+
+
+PAIRED_COLUMNS = ["model", "run", "baseline", "images", "top-1 run", "top-1 baseline", "fixed", "broken",
+                  "McNemar p"]
+
+
+def precision_of(r: dict) -> str:
+    return (r.get("precision") or {}).get("precision", "fp32")
+
+
+def run_label(r: dict) -> str:
+    extra = f", {precision_of(r)}" if precision_of(r) != "fp32" else ""
+    return f"{pipeline_label(r['preprocess'])}, {r['backend']}{extra}"
+
+
+def paired_table(runs: list[tuple[dict, Path]]) -> list[list]:
+    """Per model and image list, every run against the baseline: the run of MLPerf's pipeline
+    (torch, fp32) where there is one, else the first file. Images a run skipped are left out of its pair."""
+    from benchmark.evaluation.significance import paired
+
+    groups: dict = {}
+    for r, path in sorted(runs, key=lambda rp: rp[1].name):
+        groups.setdefault((model_label(r), tuple(r["images"])), []).append((r, path))
+    body = []
+    for (model, images), members in sorted(groups.items(), key=lambda g: g[0][0]):
+        baseline = next(((r, p) for r, p in members if r["preprocess"]["name"] == "mlperf"
+                         and r["backend"] == "torch" and precision_of(r) == "fp32"), members[0])
+        labels = baseline[0].get("ground_truth")
+        for r, path in members:
+            if r is baseline[0]:
+                continue
+            both = [i for i, (x, y) in enumerate(zip(baseline[0]["predictions"], r["predictions"]))
+                    if x is not None and y is not None]
+            if not labels:
+                continue  # results written before the labels were recorded in them
+            c = paired([labels[i] for i in both], [baseline[0]["predictions"][i] for i in both], [r["predictions"][i] for i in both])
+            body.append([model, f"{run_label(r)} ({path.name})", f"{run_label(baseline[0])} ({baseline[1].name})",
+                         c["images"], f"{100 * c['good_b'] / c['images']:.3f}", f"{100 * c['good_a'] / c['images']:.3f}",
+                         c["fixed"], c["broken"], f"{c['mcnemar_p']:.3g}"])
+    return body
 
 
 def chart(models, pipelines, cells, stem: Path, title: str) -> list[Path]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.evaluation.gate import gate
 from preprocessing.files import write_text_atomically
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +115,10 @@ def results_dict(cfg: DictConfig, s, result, reference, elapsed: float) -> dict:
         "top5_good": result.top5_good,
         "total": result.total,
         "accuracy_line": result.mlperf_line(),
+        "mlperf_target": target.to_dict() if (target := gate(cfg.model.arch, result.top1, result.total)) else None,
         "predictions": predictions,
         "images": s.inputs.dataset.names,  # the file of each prediction
+        "ground_truth": [int(x) for x in s.inputs.dataset.labels],  # its label
         "reference": reference,
         "timing": s.timing,  # seconds per stage; the evaluation's images/s after its first batch
         "elapsed_s": round(elapsed, 3),

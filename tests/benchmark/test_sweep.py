@@ -42,6 +42,43 @@ def test_parallel_sweep_shares_caches_and_tables_match_runs(samples_dir, tmp_pat
             assert cells[column] == f"{r['top1']:.3f} ({r['good']}/{r['total']})"
     assert (out / "top1.png").stat().st_size > 1000 and (out / "top1.svg").read_text().startswith("<?xml")
     assert "tf linear" in (out / "pivot.md").read_text()
+    paired = [line.split(" | ") for line in (out / "paired.md").read_text().splitlines() if line.startswith("| mobilenet_v1")]
+    base = next(r for r in runs if r["backend"] == "torch" and r["preprocess"]["name"] == "mlperf")
+    for r in runs:
+        if r["backend"] == "torch" and r is not base:  # each torch run against MLPerf's pipeline
+            right = [p == t for p, t in zip(r["predictions"], r["ground_truth"])]
+            base_right = [p == t for p, t in zip(base["predictions"], base["ground_truth"])]
+            (row,) = [p for p in paired if p[1].startswith(r["preprocess"]["name"] + " ")]
+            assert row[2].startswith("mlperf linear, torch (") and row[3] == "48"
+            assert int(row[6]) == sum(a and not b for a, b in zip(right, base_right))
+            assert int(row[7]) == sum(b and not a for a, b in zip(right, base_right))
+
+
+def test_paired_table_counts_flips_against_mlperfs_pipeline(tmp_path):
+    """Three runs on the same four images: each against the MLPerf-pipeline run; the fault this
+    guards: flips counted the wrong way round or against the wrong baseline."""
+    truth = [1, 2, 3, 4]
+    base = {"model": "m", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32},
+            "image_size": 224, "backend": "torch", "device": "cpu", "top5": 0.0, "total": 4,
+            "versions": {"opencv": "5", "pillow": "13", "torch": "2"}, "images": ["a", "b", "c", "d"],
+            "ground_truth": truth}
+    runs = {"z-mlperf": ("mlperf", [1, 2, 0, 0]), "a-pil": ("torchvision", [1, 0, 3, 4]),
+            "b-bf16": ("mlperf", [1, 2, 3, None])}  # None: an image that run skipped
+    paths = []
+    for name, (pipeline, predictions) in runs.items():
+        good = sum(p == t for p, t in zip(predictions, truth))
+        run = {**base, "preprocess": {"name": pipeline, "interpolation": "linear"}, "predictions": predictions,
+               "top1": 25.0 * good, "good": good, **({"precision": {"precision": "bf16"}} if "bf16" in name else {})}
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(run))
+    assert table_main([str(p) for p in paths] + ["--out", str(tmp_path / "t"), "--backend", "all"]) == 0
+    rows = [line.rstrip(" |").split(" | ") for line in (tmp_path / "t" / "paired.md").read_text().splitlines()
+            if line.startswith("| m ")]
+    by = {r[1].split(" (")[0]: r for r in rows}
+    assert set(by) == {"torchvision linear, torch", "mlperf linear, torch, bf16"}
+    assert all(r[2] == "mlperf linear, torch (z-mlperf.json)" for r in rows)
+    assert by["torchvision linear, torch"][3:9] == ["4", "75.000", "50.000", "2", "1", "1"]  # p = 2*(1+3)/8, capped
+    assert by["mlperf linear, torch, bf16"][3:9] == ["3", "100.000", "66.667", "1", "0", "1"]  # 2*1/2, capped
 
 
 def test_two_runs_for_one_cell_is_an_error(tmp_path):

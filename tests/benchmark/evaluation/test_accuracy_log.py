@@ -85,7 +85,8 @@ def test_cli_reports_duplicates_and_missing_samples(tmp_path, capsys):
     log = write(tmp_path, [entry(0, 65), entry(0, 66), entry(1, 970)])
     assert main([str(log)]) == 0  # val_map.txt beside the log
     out, err = capsys.readouterr()
-    assert out.splitlines() == ["accuracy=100.000%, good=2, total=2"]
+    assert out.splitlines() == ["accuracy=100.000%, good=2, total=2",
+                                "mlperf target: not judged (give --model mobilenet_v1 or resnet50)"]
     assert "3 entries (float32), 1 duplicates counted once (1 answered differently the second time: ILSVRC2012_val_00000001.JPEG)" in err
     assert "8 of the 10 listed samples are not in the log: ILSVRC2012_val_00000003.JPEG" in err
 
@@ -128,7 +129,7 @@ def test_compare_with_a_run(tmp_path, capsys):
     assert c["in_log_not_in_run"] == [] and c["in_run_not_in_log"] == [LABELS[7][0]]
     assert main([str(log), "--compare", str(results)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1] == f"compared with {results}: 6 images in both, 3 answered the same"
+    assert out[2] == f"compared with {results}: 6 images in both, 3 answered the same"
     assert "1 the log gets wrong, the run right:" in out
     assert f"  {LABELS[1][0]}: label 970, log 1, run 970" in out
     results.write_text(json.dumps({"predictions": run}))

@@ -236,8 +236,16 @@ def test_cli_accuracy_line_equals_benchmarks(common, direct, tmp_path):
     check = subprocess.run([sys.executable, "-m", "benchmark.mlperf_log", str(folder / "mlperf_log_accuracy.json"),
                             "--compare", str(folder / "results.json")], env=ENV, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    assert check.stdout.splitlines()[:2] == [direct["accuracy_line"], f"compared with {folder / 'results.json'}: "
-                                             "24 images in both, 24 answered the same"]
+    assert check.stdout.splitlines()[:3] == [direct["accuracy_line"], gate_line(direct),
+                                             f"compared with {folder / 'results.json'}: "
+                                             "24 images in both, 24 answered the same"]  # the run's model judged
+    assert proc.stdout.splitlines()[1] == gate_line(direct)
+
+
+def gate_line(results: dict) -> str:
+    t = results["mlperf_target"]
+    return f"mlperf target {t['target']:.3f}% (98% of 71.68): FAIL (indicative: 24 images, not the 50,000 the " \
+        "target is judged on)"
 
 
 @pytest.mark.slow
