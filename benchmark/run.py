@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from benchmark import runtimes
+from benchmark import precision, runtimes
 from benchmark.evaluation import loop, report
 from benchmark.evaluation.gate import gate
 from benchmark.evaluation.scoring import Score, score
@@ -33,9 +33,11 @@ def model_source(cfg: DictConfig) -> ModelSource:
     return ModelSource(ckpt, cfg.model, cache_dir(cfg))
 
 
-def runtime_options(cfg: DictConfig, threads: int | None, role: str = "backend") -> runtimes.Options:
+def runtime_options(cfg: DictConfig, threads: int | None, role: str = "backend",
+                    precision: str | None = None) -> runtimes.Options:
     return runtimes.Options(device=str(cfg.device), threads=threads, fold_bn=bool(cfg.fold_bn),
-                            cpu_fusion=bool(cfg.cpu_fusion), role=role)
+                            cpu_fusion=bool(cfg.cpu_fusion), role=role,
+                            precision=str(precision or cfg.get("precision", "fp32")))
 
 
 def check_reference(cfg: DictConfig) -> None:
@@ -53,6 +55,8 @@ class Setup:
     source: ModelSource
     runtime: runtimes.Runtime  # backend=
     reference: runtimes.Runtime | None  # reference=
+    exact: runtimes.Runtime | None  # precision= other than fp32: the exact fp32 model, compared image by image
+    calibration: dict | None  # precision=int8: the list, the images found and missing, the quantized model
     threads: int  # CPU threads of PyTorch (and of TensorFlow and ONNX Runtime)
     batch_size: int
     inputs: Inputs
@@ -89,6 +93,7 @@ def setup(cfg: DictConfig) -> Setup:
     runtime = runtimes.create(cfg.backend, source, runtime_options(cfg, threads))
     reference = runtimes.create(cfg.reference, source, runtime_options(cfg, threads, "reference")) \
         if cfg.reference else None
+    exact = precision.exact_runtime(cfg, source, runtime_options(cfg, threads, precision="fp32"))
     timing = {"checkpoint_s": round(opened + source.timing.get("checkpoint_s", 0.0), 3),
               "convert_s": source.timing.get("convert_s")}  # from the weight cache when there
     batch_size = cfg.batch_size or runtimes.default_batch_size(runtime.device)
@@ -101,7 +106,9 @@ def setup(cfg: DictConfig) -> Setup:
     if len(readable) == 0:
         raise ConfigError(f"none of the {len(inputs.dataset)} listed images could be read")
     images = cache.images if not cache.failed else loop.Rows(cache.images, readable)
-    return Setup(source, runtime, reference, threads, batch_size, inputs, cache, readable, images,
+    calibration = precision.calibrate(cfg, runtime, source.ckpt.sha256, inputs, batch_size) \
+        if getattr(runtime, "precision", "fp32") == "int8" else None
+    return Setup(source, runtime, reference, exact, calibration, threads, batch_size, inputs, cache, readable, images,
                  np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing)
 
 
@@ -120,7 +127,8 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
             "backend": cfg.reference, "tensor": tensor, "timing": timing}
 
 
-def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path) -> None:
+def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,
+                  against_exact: dict | None = None) -> None:
     """MLPerf's accuracy line on stdout; top-5, the reference's agreement and the results file on stderr."""
     skipped = f" (skipped {len(s.cache.failed)} of {len(s.inputs.dataset)} listed: unreadable, see " \
               f"'skipped' in the results)" if s.cache.failed else ""
@@ -128,6 +136,8 @@ def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path) -
     target = gate(s.source.model.arch, result.top1, result.total)
     if target:
         print(target.line())
+    if against_exact is not None:
+        print(precision.summary(against_exact))
     print(f"top5={result.top5:.3f}%", file=sys.stderr)
     if "eval_images_per_s" in s.timing:
         print(f"evaluation: {s.timing['eval_images_per_s']:.1f} images/s after the first batch, "
@@ -150,8 +160,9 @@ def run(cfg: DictConfig) -> dict:
     finally:
         s.runtime.close()
     result = score(logits, s.labels)
+    against_exact = precision.against_exact(cfg, s, result, logits) if s.exact is not None else None
     reference = reference_comparison(cfg, s, result, logits)
-    results = report.results_dict(cfg, s, result, reference, time.time() - started)
+    results = report.results_dict(cfg, s, result, reference, time.time() - started, against_exact)
     path = report.write_results(results, cfg)
-    print_outcome(result, s, reference, path)
+    print_outcome(result, s, reference, path, against_exact)
     return results

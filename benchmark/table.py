@@ -19,7 +19,7 @@ from preprocessing.errors import UserError
 
 COLUMNS = ["model", "checkpoint", "image_size", "pipeline", "decoder", "resize", "interpolation",
            "antialias", "crop_percent", "crop_rounding", "precision", "backend", "device", "top1", "top5", "good",
-           "total", "opencv", "pillow", "torch", "file"]
+           "total", "images_per_s", "opencv", "pillow", "torch", "file"]
 
 
 class TableError(UserError, ValueError):
@@ -52,7 +52,9 @@ def row(r: dict, path: Path) -> dict:
         "interpolation": p["interpolation"], "antialias": p.get("antialias", True),
         "crop_percent": p.get("crop_percent", 87.5), "crop_rounding": p.get("crop_rounding", "floor"),
         "backend": r["backend"], "device": r["device"], "top1": f"{r['top1']:.3f}", "top5": f"{r['top5']:.3f}",
-        "good": r["good"], "total": r["total"], "opencv": r["versions"]["opencv"],
+        "good": r["good"], "total": r["total"],
+        "images_per_s": f"{ips:.1f}" if (ips := (r.get("timing") or {}).get("eval_images_per_s")) else "",
+        "opencv": r["versions"]["opencv"],
         "pillow": r["versions"]["pillow"], "torch": r["versions"]["torch"], "file": path.name,
     }
 

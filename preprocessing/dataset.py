@@ -35,14 +35,17 @@ LABELS = Path(__file__).parent / "labels"
 # MLPerf's val_map.txt (labels 0..999 for ILSVRC2012_val_00000001..50000.JPEG) and the 1,000
 # ILSVRC2012 synsets in sorted order (caffe's synset_words.txt): checked whenever they are read.
 SHIPPED_SHA256 = {"val_map.txt": "4138c0cd92d2dffea9353a9339c9f352361b7c6c267d2ff989b366f154188257",
-                  "synsets.txt": "acf75ef0abe89694b19056e0796401068b459c457baa30335f240c7692857355"}
+                  "synsets.txt": "acf75ef0abe89694b19056e0796401068b459c457baa30335f240c7692857355",
+                  # MLPerf's calibration lists (calibration/ImageNet/ in its inference repository)
+                  "cal_image_list_option_1.txt": "7662247d1d9407d6cb564268f64c5a4a6cf9f1a34fd2e6cdc3b94dcf278b3dc9",
+                  "cal_image_list_option_2.txt": "11ce810122226ec0ca8c56e47ee356e3c1185f3c6ce8262edb50c3c1d0a9705e"}
 
 
 class DatasetError(UserError, ValueError):
     """A labels file, image folder or archive that cannot be used; the message names the file."""
 
 
-def _shipped(name: str) -> Path:
+def shipped(name: str) -> Path:
     path = LABELS / name
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != SHIPPED_SHA256[name]:
@@ -54,14 +57,14 @@ def _shipped(name: str) -> Path:
 @cache
 def imagenet_val_map() -> dict[str, int]:
     """MLPerf's val_map for all 50,000 validation images: name -> label, in file order."""
-    names, labels = read_labels(_shipped("val_map.txt"))
+    names, labels = read_labels(shipped("val_map.txt"))
     return dict(zip(names, labels))
 
 
 @cache
 def imagenet_synsets() -> list[str]:
     """The 1,000 ILSVRC2012 wnids, sorted: a wnid's position is its label."""
-    return [line.split()[0] for line in _shipped("synsets.txt").read_text().splitlines()]
+    return [line.split()[0] for line in shipped("synsets.txt").read_text().splitlines()]
 
 
 class Folder:

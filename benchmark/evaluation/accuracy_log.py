@@ -188,3 +188,24 @@ def compare_with_run(log_score: LogScore, labels: list[tuple[str, int]], results
             "in_run_not_in_log": sorted(set(run) - in_log)}
 
 
+
+
+def same_answers(accuracy_entries: list, performance_entries: list) -> dict:
+    """TEST01's check, as MLPerf's `compliance/nvidia/TEST01/verify_accuracy.py` makes it: every
+    answer a performance run logged must equal the accuracy run's answer for the same sample
+    (qsl_idx). MLPerf's script compares the first element under its --dtype (default: the first
+    byte); here the whole answer is compared, byte for byte. Passes when no logged answer differs
+    and at least one was compared."""
+    first: dict = {}
+    for e in accuracy_entries:
+        first.setdefault(e["qsl_idx"], e["data"])  # a sample's first answer, as it is scored
+    matched, differing, unknown = 0, [], 0
+    for e in performance_entries:
+        if e["qsl_idx"] not in first:
+            unknown += 1
+        elif e["data"] != first[e["qsl_idx"]]:
+            differing.append({"qsl_idx": e["qsl_idx"], "performance": e["data"], "accuracy": first[e["qsl_idx"]]})
+        else:
+            matched += 1
+    return {"logged": len(performance_entries), "same": matched, "differing": differing,
+            "not_in_accuracy_log": unknown, "passed": not differing and matched > 0}

@@ -102,7 +102,7 @@ def run_facts(cfg: DictConfig, s) -> dict:
     }
 
 
-def results_dict(cfg: DictConfig, s, result, reference, elapsed: float) -> dict:
+def results_dict(cfg: DictConfig, s, result, reference, elapsed: float, against_exact: dict | None = None) -> dict:
     """The results JSON of an accuracy run: its facts, scores, predictions and reference comparison."""
     predictions = [None] * len(s.inputs.dataset)  # None: skipped as unreadable
     for i, p in zip(s.readable.tolist(), result.predictions.tolist()):
@@ -120,6 +120,8 @@ def results_dict(cfg: DictConfig, s, result, reference, elapsed: float) -> dict:
         "images": s.inputs.dataset.names,  # the file of each prediction
         "ground_truth": [int(x) for x in s.inputs.dataset.labels],  # its label
         "reference": reference,
+        "precision": against_exact,  # precision= other than fp32: against the exact fp32 model
+        "calibration": s.calibration,
         "timing": s.timing,  # seconds per stage; the evaluation's images/s after its first batch
         "elapsed_s": round(elapsed, 3),
     }

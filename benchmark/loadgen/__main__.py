@@ -8,7 +8,10 @@ from preprocessing.errors import exit_on_user_error
 
 @hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="loadgen")
 def main(cfg: DictConfig) -> None:
-    from benchmark.loadgen.run import run
+    if cfg.loadgen.get("compliance"):
+        from benchmark.loadgen.compliance import run
+    else:
+        from benchmark.loadgen.run import run
 
     exit_on_user_error(lambda: run(cfg))
 

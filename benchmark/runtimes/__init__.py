@@ -51,6 +51,7 @@ class Options:
     cpu_fusion: bool = True  # torch on CPU: oneDNN-fused convolutions (needs fold_bn)
     role: str = "backend"  # backend | reference: the config key that named the runtime
     optimize: bool = True  # tf: let Grappler rewrite the graph (off for layer-by-layer comparison)
+    precision: str = "fp32"  # torch: fp32 (exact) | bf16 | fp16 | tf32 | int8 (see runtimes/pytorch.py)
 
 
 def default_batch_size(device: str) -> int:

@@ -42,17 +42,49 @@ def reuse_freed_memory() -> None:
     libc.mallopt(M_TRIM_THRESHOLD, 2**30)  # and the heap's top kept, not trimmed after each batch
 
 
+# precision= -> where it runs and how. fp32 is exact (TF's float32 arithmetic); the others are what
+# MLPerf allows a submission as long as its accuracy meets the target.
+PRECISIONS = {
+    "fp32": "float32 throughout, TF32 off: the graph's own arithmetic (CPU or CUDA)",
+    "bf16": "autocast to bfloat16 (oneDNN on a CPU with bf16 support, or CUDA)",
+    "fp16": "autocast to float16 (CUDA)",
+    "tf32": "float32 with TF32 tensor-core matrix products and convolutions (CUDA, Ampere or later)",
+    "int8": "post-training int8 quantization, calibrated on an MLPerf calibration list (CPU, x86 backend)",
+}
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """A clear error where the precision cannot run on the device, before anything is computed."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
+    cpu = device.type == "cpu"
+    if precision in ("fp16", "tf32") and cpu:
+        raise ConfigError(f"precision={precision} runs on CUDA (device=cuda); on CPU use bf16 or int8")
+    if precision == "int8" and not cpu:
+        raise ConfigError("precision=int8 runs on CPU (PyTorch's x86 quantized kernels); set device=cpu")
+    if precision == "bf16" and cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise ConfigError("precision=bf16: this CPU has no bfloat16 support in oneDNN (AVX512-BF16, AMX or "
+                          "AVX512 with VNNI); bf16 would be emulated, not measured")
+    if precision == "bf16" and not cpu and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support")
+
+
 class TorchRuntime:
     """The converted model on its device: cached crops to input tensors, input tensors to logits.
     `fuse`: on CPU, the model with each convolution fused with its activation through oneDNN
-    (nn/cpu_fusion.py), made at the first batch's input size."""
+    (nn/cpu_fusion.py), made at the first batch's input size. `precision`: see PRECISIONS; int8
+    runs once `quantize` has calibrated the model."""
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, normalize: Normalizer, device: torch.device | str,
-                 fuse: bool = False, image_size: int | None = None):
+                 fuse: bool = False, image_size: int | None = None, precision: str = "fp32"):
         device = torch.device(device)
+        check_precision(precision, device)
+        self.precision = precision
         if device.type == "cuda":
             exact_cuda()
+            if precision == "tf32":
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         else:
             reuse_freed_memory()
         # Channels-last: the cached crops are NHWC already, and oneDNN's convolutions are fastest there.
@@ -60,8 +92,26 @@ class TorchRuntime:
         self.normalize, self.torch_device, self.device = normalize, device, str(device)
         self.image_size = image_size
         self.to_input = TorchNormalizer(normalize, device)
-        self.fuse = fuse and device.type == "cpu"
+        self.fuse = fuse and device.type == "cpu" and precision == "fp32"  # fp32 oneDNN primitives
         self.fused: torch.nn.Module | None = None
+        self.quantized: torch.nn.Module | None = None
+
+    def quantize(self, calibration: np.ndarray | None, batch_size: int, saved=None) -> None:
+        """precision=int8: the model quantized with activation ranges observed on the `calibration`
+        crops (cached, in this runtime's exact fp32 input), or loaded from `saved` (a file written
+        by `save_quantized`) when that exists."""
+        from benchmark.nn.quantize import ENGINE, quantize_int8
+
+        torch.backends.quantized.engine = ENGINE
+        if saved is not None and saved.is_file():
+            self.quantized = torch.load(saved, weights_only=False).eval()  # the harness's own cache file
+            return
+        batches = (self.inputs(calibration[i:i + batch_size]) for i in range(0, len(calibration), batch_size))
+        self.quantized = quantize_int8(self.model, self.image_size, batches)
+        if saved is not None:
+            from preprocessing.files import write_atomically
+
+            write_atomically(saved, lambda tmp: torch.save(self.quantized, tmp))
 
     def inputs(self, batch: np.ndarray) -> torch.Tensor:
         """A batch of cached crops (NHWC) as MLPerf's exact float32 input, NCHW (channels-last)."""
@@ -78,6 +128,15 @@ class TorchRuntime:
             return inputs.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2)
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
+        if self.precision == "int8":
+            if self.quantized is None:
+                raise RuntimeError("precision=int8: the model has not been calibrated (TorchRuntime.quantize)")
+            with torch.inference_mode():
+                return self.quantized(x.contiguous()).float().numpy()
+        if self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            with torch.inference_mode(), torch.autocast(self.torch_device.type, dtype=dtype):
+                return self.model(x).float().cpu().numpy()
         with torch.inference_mode():
             if self.fuse and self.fused is None:
                 from benchmark.nn.cpu_fusion import fuse_for_cpu
@@ -104,4 +163,5 @@ def create(source, options) -> TorchRuntime:
     device = select_device(options.device)
     model = source.torch_model(options.fold_bn)
     fuse = device.type == "cpu" and options.fold_bn and options.cpu_fusion and cpu_fusion.available()
-    return TorchRuntime(model, source.normalize, device, fuse, source.resolve_size(model.spec.image_size))
+    return TorchRuntime(model, source.normalize, device, fuse, source.resolve_size(model.spec.image_size),
+                        options.precision)

@@ -323,3 +323,45 @@ def test_server_accuracy_run_says_its_rate_and_defaults_to_a_sustained_one(commo
     loadgen_run(config(*common, "loadgen.scenario=Server", "loadgen.target_qps=400", f"loadgen.output_dir={out}2"))
     assert "Server: issuing at 400 queries/s (from loadgen.target_qps or the conf files); 24 samples take about 0 s" in \
         capsys.readouterr().err
+
+
+TEST01_QUICK = ["loadgen.scenario=Offline", "loadgen.target_qps=200", "loadgen.min_duration_ms=200"]
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_test01_passes_for_the_torch_backend(common, direct, tmp_path, capsys, batch):
+    from benchmark.loadgen.compliance import run as compliance_run
+
+    out = tmp_path / "test01"
+    r = compliance_run(config(*common, "loadgen.compliance=TEST01", f"loadgen.output_dir={out}",
+                              f"batch_size={batch}", *TEST01_QUICK))
+    printed = capsys.readouterr().out.splitlines()
+    assert r["passed"] and r["same"] == r["logged"] > 24 and not r["differing"]  # more logged than images: repeats
+    assert printed[-1] == f"TEST01 PASS: {r['logged']} of {r['logged']} answers logged in performance mode equal " \
+                          "the accuracy run's, 0 differ"
+    assert "*.*.accuracy_log_sampling_target = 1024" in (out / "audit.config").read_text()
+    detail = (out / "performance" / "mlperf_log_detail.txt").read_text()
+    assert '"key": "effective_accuracy_log_sampling_target", "value": 1024' in detail  # LoadGen read the audit config
+    assert json.loads((out / "TEST01.json").read_text())["passed"] is True
+
+
+def test_test01_fails_where_answers_depend_on_the_batch(common, tmp_path, capsys, monkeypatch):
+    """The fault TEST01 exists for: answers that depend on what else is in the batch (here, logits
+    normalised by the batch's statistics, as a batch norm left in training mode does)."""
+    from benchmark.loadgen.compliance import run as compliance_run
+    from benchmark.runtimes.pytorch import TorchRuntime
+
+    exact = TorchRuntime.__call__
+
+    def batch_dependent(self, x):
+        logits = exact(self, x)
+        return (logits - logits.mean(axis=0)) / (logits.std(axis=0) + 1e-6)
+
+    monkeypatch.setattr(TorchRuntime, "__call__", batch_dependent)
+    out = tmp_path / "test01"
+    r = compliance_run(config(*common, "loadgen.compliance=TEST01", f"loadgen.output_dir={out}", "batch_size=5",
+                              *TEST01_QUICK))
+    assert not r["passed"] and r["differing"] and r["same"] + len(r["differing"]) == r["logged"]
+    d = r["differing"][0]
+    assert d["performance_answer"] != d["accuracy_answer"] and d["image"].startswith("ILSVRC2012_val_")
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"TEST01 FAIL: {r['same']} of {r['logged']} answers")

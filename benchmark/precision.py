@@ -1,0 +1,94 @@
+"""precision= other than fp32: the faster model judged image by image against the exact fp32 model on
+the same crops, and int8's calibration on MLPerf's calibration list."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+
+import numpy as np
+from omegaconf import DictConfig
+
+from benchmark import runtimes
+from benchmark.evaluation import loop
+from benchmark.evaluation.gate import gate
+from benchmark.evaluation.scoring import score
+from benchmark.evaluation.significance import paired
+from preprocessing.calibration import calibration_dataset, read_list
+from preprocessing.dataset import load_dataset
+from preprocessing.errors import ConfigError
+from preprocessing.stage import Inputs, build_cache, cache_dir, require
+
+
+def exact_runtime(cfg: DictConfig, source, options: runtimes.Options):
+    """The exact fp32 torch model a precision= run is compared with (None for fp32)."""
+    chosen = str(cfg.get("precision", "fp32"))
+    if chosen == "fp32":
+        return None
+    if cfg.backend != "torch":
+        raise ConfigError(f"precision={chosen} is a precision of the torch backend, not backend={cfg.backend}")
+    return runtimes.create("torch", source, options)
+
+
+def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, batch_size: int) -> dict:
+    """int8: the listed images of dataset.root (all of it, not dataset.limit's part) cropped by the
+    evaluation's pipeline and cached, the model quantized on them; the quantized model is kept in
+    the cache, keyed on the checkpoint, the list, the pipeline's crops and the library versions."""
+    import torch
+
+    from benchmark.nn.quantize import ENGINE
+
+    clock = time.perf_counter()
+    cal = read_list(str(cfg.calibration.list))
+    full = load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, None, layout=cfg.dataset.layout)
+    subset, missing = calibration_dataset(full, cal, cfg.calibration.min_images)
+    if missing:
+        print(f"calibration: {len(missing)} of the {len(cal.names)} images of {cal.path} are not in "
+              f"{full.root}: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""), file=sys.stderr)
+    crops = build_cache(cfg, Inputs(inputs.image_size, subset, inputs.settings))
+    key = hashlib.sha256(json.dumps({
+        "checkpoint": checkpoint_sha256, "list": cal.sha256, "crops": crops.folder.name,
+        "torch": torch.__version__, "engine": ENGINE, "fold_bn": bool(cfg.fold_bn)}, sort_keys=True).encode()).hexdigest()
+    saved = cache_dir(cfg) / "int8" / f"{cfg.model.name}-{key[:20]}.pt"
+    reused = saved.is_file()
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    runtime.quantize(crops.images, batch_size, saved)
+    return {**cal.to_dict(), "images": len(subset), "missing": missing, "crops": str(crops.folder),
+            "quantized_model": str(saved), "reused": reused, "engine": ENGINE,
+            "seconds": round(time.perf_counter() - clock, 3)}
+
+
+def against_exact(cfg: DictConfig, s, result, logits: np.ndarray) -> dict:
+    """The exact fp32 model on the same crops: both top-1s, the images the precision fixes and
+    breaks (McNemar's p), the largest logit difference, MLPerf's gate for both, and both speeds."""
+    timing: dict = {}
+    try:
+        exact_logits = loop.logits(s.exact, s.images, s.batch_size, cfg.progress, timing)
+    finally:
+        s.exact.close()
+    exact = score(exact_logits, s.labels)
+    flips = paired(s.labels, exact.predictions, result.predictions, s.names)
+    gates = {name: gate(cfg.model.arch, r.top1, r.total) for name, r in (("fp32", exact), ("run", result))}
+    return {
+        "precision": str(cfg.precision),
+        "top1": result.top1, "good": result.good,
+        "fp32_top1": exact.top1, "fp32_good": exact.good, "total": result.total,
+        "fixed": flips["fixed"], "broken": flips["broken"], "mcnemar_p": flips["mcnemar_p"],
+        "fixed_images": flips["fixed_images"], "broken_images": flips["broken_images"],
+        "same_prediction": flips["same_prediction"],
+        "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - exact_logits).max()),
+        "mlperf_target": {k: g.to_dict() if g else None for k, g in gates.items()},
+        "images_per_s": s.timing.get("eval_images_per_s"), "fp32_images_per_s": timing.get("eval_images_per_s"),
+    }
+
+
+def summary(c: dict) -> str:
+    speed = ""
+    if c["images_per_s"] and c["fp32_images_per_s"]:
+        speed = (f"; {c['images_per_s']:.1f} against {c['fp32_images_per_s']:.1f} images/s "
+                 f"({c['images_per_s'] / c['fp32_images_per_s']:.2f}x)")
+    return (f"{c['precision']} against exact fp32 on the same {c['total']} images: fp32 accuracy={c['fp32_top1']:.3f}%, "
+            f"good={c['fp32_good']}; {c['same_prediction']} same top-1, {c['fixed']} fixed, {c['broken']} broken "
+            f"(McNemar p={c['mcnemar_p']:.3g}); max_abs_logit_diff={c['max_abs_logit_diff']:.3g}" + speed)

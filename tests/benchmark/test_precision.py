@@ -1,0 +1,118 @@
+"""precision= other than fp32: each run judged image by image against the exact fp32 model on the same
+crops; int8 calibrated on the listed images only; refusals where a precision cannot run."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from preprocessing.calibration import mlperf_list
+from preprocessing.errors import ConfigError, UserError
+from tests.helpers import run_benchmark, validation_images, varied, write_layout
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """24 images to evaluate, then 12 named after MLPerf's option_1 calibration images (listed after
+    the 24 in val_map.txt: dataset.limit=24 evaluates the first only; calibration reads the root's all)."""
+    images = validation_images(24)
+    stand_ins = [(name, 0, images[i][2]) for i, name in enumerate(mlperf_list("option_1").names[:12])]
+    return write_layout(tmp_path_factory.mktemp("val"), "val_map", images + stand_ins)
+
+
+@pytest.fixture(scope="module")
+def common(dataset, fixture_graphs, tmp_path_factory):
+    graph = fixture_graphs(0.25, 96, read_identities=False)
+    return [f"model.checkpoint={graph}", f"dataset.root={dataset}", "dataset.limit=24",
+            f"cache_dir={tmp_path_factory.mktemp('cache')}"]
+
+
+@pytest.fixture(scope="module")
+def exact(common, tmp_path_factory):
+    r = run_benchmark(*common, f"results_file={tmp_path_factory.mktemp('fp32') / 'r.json'}")
+    assert varied(r["predictions"]) and r["precision"] is None
+    return r
+
+
+def check_against_exact(r, exact):
+    """The comparison a precision run reports is the one its predictions and fp32's give."""
+    c, truth = r["precision"], r["ground_truth"][:24]
+    assert c["fp32_good"] == exact["good"] and c["good"] == r["good"] and c["total"] == 24
+    names = r["images"][:24]
+    right = [p == t for p, t in zip(r["predictions"], truth)]
+    right32 = [p == t for p, t in zip(exact["predictions"], truth)]
+    assert c["fixed_images"] == [n for n, a, b in zip(names, right32, right) if b and not a]
+    assert c["broken_images"] == [n for n, a, b in zip(names, right32, right) if a and not b]
+    assert c["same_prediction"] == sum(a == b for a, b in zip(r["predictions"], exact["predictions"]))
+    assert c["images_per_s"] > 0 and c["fp32_images_per_s"] > 0
+    assert set(c["mlperf_target"]) == {"fp32", "run"}
+
+
+def test_bf16_on_cpu_against_exact_fp32(common, exact, tmp_path, capsys):
+    import torch
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no bfloat16 support in oneDNN: precision=bf16 is refused here (tested below)")
+    r = run_benchmark(*common, "precision=bf16", f"results_file={tmp_path / 'r.json'}")
+    check_against_exact(r, exact)
+    # bf16 keeps 8 bits of mantissa: logits move (a run that silently stayed fp32 would show 0)
+    assert r["precision"]["max_abs_logit_diff"] > 1e-4 and r["precision"]["precision"] == "bf16"
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == r["accuracy_line"] and out[2].startswith("bf16 against exact fp32 on the same 24 images: ")
+
+
+def test_bf16_refused_without_cpu_support(common, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.raises(ConfigError, match="precision=bf16: this CPU has no bfloat16 support"):
+        run_benchmark(*common, "precision=bf16", "device=cpu")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["precision=fp16", "device=cpu"], "precision=fp16 runs on CUDA"),
+    (["precision=tf32", "device=cpu"], "precision=tf32 runs on CUDA"),
+    (["precision=int4"], "precision=int4: expected one of fp32, bf16, fp16, tf32, int8"),
+    (["precision=int8", "backend=tf"], "precision=int8 is a precision of the torch backend, not backend=tf"),
+])
+def test_refusals(common, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        run_benchmark(*common, *overrides)
+
+
+def test_int8_calibrates_on_listed_images_only(common, exact, dataset, tmp_path, capsys):
+    listed = mlperf_list("option_1").names
+    r = run_benchmark(*common, "precision=int8", "calibration.list=option_1", "calibration.min_images=12",
+                      f"results_file={tmp_path / 'r.json'}")
+    check_against_exact(r, exact)
+    cal = r["calibration"]
+    assert cal["mlperf_list"] == "option_1" and cal["images"] == 12 and len(cal["missing"]) == 488
+    manifest = json.loads((Path(cal["crops"]) / "manifest.json").read_text())
+    assert manifest["files"] == list(listed[:12])  # the listed images, and only they, were cropped
+    assert "calibration: 488 of the 500 images of" in capsys.readouterr().err
+    assert r["precision"]["max_abs_logit_diff"] > 1e-3  # quantized: logits move
+    # but those of this model: most top-1s stay (int8 of other weights, or of another input, would not)
+    assert r["precision"]["same_prediction"] >= 16, r["precision"]
+    assert not cal["reused"]
+    again = run_benchmark(*common, "precision=int8", "calibration.list=option_1", "calibration.min_images=12",
+                          f"results_file={tmp_path / 'again.json'}")
+    assert again["calibration"]["reused"] and again["predictions"] == r["predictions"]  # the cached model
+
+
+def test_int8_calibration_errors(common, tmp_path):
+    with pytest.raises(UserError, match=r"488 of its 500 images are not in the dataset .* 12 found, 500 needed"):
+        run_benchmark(*common, "precision=int8")  # every listed image needed by default
+    mixed = tmp_path / "mixed.txt"
+    one, two = mlperf_list("option_1").names, mlperf_list("option_2").names
+    mixed.write_text("\n".join([n for n in one if n not in two][:12] + [n for n in two if n not in one][:1]))
+    with pytest.raises(UserError, match="mixes MLPerf's calibration lists"):
+        run_benchmark(*common, "precision=int8", f"calibration.list={mixed}")
+    changed = tmp_path / "cal_image_list_option_1.txt"
+    changed.write_text("\n".join(one[:12]) + "\n")
+    with pytest.raises(UserError, match="named like MLPerf's cal_image_list_option_1.txt but its sha256"):
+        run_benchmark(*common, "precision=int8", f"calibration.list={changed}")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("\n".join(list(one[:12]) + ["ILSVRC2012_val_00049999.JPEG"]) + "\n")
+    with pytest.raises(UserError, match=r"1 of its 13 images are not in the dataset .*ILSVRC2012_val_00049999"):
+        run_benchmark(*common, "precision=int8", f"calibration.list={outside}")
+
