@@ -31,6 +31,17 @@ class MobileNetV1Spec:
         return cls(**d)
 
 
+def squeezed(x: torch.Tensor) -> torch.Tensor:
+    """The graph's SpatialSqueeze: 1 x 1 logits to [N, classes], refusing any other size."""
+    if x.shape[-2:] != (1, 1):
+        raise ValueError(f"logits have spatial size {tuple(x.shape[-2:])}, the graph squeezes 1x1: "
+                         "the input size does not fit this graph")
+    return x.flatten(1)
+
+
+torch.fx.wrap("squeezed")  # a leaf for FX tracing (int8 quantization): the check runs on real tensors
+
+
 class MobileNetV1(nn.Module):
     """Input NCHW float in [-1, 1]; output logits [N, num_classes] (index 0 is background)."""
 
@@ -48,8 +59,4 @@ class MobileNetV1(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
-        x = self.classifier(self.pool(x))
-        if x.shape[-2:] != (1, 1):
-            raise ValueError(f"logits have spatial size {tuple(x.shape[-2:])}, the graph squeezes 1x1: "
-                             "the input size does not fit this graph")
-        return x.flatten(1)
+        return squeezed(self.classifier(self.pool(x)))

@@ -98,20 +98,20 @@ class TorchRuntime:
 
     def quantize(self, calibration: np.ndarray | None, batch_size: int, saved=None) -> None:
         """precision=int8: the model quantized with activation ranges observed on the `calibration`
-        crops (cached, in this runtime's exact fp32 input), or loaded from `saved` (a file written
-        by `save_quantized`) when that exists."""
-        from benchmark.nn.quantize import ENGINE, quantize_int8
+        crops (cached, in this runtime's exact fp32 input), as TorchScript, written to `saved`; or
+        loaded from `saved` when that exists."""
+        from benchmark.nn.quantize import ENGINE, load_int8, quantize_int8, save_int8, traced_int8
 
         torch.backends.quantized.engine = ENGINE
         if saved is not None and saved.is_file():
-            self.quantized = torch.load(saved, weights_only=False).eval()  # the harness's own cache file
+            self.quantized = load_int8(saved)
             return
-        batches = (self.inputs(calibration[i:i + batch_size]) for i in range(0, len(calibration), batch_size))
-        self.quantized = quantize_int8(self.model, self.image_size, batches)
+        batches = (self.inputs(np.array(calibration[i:i + batch_size])) for i in range(0, len(calibration), batch_size))
+        self.quantized = traced_int8(quantize_int8(self.model, self.image_size, batches), self.image_size)
         if saved is not None:
             from preprocessing.files import write_atomically
 
-            write_atomically(saved, lambda tmp: torch.save(self.quantized, tmp))
+            write_atomically(saved, lambda tmp: save_int8(self.quantized, tmp))
 
     def inputs(self, batch: np.ndarray) -> torch.Tensor:
         """A batch of cached crops (NHWC) as MLPerf's exact float32 input, NCHW (channels-last)."""

@@ -91,8 +91,7 @@ def test_int8_calibrates_on_listed_images_only(common, exact, dataset, tmp_path,
     assert manifest["files"] == list(listed[:12])  # the listed images, and only they, were cropped
     assert "calibration: 488 of the 500 images of" in capsys.readouterr().err
     assert r["precision"]["max_abs_logit_diff"] > 1e-3  # quantized: logits move
-    # but those of this model: most top-1s stay (int8 of other weights, or of another input, would not)
-    assert r["precision"]["same_prediction"] >= 16, r["precision"]
+    # (that the quantized model follows this one: tests/benchmark/nn/test_quantize.py, on the real graph)
     assert not cal["reused"]
     again = run_benchmark(*common, "precision=int8", "calibration.list=option_1", "calibration.min_images=12",
                           f"results_file={tmp_path / 'again.json'}")
