@@ -136,9 +136,16 @@ def run_label(r: dict) -> str:
     return f"{pipeline_label(r['preprocess'])}, {r['backend']}{extra}"
 
 
+def is_mlperfs(r: dict) -> bool:
+    """MLPerf's own run of its model: its pipeline with the model's interpolation, torch, fp32."""
+    p, model = r["preprocess"], (r.get("config") or {}).get("model") or {}
+    return (p["name"] == "mlperf" and p["interpolation"] == model.get("mlperf_interpolation", p["interpolation"])
+            and r["backend"] == "torch" and precision_of(r) == "fp32")
+
+
 def paired_table(runs: list[tuple[dict, Path]]) -> list[list]:
     """Per model and image list, every run against the baseline: the run of MLPerf's pipeline
-    (torch, fp32) where there is one, else the first file. Images a run skipped are left out of its pair."""
+    (its interpolation for the model, torch, fp32) where there is one, else the first file. Images a run skipped are left out of its pair."""
     from benchmark.evaluation.significance import paired
 
     groups: dict = {}
@@ -146,8 +153,7 @@ def paired_table(runs: list[tuple[dict, Path]]) -> list[list]:
         groups.setdefault((model_label(r), tuple(r["images"])), []).append((r, path))
     body = []
     for (model, images), members in sorted(groups.items(), key=lambda g: g[0][0]):
-        baseline = next(((r, p) for r, p in members if r["preprocess"]["name"] == "mlperf"
-                         and r["backend"] == "torch" and precision_of(r) == "fp32"), members[0])
+        baseline = next(((r, p) for r, p in members if is_mlperfs(r)), members[0])
         labels = baseline[0].get("ground_truth")
         for r, path in members:
             if r is baseline[0]:
