@@ -60,6 +60,34 @@ def random_model(arch: str, seed: int = 0):
     return model.eval()
 
 
+def pass_on(runtime, images, batch_size: int) -> tuple[np.ndarray, str]:
+    """The runtime's logits for `images`, and the devices its weights and its last output were on
+    during the pass (one name when they agree)."""
+    from benchmark.evaluation.loop import logits
+
+    seen = set()
+
+    def record(module, args, output):
+        seen.update({str(next(module.parameters()).device), str(output.device)})
+
+    hook = runtime.model.register_forward_hook(record)
+    try:
+        out = logits(runtime, images, batch_size, False)
+    finally:
+        hook.remove()
+    if not seen:
+        raise RuntimeError("the pass ran no forward of the model")
+    return out, "+".join(sorted(seen))
+
+
+def check_two_devices(cpu_ran: str, cuda_ran: str) -> None:
+    """A CPU-vs-CUDA difference means something only when the CPU pass ran on the CPU alone and the
+    CUDA pass on CUDA alone."""
+    if cpu_ran != "cpu" or not cuda_ran.startswith("cuda") or "+" in cuda_ran:
+        raise RuntimeError(f"the CPU pass ran on {cpu_ran} and the CUDA pass on {cuda_ran}: not a comparison "
+                           "of two devices")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.bench.cuda", description=__doc__.split("\n\n")[1])
     parser.add_argument("--dataset", type=Path, required=True, help="folder of JPEGs with val_map.txt")
@@ -95,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# CUDA", "", *[f"- {m}" for m in bench.machine()],
              f"- GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, torch CUDA {torch.version.cuda}", "",
              f"| model | weights | batch | CUDA images/s (best of {args.repeats}, {args.timed_images} images) | "
-             f"50,000 images | agreement CUDA vs CPU ({len(dataset)} images) | max abs logit diff | top-1 CUDA / CPU |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"50,000 images | agreement CUDA vs CPU ({len(dataset)} images) | max abs logit diff | top-1 CUDA / CPU | "
+             "passes ran on |", "|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for item in args.model:
             arch, _, source = item.partition("=")
@@ -112,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             cache = open_cache(dataset, make_settings("mlperf", 224, config.mlperf_interpolation), Path(tmp),
                                progress=False)
             normalize = Normalizer(config.normalization)
-            cpu = torch_logits(model, cache.images, normalize, "cpu", 16)
-            cuda = torch_logits(model, cache.images, normalize, "cuda", args.batch_size)
+            # each pass says where it ran: the comparison must be of two devices, not one pass twice
+            cpu, cpu_ran = pass_on(TorchRuntime(model, normalize, "cpu"), cache.images, 16)
+            cuda, cuda_ran = pass_on(TorchRuntime(model, normalize, "cuda"), cache.images, args.batch_size)
+            check_two_devices(cpu_ran, cuda_ran)
             labels = np.asarray(dataset.labels)
             timed = np.resize(np.asarray(cache.images), (args.timed_images, *cache.images.shape[1:]))
             best = 0.0
@@ -127,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {arch} | {weights} | {args.batch_size} | {best:.0f} | {50000 / best:.0f} s | "
                          f"{int((cuda.argmax(1) == cpu.argmax(1)).sum())}/{len(cpu)} | "
                          f"{float(np.abs(cuda - cpu).max()):.2g} | "
-                         f"{score(cuda, labels).top1:.1f} % / {score(cpu, labels).top1:.1f} % |")
+                         f"{score(cuda, labels).top1:.1f} % / {score(cpu, labels).top1:.1f} % | "
+                         f"{cuda_ran} / {cpu_ran} |")
             model.cpu()
     lines += ["", "CUDA images/s: the evaluation loop as `python -m benchmark device=cuda` runs it (uint8 crops to "
               "the GPU, normalised there, logits back to the host per batch), crops read from the cache in memory."]

@@ -52,3 +52,24 @@ def test_graph_flops_count_each_conv_at_its_own_kernel():
                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
     expected = 2 * (112 * 112 * 8 * 3 * 9 + 112 * 112 * 8 * 9 + 8 * 10)
     assert graph_flops(model, torch.zeros(1, 3, 224, 224)) == expected
+
+
+def test_cuda_bench_compares_two_devices_only(fixture_graphs):
+    """The CUDA report's CPU-vs-CUDA logit difference is of two passes on two devices: each pass
+    records where the model's weights and outputs were, and one device twice is refused (the fault:
+    both passes on one device would report a difference of 0)."""
+    import numpy as np
+    import pytest
+
+    from benchmark.bench.cuda import check_two_devices, pass_on
+    from benchmark.evaluation.normalize import Normalizer
+    from benchmark.runtimes.pytorch import TorchRuntime
+    from tests.helpers import crops, torch_model
+
+    model = torch_model(fixture_graphs(0.25, 96, read_identities=False), "mobilenet_v1")
+    out, ran = pass_on(TorchRuntime(model, Normalizer("mobilenet"), "cpu"), crops(3, 96), 2)
+    assert ran == "cpu" and out.shape == (3, 1001) and np.isfinite(out).all()
+    check_two_devices("cpu", "cuda:0")
+    for cpu_ran, cuda_ran in (("cpu", "cpu"), ("cuda:0", "cuda:0"), ("cpu", "cpu+cuda:0")):
+        with pytest.raises(RuntimeError, match="not a comparison of two devices"):
+            check_two_devices(cpu_ran, cuda_ran)
