@@ -12,7 +12,6 @@ import numpy as np
 from omegaconf import DictConfig
 
 from benchmark import runtimes
-from benchmark.evaluation import loop
 from benchmark.evaluation.gate import gate
 from benchmark.evaluation.scoring import score
 from benchmark.evaluation.significance import paired
@@ -60,14 +59,10 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
             "seconds": round(time.perf_counter() - clock, 3)}
 
 
-def against_exact(cfg: DictConfig, s, result, logits: np.ndarray) -> dict:
-    """The exact fp32 model on the same crops: both top-1s, the images the precision fixes and
-    breaks (McNemar's p), the largest logit difference, MLPerf's gate for both, and both speeds."""
-    timing: dict = {}
-    try:
-        exact_logits = loop.logits(s.exact, s.images, s.batch_size, cfg.progress, timing)
-    finally:
-        s.exact.close()
+def against_exact(cfg: DictConfig, s, result, logits: np.ndarray, exact_logits: np.ndarray, timing: dict) -> dict:
+    """The exact fp32 model's logits on the same crops against the run's: both top-1s, the images the
+    precision fixes and breaks (McNemar's p), the largest logit difference, MLPerf's gate for both,
+    and both speeds."""
     exact = score(exact_logits, s.labels)
     flips = paired(s.labels, exact.predictions, result.predictions, s.names)
     gates = {name: gate(cfg.model.arch, r.top1, r.total) for name, r in (("fp32", exact), ("run", result))}

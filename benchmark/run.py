@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from benchmark import precision, runtimes
-from benchmark.evaluation import loop, report
+from benchmark.evaluation import distributed, loop, report
+from benchmark.evaluation.distributed import World
 from benchmark.evaluation.gate import gate
 from benchmark.evaluation.scoring import Score, score
 from benchmark.formats.checkpoint import Checkpoint
@@ -66,6 +67,7 @@ class Setup:
     labels: np.ndarray
     names: list[str]
     timing: dict  # seconds per stage: checkpoint_s, convert_s, cache_s, then the evaluation's
+    world: World = World()  # this process's place in a torchrun launch (one process: rank 0 of 1)
 
     @property
     def ckpt(self) -> Checkpoint:
@@ -82,6 +84,9 @@ def setup(cfg: DictConfig) -> Setup:
     import torch
 
     check_reference(cfg)
+    world = distributed.world(str(cfg.device))
+    if world.size > 1 and str(cfg.device) in ("auto", "cuda") and torch.cuda.is_available():
+        cfg = OmegaConf.merge(cfg, {"device": f"cuda:{world.local_rank}"})  # one GPU per rank
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     threads = torch.get_num_threads()
@@ -109,19 +114,36 @@ def setup(cfg: DictConfig) -> Setup:
     calibration = precision.calibrate(cfg, runtime, source.ckpt.sha256, inputs, batch_size) \
         if getattr(runtime, "precision", "fp32") == "int8" else None
     return Setup(source, runtime, reference, exact, calibration, threads, batch_size, inputs, cache, readable, images,
-                 np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing)
+                 np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing,
+                 world)
 
 
-def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.ndarray) -> dict | None:
+def evaluate(cfg: DictConfig, s: Setup, runtime: runtimes.Runtime, timing: dict) -> np.ndarray | None:
+    """Every image's logits from `runtime`, which is closed after. Launched by torchrun, each rank
+    evaluates its share and rank 0 gets all of them in image order (the other ranks None); `timing`
+    gets this rank's loop figures, and with more than one rank the images/s of all of them together."""
+    clock = time.perf_counter()
+    try:
+        part = loop.logits(runtime, loop.part(s.images, s.world.share(len(s.images))), s.batch_size,
+                           cfg.progress and s.world.main, timing)
+    finally:
+        runtime.close()
+    logits = s.world.gather(part)
+    if s.world.size > 1 and logits is not None:
+        timing["all_ranks_images_per_s"] = round(len(logits) / (time.perf_counter() - clock), 2)
+    return logits
+
+
+def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.ndarray,
+                         ref_logits: np.ndarray | None = None, timing: dict | None = None) -> dict | None:
     """reference=tf or onnxruntime: the checkpoint itself in TensorFlow or ONNX Runtime on the same
-    inputs, image by image (for ONNX, on the logits inside the graph, named in `tensor`)."""
+    inputs, image by image (for ONNX, on the logits inside the graph, named in `tensor`); its logits
+    evaluated here unless given."""
     if s.reference is None:
         return None
-    timing: dict = {}
-    try:
-        ref_logits = loop.logits(s.reference, s.images, s.batch_size, cfg.progress, timing)
-    finally:
-        s.reference.close()
+    if ref_logits is None:
+        timing = {}
+        ref_logits = evaluate(cfg, s, s.reference, timing)
     tensor = getattr(s.reference, "logits", None) if s.reference.name == "onnxruntime" else cfg.model.logits_tensor
     return {**report.compare(result, score(ref_logits, s.labels), logits, ref_logits, s.names),
             "backend": cfg.reference, "tensor": tensor, "timing": timing}
@@ -152,16 +174,23 @@ def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,
     print(f"results: {path}", file=sys.stderr)
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> dict | None:
+    """One run; launched by torchrun, every rank evaluates its share and rank 0 alone scores,
+    prints and writes the results (the other ranks return None)."""
     started = time.time()
     s = setup(cfg)
-    try:
-        logits = loop.logits(s.runtime, s.images, s.batch_size, cfg.progress, s.timing)
-    finally:
-        s.runtime.close()
+    logits = evaluate(cfg, s, s.runtime, s.timing)
+    ref_timing: dict = {}
+    exact_timing: dict = {}
+    ref_logits = evaluate(cfg, s, s.reference, ref_timing) if s.reference is not None else None
+    exact_logits = evaluate(cfg, s, s.exact, exact_timing) if s.exact is not None else None
+    s.world.close()
+    if not s.world.main:
+        return None
     result = score(logits, s.labels)
-    against_exact = precision.against_exact(cfg, s, result, logits) if s.exact is not None else None
-    reference = reference_comparison(cfg, s, result, logits)
+    against_exact = precision.against_exact(cfg, s, result, logits, exact_logits, exact_timing) \
+        if s.exact is not None else None
+    reference = reference_comparison(cfg, s, result, logits, ref_logits, ref_timing)
     results = report.results_dict(cfg, s, result, reference, time.time() - started, against_exact)
     path = report.write_results(results, cfg)
     print_outcome(result, s, reference, path, against_exact)

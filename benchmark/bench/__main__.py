@@ -321,7 +321,8 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
     converted, _ = load_converted(arch, open_checkpoint(graph_path), None, weights)  # once, outside the timing
     flops = graph_flops(converted, torch.zeros(1, 3, *np.load(images_path, mmap_mode="r").shape[1:3]))
     onnx = onnx_baseline(arch, graph_path, workdir)  # converted once, outside the timing
-    backends = [b for b in BACKENDS if (b != "onnxruntime" or onnx) and (b != "onnxruntime-export" or installed("onnx", "onnxruntime"))]
+    backends = [b for b in BACKENDS if (b != "onnxruntime" or onnx) and (b != "openvino" or (onnx and installed("openvino")))
+                and (b != "onnxruntime-export" or installed("onnx", "onnxruntime"))]
     runs = [(b, "cpu", batch_size) for b in backends]
     runs += [("torch", "cuda", 256)] if torch.cuda.is_available() else []
     if batch1_images:
@@ -352,7 +353,8 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
         # ONNX Runtime: the faster of its rows at this batch (MLPerf's tf2onnx model, the torch.onnx export)
         ort = max((best[(p, "cpu", batch)] for p in ("onnxruntime", "onnxruntime-export") if (p, "cpu", batch) in best),
                   key=lambda q: q["images_per_s"], default=None)
-        peers = {"tf": best.get(("tf", "cpu", batch)), "onnxruntime": ort}
+        peers = {"tf": best.get(("tf", "cpu", batch)), "onnxruntime": ort,
+                 "openvino": best.get(("openvino", "cpu", batch))}
         r["vs"] = {p: r["images_per_s"] / q["images_per_s"] if q and device == "cpu" else None
                    for p, q in peers.items()}
     return {"arch": arch, "graph": str(graph_path), "n": len(tf), "logit_range": float(np.ptp(tf)),
@@ -519,16 +521,17 @@ def main(argv: list[str] | None = None) -> int:
             lines += [f"## Evaluation ({args.images} cached images at batch size {args.batch_size} on CPU, the "
                       f"first {min(args.batch1_images, args.images)} at batch 1; each backend in its own process, "
                       f"best of {args.repeats})", "",
-                      "| model | backend | device | batch | images/s | vs TensorFlow | vs ONNX Runtime (its faster row) | GFLOP/s | "
-                      "50,000 images | top-1 agreement with TF | max abs logit diff (of range) |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "| model | backend | device | batch | images/s | vs TensorFlow | vs ONNX Runtime (its faster row) | "
+                      "vs OpenVINO | GFLOP/s | 50,000 images | top-1 agreement with TF | max abs logit diff (of range) |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for e in evals:
                 source = "MLPerf's structure, random weights" if graphs[e["arch"]] == "fixture" \
                     else f"{Path(e['graph']).parent.name}/{Path(e['graph']).name}"
                 name = f"{e['arch']} ({source})"
                 for r in sorted(e["rows"], key=lambda r: (-r["batch_size"], r["device"] != "cpu")):
                     ips = r["images_per_s"]
-                    ratios = [f"{v:.2f}x" if v is not None else "-" for v in (r["vs"]["tf"], r["vs"]["onnxruntime"])]
+                    ratios = [f"{v:.2f}x" if v is not None else "-"
+                              for v in (r["vs"]["tf"], r["vs"]["onnxruntime"], r["vs"]["openvino"])]
                     lines.append(
                         f"| {name} | {BACKENDS[r['backend']]} | {r['device']} | {r['batch_size']} | {ips:.1f} | "
                         f"{' | '.join(ratios)} | {ips * e['flops_per_image'] / 1e9:.0f} | {50000 / ips / 60:.1f} min | "
@@ -537,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             if not all(e["onnx"] for e in evals):
                 lines += ["", "No ONNX Runtime rows: they need onnxruntime and tf2onnx (python -m pip install -e "
                           "\".[bench]\")."]
+            if not installed("openvino"):
+                lines += ["", "No OpenVINO rows: it is not installed (python -m pip install -e \".[bench]\")."]
             lines += ["", f"For scale: a 4096 x 4096 float32 matrix product runs at {matmul_gflops():.0f} GFLOP/s "
                       "with the same threads.", ""]
         if loadgen:

@@ -5,8 +5,8 @@ python -m benchmark.bench.timed '{"arch": ..., "graph": ..., "images": ..., "nor
     "threads": ..., "weights": ..., "out": ...}'
 
 `backend` is one of KINDS: torch (batch norms folded, convolutions fused on CPU: the default),
-torch-eager (folded, cpu_fusion=false), torch-graph-order (fold_bn=false), tf, onnxruntime (the graph
-converted to ONNX by tf2onnx beforehand, `onnx`) or onnxruntime-export (the converted model exported
+torch-eager (folded, cpu_fusion=false), torch-graph-order (fold_bn=false), tf, onnxruntime or openvino (the
+graph converted to ONNX by tf2onnx beforehand, `onnx`) or onnxruntime-export (the converted model exported
 by torch.onnx, as `backend=onnxruntime` runs it); `limit` times the first images only. Prints one
 JSON line: images/s of the timed pass after one warm-up batch; the logits are saved to `out`.
 """
@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 # The bench's rows: the runtime (runtimes.RUNTIMES) and its options. "onnxruntime" runs the graph
-# converted to ONNX by tf2onnx beforehand (`onnx`), as MLPerf publishes it.
+# converted to ONNX by tf2onnx beforehand (`onnx`), as MLPerf publishes it; so does "openvino".
 KINDS = {
     "torch": ("torch", {}, "torch (fold_bn=true, cpu_fusion=true: default)"),
     "torch-eager": ("torch", {"cpu_fusion": False}, "torch (cpu_fusion=false)"),
     "torch-graph-order": ("torch", {"fold_bn": False}, "torch (fold_bn=false)"),
     "onnxruntime": ("onnxruntime", {}, "ONNX Runtime (tf2onnx of the graph, batch free)"),
     "onnxruntime-export": ("onnxruntime", {}, "ONNX Runtime (the converted model by torch.onnx: backend=onnxruntime)"),
+    "openvino": ("openvino", {}, "OpenVINO (tf2onnx of the graph, batch free)"),
     "tf": ("tf", {}, "TensorFlow"),
 }
 
@@ -47,7 +48,8 @@ def make_runtime(arch: str, graph: str, normalization: str, input_tensor: str, l
     torch.set_num_threads(threads)
     model = OmegaConf.create({"name": arch, "arch": arch, "normalization": normalization, "image_size": None,
                               "input_tensor": input_tensor, "logits_tensor": logits_tensor})
-    source = ModelSource(open_checkpoint(Path(onnx if backend == "onnxruntime" else graph)), model, Path(weights))
+    source = ModelSource(open_checkpoint(Path(onnx if backend in ("onnxruntime", "openvino") else graph)), model,
+                         Path(weights))
     name, options, _ = KINDS[backend]
     runtime = runtimes.create(name, source, runtimes.Options(device=device, threads=threads, **options))
     if (source.conversion or {}).get("converted"):

@@ -24,6 +24,15 @@ class Rows:
         return self.array[self.index[rows]]
 
 
+def part(images, rows: slice):
+    """Rows of the crops to evaluate, still read a batch at a time (a memory map stays one)."""
+    if rows == slice(0, len(images)):
+        return images
+    if isinstance(images, Rows):
+        return Rows(images.array, images.index[rows])
+    return images[rows]
+
+
 def read_batch(images, start: int, stop: int) -> np.ndarray:
     """A copy of rows start:stop. The memory map's pages are then dropped from this process (they
     stay in the page cache), so streaming 50,000 cached images keeps resident memory near one batch

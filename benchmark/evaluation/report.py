@@ -86,6 +86,7 @@ def run_facts(cfg: DictConfig, s) -> dict:
         "fold_bn": bool(cfg.fold_bn) if torch_backend else None,
         "cpu_fusion": s.cpu_fusion if torch_backend else None,
         "threads": s.threads,
+        "distributed": s.world.to_dict() if s.world.size > 1 else None,
         "dataset": {"root": str(inputs.dataset.root), "layout": inputs.dataset.layout,
                     "labels_from": inputs.dataset.labels_from,
                     "labels": str(inputs.dataset.labels_file) if inputs.dataset.labels_file else None,

@@ -102,6 +102,9 @@ def run(cfg: DictConfig) -> dict:
     from benchmark.evaluation.scoring import class_offset
 
     started = time.time()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("python -m benchmark.loadgen runs in one process (LoadGen drives one system under "
+                          "test); launch it without torchrun")
     p = lgs.plan(cfg)  # every loadgen.* setting checked before anything is loaded
     lgm = import_loadgen()
     s = setup(cfg)

@@ -21,6 +21,7 @@ RUNTIMES = {
     "torch": "benchmark.runtimes.pytorch",
     "tf": "benchmark.runtimes.tf",
     "onnxruntime": "benchmark.runtimes.ort",
+    "openvino": "benchmark.runtimes.openvino",
 }
 
 

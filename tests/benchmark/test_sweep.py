@@ -102,3 +102,25 @@ def test_slurm_launcher_config_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.cpus_per_task == 8 and launcher.timeout_min == 240
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_runs_each_job(fixture_graphs, tmp_path):
+    """Hydra's submitit launcher with its local executor: the path a SLURM sweep takes, on one
+    machine. Each job writes its results; they match the same runs made directly."""
+    from tests.helpers import run_benchmark, validation_images, write_layout
+
+    root = write_layout(tmp_path / "val", "val_map", validation_images(8))
+    common = [f"model.checkpoint={fixture_graphs(0.25, 96, read_identities=False)}", f"dataset.root={root}",
+              f"cache_dir={tmp_path / 'cache'}", "threads=1", "workers=1", "progress=false"]
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "-m", "hydra/launcher=submitit_local",
+                           f"hydra.sweep.dir={tmp_path / 'multirun'}", "hydra.launcher.timeout_min=10",
+                           *common, "preprocess=mlperf,torchvision"], cwd=tmp_path, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {r["preprocess"]["name"]: r for r in
+            (json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json"))}
+    assert set(runs) == {"mlperf", "torchvision"}
+    assert list((tmp_path / "multirun" / ".submitit").iterdir())  # the jobs went through submitit
+    direct = run_benchmark(*common, "preprocess=torchvision", f"results_file={tmp_path / 'direct.json'}")
+    assert runs["torchvision"]["predictions"] == direct["predictions"]

@@ -154,6 +154,7 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
     runs = {}
     for name, extra in {"onnx": [f"model.checkpoint={path}", "reference=onnxruntime"],
                         "ort": [f"model.checkpoint={path}", "backend=onnxruntime"],
+                        "openvino": [f"model.checkpoint={path}", "backend=openvino"],
                         "graph": [f"model.checkpoint={pb}"]}.items():
         runs[name] = benchmark_run(config(*common, *extra, f"results_file={tmp_path / name}.json"))
         runs[name]["stdout"], runs[name]["stderr"] = capsys.readouterr()
@@ -164,6 +165,7 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
                              "resnet50": "resnet_model/dense/BiasAdd:0"}[arch]
     assert f"reference onnxruntime: accuracy={ref['top1']:.3f}%" in onnx["stdout"]
     assert onnx["predictions"] == runs["graph"]["predictions"] == runs["ort"]["predictions"]
+    assert runs["openvino"]["predictions"] == onnx["predictions"] and runs["openvino"]["backend"] == "openvino"
     assert varied(onnx["predictions"])
     assert onnx["fold_bn"] is True and runs["ort"]["backend"] == "onnxruntime"
     # where each run's time went: stages, and the loop's rate after its first batch

@@ -110,7 +110,9 @@ def test_onnxruntime_backend_errors(fixture_graphs, tmp_path):
     pb = fixture_graphs(0.25, 128, read_identities=False)
     absent = tmp_path / "no-images-here"  # the errors come before the dataset is read
     for overrides, message in [(["backend=onnxruntime", "reference=onnxruntime"], "compares the torch backend"),
-                               (["reference=onnxruntime"], "ONNX Runtime needs an .onnx checkpoint to be a reference")]:
+                               (["reference=onnxruntime"], "ONNX Runtime needs an .onnx checkpoint to be a reference"),
+                               (["backend=openvino"], "backend=openvino runs an .onnx checkpoint"),
+                               (["reference=openvino"], "reference=openvino: OpenVINO runs as the backend only")]:
         with pytest.raises(UserError) as error:
             benchmark_run(config(f"model.checkpoint={pb}", *overrides, f"dataset.root={absent}",
                                  f"cache_dir={tmp_path / 'c'}"))
