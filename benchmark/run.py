@@ -35,10 +35,11 @@ def model_source(cfg: DictConfig) -> ModelSource:
 
 
 def runtime_options(cfg: DictConfig, threads: int | None, role: str = "backend",
-                    precision: str | None = None) -> runtimes.Options:
+                    numerics: str | None = None) -> runtimes.Options:
+    """The config's runtime settings; `numerics`: a precision other than the config's."""
     return runtimes.Options(device=str(cfg.device), threads=threads, fold_bn=bool(cfg.fold_bn),
                             cpu_fusion=bool(cfg.cpu_fusion), role=role,
-                            precision=str(precision or cfg.get("precision", "fp32")))
+                            precision=str(numerics or cfg.get("precision", "fp32")))
 
 
 def check_reference(cfg: DictConfig) -> None:
@@ -98,7 +99,7 @@ def setup(cfg: DictConfig) -> Setup:
     runtime = runtimes.create(cfg.backend, source, runtime_options(cfg, threads))
     reference = runtimes.create(cfg.reference, source, runtime_options(cfg, threads, "reference")) \
         if cfg.reference else None
-    exact = precision.exact_runtime(cfg, source, runtime_options(cfg, threads, precision="fp32"))
+    exact = precision.exact_runtime(cfg, source, runtime_options(cfg, threads, numerics="fp32"))
     timing = {"checkpoint_s": round(opened + source.timing.get("checkpoint_s", 0.0), 3),
               "convert_s": source.timing.get("convert_s")}  # from the weight cache when there
     batch_size = cfg.batch_size or runtimes.default_batch_size(runtime.device)
