@@ -7,6 +7,7 @@ import hashlib
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
@@ -34,9 +35,11 @@ def exact_runtime(cfg: DictConfig, source, options: runtimes.Options):
 def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, batch_size: int) -> dict:
     """int8: the listed images of dataset.root (all of it, not dataset.limit's part) cropped by the
     evaluation's pipeline and cached, the model quantized on them; the quantized model is kept in
-    the cache, keyed on the checkpoint, the list, the pipeline's crops and the library versions."""
+    the cache, keyed on the checkpoint, the list, the pipeline's crops, the quantization code and the
+    library versions."""
     import torch
 
+    from benchmark.nn import quantize
     from benchmark.nn.quantize import ENGINE
 
     clock = time.perf_counter()
@@ -49,7 +52,10 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
     crops = build_cache(cfg, Inputs(inputs.image_size, subset, inputs.settings))
     key = hashlib.sha256(json.dumps({
         "checkpoint": checkpoint_sha256, "list": cal.sha256, "crops": crops.folder.name,
-        "torch": torch.__version__, "engine": ENGINE, "fold_bn": bool(cfg.fold_bn)}, sort_keys=True).encode()).hexdigest()
+        "torch": torch.__version__, "engine": ENGINE, "fold_bn": bool(cfg.fold_bn),
+        # the recipe itself: a change to the quantization code never reuses a model it made before
+        "recipe": hashlib.sha256(Path(quantize.__file__).read_bytes()).hexdigest()},
+        sort_keys=True).encode()).hexdigest()
     saved = cache_dir(cfg) / "int8" / f"{cfg.model.name}-{key[:20]}.pt"
     reused = saved.is_file()
     saved.parent.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,8 @@ def run(cfg: DictConfig) -> dict:
     p = lgs.plan(cfg)  # every loadgen.* setting checked before anything is loaded
     lgm = import_loadgen()
     s = setup(cfg)
+    if s.exact is not None:  # precision=: LoadGen runs the faster model; compare with fp32 by python -m benchmark
+        s.exact.close()
     settings, sample_count = lgs.make_test_settings(lgm, p, cfg.model.mlperf_name, len(s.readable))
     val_map = val_map_text(s)
     folder = log_folder(cfg, p)
