@@ -62,5 +62,7 @@ def world(device: str) -> World:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         cuda = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        if cuda:
+            torch.cuda.set_device(local_rank)  # NCCL's collectives use the current device: this rank's GPU
         dist.init_process_group("nccl" if cuda else "gloo")
     return World(dist.get_rank(), dist.get_world_size(), dist.get_backend(), local_rank)
