@@ -113,12 +113,14 @@ def write_tables(runs: list[tuple[dict, Path]], out: Path, backend: str | None, 
         writer = csv.writer(f)
         writer.writerow(["model"] + pipelines)
         writer.writerows(body)
-    pairs = paired_table([(r, p) for r, p in runs if backend is None or r["backend"] == backend])
+    pairs, unpaired = paired_table([(r, p) for r, p in runs if backend is None or r["backend"] == backend])
     (out / "paired.md").write_text(f"# {title}: each run against its model's baseline on the same images\n\n"
                                    + markdown(PAIRED_COLUMNS, pairs)
                                    + "\nfixed / broken: images the run gets right and the baseline wrong, and the "
                                      "other way; p: exact McNemar test on those flips (small p: unlikely to be "
-                                     "noise).\n")
+                                     "noise).\n" + "".join(f"\nNot paired: {why}\n" for why in unpaired))
+    for why in unpaired:
+        print(f"paired.md: not paired: {why}", file=sys.stderr)
     charts = chart(models, pipelines, cells, out / "top1", title)
     return [out / "runs.csv", out / "runs.md", out / "pivot.md", out / "pivot.csv", out / "paired.md", *charts]
 
@@ -143,15 +145,16 @@ def is_mlperfs(r: dict) -> bool:
             and r["backend"] == "torch" and precision_of(r) == "fp32")
 
 
-def paired_table(runs: list[tuple[dict, Path]]) -> list[list]:
-    """Per model and image list, every run against the baseline: the run of MLPerf's pipeline
-    (its interpolation for the model, torch, fp32) where there is one, else the first file. Images a run skipped are left out of its pair."""
+def paired_table(runs: list[tuple[dict, Path]]) -> tuple[list[list], list[str]]:
+    """Per model and image list, every run against the baseline: the run of MLPerf's pipeline (its
+    interpolation for the model, torch, fp32) where there is one, else the first file. Images a run
+    skipped are left out of its pair. Also the runs that could not be paired, and why."""
     from benchmark.evaluation.significance import paired
 
     groups: dict = {}
     for r, path in sorted(runs, key=lambda rp: rp[1].name):
         groups.setdefault((model_label(r), tuple(r["images"])), []).append((r, path))
-    body = []
+    body, unpaired = [], []
     for (model, images), members in sorted(groups.items(), key=lambda g: g[0][0]):
         baseline = next(((r, p) for r, p in members if is_mlperfs(r)), members[0])
         labels = baseline[0].get("ground_truth")
@@ -160,13 +163,16 @@ def paired_table(runs: list[tuple[dict, Path]]) -> list[list]:
                 continue
             both = [i for i, (x, y) in enumerate(zip(baseline[0]["predictions"], r["predictions"]))
                     if x is not None and y is not None]
-            if not labels:
-                continue  # results written before the labels were recorded in them
+            if not labels or not both:
+                why = "its results hold no ground_truth (written by an older version)" if not labels \
+                    else "no image was read by both runs"
+                unpaired.append(f"{path.name} against {baseline[1].name}: {why}")
+                continue
             c = paired([labels[i] for i in both], [baseline[0]["predictions"][i] for i in both], [r["predictions"][i] for i in both])
             body.append([model, f"{run_label(r)} ({path.name})", f"{run_label(baseline[0])} ({baseline[1].name})",
                          c["images"], f"{100 * c['good_b'] / c['images']:.3f}", f"{100 * c['good_a'] / c['images']:.3f}",
                          c["fixed"], c["broken"], f"{c['mcnemar_p']:.3g}"])
-    return body
+    return body, unpaired
 
 
 def chart(models, pipelines, cells, stem: Path, title: str) -> list[Path]:

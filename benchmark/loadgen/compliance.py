@@ -7,16 +7,16 @@ a failure (a Server run batches whatever arrives)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
-from datetime import datetime
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.evaluation.accuracy_log import read_log, same_answers
+from benchmark.loadgen.run import log_folder
 from benchmark.loadgen.run import run as run_loadgen
+from benchmark.loadgen.settings import plan
 from preprocessing.errors import ConfigError
 from preprocessing.files import write_text_atomically
 
@@ -40,12 +40,7 @@ def test01(cfg: DictConfig) -> dict:
     lg = cfg.loadgen
     if lg.audit_conf:
         raise ConfigError("loadgen.compliance=TEST01 writes its own audit config; leave loadgen.audit_conf unset")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    folder = Path(lg.output_dir).expanduser() if lg.output_dir else \
-        Path("results/loadgen") / f"{cfg.model.name}-{lg.scenario}-TEST01-{stamp}-{os.getpid()}"
-    if folder.exists() and any(folder.iterdir()):
-        raise ConfigError(f"loadgen.output_dir={folder} is not empty: it may hold another run's logs")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = log_folder(cfg, replace(plan(cfg), mode="TEST01"))  # <model>-<scenario>-TEST01-<time>-<pid>
     audit = folder / "audit.config"
     write_text_atomically(audit, AUDIT.format(seed=int(lg.test01.seed), target=int(lg.test01.sampling_target)))
 

@@ -33,9 +33,9 @@ def relu6_ranges(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 
 def quantizable(model: torch.nn.Module) -> torch.fx.GraphModule:
-    """`model`'s graph in the forms PyTorch's x86 patterns fuse: the identities that folded batch
+    """`model`'s graph in the forms PyTorch's x86/oneDNN patterns fuse: the identities that folded batch
     norms leave between a convolution and its activation removed, and ResNet's in-place residual
-    add an ordinary add (which the x86 backend fuses with the ReLU after it)."""
+    add an ordinary add (which those patterns fuse with the ReLU after it)."""
     import operator
 
     graph = torch.fx.symbolic_trace(model)

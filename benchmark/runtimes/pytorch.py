@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ PRECISIONS = {
     "bf16": "autocast to bfloat16 (oneDNN on a CPU with bf16 support, or CUDA)",
     "fp16": "autocast to float16 (CUDA)",
     "tf32": "float32 with TF32 tensor-core matrix products and convolutions (CUDA, Ampere or later)",
-    "int8": "post-training int8 quantization, calibrated on an MLPerf calibration list (CPU, x86 backend)",
+    "int8": "post-training int8 quantization, calibrated on an MLPerf calibration list (CPU, oneDNN engine)",
 }
 
 
@@ -61,7 +62,7 @@ def check_precision(precision: str, device: torch.device) -> None:
     if precision in ("fp16", "tf32") and cpu:
         raise ConfigError(f"precision={precision} runs on CUDA (device=cuda); on CPU use bf16 or int8")
     if precision == "int8" and not cpu:
-        raise ConfigError("precision=int8 runs on CPU (PyTorch's x86 quantized kernels); set device=cpu")
+        raise ConfigError("precision=int8 runs on CPU (PyTorch's oneDNN quantized kernels); set device=cpu")
     if precision == "bf16" and cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise ConfigError("precision=bf16: this CPU has no bfloat16 support in oneDNN (AVX512-BF16, AMX or "
                           "AVX512 with VNNI); bf16 would be emulated, not measured")
@@ -96,7 +97,7 @@ class TorchRuntime:
         self.fused: torch.nn.Module | None = None
         self.quantized: torch.nn.Module | None = None
 
-    def quantize(self, calibration: np.ndarray | None, batch_size: int, saved=None) -> None:
+    def quantize(self, calibration: np.ndarray, batch_size: int, saved: Path | None = None) -> None:
         """precision=int8: the model quantized with activation ranges observed on the `calibration`
         crops (cached, in this runtime's exact fp32 input), as TorchScript, written to `saved`; or
         loaded from `saved` when that exists."""

@@ -79,6 +79,13 @@ def test_paired_table_counts_flips_against_mlperfs_pipeline(tmp_path):
     assert all(r[2] == "mlperf linear, torch (z-mlperf.json)" for r in rows)
     assert by["torchvision linear, torch"][3:9] == ["4", "75.000", "50.000", "2", "1", "1"]  # p = 2*(1+3)/8, capped
     assert by["mlperf linear, torch, bf16"][3:9] == ["3", "100.000", "66.667", "1", "0", "1"]  # 2*1/2, capped
+    # a baseline written before results held labels: said, not silently left out
+    old = json.loads(paths[0].read_text())
+    del old["ground_truth"]
+    paths[0].write_text(json.dumps(old))
+    assert table_main([str(p) for p in paths] + ["--out", str(tmp_path / "t2"), "--backend", "all"]) == 0
+    text = (tmp_path / "t2" / "paired.md").read_text()
+    assert text.count("Not paired: ") == 2 and "z-mlperf.json: its results hold no ground_truth" in text
 
 
 def test_two_runs_for_one_cell_is_an_error(tmp_path):
