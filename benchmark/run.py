@@ -38,7 +38,7 @@ def runtime_options(cfg: DictConfig, threads: int | None, role: str = "backend",
                     numerics: str | None = None) -> runtimes.Options:
     """The config's runtime settings; `numerics`: a precision other than the config's."""
     return runtimes.Options(device=str(cfg.device), threads=threads, fold_bn=bool(cfg.fold_bn),
-                            cpu_fusion=bool(cfg.cpu_fusion), role=role,
+                            cpu_fusion=cfg.cpu_fusion, role=role,
                             precision=str(numerics or cfg.get("precision", "fp32")))
 
 
@@ -75,9 +75,9 @@ class Setup:
         return self.source.ckpt
 
     @property
-    def cpu_fusion(self) -> bool | None:
-        """The torch model runs with oneDNN-fused convolutions (None: another runtime)."""
-        return getattr(self.runtime, "fuse", None)
+    def cpu_fusion(self) -> bool | str | None:
+        """How the torch model's convolutions ran: "graph", true, false (None: another runtime)."""
+        return getattr(self.runtime, "cpu_fusion", None)
 
 
 def setup(cfg: DictConfig) -> Setup:

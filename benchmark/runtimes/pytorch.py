@@ -72,13 +72,14 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 class TorchRuntime:
     """The converted model on its device: cached crops to input tensors, input tensors to logits.
-    `fuse`: on CPU, the model with each convolution fused with its activation through oneDNN
-    (nn/cpu_fusion.py), made at the first batch's input size. `precision`: see PRECISIONS; int8
-    runs once `quantize` has calibrated the model."""
+    `fusion` (CPU, fp32): "graph", the model compiled into oneDNN Graph partitions
+    (nn/onednn_graph.py), or "ops", each convolution fused with its activation through oneDNN
+    (nn/cpu_fusion.py), made at the first batch's input size; None: eager. `precision`: see
+    PRECISIONS; int8 runs once `quantize` has calibrated the model."""
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, normalize: Normalizer, device: torch.device | str,
-                 fuse: bool = False, image_size: int | None = None, precision: str = "fp32"):
+                 fusion: str | None = None, image_size: int | None = None, precision: str = "fp32"):
         device = torch.device(device)
         check_precision(precision, device)
         self.precision = precision
@@ -93,8 +94,10 @@ class TorchRuntime:
         self.normalize, self.torch_device, self.device = normalize, device, str(device)
         self.image_size = image_size
         self.to_input = TorchNormalizer(normalize, device)
-        self.fuse = fuse and device.type == "cpu" and precision == "fp32"  # fp32 oneDNN primitives
-        self.fused: torch.nn.Module | None = None
+        if fusion not in (None, "graph", "ops"):
+            raise ValueError(f"fusion={fusion!r}: expected 'graph', 'ops' or None")
+        self.fusion = fusion if device.type == "cpu" and precision == "fp32" else None  # fp32 oneDNN only
+        self.fused = None  # the fused model, made at the first batch's input size
         self.quantized: torch.nn.Module | None = None
 
     def quantize(self, calibration: np.ndarray, batch_size: int, saved: Path | None = None) -> None:
@@ -139,20 +142,45 @@ class TorchRuntime:
             with torch.inference_mode(), torch.autocast(self.torch_device.type, dtype=dtype):
                 return self.model(x).float().cpu().numpy()
         with torch.inference_mode():
-            if self.fuse and self.fused is None:
-                from benchmark.nn.cpu_fusion import fuse_for_cpu
-
-                self.fused = fuse_for_cpu(self.model, x.shape[-1])
+            if self.fusion and self.fused is None:
+                self.fused = fused_for_cpu(self.fusion, self.model, x.shape[-1])
             model = self.fused if self.fused is not None else self.model
             return model(x).float().cpu().numpy()
+
+    @property
+    def cpu_fusion(self) -> bool | str:
+        """What ran, as the config's cpu_fusion spells it: "graph", true (fused ops) or false."""
+        return {"graph": "graph", "ops": True, None: False}[self.fusion]
 
     def close(self) -> None:
         pass
 
 
+def fused_for_cpu(fusion: str, model: torch.nn.Module, image_size: int):
+    if fusion == "graph":
+        from benchmark.nn.onednn_graph import OneDNNGraphModel
+
+        return OneDNNGraphModel(model, image_size)
+    from benchmark.nn.cpu_fusion import fuse_for_cpu
+
+    return fuse_for_cpu(model, image_size)
+
+
+def cpu_fusion_mode(value) -> str | None:
+    """The config's cpu_fusion (graph | true | false) as TorchRuntime's `fusion`."""
+    modes = {"graph": "graph", True: "ops", False: None}
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if not isinstance(value, (bool, str)) or value not in modes:
+        raise ConfigError(f"cpu_fusion={value}: expected graph, true or false")
+    return modes[value]
+
+
 def create(source, options) -> TorchRuntime:
-    """backend=torch: the checkpoint converted (or an export loaded); oneDNN-fused on CPU."""
-    from benchmark.nn import cpu_fusion
+    """backend=torch: the checkpoint converted (or an export loaded); oneDNN-fused on CPU: compiled
+    into oneDNN Graph partitions (cpu_fusion=graph; where this PyTorch lacks the fuser, the fused
+    ops run, and the results say so) or per convolution (cpu_fusion=true)."""
+    from benchmark.nn import cpu_fusion, onednn_graph
 
     if options.role != "backend":
         raise ConfigError(f"{options.role}=torch: the torch backend is what a reference is compared with")
@@ -163,6 +191,11 @@ def create(source, options) -> TorchRuntime:
         torch.set_num_threads(int(options.threads))
     device = select_device(options.device)
     model = source.torch_model(options.fold_bn)
-    fuse = device.type == "cpu" and options.fold_bn and options.cpu_fusion and cpu_fusion.available()
-    return TorchRuntime(model, source.normalize, device, fuse, source.resolve_size(model.spec.image_size),
+    fusion = cpu_fusion_mode(options.cpu_fusion)
+    fusion = fusion if device.type == "cpu" and options.fold_bn else None
+    if fusion == "graph" and not onednn_graph.available():
+        fusion = "ops"
+    if fusion == "ops" and not cpu_fusion.available():
+        fusion = None
+    return TorchRuntime(model, source.normalize, device, fusion, source.resolve_size(model.spec.image_size),
                         options.precision)

@@ -12,7 +12,7 @@ from benchmark.evaluation.loop import logits as predictor_logits
 from benchmark.evaluation.normalize import Normalizer
 from benchmark.formats.checkpoint import open_checkpoint
 from benchmark.formats.frozen_graph import FrozenGraph
-from benchmark.nn import cpu_fusion
+from benchmark.nn import cpu_fusion, onednn_graph
 from benchmark.run import run as benchmark_run
 from benchmark.runtimes.pytorch import TorchRuntime
 from tests.helpers import (
@@ -74,7 +74,7 @@ def test_fusion_needs_folded_batch_norms(fixture_graphs):
 @needs_fusion
 def test_predictor_fuses_once_and_runs_any_batch(fixture_graphs):
     pb = fixture_graphs(0.25, 128, read_identities=False)
-    predict = TorchRuntime(torch_model(pb, "mobilenet_v1"), Normalizer("mobilenet"), "cpu", fuse=True)
+    predict = TorchRuntime(torch_model(pb, "mobilenet_v1"), Normalizer("mobilenet"), "cpu", fusion="ops")
     crops = np.random.default_rng(0).integers(0, 256, (7, 128, 128, 3), dtype=np.uint8)
     a = predictor_logits(predict, crops, 3, False)  # batches of 3, 3, 1
     fused = predict.fused
@@ -88,13 +88,25 @@ def test_runs_record_fusion(fixture_graphs, tmp_path):
     pb = fixture_graphs(0.25, 128, read_identities=False)
     root = write_layout(tmp_path / "val", "val_map", validation_images(4))
     results = {}
-    for name, extra in {"fused": [], "eager": ["cpu_fusion=false"], "graph_order": ["fold_bn=false"]}.items():
+    runs = {"graph": [], "fused": ["cpu_fusion=true"], "eager": ["cpu_fusion=false"], "graph_order": ["fold_bn=false"]}
+    for name, extra in runs.items():
         results[name] = benchmark_run(config(f"model.checkpoint={pb}", f"dataset.root={root}", "device=cpu",
                                              f"cache_dir={tmp_path / 'c'}", f"results_file={tmp_path / name}.json",
                                              *extra))
-    assert [r["cpu_fusion"] for r in results.values()] == [True, False, False]
-    assert results["fused"]["predictions"] == results["eager"]["predictions"] == results["graph_order"]["predictions"]
+    assert [r["cpu_fusion"] for r in results.values()] == \
+        ["graph" if onednn_graph.available() else True, True, False, False]
+    assert results["graph"]["predictions"] == results["fused"]["predictions"] == results["eager"]["predictions"] \
+        == results["graph_order"]["predictions"]
     assert varied(results["fused"]["predictions"])
+
+
+def test_cpu_fusion_values():
+    from benchmark.runtimes.pytorch import cpu_fusion_mode
+    from preprocessing.errors import ConfigError
+
+    assert [cpu_fusion_mode(v) for v in ("graph", True, False, "true", "False")] == ["graph", "ops", None, "ops", None]
+    with pytest.raises(ConfigError, match="cpu_fusion=fast: expected graph, true or false"):
+        cpu_fusion_mode("fast")
 
 
 def test_cuda_bench_random_models_have_mlperfs_structure(fixture_graphs, resnet_graphs):
