@@ -413,6 +413,10 @@ def fixture_graph(arch: str, dataset, workdir: Path) -> Path:
     return path
 
 
+def source_name(given: str, graph: Path) -> str:
+    return "MLPerf's structure, random weights" if given == "fixture" else f"{graph.parent.name}/{graph.name}"
+
+
 def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
     """float32 GEMM throughput with the same threads: the ceiling for a convolution-bound model."""
     import torch
@@ -451,9 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, required=True,
                         help="folder of JPEGs with val_map.txt (MLPerf's baseline reads files with cv2.imread)")
     parser.add_argument("--images", type=int, default=1000, help="images per measurement")
-    parser.add_argument("--mobilenet", default=None,
+    parser.add_argument("--mobilenet", action="append", default=[],
                         help="a MobileNet-v1 frozen graph (224 input), or 'fixture': MLPerf's 1.0/224 structure "
-                             "with random weights")
+                             "with random weights; may be given more than once")
     parser.add_argument("--resnet", default=None,
                         help="a ResNet-50 frozen graph, or 'fixture': one of its structure with random weights")
     parser.add_argument("--batch-size", type=int, default=16, help="CPU batch size (CUDA runs use 256)")
@@ -502,21 +506,22 @@ def main(argv: list[str] | None = None) -> int:
                       f"{len(dataset)} listed again under new names), best of {args.repeats}: `python -m "
                       f"preprocessing` {e['ours_s']:.2f} s, MLPerf's loop as a script (as MLPerf runs it) "
                       f"{e['baseline_s']:.2f} s: {e['baseline_s'] / e['ours_s']:.2f}x.", ""]
-        graphs = {"mobilenet_v1": args.mobilenet, "resnet50": args.resnet}
+        graphs = [("mobilenet_v1", g) for g in args.mobilenet] + ([("resnet50", args.resnet)] if args.resnet else [])
         evals, loadgen = [], []
-        for arch, graph in graphs.items():
-            if graph is None:
-                continue
-            graph = fixture_graph(arch, dataset, Path(tmp)) if graph == "fixture" else Path(graph)
+        for i, (arch, given) in enumerate(graphs):
+            workdir = Path(tmp) / f"{i}-{arch}"  # each graph's conversions and logits apart
+            workdir.mkdir()
+            graph = fixture_graph(arch, dataset, workdir) if given == "fixture" else Path(given)
             if not graph.is_file():
                 parser.error(f"{graph}: frozen graph not found ({arch})")
             settings = make_settings("mlperf", 224, model_config(arch).mlperf_interpolation)
             cache = open_cache(dataset, settings, c["cache_dir"], progress=False)
-            evals.append(bench_eval(arch, graph, cache.folder / "images.npy", args.batch_size, args.repeats,
-                                    Path(tmp), min(args.batch1_images, args.images)))
+            name = f"{arch} ({source_name(given, graph)})"
+            evals.append({**bench_eval(arch, graph, cache.folder / "images.npy", args.batch_size, args.repeats,
+                                       workdir, min(args.batch1_images, args.images)), "name": name})
             if args.loadgen:
-                loadgen.append(bench_loadgen(arch, graph, cache.folder / "images.npy", args.batch_size,
-                                             args.repeats, Path(tmp)))
+                loadgen.append({**bench_loadgen(arch, graph, cache.folder / "images.npy", args.batch_size,
+                                                args.repeats, workdir), "name": name})
         if evals:
             lines += [f"## Evaluation ({args.images} cached images at batch size {args.batch_size} on CPU, the "
                       f"first {min(args.batch1_images, args.images)} at batch 1; each backend in its own process, "
@@ -525,9 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                       "vs OpenVINO | GFLOP/s | 50,000 images | top-1 agreement with TF | max abs logit diff (of range) |",
                       "|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for e in evals:
-                source = "MLPerf's structure, random weights" if graphs[e["arch"]] == "fixture" \
-                    else f"{Path(e['graph']).parent.name}/{Path(e['graph']).name}"
-                name = f"{e['arch']} ({source})"
+                name = e["name"]
                 for r in sorted(e["rows"], key=lambda r: (-r["batch_size"], r["device"] != "cpu")):
                     ips = r["images_per_s"]
                     ratios = [f"{v:.2f}x" if v is not None else "-"
@@ -550,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                       "| model | through LoadGen (samples/s) | evaluation loop (images/s) | ratio |",
                       "|---|---|---|---|"]
             for g in loadgen:
-                lines.append(f"| {g['arch']} | {g['loadgen_ips']:.1f} | {g['direct_ips']:.1f} | "
+                lines.append(f"| {g['name']} | {g['loadgen_ips']:.1f} | {g['direct_ips']:.1f} | "
                              f"{g['loadgen_ips'] / g['direct_ips']:.3f}x |")
             lines += ["", "LoadGen's samples/s is its own figure (samples over the query's time); its sample "
                       "library holds the inputs normalised in memory, while the loop reads and normalises "

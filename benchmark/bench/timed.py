@@ -4,8 +4,9 @@ python -m benchmark.bench.timed '{"arch": ..., "graph": ..., "images": ..., "nor
     "input_tensor": ..., "logits_tensor": ..., "backend": ..., "device": ..., "batch_size": ...,
     "threads": ..., "weights": ..., "out": ...}'
 
-`backend` is one of KINDS: torch (batch norms folded, convolutions fused on CPU: the default),
-torch-eager (folded, cpu_fusion=false), torch-graph-order (fold_bn=false), tf, onnxruntime or openvino (the
+`backend` is one of KINDS: torch (batch norms folded, compiled into oneDNN Graph partitions on CPU:
+the default), torch-ops (each convolution fused with its activation: cpu_fusion=true), torch-eager
+(folded, cpu_fusion=false), torch-graph-order (fold_bn=false), tf, onnxruntime or openvino (the
 graph converted to ONNX by tf2onnx beforehand, `onnx`) or onnxruntime-export (the converted model exported
 by torch.onnx, as `backend=onnxruntime` runs it); `limit` times the first images only. Prints one
 JSON line: images/s of the timed pass after one warm-up batch; the logits are saved to `out`.
@@ -23,7 +24,8 @@ import numpy as np
 # The bench's rows: the runtime (runtimes.RUNTIMES) and its options. "onnxruntime" runs the graph
 # converted to ONNX by tf2onnx beforehand (`onnx`), as MLPerf publishes it; so does "openvino".
 KINDS = {
-    "torch": ("torch", {}, "torch (fold_bn=true, cpu_fusion=true: default)"),
+    "torch": ("torch", {}, "torch (fold_bn=true, cpu_fusion=graph: default)"),
+    "torch-ops": ("torch", {"cpu_fusion": True}, "torch (cpu_fusion=true)"),
     "torch-eager": ("torch", {"cpu_fusion": False}, "torch (cpu_fusion=false)"),
     "torch-graph-order": ("torch", {"fold_bn": False}, "torch (fold_bn=false)"),
     "onnxruntime": ("onnxruntime", {}, "ONNX Runtime (tf2onnx of the graph, batch free)"),

@@ -37,6 +37,8 @@ def test_real_graph_on_all_samples_agrees_with_tensorflow(samples_dir, shared_ca
     assert json.loads((tmp_path / "run.json").read_text())["predictions"] == r["predictions"]
     assert r["total"] == 1000 and r["image_size"] == size and r["backend"] == "torch"
     assert r["fold_bn"] is fold and r["batch_size"] == (16 if r["device"] == "cpu" else 256)
+    if r["device"] == "cpu" and fold and onednn_graph.available():
+        assert r["cpu_fusion"] == "graph"  # the default: oneDNN Graph partitions
     ref = r["reference"]
     assert ref["agreement"] == 1000 and ref["disagreements"] == [] and ref["good"] == r["good"]
     assert ref["max_abs_logit_diff"] < 1e-4
