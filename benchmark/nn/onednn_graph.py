@@ -1,23 +1,22 @@
 """The converted model compiled into oneDNN Graph partitions for CPU inference (cpu_fusion=graph).
 
-PyTorch calls oneDNN once per operator, and every call pays a fixed cost (about 27 us on a 2-vCPU
-EPYC, measured on a 1 x 1 convolution of 8 channels: the call's descriptor is made again each
-time) before any arithmetic. At batch 1 that is most of a small model's time: MobileNet-v1
-0.25/224's 27 fused convolutions took 1.3 of its 1.7 ms per image. Here the model, its padding
+PyTorch calls oneDNN once per operator, and every call pays a fixed cost of tens of microseconds
+before any arithmetic; at batch 1 that is most of a small model's time, even with each convolution
+fused with its activation (nn/cpu_fusion.py: one call per convolution). Here the model, its padding
 fixed for the image size, is traced, frozen and handed to TorchScript's oneDNN Graph fuser, which
 compiles the convolutions with their activations (and ResNet's adds) into partitions once and
-afterwards only executes them: 0.72 ms per image on the same machine.
+afterwards only executes them (results/benchmarks.md: the cpu_fusion rows).
 
 Exactness: oneDNN Graph chooses its own convolution kernels, so the logits differ from the eager
-model's in the last float32 digits (4e-6 on that MobileNet's logits), as eager's differ from
-TensorFlow's; the tests hold it to TensorFlow's answers like every other path.
+model's in the last float32 digits, as eager's differ from TensorFlow's; the tests hold it to
+TensorFlow's answers like every other path.
 
 An answer must not depend on when it was computed. TorchScript's profiling executor runs a graph
 unfused on its first calls at a new input shape and fused after, so each batch size gets its own
 script, warmed up on zeros before its first real batch: every answer comes from the compiled
 partitions of its batch size. Scripts are made for the first batch size above 1 seen (the run's)
-and for 1; a batch of another size (a last partial batch, LoadGen's Server batching) runs at the first size,
-padded with zero rows, whose answers per image do not depend on the other rows of the batch.
+and for 1; a batch of another size (a last partial batch, LoadGen's Server batching) runs at the
+first size, padded with zero rows, whose answers per image do not depend on the other rows.
 """
 
 from __future__ import annotations
