@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmark.nn import onednn_graph
 from tests.helpers import ENV, run_benchmark, slim_graph
 
 
