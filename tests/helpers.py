@@ -45,16 +45,21 @@ TENSORS = {"mobilenet_v1": ("input:0", "MobilenetV1/Predictions/Reshape:0"),
            "resnet50": ("input_tensor:0", "resnet_model/dense/BiasAdd:0")}
 
 
+def tf_logits(pb: Path, arch: str, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """The frozen graph's own float32 logits on the NHWC batch `x`, in TensorFlow."""
+    from benchmark.formats.checkpoint import open_checkpoint
+    from benchmark.formats.frozen_graph import FrozenGraph
+    from benchmark.runtimes.tf import TFGraphModel
+
+    return TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), *TENSORS[arch], x.shape[1], threads)(x)
+
+
 def tf_tolerance(pb: Path, arch: str, x: np.ndarray, tf32: np.ndarray | None = None) -> float:
     """How far a right conversion's logits may be from TF's on the NHWC batch `x`: FACTOR times TF's
     own float32 error there (`tf32`: TF's float32 logits, when already computed)."""
     inp, logits = TENSORS[arch]
     if tf32 is None:
-        from benchmark.formats.checkpoint import open_checkpoint
-        from benchmark.formats.frozen_graph import FrozenGraph
-        from benchmark.runtimes.tf import TFGraphModel
-
-        tf32 = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), inp, logits, x.shape[1])(x)
+        tf32 = tf_logits(pb, arch, x)
     error = float(np.abs(tf32.astype(np.float64) - tf_float64_logits(Path(pb), inp, logits, x)).max())
     assert error > 0, "TF's float32 logits equal its float64 ones: no error to scale"
     return FLOAT32_NOISE_FACTOR * error

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.bench.__main__ import model_config
 from benchmark.evaluation.loop import logits as predictor_logits
 from benchmark.evaluation.normalize import Normalizer
 from benchmark.formats.checkpoint import open_checkpoint
@@ -20,6 +19,7 @@ from tests.helpers import (
     assert_same_predictions,
     config,
     inputs,
+    tf_logits,
     tf_tolerance,
     torch_model,
     validation_images,
@@ -38,8 +38,6 @@ def test_fused_model_is_the_graphs_model(arch, size, fixture_graphs, resnet_grap
     """Against TF within the float32-noise tolerance, and against the eager model it came from (the
     same kernels and the same float32 add and clamp: equal here, held to the same tolerance), at
     batch 1 and at 6 (weights packed for each), with the eager model left as it was."""
-    from benchmark.runtimes.tf import TFGraphModel
-
     pb = fixture_graphs(0.25, size, read_identities=False) if arch == "mobilenet_v1" else resnet_graphs(**SMALL_RESNET)
     model = torch_model(pb, arch)
     x = inputs(arch, size)
@@ -52,9 +50,7 @@ def test_fused_model_is_the_graphs_model(arch, size, fixture_graphs, resnet_grap
         eager = model(nchw).numpy()
         got = fused(nchw).numpy()
         one_by_one = np.concatenate([fused(nchw[i:i + 1]).numpy() for i in range(len(x))])
-    config = model_config(arch)
-    tf = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), config.input_tensor, config.logits_tensor,
-                      size, 2)(x)
+    tf = tf_logits(pb, arch, x, 2)
     tol = tf_tolerance(pb, arch, x, tf)
     for logits in (got, one_by_one):
         assert_same_predictions(logits, tf, tol)

@@ -7,12 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.bench.__main__ import model_config
-from benchmark.formats.checkpoint import open_checkpoint
-from benchmark.formats.frozen_graph import FrozenGraph
 from benchmark.nn import onednn_graph
 from benchmark.nn.onednn_graph import OneDNNGraphModel
-from tests.helpers import SMALL_RESNET, assert_same_predictions, inputs, tf_tolerance, torch_model
+from tests.helpers import SMALL_RESNET, assert_same_predictions, inputs, tf_logits, tf_tolerance, torch_model
 
 pytestmark = pytest.mark.skipif(not onednn_graph.available(), reason="this PyTorch has no oneDNN Graph fuser")
 
@@ -30,8 +27,6 @@ def mobilenet(fixture_graphs):
 def test_graph_model_is_the_graphs_model(arch, size, fixture_graphs, resnet_graphs):
     """Against TF within the float32-noise tolerance at the run's batch size and at 1, and against
     the eager model it came from (left as it was), through oneDNN Graph partitions."""
-    from benchmark.runtimes.tf import TFGraphModel
-
     pb = fixture_graphs(0.25, size, read_identities=False) if arch == "mobilenet_v1" else resnet_graphs(**SMALL_RESNET)
     model = torch_model(pb, arch)
     x = inputs(arch, size)
@@ -44,9 +39,7 @@ def test_graph_model_is_the_graphs_model(arch, size, fixture_graphs, resnet_grap
         optimized = str(graph.scripts[len(x)].graph_for(nchw(x)))
     assert "prim::oneDNNFusionGroup" in optimized  # it did compile partitions
     assert sorted(graph.scripts) == [1, len(x)]
-    config = model_config(arch)
-    tf = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), config.input_tensor, config.logits_tensor,
-                      size, 2)(x)
+    tf = tf_logits(pb, arch, x, 2)
     tol = tf_tolerance(pb, arch, x, tf)
     for logits in (got, one_by_one):
         assert_same_predictions(logits, tf, tol)

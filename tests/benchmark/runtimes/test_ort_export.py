@@ -9,7 +9,6 @@ import torch
 from hydra import compose, initialize_config_module
 
 from benchmark.formats.checkpoint import open_checkpoint
-from benchmark.formats.frozen_graph import FrozenGraph
 from benchmark.nn.layers import Conv2dSame, MaxPool2dSame, static_padding
 from benchmark.run import run as benchmark_run
 from benchmark.runtimes.ort import OrtModel
@@ -19,6 +18,7 @@ from tests.helpers import (
     SMALL_RESNET,
     assert_same_predictions,
     inputs,
+    tf_logits,
     tf_tolerance,
     torch_model,
     validation_images,
@@ -51,12 +51,7 @@ def test_exported_model_in_onnxruntime_is_the_graphs_model(arch, fixture_graphs,
     model = torch_model(pb, arch)
     x = inputs(arch, size)
     ort = OrtModel(export_onnx(model, size, str(pb)), threads=2)
-    from benchmark.bench.__main__ import model_config
-    from benchmark.runtimes.tf import TFGraphModel
-
-    config = model_config(arch)
-    tf = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), config.input_tensor, config.logits_tensor, size, 2)
-    expected = tf(x)
+    expected = tf_logits(pb, arch, x, 2)
     tol = tf_tolerance(pb, arch, x, expected)
     assert_same_predictions(ort(x), expected, tol)
     assert_same_predictions(np.concatenate([ort(x[i:i + 1]) for i in range(len(x))]), expected, tol)
