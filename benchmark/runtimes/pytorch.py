@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +196,11 @@ def create(source, options) -> TorchRuntime:
     fusion = fusion if device.type == "cpu" and options.fold_bn else None
     if fusion == "graph" and not onednn_graph.available():
         fusion = "ops"
+        print("cpu_fusion=graph: this PyTorch has no oneDNN Graph fuser; each convolution runs fused "
+              "instead (cpu_fusion=true, recorded in the results)", file=sys.stderr)
     if fusion == "ops" and not cpu_fusion.available():
         fusion = None
+        print("cpu_fusion: this PyTorch has no oneDNN fused convolution; the eager model runs "
+              "(cpu_fusion=false, recorded in the results)", file=sys.stderr)
     return TorchRuntime(model, source.normalize, device, fusion, source.resolve_size(model.spec.image_size),
                         options.precision)

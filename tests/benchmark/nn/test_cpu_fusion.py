@@ -96,6 +96,17 @@ def test_runs_record_fusion(fixture_graphs, tmp_path):
     assert varied(results["fused"]["predictions"])
 
 
+@needs_fusion
+def test_a_pytorch_without_the_graph_fuser_says_what_ran_instead(fixture_graphs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(onednn_graph, "available", lambda: False)
+    pb = fixture_graphs(0.25, 128, read_identities=False)
+    root = write_layout(tmp_path / "val", "val_map", validation_images(2))
+    r = benchmark_run(config(f"model.checkpoint={pb}", f"dataset.root={root}", "device=cpu",
+                             f"cache_dir={tmp_path / 'c'}", f"results_file={tmp_path / 'r.json'}"))
+    assert r["cpu_fusion"] is True
+    assert "cpu_fusion=graph: this PyTorch has no oneDNN Graph fuser" in capsys.readouterr().err
+
+
 def test_cpu_fusion_values():
     from benchmark.runtimes.pytorch import cpu_fusion_mode
     from preprocessing.errors import ConfigError
