@@ -180,7 +180,7 @@ def cpu_fusion_mode(value) -> str | None:
 def create(source, options) -> TorchRuntime:
     """backend=torch: the checkpoint converted (or an export loaded); oneDNN-fused on CPU: compiled
     into oneDNN Graph partitions (cpu_fusion=graph; where this PyTorch lacks the fuser, the fused
-    ops run, and the results say so) or per convolution (cpu_fusion=true)."""
+    ops run, said on stderr and recorded in the results) or per convolution (cpu_fusion=true)."""
     from benchmark.nn import cpu_fusion, onednn_graph
 
     if options.role != "backend":
