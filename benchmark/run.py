@@ -38,7 +38,7 @@ def runtime_options(cfg: DictConfig, threads: int | None, role: str = "backend",
                     numerics: str | None = None) -> runtimes.Options:
     """The config's runtime settings; `numerics`: a precision other than the config's."""
     return runtimes.Options(device=str(cfg.device), threads=threads, fold_bn=bool(cfg.fold_bn),
-                            cpu_fusion=cfg.cpu_fusion, role=role,
+                            cpu_fusion=cfg.cpu_fusion, cuda_graphs=cfg.cuda_graphs, role=role,
                             precision=str(numerics or cfg.get("precision", "fp32")))
 
 

@@ -1,12 +1,16 @@
 """python -m benchmark.bench.cuda --dataset DIR --model ARCH=MODEL.safetensors [...] [--out FILE]
 
-The torch evaluator on CUDA against the same model on the CPU, on a machine that needs neither
-TensorFlow nor the frozen graphs: the models are `python -m benchmark.export` files (or, for timing
-alone, `ARCH=random`: the architecture with seeded random weights). For each model it builds the
-crop cache of DIR with MLPerf's pipeline, checks that CUDA and the CPU agree image by image (the
-CUDA path runs with TF32 off and deterministic cuDNN, as `python -m benchmark device=cuda`), and
-times the CUDA evaluation loop (uint8 crops to the device, MLPerf's normalisation there) over the
-cached images repeated to `--timed-images`, best of `--repeats`.
+The torch evaluator on CUDA: how fast, where its time goes, and that it still computes the CPU's
+answers, on a machine that needs neither TensorFlow nor the frozen graphs: the models are
+`python -m benchmark.export` files (or, for timing alone, `ARCH=random`: the architecture with
+seeded random weights). For each model it builds the crop cache of DIR with MLPerf's pipeline;
+checks that CUDA (as `python -m benchmark device=cuda` runs it: TF32 off, deterministic cuDNN,
+CUDA graphs) and the CPU agree image by image and that the CUDA graphs give the eager model's
+logits bit for bit; times the evaluation loop over the cached images repeated to `--timed-images`
+in a memory-mapped file, as the default and as each VARIANTS entry (the eager loop that waits for
+every batch, without CUDA graphs, NCHW, cuDNN's benchmark mode, a larger batch), best of
+`--repeats`; times one pass over `--full-images`; and profiles a few batches (torch.profiler:
+kernels, copies, launches). `--device cpu` runs the same steps on the CPU, to try the command.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +93,126 @@ def check_two_devices(cpu_ran: str, cuda_ran: str) -> None:
                            "of two devices")
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the torch evaluator on CUDA, timed against the others."""
+    name: str
+    cuda_graphs: bool = True
+    overlap: bool = True  # the next batch read and sent while the GPU computes (false: the host waits)
+    channels_last: bool = True
+    cudnn_benchmark: bool = False  # cuDNN times its deterministic algorithms and keeps the fastest
+    batch_scale: int = 1  # times --batch-size
+
+
+DEFAULT = Variant("default: CUDA graphs, next batch read while the GPU computes")
+VARIANTS = [
+    Variant("eager, the host waits for each batch", cuda_graphs=False, overlap=False),
+    Variant("eager, next batch read while the GPU computes", cuda_graphs=False),
+    DEFAULT,
+    Variant("CUDA graphs, NCHW layout", channels_last=False),
+    Variant("CUDA graphs, cuDNN benchmark (deterministic algorithms only)", cudnn_benchmark=True),
+    Variant("CUDA graphs, twice the batch", batch_scale=2),
+]
+
+
+class Synchronous:
+    """A runtime without `submit`: the evaluation loop waits for each batch's logits."""
+
+    def __init__(self, runtime):
+        self.runtime, self.name, self.device = runtime, runtime.name, runtime.device
+        self.inputs = runtime.inputs
+
+    def __call__(self, x):
+        return self.runtime(x)
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def variant_runtime(model, normalize, device: str, variant: Variant, image_size: int):
+    from benchmark.runtimes.pytorch import TorchRuntime
+
+    runtime = TorchRuntime(model, normalize, device, image_size=image_size, cuda_graphs=variant.cuda_graphs,
+                           channels_last=variant.channels_last)
+    return runtime if variant.overlap else Synchronous(runtime)
+
+
+def time_variant(model, normalize, images, batch_size: int, device: str, variant: Variant, repeats: int,
+                 image_size: int) -> tuple[float, np.ndarray]:
+    """The best images/s of `repeats` evaluation passes over `images` run as `variant`, and the
+    logits of the last pass."""
+    import torch
+
+    from benchmark.evaluation.loop import logits
+
+    runtime = variant_runtime(model, normalize, device, variant, image_size)
+    torch.backends.cudnn.benchmark = variant.cudnn_benchmark  # after the runtime set its exact defaults
+    try:
+        logits(runtime, images[:batch_size], batch_size, False)  # warm-up: recording, algorithm choice
+        best, out = 0.0, None
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            out = logits(runtime, images, batch_size, False)
+            synchronize(device)
+            best = max(best, len(images) / (time.perf_counter() - start))
+    finally:
+        torch.backends.cudnn.benchmark = False
+    return best, out
+
+
+def profile(model, normalize, images, batch_size: int, device: str, variant: Variant, image_size: int,
+            batches: int = 5) -> dict:
+    """Where `batches` batches of the evaluation loop run as `variant` spend their time (torch.profiler):
+    wall time, the device's kernels and copies, kernel launches, and the costliest kernels. On a CPU,
+    the operators take the kernels' place."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from benchmark.evaluation.loop import logits
+
+    cuda = device.startswith("cuda")
+    runtime = variant_runtime(model, normalize, device, variant, image_size)
+    part = images[:batch_size * batches]
+    logits(runtime, images[:batch_size], batch_size, False)  # warm-up outside the profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        synchronize(device)
+        start = time.perf_counter()
+        logits(runtime, part, batch_size, False)
+        synchronize(device)
+        wall_us = (time.perf_counter() - start) * 1e6
+    kind, field = (DeviceType.CUDA, "self_device_time_total") if cuda else (DeviceType.CPU, "self_cpu_time_total")
+    events = [e for e in prof.key_averages() if e.device_type == kind]
+
+    def time_of(event) -> float:  # microseconds
+        return getattr(event, field)
+
+    copies = [e for e in events if e.key.startswith("Memcpy") or e.key.startswith("Memset")]
+    kernels = [e for e in events if e not in copies]
+    n = len(part) / batch_size
+    return {"batches": n, "wall_ms": wall_us / 1e3 / n,
+            "kernel_ms": sum(map(time_of, kernels)) / 1e3 / n,
+            "copy_ms": sum(map(time_of, copies)) / 1e3 / n,
+            "launches": sum(e.count for e in kernels) / n,
+            "top": [(e.key, time_of(e) / 1e3 / n) for e in sorted(kernels, key=time_of, reverse=True)[:8]]}
+
+
+def memory_mapped(crops: np.ndarray, n: int, path: Path) -> np.ndarray:
+    """`crops` repeated to `n` images in a .npy file, opened as the evaluation opens the cache."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=crops.dtype, shape=(n, *crops.shape[1:]))
+    for start in range(0, n, len(crops)):
+        out[start:start + len(crops)] = crops[:n - start]
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.bench.cuda", description=__doc__.split("\n\n")[1])
     parser.add_argument("--dataset", type=Path, required=True, help="folder of JPEGs with val_map.txt")
@@ -95,8 +220,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="ARCH=PATH.safetensors (from benchmark.export) or ARCH=random; repeatable")
     parser.add_argument("--images", type=int, default=None, help="use the first N images of DIR")
     parser.add_argument("--timed-images", type=int, default=10_000, help="images per timed CUDA pass")
+    parser.add_argument("--full-images", type=int, default=50_000,
+                        help="one pass of the default over this many images from the cache (0: none)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default="all", choices=["all", "default"],
+                        help="time every variant, or the default only")
+    parser.add_argument("--profile-batches", type=int, default=5, help="batches profiled per variant (0: none)")
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N (or cpu, to try the command)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
     args = parser.parse_args(argv)
 
@@ -104,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmark.bench import __main__ as bench
     from benchmark.convert import load_exported
-    from benchmark.evaluation.loop import logits
     from benchmark.evaluation.normalize import Normalizer
     from benchmark.evaluation.scoring import score
     from benchmark.nn.layers import fold_batch_norms
@@ -113,18 +243,22 @@ def main(argv: list[str] | None = None) -> int:
     from preprocessing.dataset import load_dataset
     from preprocessing.pipelines import make_settings
 
-    def torch_logits(model, images, normalize, device, batch_size):
-        return logits(TorchRuntime(model, normalize, device), images, batch_size, False)
-
-    if not torch.cuda.is_available():
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
         parser.error("PyTorch sees no CUDA device")
     dataset = load_dataset(args.dataset, limit=args.images, layout="val_map")
-    props = torch.cuda.get_device_properties(0)
-    lines = ["# CUDA", "", *[f"- {m}" for m in bench.machine()],
-             f"- GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, torch CUDA {torch.version.cuda}", "",
-             f"| model | weights | batch | CUDA images/s (best of {args.repeats}, {args.timed_images} images) | "
-             f"50,000 images | agreement CUDA vs CPU ({len(dataset)} images) | max abs logit diff | top-1 CUDA / CPU | "
-             "passes ran on |", "|---|---|---|---|---|---|---|---|---|"]
+    variants = VARIANTS if args.variants == "all" else [DEFAULT]
+    lines = ["# CUDA", "", *[f"- {m}" for m in bench.machine()]]
+    if cuda:
+        props = torch.cuda.get_device_properties(args.device)
+        lines.append(f"- GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, torch CUDA {torch.version.cuda}")
+    lines += ["- exact fp32: TF32 off, cuDNN deterministic, its algorithms chosen by heuristics (the same each run) "
+              "unless a variant says otherwise", ""]
+    agreement = ["| model | weights | agreement CUDA vs CPU | max abs logit diff | top-1 CUDA / CPU | passes ran on | "
+                 "CUDA graphs vs eager CUDA |", "|---|---|---|---|---|---|---|"]
+    timings = [f"| model | weights | variant | batch | images/s (best of {args.repeats}, {args.timed_images} images "
+               "from a memory-mapped cache) | 50,000 images | logits vs the default's |", "|---|---|---|---|---|---|---|"]
+    full, profiles = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for item in args.model:
             arch, _, source = item.partition("=")
@@ -136,32 +270,65 @@ def main(argv: list[str] | None = None) -> int:
                     parser.error(f"{source} holds {meta['arch']}, not {arch}")
                 if not model.spec.folded:
                     fold_batch_norms(model)
+            weights = "random (timing only)" if source == "random" else Path(source).name
             config = bench.model_config(arch)
+            size = model.spec.image_size
             cache = open_cache(dataset, make_settings("mlperf", 224, config.mlperf_interpolation), Path(tmp),
                                progress=False)
             normalize = Normalizer(config.normalization)
-            # each pass says where it ran: the comparison must be of two devices, not one pass twice
-            cpu, cpu_ran = pass_on(TorchRuntime(model, normalize, "cpu"), cache.images, 16)
-            cuda, cuda_ran = pass_on(TorchRuntime(model, normalize, "cuda"), cache.images, args.batch_size)
-            check_two_devices(cpu_ran, cuda_ran)
+            crops = np.asarray(cache.images)
             labels = np.asarray(dataset.labels)
-            timed = np.resize(np.asarray(cache.images), (args.timed_images, *cache.images.shape[1:]))
-            best = 0.0
-            for _ in range(args.repeats):
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                torch_logits(model, timed, normalize, "cuda", args.batch_size)
-                torch.cuda.synchronize()  # logits come back to the host each batch: already synchronous
-                best = max(best, args.timed_images / (time.perf_counter() - start))
-            weights = "random (timing only)" if source == "random" else Path(source).name
-            lines.append(f"| {arch} | {weights} | {args.batch_size} | {best:.0f} | {50000 / best:.0f} s | "
-                         f"{int((cuda.argmax(1) == cpu.argmax(1)).sum())}/{len(cpu)} | "
-                         f"{float(np.abs(cuda - cpu).max()):.2g} | "
-                         f"{score(cuda, labels).top1:.1f} % / {score(cpu, labels).top1:.1f} % | "
-                         f"{cuda_ran} / {cpu_ran} |")
+            if cuda:
+                # each pass says where it ran: the comparison must be of two devices, not one pass twice
+                cpu, cpu_ran = pass_on(TorchRuntime(model, normalize, "cpu"), crops, 16)
+                on_cuda, cuda_ran = pass_on(TorchRuntime(model, normalize, args.device, cuda_graphs=True),
+                                            crops, args.batch_size)
+                check_two_devices(cpu_ran, cuda_ran)
+                eager, _ = pass_on(TorchRuntime(model, normalize, args.device), crops, args.batch_size)
+                agreement.append(
+                    f"| {arch} | {weights} | {int((on_cuda.argmax(1) == cpu.argmax(1)).sum())}/{len(cpu)} | "
+                    f"{float(np.abs(on_cuda - cpu).max()):.2g} | {score(on_cuda, labels).top1:.1f} % / "
+                    f"{score(cpu, labels).top1:.1f} % | {cuda_ran} / {cpu_ran} | "
+                    f"{'bit for bit' if np.array_equal(on_cuda, eager) else 'DIFFER'} |")
+            timed = memory_mapped(crops, args.timed_images, Path(tmp) / f"{arch}-timed.npy")
+            results = {}
+            for v in variants:
+                batch = args.batch_size * v.batch_scale
+                results[v] = time_variant(model, normalize, timed, batch, args.device, v, args.repeats, size)
+            reference = results[DEFAULT][1]
+            for v, (ips, out) in results.items():
+                same = "bit for bit" if np.array_equal(out, reference) else \
+                    f"max diff {float(np.abs(out - reference).max()):.2g}, top-1 {int((out.argmax(1) == reference.argmax(1)).sum())}/{len(out)}"
+                timings.append(f"| {arch} | {weights} | {v.name} | {args.batch_size * v.batch_scale} | {ips:.0f} | "
+                               f"{50000 / ips:.1f} s | {same} |")
+            del timed
+            if args.full_images:
+                images = memory_mapped(crops, args.full_images, Path(tmp) / f"{arch}-full.npy")
+                ips, out = time_variant(model, normalize, images, args.batch_size, args.device, DEFAULT, 1, size)
+                full.append(f"| {arch} | {weights} | {args.full_images} | {args.full_images / ips:.1f} s | {ips:.0f} |")
+                del images, out
+                (Path(tmp) / f"{arch}-full.npy").unlink()
+            for v in ([VARIANTS[0], DEFAULT] if args.variants == "all" else [DEFAULT]) if args.profile_batches else []:
+                p = profile(model, normalize, crops if len(crops) >= args.batch_size * args.profile_batches else
+                            np.resize(crops, (args.batch_size * args.profile_batches, *crops.shape[1:])),
+                            args.batch_size, args.device, v, size, args.profile_batches)
+                profiles.append((arch, v, p))
             model.cpu()
-    lines += ["", "CUDA images/s: the evaluation loop as `python -m benchmark device=cuda` runs it (uint8 crops to "
-              "the GPU, normalised there, logits back to the host per batch), crops read from the cache in memory."]
+    if cuda:
+        lines += [f"## CUDA against the CPU ({len(dataset)} images)", "", *agreement, ""]
+    lines += ["## Evaluation loop variants", "", *timings, "",
+              "images/s: the evaluation loop as `python -m benchmark` runs it (uint8 crops read from the memory-mapped "
+              "cache, sent to the device, normalised there, logits back to the host), after one warm-up batch.", ""]
+    if full:
+        lines += ["## From the cache, end to end of the loop (the default, one pass)", "",
+                  "| model | weights | images | wall | images/s |", "|---|---|---|---|---|", *full, ""]
+    for arch, v, p in profiles:
+        what = "kernels" if cuda else "operators (CPU)"
+        lines += [f"## Profile: {arch}, {v.name} ({p['batches']:.0f} batches of {args.batch_size})", "",
+                  f"Per batch: wall {p['wall_ms']:.2f} ms; device {what} {p['kernel_ms']:.2f} ms "
+                  f"({p['kernel_ms'] / p['wall_ms']:.0%} of the wall); copies {p['copy_ms']:.2f} ms; "
+                  f"{p['launches']:.0f} launches.", "", "| costliest | ms per batch |", "|---|---|",
+                  *[f"| `{name[:90]}` | {ms:.3f} |" for name, ms in p["top"]], ""]
     bench.write_report(lines, args.out)
     return 0
 

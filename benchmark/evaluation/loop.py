@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import sys
 import time
+from collections import deque
 
 import numpy as np
 from tqdm import tqdm
@@ -63,26 +64,54 @@ class LoopTimer:
         return {"eval_s": round(end - self.start, 3), "eval_images_per_s": round(rate, 2)}
 
 
-def _batches(n: int, batch_size: int, desc: str, progress: bool, timer: LoopTimer | None = None):
-    with tqdm(total=n, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            yield start, stop
-            bar.update(stop - start)
-            if timer is not None:
-                timer.batch_done(stop)
+class Computed:
+    """A runtime's logits for a batch, computed when it was called."""
+    done = True
+
+    def __init__(self, logits: np.ndarray):
+        self.logits = logits
+
+    def result(self) -> np.ndarray:
+        return self.logits
+
+
+def submit(runtime, inputs):
+    """Start the batch's logits: runtimes with `submit` (torch on CUDA) return before the device is
+    done; the others compute them here."""
+    start = getattr(runtime, "submit", None)
+    return start(inputs) if start is not None else Computed(runtime(inputs))
 
 
 def logits(runtime, images, batch_size: int, progress: bool = True, timing: dict | None = None) -> np.ndarray:
     """Every image's logits from `runtime` (runtimes.Runtime); `timing`, if given, gets the loop's
-    eval_s and eval_images_per_s."""
+    eval_s and eval_images_per_s. A batch still computing on the device stays in flight while the
+    next batch is read from the cache and sent (one at a time, so at most two batches' inputs and
+    logits live on the device)."""
     timer = LoopTimer()
     out = None  # one array for all logits, filled in place (no pile of small ones between batches)
-    for start, stop in _batches(len(images), batch_size, f"{runtime.name} {runtime.device}", progress, timer):
-        batch = runtime(runtime.inputs(read_batch(images, start, stop)))
-        if out is None:
-            out = np.empty((len(images), batch.shape[1]), np.float32)
-        out[start:stop] = batch
+    n = len(images)
+    in_flight: deque = deque()
+    with tqdm(total=n, desc=f"{runtime.name} {runtime.device}", unit="img", disable=not progress,
+              file=sys.stderr) as bar:
+
+        def collect():
+            nonlocal out
+            start, stop, pending = in_flight.popleft()
+            batch = pending.result()
+            if out is None:
+                out = np.empty((n, batch.shape[1]), np.float32)
+            out[start:stop] = batch
+            bar.update(stop - start)
+            timer.batch_done(stop)
+
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            in_flight.append((start, stop, submit(runtime, runtime.inputs(read_batch(images, start, stop)))))
+            # the previous batch is collected once this one is sent: its device work overlapped the reading
+            while in_flight and (in_flight[0][2].done or len(in_flight) > 1):
+                collect()
+        while in_flight:
+            collect()
     if timing is not None:
-        timing.update(timer.result(len(images)))
+        timing.update(timer.result(n))
     return out

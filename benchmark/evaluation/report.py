@@ -85,6 +85,7 @@ def run_facts(cfg: DictConfig, s) -> dict:
         "batch_size": s.batch_size,
         "fold_bn": bool(cfg.fold_bn) if torch_backend else None,
         "cpu_fusion": s.cpu_fusion if torch_backend else None,
+        "cuda_graphs": getattr(s.runtime, "cuda_graphs", None) if torch_backend else None,
         "threads": s.threads,
         "distributed": s.world.to_dict() if s.world.size > 1 else None,
         "dataset": {"root": str(inputs.dataset.root), "layout": inputs.dataset.layout,

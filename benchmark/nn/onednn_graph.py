@@ -14,9 +14,7 @@ TensorFlow's answers like every other path.
 An answer must not depend on when it was computed. TorchScript's profiling executor runs a graph
 unfused on its first calls at a new input shape and fused after, so each batch size gets its own
 script, warmed up on zeros before its first real batch: every answer comes from the compiled
-partitions of its batch size. Scripts are made for the first batch size above 1 seen (the run's)
-and for 1; a batch of another size (a last partial batch, LoadGen's Server batching) runs at the
-first size, padded with zero rows, whose answers per image do not depend on the other rows.
+partitions of its batch size. Which batch sizes get a script: nn/compiled.py.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ import warnings
 import torch
 from torch import nn
 
+from benchmark.nn.compiled import CompiledPerBatchSize
 from benchmark.nn.layers import static_padding
 
 WARM_UP_CALLS = 2  # the profiling executor profiles the first call and runs fused from the second
@@ -49,52 +48,27 @@ def _onednn_fusion():
         torch.jit.enable_onednn_fusion(before)
 
 
-class OneDNNGraphModel:
+class OneDNNGraphModel(CompiledPerBatchSize):
     """`model` (batch norms folded) for CPU inference on images of `image_size`; `model` is left as
     it is. Called on an NCHW float32 batch, returns the logits."""
 
     def __init__(self, model: nn.Module, image_size: int):
-        self.image_size = image_size
+        super().__init__(image_size)
         self.model = static_padding(copy.deepcopy(model).cpu().eval(), image_size)
-        self.scripts: dict[int, torch.jit.ScriptModule] = {}  # batch size -> its warmed-up script
-        self.main: int | None = None  # the first batch size above 1 seen
 
-    def _zeros(self, n: int) -> torch.Tensor:
-        return torch.zeros(n, 3, self.image_size, self.image_size).contiguous(memory_format=torch.channels_last)
+    def compile(self, n: int) -> torch.jit.ScriptModule:
+        example = torch.zeros(n, 3, self.image_size, self.image_size).contiguous(memory_format=torch.channels_last)
+        with warnings.catch_warnings(), torch.no_grad():
+            # TorchScript is marked deprecated, and the tracer warns of the shape checks it fixes:
+            # the script is made for this one shape and used for it only.
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            script = torch.jit.freeze(torch.jit.trace(self.model, example))
+            with _onednn_fusion():
+                for _ in range(WARM_UP_CALLS):
+                    script(example)
+        return script
 
-    def script(self, n: int) -> torch.jit.ScriptModule:
-        if n not in self.scripts:
-            example = self._zeros(n)
-            with warnings.catch_warnings(), torch.no_grad():
-                # TorchScript is marked deprecated, and the tracer warns of the shape checks it fixes:
-                # the script is made for this one shape and used for it only.
-                warnings.simplefilter("ignore", FutureWarning)
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                script = torch.jit.freeze(torch.jit.trace(self.model, example))
-                with _onednn_fusion():
-                    for _ in range(WARM_UP_CALLS):
-                        script(example)
-            self.scripts[n] = script
-        return self.scripts[n]
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"input of size {tuple(x.shape[-2:])}: the model was compiled for "
-                             f"{self.image_size} x {self.image_size}")
-        n = x.shape[0]
-        if self.main is None and n > 1:
-            self.main = n
-        if n in (self.main, 1):
-            return self._run(self.script(n), x)
-        outs = []
-        for part in x.split(self.main):
-            k = part.shape[0]
-            if k < self.main:
-                part = torch.cat([part, part.new_zeros(self.main - k, *part.shape[1:])])
-            outs.append(self._run(self.script(self.main), part)[:k])
-        return torch.cat(outs)
-
-    @staticmethod
-    def _run(script: torch.jit.ScriptModule, x: torch.Tensor) -> torch.Tensor:
+    def run(self, script: torch.jit.ScriptModule, x: torch.Tensor) -> torch.Tensor:
         with _onednn_fusion():
             return script(x.contiguous(memory_format=torch.channels_last))

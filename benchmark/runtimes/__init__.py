@@ -50,6 +50,7 @@ class Options:
     threads: int | None = None
     fold_bn: bool = True  # torch: batch norms folded into the convolutions
     cpu_fusion: bool | str = "graph"  # torch on CPU: graph | true | false (runtimes/pytorch.py; needs fold_bn)
+    cuda_graphs: bool = True  # torch on CUDA: the forward recorded as CUDA graphs and replayed
     role: str = "backend"  # backend | reference: the config key that named the runtime
     optimize: bool = True  # tf: let Grappler rewrite the graph (off for layer-by-layer comparison)
     precision: str = "fp32"  # torch: fp32 (exact) | bf16 | fp16 | tf32 | int8 (see runtimes/pytorch.py)

@@ -71,16 +71,41 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ConfigError(f"precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support")
 
 
+# A batch of the evaluation loop crosses to CUDA from pinned memory; LoadGen's sample library loads
+# thousands of crops at once, and PyTorch's cache would keep that much page-locked memory after.
+PINNED_AT_MOST = 256 * 2**20
+
+
+class Pending:
+    """A batch's logits: computed (CPU), or still being computed and copied back (CUDA)."""
+
+    def __init__(self, logits: torch.Tensor, copied: "torch.cuda.Event | None" = None):
+        self.logits, self.copied = logits, copied
+        self.done = copied is None
+
+    def result(self) -> np.ndarray:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.logits.numpy()
+
+
 class TorchRuntime:
     """The converted model on its device: cached crops to input tensors, input tensors to logits.
     `fusion` (CPU, fp32): "graph", the model compiled into oneDNN Graph partitions
     (nn/onednn_graph.py), or "ops", each convolution fused with its activation through oneDNN
-    (nn/cpu_fusion.py), made at the first batch's input size; None: eager. `precision`: see
-    PRECISIONS; int8 runs once `quantize` has calibrated the model."""
+    (nn/cpu_fusion.py), made at the first batch's input size; None: eager. `cuda_graphs` (CUDA):
+    the forward recorded as CUDA graphs and replayed (nn/cuda_graph.py). `precision`: see
+    PRECISIONS; int8 runs once `quantize` has calibrated the model. `channels_last`: the model's
+    and the input's memory layout (NHWC in memory, as the cache holds the crops; false: NCHW).
+
+    On CUDA a batch's crops cross from pinned host memory and its logits come back into pinned
+    host memory, both without waiting (`submit`), so the host reads the next batch from the cache
+    while the GPU computes this one."""
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, normalize: Normalizer, device: torch.device | str,
-                 fusion: str | None = None, image_size: int | None = None, precision: str = "fp32"):
+                 fusion: str | None = None, image_size: int | None = None, precision: str = "fp32",
+                 cuda_graphs: bool = False, channels_last: bool = True):
         device = torch.device(device)
         check_precision(precision, device)
         self.precision = precision
@@ -91,14 +116,16 @@ class TorchRuntime:
         else:
             reuse_freed_memory()
         # Channels-last: the cached crops are NHWC already, and oneDNN's convolutions are fastest there.
-        self.model = model.to(device, memory_format=torch.channels_last).eval()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format).eval()
         self.normalize, self.torch_device, self.device = normalize, device, str(device)
         self.image_size = image_size
         self.to_input = TorchNormalizer(normalize, device)
         if fusion not in (None, "graph", "ops"):
             raise ValueError(f"fusion={fusion!r}: expected 'graph', 'ops' or None")
         self.fusion = fusion if device.type == "cpu" and precision == "fp32" else None  # fp32 oneDNN only
-        self.fused = None  # the fused model, made at the first batch's input size
+        self.cuda_graphs = bool(cuda_graphs) and device.type == "cuda"
+        self.fused = None  # the fused model (CPU) or its CUDA graphs, made at the first batch's input size
         self.quantized: torch.nn.Module | None = None
 
     def quantize(self, calibration: np.ndarray, batch_size: int, saved: Path | None = None) -> None:
@@ -123,8 +150,17 @@ class TorchRuntime:
         with torch.inference_mode():
             if batch.dtype == np.uint8:
                 # uint8 crosses to the device, where MLPerf's exact float32 input is made.
-                return self.to_input(torch.from_numpy(batch).to(self.torch_device))
-            return torch.from_numpy(self.normalize(batch)).to(self.torch_device).permute(0, 3, 1, 2)
+                x = self.to_input(self._to_device(torch.from_numpy(batch)))
+            else:
+                x = self._to_device(torch.from_numpy(self.normalize(batch))).permute(0, 3, 1, 2)
+            return x.contiguous(memory_format=self.memory_format)
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        if self.torch_device.type != "cuda" or host.nbytes > PINNED_AT_MOST:
+            return host.to(self.torch_device)
+        # From pinned memory the copy runs without the host waiting; PyTorch's pinned-memory cache
+        # keeps the block until the copy is done.
+        return host.pin_memory().to(self.torch_device, non_blocking=True)
 
     def take(self, inputs: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         """Rows gathered in NHWC memory order, so the batch has the layout `inputs` gives."""
@@ -133,20 +169,40 @@ class TorchRuntime:
             return inputs.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2)
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
+        return self.submit(x).result()
+
+    def submit(self, x: torch.Tensor) -> Pending:
+        """The batch's logits, started: on CUDA computed and copied back while the host goes on."""
+        with torch.inference_mode():
+            logits = self._forward(x).float()
+            if logits.device.type != "cuda":
+                return Pending(logits)
+            host = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(logits, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(torch.cuda.current_stream(self.torch_device))
+            return Pending(host, copied)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "int8":
             if self.quantized is None:
                 raise RuntimeError("precision=int8: the model has not been calibrated (TorchRuntime.quantize)")
-            with torch.inference_mode():
-                return self.quantized(x.contiguous()).float().numpy()
+            return self.quantized(x.contiguous())
+        if self.fused is None and self.fusion:
+            self.fused = fused_for_cpu(self.fusion, self.model, x.shape[-1])
+        if self.fused is None and self.cuda_graphs:
+            from benchmark.nn.cuda_graph import CUDAGraphModel
+
+            self.fused = CUDAGraphModel(self._eager, x.shape[-1], self.torch_device)
+        return (self._eager if self.fused is None else self.fused)(x)
+
+    def _eager(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision in ("bf16", "fp16"):
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            with torch.inference_mode(), torch.autocast(self.torch_device.type, dtype=dtype):
-                return self.model(x).float().cpu().numpy()
-        with torch.inference_mode():
-            if self.fusion and self.fused is None:
-                self.fused = fused_for_cpu(self.fusion, self.model, x.shape[-1])
-            model = self.fused if self.fused is not None else self.model
-            return model(x).float().cpu().numpy()
+            # no cast cache: each weight is cast once per forward anyway, and CUDA graphs need it off
+            with torch.autocast(self.torch_device.type, dtype=dtype, cache_enabled=False):
+                return self.model(x)
+        return self.model(x)
 
     @property
     def cpu_fusion(self) -> bool | str:
@@ -202,5 +258,7 @@ def create(source, options) -> TorchRuntime:
         fusion = None
         print("cpu_fusion: this PyTorch has no oneDNN fused convolution; the eager model runs "
               "(cpu_fusion=false, recorded in the results)", file=sys.stderr)
+    if not isinstance(options.cuda_graphs, bool):
+        raise ConfigError(f"cuda_graphs={options.cuda_graphs}: expected true or false")
     return TorchRuntime(model, source.normalize, device, fusion, source.resolve_size(model.spec.image_size),
-                        options.precision)
+                        options.precision, options.cuda_graphs)

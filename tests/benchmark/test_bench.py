@@ -77,3 +77,26 @@ def test_cuda_bench_compares_two_devices_only(fixture_graphs):
     for cpu_ran, cuda_ran in (("cpu", "cpu"), ("cuda:0", "cuda:0"), ("cpu", "cpu+cuda:0")):
         with pytest.raises(RuntimeError, match="not a comparison of two devices"):
             check_two_devices(cpu_ran, cuda_ran)
+
+
+def test_cuda_bench_runs_its_steps_on_the_cpu(tmp_path, capsys):
+    """`python -m benchmark.bench.cuda --device cpu`: every variant, the pass over a larger memory-mapped
+    cache and the profile run (the CUDA-only steps, and CUDA's own kernels, need a GPU)."""
+    from benchmark.bench.cuda import VARIANTS, main
+    from tests.helpers import validation_images, write_layout
+
+    root = write_layout(tmp_path / "val", "val_map", validation_images(4))
+    out = tmp_path / "cuda.md"
+    assert main(["--dataset", str(root), "--model", "mobilenet_v1=random", "--device", "cpu", "--batch-size", "4",
+                 "--timed-images", "8", "--full-images", "12", "--repeats", "1", "--profile-batches", "2",
+                 "--out", str(out)]) == 0
+    report = out.read_text()
+    rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| mobilenet_v1 | random")]
+    assert [r[2] for r in rows[:len(VARIANTS)]] == [v.name for v in VARIANTS]
+    # on the CPU no variant changes the arithmetic but the layout: the default's logits bit for bit
+    assert {r[6] for r in rows[:len(VARIANTS)] if "NCHW" not in r[2]} == {"bit for bit |"}
+    full = rows[len(VARIANTS)]  # the one pass over --full-images
+    assert full[2] == "12" and float(full[4].rstrip(" |")) > 0
+    assert report.count("## Profile: mobilenet_v1") == 2 and "operators (CPU)" in report
+    assert "## CUDA against the CPU" not in report  # no second device to compare with
+    assert report.strip() in capsys.readouterr().out

@@ -91,6 +91,7 @@ def test_runs_record_fusion(fixture_graphs, tmp_path):
                                              *extra))
     assert [r["cpu_fusion"] for r in results.values()] == \
         ["graph" if onednn_graph.available() else True, True, False, False]
+    assert [r["cuda_graphs"] for r in results.values()] == [False] * 4  # CPU runs: no CUDA graphs
     assert results["graph"]["predictions"] == results["fused"]["predictions"] == results["eager"]["predictions"] \
         == results["graph_order"]["predictions"]
     assert varied(results["fused"]["predictions"])

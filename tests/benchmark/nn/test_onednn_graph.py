@@ -36,9 +36,9 @@ def test_graph_model_is_the_graphs_model(arch, size, fixture_graphs, resnet_grap
         got = graph(nchw(x)).numpy()
         one_by_one = np.concatenate([graph(nchw(x[i:i + 1])).numpy() for i in range(len(x))])
     with onednn_graph._onednn_fusion():
-        optimized = str(graph.scripts[len(x)].graph_for(nchw(x)))
+        optimized = str(graph.compiled[len(x)].graph_for(nchw(x)))
     assert "prim::oneDNNFusionGroup" in optimized  # it did compile partitions
-    assert sorted(graph.scripts) == [1, len(x)]
+    assert sorted(graph.compiled) == [1, len(x)]
     tf = tf_logits(pb, arch, x, 2)
     tol = tf_tolerance(pb, arch, x, tf)
     for logits in (got, one_by_one):
@@ -70,7 +70,7 @@ def test_other_batch_sizes_run_padded_at_the_runs_size(mobilenet):
                 assert np.abs((got - full[:1]).numpy()).max() < 1e-4  # its own script: batch 1's kernels
             else:
                 assert torch.equal(got, full[:n]), n
-    assert sorted(graph.scripts) == [1, 4]
+    assert sorted(graph.compiled) == [1, 4]
     assert not torch.jit.onednn_fusion_enabled()  # the process-wide switch is left as it was
 
 

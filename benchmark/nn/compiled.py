@@ -1,0 +1,51 @@
+"""A model compiled once per batch size (oneDNN Graph scripts on CPU, CUDA graphs), with every
+answer independent of the batch it came in.
+
+A compiled form is made for the first batch size above 1 seen (the run's) and for 1. A batch of
+another size (a last partial batch, LoadGen's Server batching) runs at the run's size padded with
+zero rows: the rows of a batch do not mix, so each image's answer is bit for bit its answer in a
+full batch, and no third kernel choice (with its own last digits) enters a run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class CompiledPerBatchSize:
+    """Subclasses make the compiled form for one batch size (`compile`) and run it (`run`)."""
+
+    image_size: int
+
+    def __init__(self, image_size: int):
+        self.image_size = image_size
+        self.compiled: dict[int, object] = {}  # batch size -> its compiled form
+        self.main: int | None = None  # the first batch size above 1 seen
+
+    def compile(self, n: int):
+        raise NotImplementedError
+
+    def run(self, compiled, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def for_size(self, n: int):
+        if n not in self.compiled:
+            self.compiled[n] = self.compile(n)
+        return self.compiled[n]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(f"input of size {tuple(x.shape[-2:])}: the model was compiled for "
+                             f"{self.image_size} x {self.image_size}")
+        n = x.shape[0]
+        if self.main is None and n > 1:
+            self.main = n
+        if n in (self.main, 1):
+            return self.run(self.for_size(n), x)
+        outs = []
+        for part in x.split(self.main):
+            k = part.shape[0]
+            if k < self.main:
+                part = torch.cat([part, part.new_zeros(self.main - k, *part.shape[1:])])
+            outs.append(self.run(self.for_size(self.main), part)[:k])
+        return torch.cat(outs)
