@@ -44,8 +44,12 @@ class CUDAGraphModel(CompiledPerBatchSize):
                     self.forward(static_in)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                static_out = self.forward(static_in)
+            try:
+                with torch.cuda.graph(graph, pool=self.pool):
+                    static_out = self.forward(static_in)
+            except RuntimeError as e:
+                raise RuntimeError(f"recording the forward as a CUDA graph at batch size {n} failed ({e}); "
+                                   "cuda_graphs=false runs the eager model") from e
         return graph, static_in, static_out
 
     def run(self, compiled, x: torch.Tensor) -> torch.Tensor:
