@@ -10,7 +10,7 @@ logits bit for bit; times the evaluation loop over the cached images repeated to
 in a memory-mapped file, as the default and as each VARIANTS entry (the eager loop that waits for
 every batch, without CUDA graphs, NCHW, cuDNN's benchmark mode, a larger batch), best of
 `--repeats`; times one pass over `--full-images`; and profiles a few batches (torch.profiler:
-kernels, copies, launches). `--device cpu` runs the same steps on the CPU, to try the command.
+kernels, copies, kernels run). `--device cpu` runs the same steps on the CPU, to try the command.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def time_variant(model, normalize, images, batch_size: int, device: str, variant
 def profile(model, normalize, images, batch_size: int, device: str, variant: Variant, image_size: int,
             batches: int = 5) -> dict:
     """Where `batches` batches of the evaluation loop run as `variant` spend their time (torch.profiler):
-    wall time, the device's kernels and copies, kernel launches, and the costliest kernels. On a CPU,
+    wall time, the device's kernels and copies, how many kernels ran, and the costliest. On a CPU,
     the operators take the kernels' place."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
@@ -199,7 +199,7 @@ def profile(model, normalize, images, batch_size: int, device: str, variant: Var
     return {"batches": n, "wall_ms": wall_us / 1e3 / n,
             "kernel_ms": sum(map(time_of, kernels)) / 1e3 / n,
             "copy_ms": sum(map(time_of, copies)) / 1e3 / n,
-            "launches": sum(e.count for e in kernels) / n,
+            "calls": sum(e.count for e in kernels) / n,
             "top": [(e.key, time_of(e) / 1e3 / n) for e in sorted(kernels, key=time_of, reverse=True)[:8]]}
 
 
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"## Profile: {arch}, {v.name} ({p['batches']:.0f} batches of {args.batch_size})", "",
                   f"Per batch: wall {p['wall_ms']:.2f} ms; device {what} {p['kernel_ms']:.2f} ms "
                   f"({p['kernel_ms'] / p['wall_ms']:.0%} of the wall); copies {p['copy_ms']:.2f} ms; "
-                  f"{p['launches']:.0f} launches.", "", "| costliest | ms per batch |", "|---|---|",
+                  f"{p['calls']:.0f} {what} run.", "", "| costliest | ms per batch |", "|---|---|",
                   *[f"| `{name[:90]}` | {ms:.3f} |" for name, ms in p["top"]], ""]
     bench.write_report(lines, args.out)
     return 0
