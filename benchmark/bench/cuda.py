@@ -200,7 +200,12 @@ def profile(model, normalize, images, batch_size: int, device: str, variant: Var
             "kernel_ms": sum(map(time_of, kernels)) / 1e3 / n,
             "copy_ms": sum(map(time_of, copies)) / 1e3 / n,
             "calls": sum(e.count for e in kernels) / n,
+            "launches": sum(e.count for e in prof.key_averages() if e.key in HOST_LAUNCHES) / n,
             "top": [(e.key, time_of(e) / 1e3 / n) for e in sorted(kernels, key=time_of, reverse=True)[:8]]}
+
+
+# the CUDA runtime calls that start work on the GPU, as the profiler names them
+HOST_LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch")
 
 
 def memory_mapped(crops: np.ndarray, n: int, path: Path) -> np.ndarray:
@@ -327,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"## Profile: {arch}, {v.name} ({p['batches']:.0f} batches of {args.batch_size})", "",
                   f"Per batch: wall {p['wall_ms']:.2f} ms; device {what} {p['kernel_ms']:.2f} ms "
                   f"({p['kernel_ms'] / p['wall_ms']:.0%} of the wall); copies {p['copy_ms']:.2f} ms; "
-                  f"{p['calls']:.0f} {what} run.", "", "| costliest | ms per batch |", "|---|---|",
+                  f"{p['calls']:.0f} {what} run" + (f", {p['launches']:.0f} launches from the host." if cuda else "."), "", "| costliest | ms per batch |", "|---|---|",
                   *[f"| `{name[:90]}` | {ms:.3f} |" for name, ms in p["top"]], ""]
     bench.write_report(lines, args.out)
     return 0
