@@ -6,6 +6,8 @@
 # TensorFlow is not needed: the models are MLPerf's two structures with random weights (timing only),
 # plus any `python -m benchmark.export` files named in MODELS (ARCH=PATH.safetensors ...).
 # The images are JPEGs with a val_map.txt: DATASET, or ../shared/data's samples, or synthetic ones.
+# Python needs torch with CUDA, numpy, opencv-python-headless, tqdm, safetensors, omegaconf and pytest
+# (on a machine without a package index, carry the wheels of what is missing: omegaconf, antlr4).
 # Usage: results/cuda/make.sh [OUT_DIR]    (about 5 minutes on an H100/H200; needs ~10 GB free in TMPDIR)
 set -euo pipefail
 out=${1:-results/cuda}
@@ -14,7 +16,7 @@ py=${PYTHON:-python3}
 data=${DATASET:-../shared/data/imagenet-samples}
 if [ ! -f "$data/val_map.txt" ]; then
   data=$(mktemp -d)/val
-  "$py" -c "import sys; from tests.helpers import validation_images, write_layout; write_layout(sys.argv[1], 'val_map', validation_images(200))" "$data"
+  "$py" -c "import sys; from pathlib import Path; from tests.helpers import validation_images, write_layout; write_layout(Path(sys.argv[1]), 'val_map', validation_images(200))" "$data"
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 "$py" -m pytest -p no:cacheprovider -m cuda -q -rs tests/benchmark/nn/test_cuda_graph.py 2>&1 | tee "$out/tests.log"
