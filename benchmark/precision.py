@@ -82,6 +82,7 @@ def against_exact(cfg: DictConfig, s, result, logits: np.ndarray, exact_logits: 
         "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - exact_logits).max()),
         "mlperf_target": {k: g.to_dict() if g else None for k, g in gates.items()},
         "images_per_s": s.timing.get("eval_images_per_s"), "fp32_images_per_s": timing.get("eval_images_per_s"),
+        "fp32_numerics": s.exact.numerics,
     }
 
 

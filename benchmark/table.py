@@ -130,7 +130,14 @@ PAIRED_COLUMNS = ["model", "run", "baseline", "images", "top-1 run", "top-1 base
 
 
 def precision_of(r: dict) -> str:
-    return (r.get("precision") or {}).get("precision", "fp32")
+    """The precision a run ran in: recorded as a string; older files held it in their comparison with
+    fp32 (a dict) or, for LoadGen runs, only in their config."""
+    recorded = r.get("precision")
+    if isinstance(recorded, str):
+        return recorded
+    if isinstance(recorded, dict):
+        return recorded.get("precision", "fp32")
+    return str((r.get("config") or {}).get("precision", "fp32"))
 
 
 def run_label(r: dict) -> str:

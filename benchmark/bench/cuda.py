@@ -137,7 +137,7 @@ def variant_runtime(model, normalize, device: str, variant: Variant, image_size:
     from benchmark.runtimes.pytorch import TorchRuntime
 
     runtime = TorchRuntime(model, normalize, device, image_size=image_size, cuda_graphs=variant.cuda_graphs,
-                           channels_last=variant.channels_last)
+                           channels_last=variant.channels_last, cudnn_benchmark=variant.cudnn_benchmark)
     return runtime if variant.overlap else Synchronous(runtime)
 
 
@@ -145,23 +145,17 @@ def time_variant(model, normalize, images, batch_size: int, device: str, variant
                  image_size: int) -> tuple[float, np.ndarray]:
     """The best images/s of `repeats` evaluation passes over `images` run as `variant`, and the
     logits of the last pass."""
-    import torch
-
     from benchmark.evaluation.loop import logits
 
     runtime = variant_runtime(model, normalize, device, variant, image_size)
-    torch.backends.cudnn.benchmark = variant.cudnn_benchmark  # after the runtime set its exact defaults
-    try:
-        logits(runtime, images[:batch_size], batch_size, False)  # warm-up: recording, algorithm choice
-        best, out = 0.0, None
-        for _ in range(repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            out = logits(runtime, images, batch_size, False)
-            synchronize(device)
-            best = max(best, len(images) / (time.perf_counter() - start))
-    finally:
-        torch.backends.cudnn.benchmark = False
+    logits(runtime, images[:batch_size], batch_size, False)  # warm-up: recording, algorithm choice
+    best, out = 0.0, None
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        out = logits(runtime, images, batch_size, False)
+        synchronize(device)
+        best = max(best, len(images) / (time.perf_counter() - start))
     return best, out
 
 

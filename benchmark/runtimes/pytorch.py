@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from benchmark.evaluation.normalize import Normalizer, TorchNormalizer
+from benchmark.nn.numerics import applied, in_force, wanted
 from preprocessing.errors import ConfigError
 
 
@@ -19,14 +20,6 @@ def select_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} asked for, but PyTorch sees no CUDA device")
     return torch.device(name)
-
-
-def exact_cuda() -> None:
-    """TF32 changes results at the last digit and cuDNN may pick non-deterministic kernels: off."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
 
 
 def reuse_freed_memory() -> None:
@@ -97,6 +90,12 @@ class TorchRuntime:
     the forward recorded as CUDA graphs and replayed (nn/cuda_graph.py). `precision`: see
     PRECISIONS; int8 runs once `quantize` has calibrated the model. `channels_last`: the model's
     and the input's memory layout (NHWC in memory, as the cache holds the crops; false: NCHW).
+    `cudnn_benchmark`: cuDNN times its algorithms and keeps the fastest (its last bits may change
+    from run to run; the CUDA bench's variant), instead of its deterministic choice.
+
+    The precision's arithmetic (TF32 or not, cuDNN's choice) is set around each forward and the
+    caller's restored after (nn/numerics.py): two runtimes in one process never change each other's.
+    What was in force inside the first forward is kept in `numerics` for the results.
 
     On CUDA a batch's crops cross from pinned host memory and its logits come back into pinned
     host memory, both without waiting (`submit`), so the host reads the next batch from the cache
@@ -105,15 +104,14 @@ class TorchRuntime:
 
     def __init__(self, model: torch.nn.Module, normalize: Normalizer, device: torch.device | str,
                  fusion: str | None = None, image_size: int | None = None, precision: str = "fp32",
-                 cuda_graphs: bool = False, channels_last: bool = True):
+                 cuda_graphs: bool = False, channels_last: bool = True, cudnn_benchmark: bool = False):
         device = torch.device(device)
         check_precision(precision, device)
         self.precision = precision
-        if device.type == "cuda":
-            exact_cuda()
-            if precision == "tf32":
-                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        else:
+        self.flags = wanted(precision, cudnn_benchmark)
+        self.seen: dict | None = None  # the flags in force inside the first forward
+        self.autocast: str | None = None  # the autocast dtype in force inside the model's forward
+        if device.type == "cpu":
             reuse_freed_memory()
         # Channels-last: the cached crops are NHWC already, and oneDNN's convolutions are fastest there.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -139,7 +137,8 @@ class TorchRuntime:
             self.quantized = load_int8(saved)
             return
         batches = (self.inputs(np.array(calibration[i:i + batch_size])) for i in range(0, len(calibration), batch_size))
-        self.quantized = traced_int8(quantize_int8(self.model, self.image_size, batches), self.image_size)
+        with applied(wanted("fp32")):  # the observers see exact float32 activations
+            self.quantized = traced_int8(quantize_int8(self.model, self.image_size, batches), self.image_size)
         if saved is not None:
             from preprocessing.files import write_atomically
 
@@ -184,6 +183,12 @@ class TorchRuntime:
             return Pending(host, copied)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with applied(self.flags):
+            if self.seen is None:
+                self.seen = in_force()
+            return self._compute(x)
+
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "int8":
             if self.quantized is None:
                 raise RuntimeError("precision=int8: the model has not been calibrated (TorchRuntime.quantize)")
@@ -201,8 +206,16 @@ class TorchRuntime:
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             # no cast cache: each weight is cast once per forward anyway, and CUDA graphs need it off
             with torch.autocast(self.torch_device.type, dtype=dtype, cache_enabled=False):
+                self.autocast = str(torch.get_autocast_dtype(self.torch_device.type)).removeprefix("torch.")
                 return self.model(x)
         return self.model(x)
+
+    @property
+    def numerics(self) -> dict:
+        """What the forward ran with, for the results: the precision, the flags read inside the
+        first forward (None before any), the autocast dtype, int8's engine."""
+        engine = torch.backends.quantized.engine if self.precision == "int8" else None
+        return {"precision": self.precision, "flags": self.seen, "autocast": self.autocast, "int8_engine": engine}
 
     @property
     def cpu_fusion(self) -> bool | str:

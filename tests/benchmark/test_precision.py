@@ -30,13 +30,17 @@ def common(dataset, fixture_graphs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exact(common, tmp_path_factory):
     r = run_benchmark(*common, f"results_file={tmp_path_factory.mktemp('fp32') / 'r.json'}")
-    assert varied(r["predictions"]) and r["precision"] is None
+    assert varied(r["predictions"]) and r["against_exact"] is None and r["precision"] == "fp32"
+    assert r["numerics"]["flags"]["float32_matmul"] == "highest"  # read inside the forward
     return r
 
 
-def check_against_exact(r, exact):
-    """The comparison a precision run reports is the one its predictions and fp32's give."""
-    c, truth = r["precision"], r["ground_truth"][:24]
+def check_against_exact(r, exact, precision):
+    """The comparison a precision run reports is the one its predictions and fp32's give, and the
+    precision recorded is the one that ran (the exact model's, read inside its forward: fp32)."""
+    c, truth = r["against_exact"], r["ground_truth"][:24]
+    assert r["precision"] == c["precision"] == r["numerics"]["precision"] == precision
+    assert c["fp32_numerics"]["precision"] == "fp32" and c["fp32_numerics"]["flags"]["float32_matmul"] == "highest"
     assert c["fp32_good"] == exact["good"] and c["good"] == r["good"] and c["total"] == 24
     names = r["images"][:24]
     right = [p == t for p, t in zip(r["predictions"], truth)]
@@ -54,9 +58,9 @@ def test_bf16_on_cpu_against_exact_fp32(common, exact, tmp_path, capsys):
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         pytest.skip("this CPU has no bfloat16 support in oneDNN: precision=bf16 is refused here (tested below)")
     r = run_benchmark(*common, "precision=bf16", f"results_file={tmp_path / 'r.json'}")
-    check_against_exact(r, exact)
+    check_against_exact(r, exact, "bf16")
     # bf16 keeps 8 bits of mantissa: logits move (a run that silently stayed fp32 would show 0)
-    assert r["precision"]["max_abs_logit_diff"] > 1e-4 and r["precision"]["precision"] == "bf16"
+    assert r["against_exact"]["max_abs_logit_diff"] > 1e-4 and r["numerics"]["autocast"] == "bfloat16"
     out = capsys.readouterr().out.splitlines()
     assert out[0] == r["accuracy_line"] and out[2].startswith("bf16 against exact fp32 on the same 24 images: ")
 
@@ -84,13 +88,13 @@ def test_int8_calibrates_on_listed_images_only(common, exact, dataset, tmp_path,
     listed = mlperf_list("option_1").names
     r = run_benchmark(*common, "precision=int8", "calibration.list=option_1", "calibration.min_images=12",
                       f"results_file={tmp_path / 'r.json'}")
-    check_against_exact(r, exact)
+    check_against_exact(r, exact, "int8")
     cal = r["calibration"]
     assert cal["mlperf_list"] == "option_1" and cal["images"] == 12 and len(cal["missing"]) == 488
     manifest = json.loads((Path(cal["crops"]) / "manifest.json").read_text())
     assert manifest["files"] == list(listed[:12])  # the listed images, and only they, were cropped
     assert "calibration: 488 of the 500 images of" in capsys.readouterr().err
-    assert r["precision"]["max_abs_logit_diff"] > 1e-3  # quantized: logits move
+    assert r["against_exact"]["max_abs_logit_diff"] > 1e-3  # quantized: logits move
     # (that the quantized model follows this one: tests/benchmark/nn/test_quantize.py, on the real graph)
     assert not cal["reused"]
     again = run_benchmark(*common, "precision=int8", "calibration.list=option_1", "calibration.min_images=12",
@@ -115,3 +119,25 @@ def test_int8_calibration_errors(common, tmp_path):
     with pytest.raises(UserError, match=r"1 of its 13 images are not in the dataset .*ILSVRC2012_val_00049999"):
         run_benchmark(*common, "precision=int8", f"calibration.list={outside}")
 
+
+
+def test_loadgen_run_records_its_precision_and_is_never_the_fp32_baseline(common, exact, tmp_path):
+    """A LoadGen accuracy run of int8 says int8 in its results, so the tables pair it against the
+    real fp32 run and never take it for the baseline (the fault: recorded as fp32, the first file
+    by name became the baseline of the fp32 run)."""
+    from benchmark.loadgen.run import run as loadgen_run
+    from benchmark.table import main as table_main
+    from tests.helpers import config
+
+    r = loadgen_run(config(*common, "precision=int8", "calibration.list=option_1", "calibration.min_images=12",
+                           "loadgen.scenario=Offline", "loadgen.mode=accuracy", f"loadgen.output_dir={tmp_path / 'lg'}",
+                           name="loadgen"))
+    assert r["precision"] == r["numerics"]["precision"] == "int8" and r["numerics"]["int8_engine"]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "a-loadgen-int8.json").write_text(json.dumps(r))  # first by name
+    (runs / "b-fp32.json").write_text(json.dumps(exact))
+    assert table_main([str(runs / "a-loadgen-int8.json"), str(runs / "b-fp32.json"), "--out", str(tmp_path / "t")]) == 0
+    (row,) = [line.split(" | ") for line in (tmp_path / "t" / "paired.md").read_text().splitlines()
+              if line.startswith("| mobilenet_v1")]
+    assert row[1].endswith(", int8 (a-loadgen-int8.json)") and row[2].endswith("(b-fp32.json)")
