@@ -155,14 +155,22 @@ def is_mlperfs(r: dict) -> bool:
 def paired_table(runs: list[tuple[dict, Path]]) -> tuple[list[list], list[str]]:
     """Per model and image list, every run against the baseline: the run of MLPerf's pipeline (its
     interpolation for the model, torch, fp32) where there is one, else the first file. Images a run
-    skipped are left out of its pair. Also the runs that could not be paired, and why."""
+    skipped are left out of its pair. Also the runs that could not be paired, and why: a run alone
+    on its image list among other runs of its model is one of them."""
     from benchmark.evaluation.significance import paired
 
     groups: dict = {}
     for r, path in sorted(runs, key=lambda rp: rp[1].name):
         groups.setdefault((model_label(r), tuple(r["images"])), []).append((r, path))
     body, unpaired = [], []
+    lists: dict = {}  # model -> how many image lists its runs have
+    for model, images in groups:
+        lists[model] = lists.get(model, 0) + 1
     for (model, images), members in sorted(groups.items(), key=lambda g: g[0][0]):
+        if len(members) == 1 and lists[model] > 1:  # the model's other runs read other images
+            unpaired.append(f"{members[0][1].name}: no other run of {model} on the same {len(images)} images "
+                            f"(a different image list, such as another dataset.limit)")
+            continue
         baseline = next(((r, p) for r, p in members if is_mlperfs(r)), members[0])
         labels = baseline[0].get("ground_truth")
         for r, path in members:

@@ -88,6 +88,26 @@ def test_paired_table_counts_flips_against_mlperfs_pipeline(tmp_path):
     assert text.count("Not paired: ") == 2 and "z-mlperf.json: its results hold no ground_truth" in text
 
 
+def test_a_run_on_other_images_is_said_not_paired(tmp_path):
+    """A run whose image list no other run of its model shares (another dataset.limit) gets a
+    'Not paired' line, not silence; runs sharing a list are still paired."""
+    base = {"model": "m", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32},
+            "image_size": 224, "backend": "torch", "device": "cpu", "top5": 0.0,
+            "versions": {"opencv": "5", "pillow": "13", "torch": "2"}}
+    runs = {"a-mlperf": ("mlperf", 4), "b-pil": ("torchvision", 4), "c-tf": ("tf", 3)}  # c: dataset.limit=3
+    paths = []
+    for name, (pipeline, n) in runs.items():
+        run = {**base, "preprocess": {"name": pipeline, "interpolation": "linear"}, "images": list("abcd")[:n],
+               "ground_truth": [1] * n, "predictions": [1] * n, "total": n, "good": n, "top1": 100.0}
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(run))
+    assert table_main([str(p) for p in paths] + ["--out", str(tmp_path / "t")]) == 0
+    text = (tmp_path / "t" / "paired.md").read_text()
+    assert [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| m ")] == \
+        ["torchvision linear, torch (b-pil.json)"]
+    assert "Not paired: c-tf.json: no other run of m" in text and "same 3 images" in text
+
+
 def test_two_runs_for_one_cell_is_an_error(tmp_path):
     run = {"model": "m", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32},
            "image_size": 224, "preprocess": {"name": "mlperf", "interpolation": "linear"},
