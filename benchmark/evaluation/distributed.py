@@ -36,7 +36,11 @@ class World:
 
         parts = [None] * self.size if self.main else None
         dist.gather_object(part, parts, dst=0)
-        return np.concatenate(parts) if self.main else None
+        if not self.main:
+            return None
+        # a rank with no image (more ranks than images) sends an array of shape (0, 0)
+        rows = [p for p in parts if len(p)]
+        return np.concatenate(rows) if rows else parts[0]
 
     def close(self) -> None:
         """Ends the process group once every collective is done (rank 0 then writes alone)."""

@@ -84,7 +84,7 @@ def submit(runtime, inputs):
 
 def logits(runtime, images, batch_size: int, progress: bool = True, timing: dict | None = None) -> np.ndarray:
     """Every image's logits from `runtime` (runtimes.Runtime); `timing`, if given, gets the loop's
-    eval_s and eval_images_per_s. A batch still computing on the device stays in flight while the
+    eval_s and eval_images_per_s; no image gives an array of shape (0, 0). A batch still computing on the device stays in flight while the
     next batch is read from the cache and sent (one at a time, so at most two batches' inputs and
     logits live on the device)."""
     timer = LoopTimer()
@@ -114,4 +114,5 @@ def logits(runtime, images, batch_size: int, progress: bool = True, timing: dict
             collect()
     if timing is not None:
         timing.update(timer.result(n))
-    return out
+    # no image (a torchrun rank whose share is empty): an empty array, its width unknown
+    return out if out is not None else np.empty((0, 0), np.float32)

@@ -47,8 +47,8 @@ def test_batches_in_flight_land_in_their_rows(n, batch):
     runtime = AsynchronousRuntime()
     timing = {}
     out = logits(runtime, images, batch, False, timing)
-    if n == 0:
-        assert out is None
+    if n == 0:  # an empty share (more torchrun ranks than images): an empty array, not None
+        assert isinstance(out, np.ndarray) and out.shape == (0, 0)
         return
     assert np.array_equal(out, images.reshape(n, -1)[:, :5].astype(np.float32) * 2)
     assert runtime.most == min(2, -(-n // batch)) and not runtime.in_flight  # two at most; all collected
