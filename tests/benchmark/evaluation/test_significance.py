@@ -1,8 +1,13 @@
 """The exact McNemar test against values worked by hand, and the flips it is computed from."""
 
+import signal
+from fractions import Fraction
+from math import comb, exp
+
 import pytest
 
-from benchmark.evaluation.significance import mcnemar_exact, paired
+from benchmark.evaluation import significance
+from benchmark.evaluation.significance import binomial_tail_log, mcnemar_exact, paired
 
 
 @pytest.mark.parametrize("fixed, broken, p", [
@@ -22,6 +27,47 @@ def test_large_counts_do_not_underflow():
     assert mcnemar_exact(0, 1100) == 0.0  # 2^-1099, exact until the end, is below float's smallest value
     assert mcnemar_exact(0, 60) == 2.0 ** -59
     assert mcnemar_exact(500, 500) == 1.0
+
+
+def by_definition(fixed: int, broken: int) -> float:
+    """The p-value as the definition writes it, in exact fractions (slow for thousands of flips)."""
+    n, k = fixed + broken, min(fixed, broken)
+    return float(min(Fraction(1), 2 * Fraction(sum(comb(n, i) for i in range(k + 1)), 2 ** n)))
+
+
+@pytest.mark.parametrize("fixed, broken", [(0, 30), (7, 20), (120, 160), (480, 520), (1000, 1100), (1500, 1501),
+                                           (1800, 2000)])
+def test_log_space_tail_against_the_definition(fixed, broken):
+    exact = by_definition(fixed, broken)
+    assert mcnemar_exact(fixed, broken) == exact  # the integer sum: the same float
+    approx = min(1.0, 2 * exp(binomial_tail_log(fixed + broken, min(fixed, broken))))
+    assert approx == pytest.approx(exact, rel=1e-9, abs=0)
+
+
+def test_log_space_above_the_exact_limit(monkeypatch):
+    """Past EXACT_UP_TO flips the log-space form answers; within 1e-9 of the integer sum there."""
+    cases = [(10_500, 10_500), (10_300, 10_800), (12_000, 13_000), (24_000, 26_000)]
+    fast = [mcnemar_exact(f, b) for f, b in cases]
+    monkeypatch.setattr(significance, "EXACT_UP_TO", 10**9)
+    assert fast == pytest.approx([mcnemar_exact(f, b) for f, b in cases], rel=1e-9, abs=0)
+    assert fast[0] == 1.0 and 0 < fast[-1] < 1e-15
+
+
+def test_a_50000_image_table_does_not_stall():
+    """The exact sum as once written took seconds at 6,000 flips, growing faster than linearly: a
+    table of a 50,000-image sweep stalled. A stall guard, not a speed measurement: the limit is
+    a hundred times what these take."""
+    def stalled(signum, frame):
+        raise TimeoutError("McNemar's p took over 20 s for 20 pairs of runs")
+    previous = signal.signal(signal.SIGALRM, stalled)
+    signal.alarm(20)
+    try:
+        for i in range(20):
+            mcnemar_exact(3000 + 50 * i, 3300 + 40 * i)
+            mcnemar_exact(20_000 - 13 * i, 21_000)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_paired_counts_flips_each_way():
