@@ -44,12 +44,26 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
 
     clock = time.perf_counter()
     cal = read_list(str(cfg.calibration.list))
+    if cal.note:
+        print(f"calibration: {cal.note}", file=sys.stderr)
     full = load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, None, layout=cfg.dataset.layout)
     subset, missing = calibration_dataset(full, cal, cfg.calibration.min_images)
     if missing:
         print(f"calibration: {len(missing)} of the {len(cal.names)} images of {cal.path} are not in "
               f"{full.root}: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""), file=sys.stderr)
     crops = build_cache(cfg, Inputs(inputs.image_size, subset, inputs.settings))
+    # An image that could not be read (dataset.on_error=skip) is a blank crop in the cache: left out
+    # of calibration, counted and named, never fed to the observers.
+    unreadable = [subset.names[i] for i in sorted(crops.failed)]
+    readable = np.array([i for i in range(len(subset)) if i not in crops.failed], dtype=np.int64)
+    need = len(cal.names) if cfg.calibration.min_images is None else int(cfg.calibration.min_images)
+    if unreadable:
+        print(f"calibration: {len(unreadable)} listed image(s) could not be read and are left out: "
+              f"{', '.join(unreadable[:10])}" + (" ..." if len(unreadable) > 10 else ""), file=sys.stderr)
+    if len(readable) < need:
+        raise ConfigError(f"calibration: {len(readable)} of the images of {cal.path} could be read "
+                          f"({len(unreadable)} unreadable: {', '.join(unreadable[:5])}), {need} needed "
+                          f"(calibration.min_images= allows fewer)")
     key = hashlib.sha256(json.dumps({
         "checkpoint": checkpoint_sha256, "list": cal.sha256, "crops": crops.folder.name,
         "torch": torch.__version__, "engine": ENGINE, "fold_bn": bool(cfg.fold_bn),
@@ -59,8 +73,9 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
     saved = cache_dir(cfg) / "int8" / f"{cfg.model.name}-{key[:20]}.pt"
     reused = saved.is_file()
     saved.parent.mkdir(parents=True, exist_ok=True)
-    runtime.quantize(crops.images, batch_size, saved)
-    return {**cal.to_dict(), "images": len(subset), "missing": missing, "crops": str(crops.folder),
+    runtime.quantize(np.asarray(crops.images)[readable], batch_size, saved)
+    return {**cal.to_dict(), "images": len(readable), "missing": missing, "unreadable": unreadable,
+            "crops": str(crops.folder),
             "quantized_model": str(saved), "reused": reused, "engine": ENGINE,
             "seconds": round(time.perf_counter() - clock, 3)}
 

@@ -2,8 +2,10 @@
 
 MLPerf ships two lists of 500 ImageNet validation file names (`calibration/ImageNet/
 cal_image_list_option_1.txt` and `_option_2.txt`, shipped here with their sha256) and allows at most
-one of them. `calibration=option_1|option_2` names a shipped list; a file of names is read too, but
-one named like MLPerf's list whose content differs, or one mixing names of both lists, is refused.
+one of them. `calibration=option_1|option_2` names a shipped list; a file of names is read too, and
+recorded as MLPerf's list only when it holds exactly that list's names. A file named like MLPerf's
+list whose content differs is refused (it presents itself as MLPerf's); a user's own file that holds
+names of both lists is not MLPerf's list either way: it runs, with a note that says so.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ class CalibrationList:
     names: tuple[str, ...]
     sha256: str
     mlperf: str | None  # option_1 / option_2 when it is one of MLPerf's lists, unchanged
+    note: str | None = None  # said when the list is used: why it is not MLPerf's
 
     def to_dict(self) -> dict:
-        return {"list": str(self.path), "sha256": self.sha256, "mlperf_list": self.mlperf, "listed": len(self.names)}
+        return {"list": str(self.path), "sha256": self.sha256, "mlperf_list": self.mlperf, "listed": len(self.names),
+                "note": self.note}
 
 
 def _names(path: Path) -> list[str]:
@@ -65,11 +69,13 @@ def read_list(spec: str) -> CalibrationList:
     # The two lists share a few names; a list mixes them when it holds names of each that the other lacks.
     one, two = (set(known.names) for known in mlperf.values())
     only = {"option_1": set(names) & (one - two), "option_2": set(names) & (two - one)}
+    note = None
     if all(only.values()):
-        raise CalibrationError(f"{path}: mixes MLPerf's calibration lists ({len(only['option_1'])} names only in "
-                               f"option_1, {len(only['option_2'])} only in option_2); MLPerf allows one list")
+        note = (f"{path} holds names of both of MLPerf's calibration lists ({len(only['option_1'])} only in "
+                f"option_1, {len(only['option_2'])} only in option_2): it is not MLPerf's list, and MLPerf allows "
+                f"calibration on one of its lists only")
     same = next((option for option, known in mlperf.items() if set(known.names) == set(names)), None)
-    return CalibrationList(path, tuple(names), digest, same)
+    return CalibrationList(path, tuple(names), digest, same, note)
 
 
 def select(dataset: Dataset, cal: CalibrationList, min_images: int | None = None) -> tuple[list[int], list[str]]:

@@ -102,14 +102,48 @@ def test_int8_calibrates_on_listed_images_only(common, exact, dataset, tmp_path,
     assert again["calibration"]["reused"] and again["predictions"] == r["predictions"]  # the cached model
 
 
+def test_a_users_list_with_names_of_both_runs_and_says_so(common, tmp_path, capsys):
+    """A file of the user's that happens to hold names of both of MLPerf's lists is not MLPerf's list
+    either way: it runs, recorded as no MLPerf list, with a note (it was refused)."""
+    one, two = mlperf_list("option_1").names, mlperf_list("option_2").names
+    mixed = tmp_path / "mine.txt"
+    mixed.write_text("\n".join(list(one[:12]) + [n for n in two if n not in one][:1]) + "\n")
+    r = run_benchmark(*common, "precision=int8", f"calibration.list={mixed}", "calibration.min_images=12",
+                      f"results_file={tmp_path / 'r.json'}")
+    assert r["calibration"]["mlperf_list"] is None and "holds names of both" in r["calibration"]["note"]
+    assert f"calibration: {mixed} holds names of both of MLPerf's calibration lists" in capsys.readouterr().err
+
+
+def test_unreadable_calibration_images_are_left_out(dataset, common, tmp_path, capsys, monkeypatch):
+    """With dataset.on_error=skip an unreadable listed image is a blank crop in the cache: it is left
+    out of calibration, counted and named, and the observers never see it."""
+    import shutil
+
+    from benchmark.runtimes.pytorch import TorchRuntime
+
+    root = shutil.copytree(dataset, tmp_path / "val")
+    broken = mlperf_list("option_1").names[3]
+    (root / broken).write_bytes(b"not a JPEG")
+    fed = []
+    quantize = TorchRuntime.quantize
+    monkeypatch.setattr(TorchRuntime, "quantize", lambda self, crops, *a: fed.append(crops) or quantize(self, crops, *a))
+    r = run_benchmark(*[c for c in common if not c.startswith("dataset.root")], f"dataset.root={root}",
+                      "dataset.on_error=skip", "precision=int8", "calibration.list=option_1",
+                      "calibration.min_images=11", f"results_file={tmp_path / 'r.json'}")
+    cal = r["calibration"]
+    assert cal["images"] == 11 and cal["unreadable"] == [broken]
+    assert len(fed[0]) == 11 and all(crop.any() for crop in fed[0])  # no blank crop among them
+    assert f"calibration: 1 listed image(s) could not be read and are left out: {broken}" in capsys.readouterr().err
+    with pytest.raises(UserError, match=rf"11 of the images of .* could be read \(1 unreadable: {broken}\), 12 needed"):
+        run_benchmark(*[c for c in common if not c.startswith("dataset.root")], f"dataset.root={root}",
+                      "dataset.on_error=skip", "precision=int8", "calibration.list=option_1",
+                      "calibration.min_images=12")
+
+
 def test_int8_calibration_errors(common, tmp_path):
     with pytest.raises(UserError, match=r"488 of its 500 images are not in the dataset .* 12 found, 500 needed"):
         run_benchmark(*common, "precision=int8")  # every listed image needed by default
-    mixed = tmp_path / "mixed.txt"
     one, two = mlperf_list("option_1").names, mlperf_list("option_2").names
-    mixed.write_text("\n".join([n for n in one if n not in two][:12] + [n for n in two if n not in one][:1]))
-    with pytest.raises(UserError, match="mixes MLPerf's calibration lists"):
-        run_benchmark(*common, "precision=int8", f"calibration.list={mixed}")
     changed = tmp_path / "cal_image_list_option_1.txt"
     changed.write_text("\n".join(one[:12]) + "\n")
     with pytest.raises(UserError, match="named like MLPerf's cal_image_list_option_1.txt but its sha256"):

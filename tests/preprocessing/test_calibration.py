@@ -41,15 +41,16 @@ def test_changed_mlperf_list_is_refused(tmp_path):
         read_list(str(path))
 
 
-def test_mixing_lists_is_refused(tmp_path):
+def test_a_users_file_with_names_of_both_lists_is_read_with_a_note(tmp_path):
+    """Not MLPerf's list either way: read, recorded as no MLPerf list, with a note naming the counts."""
     path = tmp_path / "mixed.txt"
     one, two = mlperf_list("option_1").names, mlperf_list("option_2").names
     path.write_text("\n".join([n for n in one if n not in two][:250] + [n for n in two if n not in one][:3]))
-    with pytest.raises(CalibrationError, match=r"mixes MLPerf's calibration lists \(250 names only in option_1, "
-                                               r"3 only in option_2\)"):
-        read_list(str(path))
+    cal = read_list(str(path))
+    assert cal.mlperf is None and len(cal.names) == 253
+    assert "holds names of both of MLPerf's calibration lists (250 only in option_1, 3 only in option_2)" in cal.note
     path.write_text("\n".join(list(one[:100]) + [n for n in two if n in one]))  # the shared names mix nothing
-    assert read_list(str(path)).mlperf is None
+    assert read_list(str(path)).mlperf is None and read_list(str(path)).note is None
 
 
 def test_unknown_list_and_empty_file(tmp_path):
