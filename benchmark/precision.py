@@ -32,11 +32,31 @@ def exact_runtime(cfg: DictConfig, source, options: runtimes.Options):
     return runtimes.create("torch", source, options)
 
 
+def model_digest(model) -> str:
+    """sha256 of a module's structure (its repr: layers, strides, paddings) and every tensor of its
+    state dict (name, dtype, shape, bytes)."""
+    h = hashlib.sha256(repr(model).encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def code_digest(module_file: str) -> str:
+    """sha256 of the model code's package (benchmark/nn/: the layers, models and quantization recipe)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(module_file).parent.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
+
+
 def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, batch_size: int) -> dict:
     """int8: the listed images of dataset.root (all of it, not dataset.limit's part) cropped by the
     evaluation's pipeline and cached, the model quantized on them; the quantized model is kept in
-    the cache, keyed on the checkpoint, the list, the pipeline's crops, the quantization code and the
-    library versions."""
+    the cache, keyed on what it was made from: the checkpoint, the converted model itself, the
+    normalisation, the list, the pipeline's crops, the model and quantization code, the library
+    versions and the engine."""
     import torch
 
     from benchmark.nn import quantize
@@ -67,8 +87,10 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
     key = hashlib.sha256(json.dumps({
         "checkpoint": checkpoint_sha256, "list": cal.sha256, "crops": crops.folder.name,
         "torch": torch.__version__, "engine": ENGINE, "fold_bn": bool(cfg.fold_bn),
-        # the recipe itself: a change to the quantization code never reuses a model it made before
-        "recipe": hashlib.sha256(Path(quantize.__file__).read_bytes()).hexdigest()},
+        # what was quantized: the converted model (a converter fix changes it) and its input's normalisation
+        "model": model_digest(runtime.model), "normalizer": hashlib.sha256(runtime.normalize.table.tobytes()).hexdigest(),
+        # the code that runs it and the recipe: a change to either never reuses a model made before
+        "code": code_digest(quantize.__file__)},
         sort_keys=True).encode()).hexdigest()
     saved = cache_dir(cfg) / "int8" / f"{cfg.model.name}-{key[:20]}.pt"
     reused = saved.is_file()

@@ -140,6 +140,29 @@ def test_unreadable_calibration_images_are_left_out(dataset, common, tmp_path, c
                       "calibration.min_images=12")
 
 
+def test_int8_model_is_not_reused_for_another_conversion(common, tmp_path, monkeypatch):
+    """The quantized model is keyed on what it was made from: after a converter change (here one
+    weight of the converted model moved) an int8 model of the old conversion is not reused."""
+    import torch
+
+    from benchmark.runtimes.source import ModelSource
+
+    args = [*common, "precision=int8", "calibration.list=option_1", "calibration.min_images=12"]
+    first = run_benchmark(*args, f"results_file={tmp_path / 'a.json'}")
+    assert run_benchmark(*args, f"results_file={tmp_path / 'b.json'}")["calibration"]["reused"]
+    converted = ModelSource.torch_model
+
+    def changed(self, fold_bn=True):
+        model = converted(self, fold_bn)
+        with torch.no_grad():
+            next(model.parameters()).mul_(1.01)
+        return model
+
+    monkeypatch.setattr(ModelSource, "torch_model", changed)
+    again = run_benchmark(*args, f"results_file={tmp_path / 'c.json'}")["calibration"]
+    assert not again["reused"] and again["quantized_model"] != first["calibration"]["quantized_model"]
+
+
 def test_int8_calibration_errors(common, tmp_path):
     with pytest.raises(UserError, match=r"488 of its 500 images are not in the dataset .* 12 found, 500 needed"):
         run_benchmark(*common, "precision=int8")  # every listed image needed by default
