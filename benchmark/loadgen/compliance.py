@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.evaluation.accuracy_log import read_log, same_answers
+from benchmark.evaluation.accuracy_log import read_labels, read_log, same_answers
 from benchmark.loadgen.run import log_folder
 from benchmark.loadgen.run import run as run_loadgen
 from benchmark.loadgen.settings import plan
@@ -54,7 +54,9 @@ def test01(cfg: DictConfig) -> dict:
     performance = mode("performance", audit_conf=str(audit))
     check = same_answers(read_log(folder / "accuracy" / "mlperf_log_accuracy.json"),
                          read_log(folder / "performance" / "mlperf_log_accuracy.json"))
-    names = accuracy["images"]
+    # sample k is the k-th readable image: the accuracy run's val_map.txt lists them in LoadGen's order
+    # (the results' "images" list every listed one, the unreadable too)
+    names = [name for name, _ in read_labels(accuracy["loadgen"]["val_map"])]
     for d in check["differing"]:
         d["image"] = names[d["qsl_idx"]]
         d["performance_answer"], d["accuracy_answer"] = (

@@ -86,14 +86,20 @@ def test_accuracy_run_with_tensorflow(common, direct, tmp_path):
     assert tf["predictions"] == ref["predictions"] and tf["backend"] == "tf"
 
 
-def test_skipped_images_are_left_out_of_the_sample_library(common, dataset, tmp_path, capsys):
-    """dataset.on_error=skip: LoadGen's samples are the readable images; val_map.txt lists just those."""
-    root = tmp_path / "val"
-    root.mkdir()
+@pytest.fixture(scope="module")
+def skipping(dataset, tmp_path_factory):
+    """The dataset with its fourth image unreadable: dataset.root and the broken file."""
+    root = tmp_path_factory.mktemp("val_broken")
     for f in dataset.iterdir():
         (root / f.name).write_bytes(f.read_bytes())
     broken = sorted(root.glob("*.JPEG"))[3]
     broken.write_bytes(b"not a jpeg")
+    return root, broken
+
+
+def test_skipped_images_are_left_out_of_the_sample_library(common, skipping, tmp_path, capsys):
+    """dataset.on_error=skip: LoadGen's samples are the readable images; val_map.txt lists just those."""
+    root, broken = skipping
     out = tmp_path / "logs"
     r = loadgen_run(config(*common, f"dataset.root={root}", "dataset.on_error=skip", f"loadgen.output_dir={out}"))
     assert r["total"] == 23 and r["predictions"][3] is None and r["skipped"][0]["file"] == broken.name
@@ -345,9 +351,11 @@ def test_test01_passes_for_the_torch_backend(common, direct, tmp_path, capsys, b
     assert json.loads((out / "TEST01.json").read_text())["passed"] is True
 
 
-def test_test01_fails_where_answers_depend_on_the_batch(common, tmp_path, capsys, monkeypatch):
+def test_test01_fails_where_answers_depend_on_the_batch(common, skipping, tmp_path, capsys, monkeypatch):
     """The fault TEST01 exists for: answers that depend on what else is in the batch (here, logits
-    normalised by the batch's statistics, as a batch norm left in training mode does)."""
+    normalised by the batch's statistics, as a batch norm left in training mode does). With an
+    unreadable image skipped, each differing answer names its own image (sample k is the k-th
+    readable image, not the k-th listed)."""
     from benchmark.loadgen.compliance import run as compliance_run
     from benchmark.runtimes.pytorch import TorchRuntime
 
@@ -359,9 +367,14 @@ def test_test01_fails_where_answers_depend_on_the_batch(common, tmp_path, capsys
 
     monkeypatch.setattr(TorchRuntime, "__call__", batch_dependent)
     out = tmp_path / "test01"
+    root, broken = skipping
     r = compliance_run(config(*common, "loadgen.compliance=TEST01", f"loadgen.output_dir={out}", "batch_size=5",
-                              *TEST01_QUICK))
+                              f"dataset.root={root}", "dataset.on_error=skip", *TEST01_QUICK))
     assert not r["passed"] and r["differing"] and r["same"] + len(r["differing"]) == r["logged"]
     d = r["differing"][0]
-    assert d["performance_answer"] != d["accuracy_answer"] and d["image"].startswith("ILSVRC2012_val_")
+    assert d["performance_answer"] != d["accuracy_answer"]
+    readable = sorted(f.name for f in root.glob("*.JPEG") if f != broken)  # val_map order: by name here
+    assert readable == [name for name, _ in read_labels(out / "accuracy" / "val_map.txt")]
+    assert [d["image"] for d in r["differing"]] == [readable[d["qsl_idx"]] for d in r["differing"]]
+    assert any(d["qsl_idx"] >= 3 for d in r["differing"])  # samples past the skipped image are named
     assert capsys.readouterr().out.splitlines()[-1].startswith(f"TEST01 FAIL: {r['same']} of {r['logged']} answers")
