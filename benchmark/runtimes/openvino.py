@@ -14,7 +14,8 @@ from preprocessing.errors import ConfigError
 
 
 class OpenVINOModel(NumpyInputs):
-    """Callable: NHWC float32 batch to the graph's logits (an NCHW graph gets the batch transposed)."""
+    """Callable: NHWC float32 batch to the graph's logits (an NCHW graph gets the batch transposed; a
+    graph fixed to batch 1 gets its images one at a time)."""
 
     name = "openvino"
 
@@ -26,7 +27,11 @@ class OpenVINOModel(NumpyInputs):
             raise ConfigError('backend=openvino needs OpenVINO: python -m pip install -e ".[bench]"') from e
         self.graph, self.normalize, self.image_size, self.device = g, normalize, image_size, "cpu"
         self.logits = logits_tensor(g)
-        self.nchw = [d.dim_value for d in g.inputs[0].type.tensor_type.shape.dim][1] == 3
+        dims = [d.dim_value or None for d in g.inputs[0].type.tensor_type.shape.dim]
+        self.nchw = dims[1] == 3
+        # A graph fixed to batch 1 (tf2onnx of a graph whose input has a fixed batch) may hold that
+        # batch in its own reshapes too: its batches run one image at a time, as in ONNX Runtime.
+        self.max_batch = dims[0]  # None: any
         core = ov.Core()
         model = core.read_model(path)
         model.add_outputs([self.logits])
@@ -41,8 +46,10 @@ class OpenVINOModel(NumpyInputs):
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if self.nchw else batch, dtype=np.float32)
-        out = self.request.infer({0: x})[self.output]
-        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+        step = self.max_batch or len(x)
+        outs = [np.array(self.request.infer({0: x[i:i + step]})[self.output], dtype=np.float32).reshape(
+            len(x[i:i + step]), -1) for i in range(0, len(x), step)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def close(self) -> None:
         self.request = self.compiled = None
