@@ -147,7 +147,8 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
         ref_logits = evaluate(cfg, s, s.reference, timing)
     tensor = getattr(s.reference, "logits", None) if s.reference.name == "onnxruntime" else cfg.model.logits_tensor
     return {**report.compare(result, score(ref_logits, s.labels), logits, ref_logits, s.names),
-            "backend": cfg.reference, "tensor": tensor, "timing": timing}
+            "backend": cfg.reference, "tensor": tensor, "timing": timing,
+            "device": s.reference.device, "devices": getattr(s.reference, "devices", None)}  # where it ran
 
 
 def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,

@@ -12,7 +12,8 @@ from preprocessing.tf_import import import_tensorflow
 
 class TFGraphModel(NumpyInputs):
     """Callable: NHWC float32 batch to the graph's logits. The graph's input is rebound to a
-    placeholder of open batch size, so graphs fixed to batch 1 run in batches too."""
+    placeholder of open batch size, so graphs fixed to batch 1 run in batches too. The session sees
+    the CPU only, TF32 off (`devices`: what it had)."""
     name, device = "tf", "cpu"
 
     def __init__(self, graph: FrozenGraph, input_tensor: str, logits_tensor: str, image_size: int,
@@ -30,7 +31,10 @@ class TFGraphModel(NumpyInputs):
             (self.logits,) = tf.graph_util.import_graph_def(
                 graph.graph_def, input_map={input_tensor: self.input},
                 return_elements=[logits_tensor], name="")
-        config = tf.compat.v1.ConfigProto()
+        # The reference runs where the results say, the CPU, in float32: a TensorFlow built with GPU
+        # support would otherwise place the graph on a GPU, with TF32 on by default there.
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        config = tf.compat.v1.ConfigProto(device_count={"GPU": 0})
         if not optimize:
             # Grappler rewrites the graph (folds batch norms into convolutions, fuses ops): an
             # intermediate tensor fetched from the rewritten graph need not be the graph's own.
@@ -39,6 +43,9 @@ class TFGraphModel(NumpyInputs):
             config.intra_op_parallelism_threads = threads
             config.inter_op_parallelism_threads = 1
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+        self.devices = [d.name for d in self.session.list_devices()]  # recorded with the comparison
+        if any(":GPU:" in d for d in self.devices):
+            raise RuntimeError(f"the TensorFlow session sees a GPU despite device_count GPU=0: {self.devices}")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run(self.logits, {self.input: batch})

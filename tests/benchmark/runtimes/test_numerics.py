@@ -105,3 +105,20 @@ def test_cuda_precisions_compute_other_logits_than_fp32(precision, cuda_graphs):
     assert np.abs(got - fp32).max() > 1e-4 * np.abs(fp32).max()  # a different arithmetic ran
     assert faster.numerics["flags"]["float32_matmul"] == ("high" if precision == "tf32" else "highest")
     assert faster.numerics["flags"]["cudnn_tf32"] == (precision == "tf32")
+
+
+def test_tensorflow_reference_is_pinned_to_the_cpu_and_says_where_it_ran(fixture_graphs, tmp_path):
+    """reference=tf runs where the results say, the CPU: its session is given no GPU (a TensorFlow
+    with GPU support would place the graph on one, TF32 on), and the devices it had are recorded."""
+    from preprocessing.tf_import import import_tensorflow
+
+    from tests.helpers import run_benchmark, validation_images, write_layout
+
+    tf = import_tensorflow()
+
+    root = write_layout(tmp_path / "val", "val_map", validation_images(4))
+    r = run_benchmark(f"model.checkpoint={fixture_graphs(0.25, 96, read_identities=False)}", f"dataset.root={root}",
+                      f"cache_dir={tmp_path / 'cache'}", "reference=tf", f"results_file={tmp_path / 'r.json'}")
+    ref = r["reference"]
+    assert ref["device"] == "cpu" and ref["devices"] and all(":CPU:" in d for d in ref["devices"])
+    assert not tf.config.experimental.tensor_float_32_execution_enabled()
