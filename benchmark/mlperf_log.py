@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise LogError(f"{args.compare}: cannot read the results file ({e})") from e
         print(result.mlperf_line())
         arch = args.model or (results or {}).get("arch")
-        target = gate(arch, result.top1, result.total) if arch else None
+        # judged with the run's model: its reservations (a checkpoint or calibration list not MLPerf's) too
+        caveats = tuple(((results or {}).get("mlperf_target") or {}).get("reservations", ())) \
+            if arch == (results or {}).get("arch") else ()
+        target = gate(arch, result.top1, result.total, caveats) if arch else None
         print(target.line() if target else "mlperf target: not judged (give --model "
               + " or ".join(sorted(TARGETS)) + ")")
         print(f"labels: {labels_file}; {result.entries} entries ({result.dtype}), "

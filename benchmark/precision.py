@@ -108,7 +108,8 @@ def against_exact(cfg: DictConfig, s, result, logits: np.ndarray, exact_logits: 
     and both speeds."""
     exact = score(exact_logits, s.labels)
     flips = paired(s.labels, exact.predictions, result.predictions, s.names)
-    gates = {name: gate(cfg.model.arch, r.top1, r.total) for name, r in (("fp32", exact), ("run", result))}
+    gates = {"fp32": gate(cfg.model.arch, exact.top1, exact.total, s.exact_reservations),
+             "run": gate(cfg.model.arch, result.top1, result.total, s.reservations)}
     return {
         "precision": str(cfg.precision),
         "top1": result.top1, "good": result.good,

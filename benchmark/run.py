@@ -13,10 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark import precision, runtimes
 from benchmark.evaluation import distributed, loop, report
 from benchmark.evaluation.distributed import World
-from benchmark.evaluation.gate import gate
+from benchmark.evaluation.gate import gate, reservations
 from benchmark.evaluation.scoring import Score, score
 from benchmark.formats.checkpoint import Checkpoint
-from benchmark.runtimes.source import ModelSource, open_model_checkpoint
+from benchmark.runtimes.source import ModelSource, is_mlperfs, open_model_checkpoint
 from preprocessing.cache import CropCache
 from preprocessing.errors import ConfigError
 from preprocessing.stage import Inputs, build_cache, default_cache_dir, prepare
@@ -69,6 +69,8 @@ class Setup:
     names: list[str]
     timing: dict  # seconds per stage: checkpoint_s, convert_s, cache_s, then the evaluation's
     world: World = World()  # this process's place in a torchrun launch (one process: rank 0 of 1)
+    reservations: tuple[str, ...] = ()  # why the target's verdict is not a submission's (evaluation/gate.py)
+    exact_reservations: tuple[str, ...] = ()  # the same for the exact fp32 model (no calibration)
 
     @property
     def ckpt(self) -> Checkpoint:
@@ -114,9 +116,12 @@ def setup(cfg: DictConfig) -> Setup:
     images = cache.images if not cache.failed else loop.Rows(cache.images, readable)
     calibration = precision.calibrate(cfg, runtime, source.ckpt.sha256, inputs, batch_size) \
         if getattr(runtime, "precision", "fp32") == "int8" else None
+    checkpoint = source.ckpt.source  # the file (and archive member) as given
+    mlperfs = is_mlperfs(cfg.model, source.ckpt)
     return Setup(source, runtime, reference, exact, calibration, threads, batch_size, inputs, cache, readable, images,
                  np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing,
-                 world)
+                 world, reservations(cfg.model.arch, checkpoint, mlperfs, calibration),
+                 reservations(cfg.model.arch, checkpoint, mlperfs, None))
 
 
 def evaluate(cfg: DictConfig, s: Setup, runtime: runtimes.Runtime, timing: dict) -> np.ndarray | None:
@@ -157,7 +162,7 @@ def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,
     skipped = f" (skipped {len(s.cache.failed)} of {len(s.inputs.dataset)} listed: unreadable, see " \
               f"'skipped' in the results)" if s.cache.failed else ""
     print(result.mlperf_line() + skipped)
-    target = gate(s.source.model.arch, result.top1, result.total)
+    target = gate(s.source.model.arch, result.top1, result.total, s.reservations)
     if target:
         print(target.line())
     if against_exact is not None:

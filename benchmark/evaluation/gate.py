@@ -11,6 +11,8 @@ WHOLE_SET = 50_000  # ImageNet's validation set: the target is judged on all of 
 
 # arch -> (the FP32 reference top-1 in %, the fraction a submission must reach), the checker's constants
 TARGETS = {"resnet50": (76.46, 0.99), "mobilenet_v1": (71.68, 0.98)}
+# whose target it is: the one model of each architecture MLPerf judges
+MODELS = {"resnet50": "ResNet-50 v1.5", "mobilenet_v1": "MobileNet-v1 1.0/224"}
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,9 @@ class Gate:
     fraction: float
     accuracy: float  # the run's top-1 as printed, %
     total: int
+    # why the verdict is shown for reference only (a checkpoint that is not MLPerf's, a calibration
+    # list that is not MLPerf's); none: the verdict is a submission's
+    reservations: tuple[str, ...] = ()
 
     @property
     def target(self) -> float:
@@ -37,19 +42,35 @@ class Gate:
         verdict = "PASS" if self.passed else "FAIL"
         scope = f" (indicative: {self.total:,} images, not the {WHOLE_SET:,} the target is judged on)" \
             if self.indicative else ""
-        return (f"mlperf target {self.target:.3f}% ({self.fraction * 100:g}% of {self.reference:g}): "
-                f"{verdict}{scope}")
+        caveat = f"; for reference only, not a submission's verdict: {'; '.join(self.reservations)}" \
+            if self.reservations else ""
+        return (f"mlperf target {self.target:.3f}% (MLPerf's {MODELS[self.arch]}: {self.fraction * 100:g}% of "
+                f"{self.reference:g}): {verdict}{scope}{caveat}")
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "reference": self.reference, "fraction": self.fraction,
-                "accuracy": float(f"{self.accuracy:.3f}"), "passed": self.passed, "indicative": self.indicative,
-                "total": self.total}
+        return {"model": MODELS[self.arch], "target": self.target, "reference": self.reference,
+                "fraction": self.fraction, "accuracy": float(f"{self.accuracy:.3f}"), "passed": self.passed,
+                "indicative": self.indicative, "total": self.total, "reservations": list(self.reservations)}
 
 
-def gate(arch: str, accuracy: float, total: int) -> Gate | None:
+def gate(arch: str, accuracy: float, total: int, reservations: tuple[str, ...] = ()) -> Gate | None:
     """MLPerf's gate for a model of `arch` at `accuracy` % over `total` images; None for an
-    architecture MLPerf sets no ImageNet target for."""
+    architecture MLPerf sets no ImageNet target for. `reservations`: why the verdict is not a
+    submission's (`reservations` below)."""
     if arch not in TARGETS:
         return None
     reference, fraction = TARGETS[arch]
-    return Gate(arch, reference, fraction, accuracy, total)
+    return Gate(arch, reference, fraction, accuracy, total, tuple(reservations))
+
+
+def reservations(arch: str, checkpoint: str, mlperfs: bool, calibration: dict | None) -> tuple[str, ...]:
+    """Why a run's verdict against `arch`'s target is not a submission's: its checkpoint (named
+    `checkpoint`) is not MLPerf's published one (`mlperfs`), or its int8 model was calibrated on a
+    list that is not one of MLPerf's."""
+    out = []
+    if arch in TARGETS and not mlperfs:
+        out.append(f"{checkpoint} is not MLPerf's published {MODELS[arch]} checkpoint (not fetched from MLPerf's "
+                   f"URL, nor of a published md5)")
+    if calibration is not None and not calibration.get("mlperf_list"):
+        out.append(f"calibrated on {calibration['list']}, not one of MLPerf's calibration lists")
+    return tuple(out)

@@ -121,7 +121,8 @@ def results_dict(cfg: DictConfig, s, result, reference, elapsed: float, against_
         "top5_good": result.top5_good,
         "total": result.total,
         "accuracy_line": result.mlperf_line(),
-        "mlperf_target": target.to_dict() if (target := gate(cfg.model.arch, result.top1, result.total)) else None,
+        "mlperf_target": target.to_dict() if (target := gate(cfg.model.arch, result.top1, result.total,
+                                                             s.reservations)) else None,
         "predictions": predictions,
         "images": s.inputs.dataset.names,  # the file of each prediction
         "ground_truth": [int(x) for x in s.inputs.dataset.labels],  # its label

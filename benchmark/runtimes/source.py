@@ -36,6 +36,17 @@ def open_model_checkpoint(model: DictConfig, checkpoint_dir: Path, progress: boo
     return open_checkpoint(source)
 
 
+def is_mlperfs(model: DictConfig, ckpt: Checkpoint) -> bool:
+    """Is the checkpoint one MLPerf publishes for `model`: fetched from one of its URLs (the
+    download checks the published md5, or the sha256 of the first download), or a file of one of
+    its published md5s."""
+    urls = {model.get("download_url"), *(model.get("onnx_urls") or {}).values()} - {None}
+    if str(model.get("checkpoint")) in urls:
+        return True
+    published = {str(m).lower() for m in (model.get("published_md5") or [])}
+    return bool(published) and file_digest(ckpt.path, "md5") in published
+
+
 @dataclass
 class ModelSource:
     """One checkpoint of one model (`model`: the config's model group: arch, tensor names,

@@ -111,7 +111,12 @@ def test_a_users_list_with_names_of_both_runs_and_says_so(common, tmp_path, caps
     r = run_benchmark(*common, "precision=int8", f"calibration.list={mixed}", "calibration.min_images=12",
                       f"results_file={tmp_path / 'r.json'}")
     assert r["calibration"]["mlperf_list"] is None and "holds names of both" in r["calibration"]["note"]
-    assert f"calibration: {mixed} holds names of both of MLPerf's calibration lists" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert f"calibration: {mixed} holds names of both of MLPerf's calibration lists" in err
+    # the verdict's own line says the list is not MLPerf's (not only the JSON)
+    assert out.splitlines()[1].endswith(f"; calibrated on {mixed}, not one of MLPerf's calibration lists")
+    assert r["mlperf_target"]["reservations"][-1] == f"calibrated on {mixed}, not one of MLPerf's calibration lists"
+    assert r["against_exact"]["mlperf_target"]["fp32"]["reservations"] == r["mlperf_target"]["reservations"][:1]
 
 
 def test_unreadable_calibration_images_are_left_out(dataset, common, tmp_path, capsys, monkeypatch):

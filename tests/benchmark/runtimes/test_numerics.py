@@ -115,7 +115,6 @@ def test_tensorflow_reference_is_pinned_to_the_cpu_and_says_where_it_ran(fixture
     from tests.helpers import run_benchmark, validation_images, write_layout
 
     tf = import_tensorflow()
-
     root = write_layout(tmp_path / "val", "val_map", validation_images(4))
     r = run_benchmark(f"model.checkpoint={fixture_graphs(0.25, 96, read_identities=False)}", f"dataset.root={root}",
                       f"cache_dir={tmp_path / 'cache'}", "reference=tf", f"results_file={tmp_path / 'r.json'}")
