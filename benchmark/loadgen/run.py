@@ -56,19 +56,39 @@ def val_map_text(s: Setup) -> str:
     return "".join(f"{name} {label}\n" for name, label in zip(s.names, s.labels.tolist()))
 
 
-def warm_up(library: SampleLibrary, runtime, batch_size: int) -> tuple[np.ndarray, float]:
-    """As MLPerf's reference app does: a few predictions before LoadGen starts the clock, at batch 1
-    and at the batch size (the first call of a shape creates its kernels). Returns the last logits
-    and the samples/s of the last batch-size pass (a warm one)."""
+def query_batch_sizes(scenario: str, batch_size: int, settings) -> set[int]:
+    """The batch sizes the SUT sends besides the run's and 1: a MultiStream query of k samples is
+    answered in batches of the batch size and a last one of the rest. The runtime compiles for these
+    instead of padding them to the batch size, so their latencies are their own compute."""
+    if scenario != "MultiStream":
+        return set()
+    k = int(settings.multi_stream_samples_per_query)
+    return {min(batch_size, k)} | ({k % batch_size} if k > batch_size and k % batch_size else set())
+
+
+def warm_up(library: SampleLibrary, runtime, batch_size: int, sizes: set[int] = frozenset()
+            ) -> tuple[np.ndarray, float]:
+    """As MLPerf's reference app does: a few predictions before LoadGen starts the clock, at batch 1,
+    the batch size and `sizes` (the first call of a shape creates its kernels). Returns the last
+    logits of batch size and the samples/s of the last batch-size pass (a warm one)."""
     n = min(batch_size, len(library))
     library.load(list(range(n)))
-    for size in (n, 1, n, 1):
+    for size in (n, 1, *sorted(k for k in sizes if k <= n), n, 1):
         clock = time.perf_counter()
-        logits = runtime(library.batch(np.arange(size)))
+        out = runtime(library.batch(np.arange(size)))
         if size == n:
-            rate = n / max(time.perf_counter() - clock, 1e-9)
+            logits, rate = out, n / max(time.perf_counter() - clock, 1e-9)
     library.unload([])
     return logits, rate
+
+
+def padding_line(padding: dict | None) -> str | None:
+    """The padded compute of a LoadGen run, said where any: its latencies include those rows."""
+    if not padding or not padding["padding_rows"]:
+        return None
+    return (f"padding: {padding['padding_rows']} of the {padding['rows_computed']} rows computed were zero rows "
+            f"(batches of other sizes run at {padding['padded_to']}, cpu_fusion=graph / CUDA graphs): the "
+            f"latencies include their compute")
 
 
 def server_rate(settings, p: lgs.LoadGenPlan, measured: float, samples: int) -> str:
@@ -118,7 +138,12 @@ def run(cfg: DictConfig) -> dict:
     labels_file.write_text(val_map)
 
     library = SampleLibrary(s.cache.images, s.readable, s.runtime)
-    logits, measured = warm_up(library, s.runtime, s.batch_size)
+    sizes = query_batch_sizes(p.scenario, s.batch_size, settings)
+    if hasattr(s.runtime, "expect_batch_sizes"):
+        s.runtime.expect_batch_sizes(sizes)
+    logits, measured = warm_up(library, s.runtime, s.batch_size, sizes)
+    if hasattr(s.runtime, "padding"):
+        s.runtime.padding(reset=True)  # the run's own padded rows, not the warm-up's
     offset = class_offset(logits)  # 1001 outputs: background first
     sut = SystemUnderTest(lgm, library, s.runtime, s.batch_size, offset, keep_logits=p.mode == "accuracy",
                           on_failure=failure_handler(folder), inline=p.scenario in ("SingleStream", "MultiStream"))
@@ -145,7 +170,9 @@ def run(cfg: DictConfig) -> dict:
         lgm.DestroyQSL(qsl)
         s.runtime.close()
 
+    padding = s.runtime.padding() if hasattr(s.runtime, "padding") else None
     facts = {"scenario": p.scenario, "mode": p.mode, "log_dir": str(folder), "val_map": str(labels_file),
+             "batch_sizes": sorted({s.batch_size, 1, *sizes}), "padding": padding,
              "performance_sample_count": sample_count, "settings": p.to_dict(),
              "loadgen_version": lgs.read_detail_log(folder / "mlperf_log_detail.txt")["values"].get("loadgen_version")}
     if p.mode == "accuracy":
@@ -189,6 +216,8 @@ def performance_results(cfg, s: Setup, folder: Path, facts: dict, started: float
                "elapsed_s": round(time.time() - started, 3)}
     path = report.write_results(results, cfg, folder / "results.json")
     print(f"results: {path}", file=sys.stderr)
+    if line := padding_line(facts["padding"]):
+        print(line, file=sys.stderr)
     for line in outcome["loadgen_errors"]:
         print(f"LoadGen error: {line}", file=sys.stderr)
     reasons = [r for r in (outcome["invalid_reason"], outcome["early_stopping_result"]) if r]

@@ -1,10 +1,12 @@
 """A model compiled once per batch size (oneDNN Graph scripts on CPU, CUDA graphs), with every
 answer independent of the batch it came in.
 
-A compiled form is made for the first batch size above 1 seen (the run's) and for 1. A batch of
-another size (a last partial batch, LoadGen's Server batching) runs at the run's size padded with
-zero rows: the rows of a batch do not mix, so each image's answer is bit for bit its answer in a
-full batch, and no third kernel choice (with its own last digits) enters a run.
+A compiled form is made for the first batch size above 1 seen (the run's), for 1, and for any size
+declared beforehand (`sizes`: the batches LoadGen's MultiStream queries come in). A batch of another
+size (a last partial batch, LoadGen's Server batching) runs at the run's size padded with zero rows:
+the rows of a batch do not mix, so each image's answer is bit for bit its answer in a full batch, and
+no kernel choice a run did not plan for (with its own last digits) enters it. The padding is
+counted (`rows`, `padding`): LoadGen states it with its latencies.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class CompiledPerBatchSize:
         self.image_size = image_size
         self.compiled: dict[int, object] = {}  # batch size -> its compiled form
         self.main: int | None = None  # the first batch size above 1 seen
+        self.sizes: set[int] = set()  # other sizes run as they are, not padded
+        self.rows = self.padding = 0  # rows computed, and how many of them were zero padding
 
     def compile(self, n: int):
         raise NotImplementedError
@@ -40,12 +44,15 @@ class CompiledPerBatchSize:
         n = x.shape[0]
         if self.main is None and n > 1:
             self.main = n
-        if n in (self.main, 1):
+        if n in (self.main, 1) or n in self.sizes:
+            self.rows += n
             return self.run(self.for_size(n), x)
         outs = []
         for part in x.split(self.main):
             k = part.shape[0]
             if k < self.main:
                 part = torch.cat([part, part.new_zeros(self.main - k, *part.shape[1:])])
+            self.rows += self.main
+            self.padding += self.main - k
             outs.append(self.run(self.for_size(self.main), part)[:k])
         return torch.cat(outs)

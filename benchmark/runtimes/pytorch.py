@@ -124,6 +124,7 @@ class TorchRuntime:
         self.fusion = fusion if device.type == "cpu" and precision == "fp32" else None  # fp32 oneDNN only
         self.cuda_graphs = bool(cuda_graphs) and device.type == "cuda"
         self.fused = None  # the fused model (CPU) or its CUDA graphs, made at the first batch's input size
+        self.sizes: set[int] = set()  # batch sizes compiled as they are (expect_batch_sizes)
         self.quantized: torch.nn.Module | None = None
 
     def quantize(self, calibration: np.ndarray, batch_size: int, saved: Path | None = None) -> None:
@@ -143,6 +144,24 @@ class TorchRuntime:
             from preprocessing.files import write_atomically
 
             write_atomically(saved, lambda tmp: save_int8(self.quantized, tmp))
+
+    def expect_batch_sizes(self, sizes) -> None:
+        """Batch sizes a caller will send (LoadGen's MultiStream queries): compiled for as they are,
+        not padded to the run's batch size (cpu_fusion=graph, CUDA graphs)."""
+        self.sizes |= {int(n) for n in sizes}
+        if self.fused is not None and hasattr(self.fused, "sizes"):
+            self.fused.sizes |= self.sizes
+
+    def padding(self, reset: bool = False) -> dict | None:
+        """Rows computed by the compiled model and how many were zero padding (batches of a size
+        not compiled for run padded to the run's); None for a model that never pads."""
+        f = self.fused
+        if f is None or not hasattr(f, "padding"):
+            return None
+        counts = {"rows_computed": f.rows, "padding_rows": f.padding, "padded_to": f.main}
+        if reset:
+            f.rows = f.padding = 0
+        return counts
 
     def inputs(self, batch: np.ndarray) -> torch.Tensor:
         """A batch of cached crops (NHWC) as MLPerf's exact float32 input, NCHW (channels-last)."""
@@ -199,6 +218,8 @@ class TorchRuntime:
             from benchmark.nn.cuda_graph import CUDAGraphModel
 
             self.fused = CUDAGraphModel(self._eager, x.shape[-1], self.torch_device)
+        if self.fused is not None and hasattr(self.fused, "sizes"):
+            self.fused.sizes |= self.sizes
         return (self._eager if self.fused is None else self.fused)(x)
 
     def _eager(self, x: torch.Tensor) -> torch.Tensor:

@@ -119,7 +119,8 @@ def test_performance_run(common, tmp_path, capsys, scenario, overrides):
     r = loadgen_run(config(*common, "loadgen.mode=performance", f"loadgen.scenario={scenario}",
                            "loadgen.min_duration_ms=300", "loadgen.performance_sample_count=10",
                            f"loadgen.output_dir={out}", *overrides))
-    printed = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    printed = captured.out.splitlines()
     lg = r["loadgen"]
     summary = (out / "mlperf_log_summary.txt").read_text()  # LoadGen's own account of the run
     said = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in summary.splitlines() if ":" in line)}
@@ -142,6 +143,14 @@ def test_performance_run(common, tmp_path, capsys, scenario, overrides):
     assert eff["scenario"] == scenario and eff["min_duration_ms"] == 300 and eff["performance_sample_count"] == 10
     if scenario == "MultiStream":
         assert eff["samples_per_query"] == 4
+    # what the latencies computed: MultiStream's queries of 4 run at 4, not padded to the batch size of 16
+    # (they were: 12 zero rows per query); a Server batch of another size is padded, counted and said
+    padding = lg["padding"]
+    assert r["cpu_fusion"] == "graph" and padding["rows_computed"] >= lg["query_count"]
+    if scenario == "MultiStream":
+        assert lg["batch_sizes"] == [1, 4, 16] and padding["padding_rows"] == 0
+    if scenario == "Server":
+        assert (padding["padding_rows"] > 0) == ("padding: " in captured.err)
     assert "top1" not in r and "predictions" not in r  # LoadGen's performance mode checks no answers
     assert not (out / INCOMPLETE).exists() and not (out / "mlperf_log_accuracy.json").read_text().strip("[]\n ")
 

@@ -72,6 +72,21 @@ def test_other_batch_sizes_run_padded_at_the_runs_size(mobilenet):
                 assert torch.equal(got, full[:n]), n
     assert sorted(graph.compiled) == [1, 4]
     assert not torch.jit.onednn_fusion_enabled()  # the process-wide switch is left as it was
+    # rows computed: 4 + 4, then 1, 3 -> 4, 6 -> 4 + 4, 2 -> 4, 5 -> 4 + 4, 8 -> 4 + 4
+    assert (graph.rows, graph.padding) == (8 + 1 + 4 + 8 + 4 + 8 + 8, 1 + 2 + 2 + 3)
+
+
+def test_declared_sizes_run_as_they_are(mobilenet):
+    """A size declared beforehand (LoadGen's MultiStream queries) gets its own script: no padded rows
+    computed, and its answers are those of its own kernels."""
+    x = nchw(np.random.default_rng(1).uniform(-1, 1, (8, 128, 128, 3)).astype(np.float32))
+    graph = OneDNNGraphModel(mobilenet, 128)
+    graph.sizes.add(3)
+    with torch.inference_mode():
+        full = graph(x[:4])
+        got = graph(x[:3])
+    assert sorted(graph.compiled) == [3, 4] and (graph.rows, graph.padding) == (7, 0)
+    assert np.abs((got - full[:3]).numpy()).max() < 1e-4
 
 
 def test_refuses_another_image_size(mobilenet):
