@@ -11,7 +11,38 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import torchvision  # noqa: E402,F401  (before any test imports TensorFlow: the other order crashes)
 
-from tests.helpers import GOLDEN, SAMPLES, crops, need, resnet_inputs  # noqa: E402
+from tests import helpers  # noqa: E402
+from tests.helpers import GOLDEN, SAMPLES, crops, has, need, resnet_inputs  # noqa: E402
+
+# The tests that depend on the shared data (they looked at it through helpers.has or need, or use a
+# fixture that did), written to $HARNESS_SHARED_USERS.<worker> at the end of the session: CI's second
+# pass runs only these without the data, as a user's clone has none.
+LOOKING_FIXTURES: set[str] = set()
+USERS: list[str] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    before, helpers.LOOKED[0] = helpers.LOOKED[0], False
+    yield
+    if helpers.LOOKED[0]:
+        LOOKING_FIXTURES.add(fixturedef.argname)
+    helpers.LOOKED[0] = helpers.LOOKED[0] or before
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    helpers.LOOKED[0] = False
+    yield
+    if helpers.LOOKED[0] or LOOKING_FIXTURES.intersection(item.fixturenames):
+        USERS.append(item.nodeid)
+
+
+def pytest_sessionfinish(session):
+    out = os.environ.get("HARNESS_SHARED_USERS")
+    if out and USERS:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        Path(f"{out}.{worker}").write_text("".join(f"{nodeid}\n" for nodeid in USERS))
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +57,12 @@ def golden() -> dict:
 
 @pytest.fixture(scope="session")
 def fixture_graphs(tmp_path_factory):
-    """Builds 2018-form MobileNet-v1 frozen graphs on demand, once per test run."""
+    """Builds 2018-form MobileNet-v1 frozen graphs on demand, once per test run (their batch norms
+    calibrated on real crops where the shared data is present: every test using them depends on it)."""
     from benchmark.evaluation.normalize import apply_table, lookup_table
     from benchmark.testing.graphs import build_mobilenet_v1_graph
+
+    has(SAMPLES)
 
     folder = tmp_path_factory.mktemp("graphs")
     built: dict = {}
@@ -47,8 +81,11 @@ def fixture_graphs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def resnet_graphs(tmp_path_factory):
-    """Builds MLPerf-form ResNet-50 frozen graphs on demand, once per test run."""
+    """Builds MLPerf-form ResNet-50 frozen graphs on demand, once per test run (calibrated on real
+    crops where present, as above)."""
     from benchmark.testing.graphs import build_resnet50_graph
+
+    has(SAMPLES)
 
     folder = tmp_path_factory.mktemp("resnet")
     built: dict = {}

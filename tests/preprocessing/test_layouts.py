@@ -16,7 +16,7 @@ from preprocessing import dataset as ds
 from preprocessing.cache import open_cache
 from preprocessing.dataset import DatasetError, imagenet_synsets, imagenet_val_map, load_dataset
 from preprocessing.pipelines import ImageError, make_settings
-from tests.helpers import ENV, SAMPLES, config, validation_images, varied, write_layout
+from tests.helpers import ENV, SAMPLES, config, has, validation_images, varied, write_layout
 
 LAYOUTS = ["val_map", "flat", "imagefolder", "tar"]
 SETTINGS = make_settings("mlperf", 96, "linear")
@@ -44,7 +44,7 @@ def test_shipped_labels_are_mlperfs():
 
 def test_shipped_labels_agree_with_the_samples():
     """The sample images' labels are their synset's position in the shipped synsets."""
-    if not SAMPLES.exists():
+    if not has(SAMPLES):
         pytest.skip(f"real test data not found at {SAMPLES}")
     index = {wnid: i for i, wnid in enumerate(imagenet_synsets())}
     rows = [line.split() for line in (SAMPLES / "labels.txt").read_text().splitlines()]
@@ -281,7 +281,7 @@ def test_every_layout_gives_the_same_predictions(roots, images, fixture_graphs, 
 @pytest.mark.slow
 def test_all_samples_in_every_layout_agree(tmp_path):
     """The 1,000 real samples as validation images, with the real MobileNet-v1 0.25/224 graph."""
-    if not SAMPLES.exists():
+    if not has(SAMPLES):
         pytest.skip(f"real test data not found at {SAMPLES}")
     from tests.helpers import slim_graph
 

@@ -28,6 +28,7 @@ from tests.helpers import (
     assert_same_predictions,
     config,
     crops,
+    has,
     resnet_inputs,
     run_benchmark,
     slim_graph,
@@ -207,9 +208,9 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
 @pytest.mark.parametrize("arch", ["mobilenet_v1", "resnet50"])
 def test_all_samples_through_onnx(arch, resnet_graphs, onnx_dir, tmp_path):
     """Acceptance on the samples: the real 0.25/224 graph on all 1,000 and the ResNet-50 of MLPerf's
-    structure on 150, as MLPerf's ONNX (opset 11, NCHW): every image agrees with ONNX Runtime, and for
+    structure on 48, as MLPerf's ONNX (opset 11, NCHW): every image agrees with ONNX Runtime, and for
     the real graph the predictions of the frozen graph's own run."""
-    if not SAMPLES.exists():
+    if not has(SAMPLES):
         pytest.skip(f"real test data not found at {SAMPLES}")
     pb = slim_graph(224, "pb") if arch == "mobilenet_v1" else resnet_graphs()
     path = to_onnx(pb, arch, 11, True, onnx_dir)
@@ -218,8 +219,9 @@ def test_all_samples_through_onnx(arch, resnet_graphs, onnx_dir, tmp_path):
     common = [f"model={arch}", f"dataset.root={SAMPLES}", f"cache_dir={tmp_path / 'cache'}"]
     # ResNet-50's frozen-graph run over the samples is test_cli's acceptance test, and the ONNX
     # model's predictions equal the frozen graph's in the quick test above: here the ONNX run alone,
-    # on the first 150 samples (the suite's time; ResNet-50 runs at ~30 images/s on 2 cores).
-    n = 1000 if arch == "mobilenet_v1" else 150
+    # on the first 48 samples (the suite's time; ResNet-50 runs at ~30 images/s on 2 cores, and its
+    # layer-by-layer check above is where a conversion fault shows).
+    n = 1000 if arch == "mobilenet_v1" else 48
     onnx = run_benchmark(*common, f"model.checkpoint={path}", "reference=onnxruntime", f"dataset.limit={n}")
     assert onnx["reference"]["agreement"] == n and onnx["total"] == n
     if arch == "mobilenet_v1":

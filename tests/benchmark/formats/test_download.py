@@ -14,7 +14,7 @@ import pytest
 
 from benchmark.formats.checkpoint import CheckpointError, open_checkpoint
 from benchmark.formats.download import fetch
-from tests.helpers import ENV, SLIM_2017
+from tests.helpers import ENV, SLIM_2017, need
 
 
 class Server:
@@ -66,9 +66,7 @@ class Server:
 
 
 def archive_bytes() -> tuple[str, bytes]:
-    path = SLIM_2017 / "mobilenet_v1_0.25_128_frozen.tgz"
-    if not path.exists():
-        pytest.skip(f"real test data not found at {path}")
+    path = need(SLIM_2017 / "mobilenet_v1_0.25_128_frozen.tgz")
     return path.name, path.read_bytes()
 
 

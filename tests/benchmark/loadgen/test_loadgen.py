@@ -15,7 +15,7 @@ from benchmark.loadgen.run import run as loadgen_run
 from benchmark.run import run as benchmark_run
 from preprocessing.errors import ConfigError
 from tests import helpers
-from tests.helpers import ENV, SAMPLES, slim_graph, validation_images, varied, write_layout
+from tests.helpers import ENV, SAMPLES, has, slim_graph, validation_images, varied, write_layout
 
 
 def config(*overrides, name="loadgen"):
@@ -271,7 +271,7 @@ def gate_line(results: dict) -> str:
 @pytest.mark.slow
 def test_all_samples_offline_and_single_stream_equal_benchmark(tmp_path):
     """Acceptance: the 1,000 real samples with the real MobileNet-v1 0.25/224 graph."""
-    if not SAMPLES.exists():
+    if not has(SAMPLES):
         pytest.skip(f"real test data not found at {SAMPLES}")
     common = [f"model.checkpoint={slim_graph(224, 'pb')}", f"dataset.root={SAMPLES}", f"cache_dir={tmp_path / 'c'}"]
     direct = benchmark_run(config(*common, f"results_file={tmp_path / 'direct.json'}", name="config"))
