@@ -25,10 +25,17 @@ def wanted(precision: str, cudnn_benchmark: bool = False) -> dict:
             "cudnn_deterministic": not cudnn_benchmark, "cudnn_benchmark": bool(cudnn_benchmark)}
 
 
+def _float32_matmul() -> str:
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:  # the process set PyTorch's newer per-backend API too: read CUDA's from it
+        return {"tf32": "high", "bf16": "medium"}.get(torch.backends.cuda.matmul.fp32_precision, "highest")
+
+
 def in_force() -> dict:
     """The flags as they are now, in `wanted`'s names."""
     cudnn = torch.backends.cudnn
-    return {"float32_matmul": torch.get_float32_matmul_precision(), "cudnn_tf32": bool(cudnn.allow_tf32),
+    return {"float32_matmul": _float32_matmul(), "cudnn_tf32": bool(cudnn.allow_tf32),
             "cudnn_deterministic": bool(cudnn.deterministic), "cudnn_benchmark": bool(cudnn.benchmark)}
 
 
