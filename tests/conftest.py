@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import torchvision  # noqa: E402,F401  (before any test imports TensorFlow: the other order crashes)
 
 from tests import helpers  # noqa: E402
-from tests.helpers import GOLDEN, SAMPLES, crops, has, need, resnet_inputs  # noqa: E402
+from tests.helpers import GOLDEN, SAMPLES, need, synthetic_images  # noqa: E402
 
 # The tests that depend on the shared data (they looked at it through helpers.has or need, or use a
 # fixture that did), written to $HARNESS_SHARED_USERS.<worker> at the end of the session: CI's second
@@ -58,11 +58,9 @@ def golden() -> dict:
 @pytest.fixture(scope="session")
 def fixture_graphs(tmp_path_factory):
     """Builds 2018-form MobileNet-v1 frozen graphs on demand, once per test run (their batch norms
-    calibrated on real crops where the shared data is present: every test using them depends on it)."""
+    calibrated on synthetic crops: the same graphs with or without the shared data)."""
     from benchmark.evaluation.normalize import apply_table, lookup_table
     from benchmark.testing.graphs import build_mobilenet_v1_graph
-
-    has(SAMPLES)
 
     folder = tmp_path_factory.mktemp("graphs")
     built: dict = {}
@@ -70,7 +68,7 @@ def fixture_graphs(tmp_path_factory):
     def get(multiplier: float, size: int, **kwargs) -> Path:
         key = (multiplier, size, tuple(sorted(kwargs.items())))
         if key not in built:
-            calib = apply_table(lookup_table("mobilenet"), crops(16, size))
+            calib = apply_table(lookup_table("mobilenet"), synthetic_images(16, size))
             path = folder / f"mobilenet_v1_{multiplier}_{size}_{len(built)}.pb"
             path.write_bytes(build_mobilenet_v1_graph(multiplier, size, calib, **kwargs))
             built[key] = path
@@ -81,11 +79,10 @@ def fixture_graphs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def resnet_graphs(tmp_path_factory):
-    """Builds MLPerf-form ResNet-50 frozen graphs on demand, once per test run (calibrated on real
-    crops where present, as above)."""
+    """Builds MLPerf-form ResNet-50 frozen graphs on demand, once per test run (calibrated on
+    synthetic crops, as above)."""
+    from benchmark.evaluation.normalize import apply_table, lookup_table
     from benchmark.testing.graphs import build_resnet50_graph
-
-    has(SAMPLES)
 
     folder = tmp_path_factory.mktemp("resnet")
     built: dict = {}
@@ -94,7 +91,8 @@ def resnet_graphs(tmp_path_factory):
         key = tuple(sorted(kwargs.items()))
         if key not in built:
             path = folder / f"resnet50_v1_{len(built)}.pb"
-            path.write_bytes(build_resnet50_graph(resnet_inputs(8, size=kwargs.get("image_size", 224)),
+            calib = apply_table(lookup_table("vgg"), synthetic_images(8, kwargs.get("image_size", 224)))
+            path.write_bytes(build_resnet50_graph(calib,
                                                   **kwargs))
             built[key] = path
         return built[key]

@@ -110,10 +110,12 @@ def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in small])
 
 
-def validation_images(n: int) -> list[tuple[str, int, bytes]]:
+def validation_images(n: int, real: bool = False) -> list[tuple[str, int, bytes]]:
     """n images as ImageNet validation images: (ILSVRC2012_val_NNNNNNNN.JPEG name, label, JPEG bytes),
-    in val_map order. The real sample images where present, each named after a validation image of
-    its own class (so MLPerf's val_map labels it right); synthetic JPEGs of varied sizes otherwise."""
+    in val_map order. Synthetic JPEGs of varied sizes, the same with or without the shared data (the
+    tests of the harness's plumbing behave one way); `real`: the real sample images, each named after
+    a validation image of its own class (so MLPerf's val_map labels it right), for tests about real
+    data (they skip without it)."""
     import cv2
 
     from preprocessing.dataset import imagenet_val_map
@@ -121,8 +123,8 @@ def validation_images(n: int) -> list[tuple[str, int, bytes]]:
     name_of = {}
     for name, label in imagenet_val_map().items():
         name_of.setdefault(label, name)  # the first validation image of each class
-    if has(SAMPLES):
-        listed = [line.split() for line in (SAMPLES / "val_map.txt").read_text().splitlines()]
+    if real:
+        listed = [line.split() for line in (need(SAMPLES) / "val_map.txt").read_text().splitlines()]
         chosen = listed[:: max(len(listed) // n, 1)][:n]
         images = [(name_of[int(label)], int(label), (SAMPLES / f).read_bytes()) for f, label in chosen]
     else:
@@ -136,22 +138,23 @@ def validation_images(n: int) -> list[tuple[str, int, bytes]]:
     return sorted(images)
 
 
-def crops(n: int, size: int, offset: int = 0, interpolation: str = "linear") -> np.ndarray:
-    """n uint8 crops of real sample images (MLPerf pipeline), or synthetic ones."""
+def crops(n: int, size: int, offset: int = 0, interpolation: str = "linear", real: bool = False) -> np.ndarray:
+    """n uint8 crops (MLPerf pipeline): synthetic, the same with or without the shared data; `real`:
+    of the real sample images, spread over the classes (the test skips without them)."""
     from preprocessing.pipelines import crop, make_settings
 
-    if not has(SAMPLES):
+    if not real:
         return synthetic_images(n, size, seed=offset)
-    files = sorted(SAMPLES.glob("*.JPEG"))[offset * 7::7][:n]  # spread over the classes
+    files = sorted(need(SAMPLES).glob("*.JPEG"))[offset * 7::7][:n]
     settings = make_settings("mlperf", size, interpolation)
     return np.stack([crop(f, settings) for f in files])
 
 
-def resnet_inputs(n: int, offset: int = 0, size: int = 224) -> np.ndarray:
-    """Real crops through MLPerf's ResNet-50 pipeline and normalisation (NHWC float32)."""
+def resnet_inputs(n: int, offset: int = 0, size: int = 224, real: bool = False) -> np.ndarray:
+    """Crops through MLPerf's ResNet-50 pipeline and normalisation (NHWC float32); synthetic unless `real`."""
     from benchmark.evaluation.normalize import apply_table, lookup_table
 
-    return apply_table(lookup_table("vgg"), crops(n, size, offset, interpolation="area"))
+    return apply_table(lookup_table("vgg"), crops(n, size, offset, interpolation="area", real=real))
 
 
 def write_layout(root, layout, images):
@@ -191,7 +194,7 @@ def torch_model(pb, arch):
 
 
 def inputs(arch, size):
-    """Six real crops (synthetic without the real data) as the model's float32 NHWC input."""
+    """Six synthetic crops as the model's float32 NHWC input."""
     from benchmark.evaluation.normalize import apply_table, lookup_table
 
     if arch == "resnet50":

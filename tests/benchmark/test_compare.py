@@ -42,7 +42,7 @@ def resnet(resnet_graphs):
 
 @pytest.mark.parametrize("size", [224, 128])
 def test_real_graphs_every_layer_within_tolerance(size):
-    x = Normalizer("mobilenet")(crops(8, size, offset=1))
+    x = Normalizer("mobilenet")(crops(8, size, offset=1, real=True))
     model, tf_model = setup(slim_graph(size, "pb"), "mobilenet_v1", size, x)
     report = compare_layers(model, model.spec.taps, tf_model, x, x)
     assert report["first_divergence"] is None, report["verdict"]

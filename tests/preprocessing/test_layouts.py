@@ -285,7 +285,7 @@ def test_all_samples_in_every_layout_agree(tmp_path):
         pytest.skip(f"real test data not found at {SAMPLES}")
     from tests.helpers import slim_graph
 
-    images = validation_images(1000)
+    images = validation_images(1000, real=True)
     roots = {layout: write_layout(tmp_path / layout, layout, images) for layout in LAYOUTS}
     graph = slim_graph(224, "tgz")
     line, first = assert_same_runs(roots, graph, tmp_path)

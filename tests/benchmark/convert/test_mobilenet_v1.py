@@ -14,21 +14,22 @@ from benchmark.formats.checkpoint import CheckpointError, open_checkpoint
 from benchmark.formats.frozen_graph import FrozenGraph, GraphError, parse_graph_def
 from benchmark.nn.layers import Conv2dSame, TFBatchNorm2d, fold_batch_norms
 from benchmark.runtimes.tf import TFGraphModel
-from tests.helpers import SAMPLES, assert_same_predictions, crops, need, slim_graph, synthetic_images, tf_tolerance
+from tests.helpers import assert_same_predictions, crops, slim_graph, synthetic_images, tf_tolerance
 
 LOGITS = "MobilenetV1/Predictions/Reshape:0"
 
 
-def torch_vs_tf(path, size, n=24, fold=False, x=None, fault=None):
+def torch_vs_tf(path, size, n=24, fold=False, x=None, fault=None, real=False):
     """(spec, got, expected, tolerance): the converted model's logits and TF's on `x` (default: n
-    crops that are not the calibration images), and how far apart a right conversion may be."""
+    crops that are not the calibration images; of the real samples with `real`), and how far apart
+    a right conversion may be."""
     ckpt = open_checkpoint(path)
     graph = FrozenGraph.from_checkpoint(ckpt)
     spec, state = convert("mobilenet_v1", graph)
     model = build_model("mobilenet_v1", spec, state)
     if fold:
         fold_batch_norms(model)
-    x = apply_table(lookup_table("mobilenet"), crops(n, size, offset=3)) if x is None else x
+    x = apply_table(lookup_table("mobilenet"), crops(n, size, offset=3, real=real)) if x is None else x
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     if fault:
         fault(model)
@@ -61,7 +62,7 @@ def test_fixture_graphs_torch_equals_tf(fixture_graphs, multiplier, size, kwargs
 @pytest.mark.parametrize("size", [224, 128])
 @pytest.mark.parametrize("form", ["pb", "tgz"])
 def test_real_slim_graphs_torch_equals_tf(size, form):
-    spec, got, expected, _ = torch_vs_tf(slim_graph(size, form), size)
+    spec, got, expected, _ = torch_vs_tf(slim_graph(size, form), size, real=True)
     assert spec.pool_kernel == {224: 7, 128: 4}[size]
     assert [l.cout for l in spec.layers[:3]] == [8, 8, 16]  # depth multiplier 0.25
     assert all(l.folded_bn for l in spec.layers)  # the 2017 graphs' unfused batch norm
@@ -124,8 +125,7 @@ def test_conversion_faults_fail_the_comparison(fixture_graphs, inputs, fault):
     """The comparison above, on synthetic images as on real crops, fails a conversion with a
     known pitfall by far: the fault moves the logits hundreds of times the tolerance."""
     if inputs == "samples":
-        need(SAMPLES)
-        x = apply_table(lookup_table("mobilenet"), crops(8, 224, offset=3))
+        x = apply_table(lookup_table("mobilenet"), crops(8, 224, offset=3, real=True))
     else:
         x = apply_table(lookup_table("mobilenet"), synthetic_images(8, 224, seed=3))
     _, got, expected, tol = torch_vs_tf(fixture_graphs(1.0, 224), 224, x=x, fault=fault)

@@ -125,7 +125,7 @@ def test_real_slim_graphs_through_onnx_equal_through_tf(onnx_dir):
         path = to_onnx(pb, "mobilenet_v1", 11, True, onnx_dir)
         ours, theirs, spec, tf_spec = both_models(pb, path, "mobilenet_v1")
         same_structure(spec, tf_spec, "mobilenet_v1")
-        x = apply_table(lookup_table("mobilenet"), crops(6, size, offset=5))
+        x = apply_table(lookup_table("mobilenet"), crops(6, size, offset=5, real=True))
         check_agreement(ours, theirs, path, x, pb, "mobilenet_v1")
         tf = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), "input:0",
                           "MobilenetV1/Predictions/Reshape:0", size)(x)

@@ -17,7 +17,7 @@ def nchw(x):
 def mobilenet_inputs(n, offset=0):
     from benchmark.evaluation.normalize import apply_table, lookup_table
 
-    return nchw(apply_table(lookup_table("mobilenet"), crops(n, 224, offset)))
+    return nchw(apply_table(lookup_table("mobilenet"), crops(n, 224, offset, real=True)))
 
 
 def test_quantizable_graph_is_the_model(resnet_graphs):

@@ -111,7 +111,6 @@ def test_tensorflow_reference_is_pinned_to_the_cpu_and_says_where_it_ran(fixture
     """reference=tf runs where the results say, the CPU: its session is given no GPU (a TensorFlow
     with GPU support would place the graph on one, TF32 on), and the devices it had are recorded."""
     from preprocessing.tf_import import import_tensorflow
-
     from tests.helpers import run_benchmark, validation_images, write_layout
 
     tf = import_tensorflow()
