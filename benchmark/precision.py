@@ -1,5 +1,6 @@
-"""precision= other than fp32: the faster model judged image by image against the exact fp32 model on
-the same crops, and int8's calibration on MLPerf's calibration list."""
+"""precision= other than fp32 or a model.transform=: the faster or transformed model judged image by
+image against the exact fp32 model on the same crops, and int8's calibration on MLPerf's calibration
+list."""
 
 from __future__ import annotations
 
@@ -22,10 +23,25 @@ from preprocessing.errors import ConfigError
 from preprocessing.stage import Inputs, build_cache, cache_dir, require
 
 
-def exact_runtime(cfg: DictConfig, source, options: runtimes.Options):
-    """The exact fp32 torch model a precision= run is compared with (None for fp32)."""
+def check_transform(cfg: DictConfig, transform) -> None:
+    """A transform is of the torch backend's converted model; with int8 it is refused (the harness
+    quantizes its own conversion with its own recipe: quantize in the transform instead)."""
+    if transform is None:
+        return
+    if cfg.backend != "torch":
+        raise ConfigError(f"model.transform={transform.target} transforms the converted PyTorch model: it runs "
+                          f"with backend=torch, not backend={cfg.backend}")
+    if str(cfg.get("precision", "fp32")) == "int8":
+        raise ConfigError(f"model.transform={transform.target} with precision=int8: the harness quantizes its own "
+                          f"conversion with its own recipe, not a transformed model; quantize in the transform "
+                          f"(precision=fp32), or run precision=int8 without it")
+
+
+def exact_runtime(cfg: DictConfig, source, options: runtimes.Options, transform=None):
+    """The exact fp32 torch model a precision= or model.transform= run is compared with (None for an
+    exact run)."""
     chosen = str(cfg.get("precision", "fp32"))
-    if chosen == "fp32":
+    if chosen == "fp32" and transform is None:
         return None
     if cfg.backend != "torch":
         raise ConfigError(f"precision={chosen} is a precision of the torch backend, not backend={cfg.backend}")
@@ -112,6 +128,7 @@ def against_exact(cfg: DictConfig, s, result, logits: np.ndarray, exact_logits: 
              "run": gate(cfg.model.arch, result.top1, result.total, s.reservations)}
     return {
         "precision": str(cfg.precision),
+        "transform": s.transform.to_dict() if s.transform is not None else None,
         "top1": result.top1, "good": result.good,
         "fp32_top1": exact.top1, "fp32_good": exact.good, "total": result.total,
         "fixed": flips["fixed"], "broken": flips["broken"], "mcnemar_p": flips["mcnemar_p"],
@@ -124,11 +141,20 @@ def against_exact(cfg: DictConfig, s, result, logits: np.ndarray, exact_logits: 
     }
 
 
+def run_name(c: dict) -> str:
+    """What ran against exact fp32: the precision, the transform, or both."""
+    t = c.get("transform")
+    transform = f"transform {t['target']}" + (f" {t['kwargs']}" if t["kwargs"] else "") if t else None
+    if transform and c["precision"] != "fp32":
+        return f"{c['precision']} with {transform}"
+    return transform or c["precision"]
+
+
 def summary(c: dict) -> str:
     speed = ""
     if c["images_per_s"] and c["fp32_images_per_s"]:
         speed = (f"; {c['images_per_s']:.1f} against {c['fp32_images_per_s']:.1f} images/s "
                  f"({c['images_per_s'] / c['fp32_images_per_s']:.2f}x)")
-    return (f"{c['precision']} against exact fp32 on the same {c['total']} images: fp32 accuracy={c['fp32_top1']:.3f}%, "
+    return (f"{run_name(c)} against exact fp32 on the same {c['total']} images: fp32 accuracy={c['fp32_top1']:.3f}%, "
             f"good={c['fp32_good']}; {c['same_prediction']} same top-1, {c['fixed']} fixed, {c['broken']} broken "
             f"(McNemar p={c['mcnemar_p']:.3g}); max_abs_logit_diff={c['max_abs_logit_diff']:.3g}" + speed)

@@ -16,6 +16,7 @@ from benchmark.evaluation.distributed import World
 from benchmark.evaluation.gate import gate, reservations
 from benchmark.evaluation.scoring import Score, score
 from benchmark.formats.checkpoint import Checkpoint
+from benchmark.nn.transform import Transform, load_transform
 from benchmark.runtimes.source import ModelSource, is_mlperfs, open_model_checkpoint
 from preprocessing.cache import CropCache
 from preprocessing.errors import ConfigError
@@ -35,11 +36,12 @@ def model_source(cfg: DictConfig) -> ModelSource:
 
 
 def runtime_options(cfg: DictConfig, threads: int | None, role: str = "backend",
-                    numerics: str | None = None) -> runtimes.Options:
-    """The config's runtime settings; `numerics`: a precision other than the config's."""
+                    numerics: str | None = None, transform=None) -> runtimes.Options:
+    """The config's runtime settings; `numerics`: a precision other than the config's; `transform`:
+    the user's transform of the model (backend only)."""
     return runtimes.Options(device=str(cfg.device), threads=threads, fold_bn=bool(cfg.fold_bn),
                             cpu_fusion=cfg.cpu_fusion, cuda_graphs=cfg.cuda_graphs, role=role,
-                            precision=str(numerics or cfg.get("precision", "fp32")))
+                            precision=str(numerics or cfg.get("precision", "fp32")), transform=transform)
 
 
 def check_reference(cfg: DictConfig) -> None:
@@ -71,6 +73,7 @@ class Setup:
     world: World = World()  # this process's place in a torchrun launch (one process: rank 0 of 1)
     reservations: tuple[str, ...] = ()  # why the target's verdict is not a submission's (evaluation/gate.py)
     exact_reservations: tuple[str, ...] = ()  # the same for the exact fp32 model (no calibration)
+    transform: Transform | None = None  # model.transform: the user's transform the backend runs
 
     @property
     def ckpt(self) -> Checkpoint:
@@ -98,10 +101,12 @@ def setup(cfg: DictConfig) -> Setup:
     opened = time.perf_counter() - clock
     # Each runtime reads or converts what it runs; a misnamed tensor or a refused combination is an
     # error here, before any preprocessing.
-    runtime = runtimes.create(cfg.backend, source, runtime_options(cfg, threads))
+    transform = load_transform(cfg.model.get("transform"))
+    precision.check_transform(cfg, transform)
+    runtime = runtimes.create(cfg.backend, source, runtime_options(cfg, threads, transform=transform))
     reference = runtimes.create(cfg.reference, source, runtime_options(cfg, threads, "reference")) \
         if cfg.reference else None
-    exact = precision.exact_runtime(cfg, source, runtime_options(cfg, threads, numerics="fp32"))
+    exact = precision.exact_runtime(cfg, source, runtime_options(cfg, threads, numerics="fp32"), transform)
     timing = {"checkpoint_s": round(opened + source.timing.get("checkpoint_s", 0.0), 3),
               "convert_s": source.timing.get("convert_s")}  # from the weight cache when there
     batch_size = cfg.batch_size or runtimes.default_batch_size(runtime.device)
@@ -120,8 +125,8 @@ def setup(cfg: DictConfig) -> Setup:
     mlperfs = is_mlperfs(cfg.model, source.ckpt)
     return Setup(source, runtime, reference, exact, calibration, threads, batch_size, inputs, cache, readable, images,
                  np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing,
-                 world, reservations(cfg.model.arch, checkpoint, mlperfs, calibration),
-                 reservations(cfg.model.arch, checkpoint, mlperfs, None))
+                 world, reservations(cfg.model.arch, checkpoint, mlperfs, calibration, transform),
+                 reservations(cfg.model.arch, checkpoint, mlperfs, None), transform)
 
 
 def evaluate(cfg: DictConfig, s: Setup, runtime: runtimes.Runtime, timing: dict) -> np.ndarray | None:

@@ -47,7 +47,8 @@ def row(r: dict, path: Path) -> dict:
     p = r["preprocess"]
     return {
         "model": model_label(r), "checkpoint": r["checkpoint"]["sha256"][:12], "image_size": r["image_size"],
-        "pipeline": pipeline_label(p) + (f", {precision_of(r)}" if precision_of(r) != "fp32" else ""),
+        "pipeline": pipeline_label(p) + (f", {precision_of(r)}" if precision_of(r) != "fp32" else "")
+        + (f", {transform_of(r)}" if transform_of(r) else ""),
         "precision": precision_of(r), "decoder": p.get("decoder", "opencv"), "resize": p.get("resize", "opencv"),
         "interpolation": p["interpolation"], "antialias": p.get("antialias", True),
         "crop_percent": p.get("crop_percent", 87.5), "crop_rounding": p.get("crop_rounding", "floor"),
@@ -140,16 +141,29 @@ def precision_of(r: dict) -> str:
     return str((r.get("config") or {}).get("precision", "fp32"))
 
 
+def transform_of(r: dict) -> str | None:
+    """A transformed run's transform, short: function(arguments) and the first digits of its source's
+    sha256 (two versions of one transform are two runs); None for the exact model."""
+    t = r.get("transform")
+    if not t:
+        return None
+    args = ", ".join(f"{k}={v}" for k, v in sorted((t.get("kwargs") or {}).items()))
+    digest = f" {t['source_sha256'][:8]}" if t.get("source_sha256") else ""
+    return f"{t['target'].rsplit(':', 1)[-1]}({args}){digest}"
+
+
 def run_label(r: dict) -> str:
     extra = f", {precision_of(r)}" if precision_of(r) != "fp32" else ""
+    extra += f", {transform_of(r)}" if transform_of(r) else ""
     return f"{pipeline_label(r['preprocess'])}, {r['backend']}{extra}"
 
 
 def is_mlperfs(r: dict) -> bool:
-    """MLPerf's own run of its model: its pipeline with the model's interpolation, torch, fp32."""
+    """MLPerf's own run of its model: its pipeline with the model's interpolation, torch, fp32, no
+    transform."""
     p, model = r["preprocess"], (r.get("config") or {}).get("model") or {}
     return (p["name"] == "mlperf" and p["interpolation"] == model.get("mlperf_interpolation", p["interpolation"])
-            and r["backend"] == "torch" and precision_of(r) == "fp32")
+            and r["backend"] == "torch" and precision_of(r) == "fp32" and not r.get("transform"))
 
 
 def paired_table(runs: list[tuple[dict, Path]]) -> tuple[list[list], list[str]]:

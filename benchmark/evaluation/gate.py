@@ -63,11 +63,14 @@ def gate(arch: str, accuracy: float, total: int, reservations: tuple[str, ...] =
     return Gate(arch, reference, fraction, accuracy, total, tuple(reservations))
 
 
-def reservations(arch: str, checkpoint: str, mlperfs: bool, calibration: dict | None) -> tuple[str, ...]:
+def reservations(arch: str, checkpoint: str, mlperfs: bool, calibration: dict | None,
+                 transform=None) -> tuple[str, ...]:
     """Why a run's verdict against `arch`'s target is not a submission's: its checkpoint (named
-    `checkpoint`) is not MLPerf's published one (`mlperfs`), or its int8 model was calibrated on a
-    list that is not one of MLPerf's."""
+    `checkpoint`) is not MLPerf's published one (`mlperfs`), its int8 model was calibrated on a
+    list that is not one of MLPerf's, or the model ran transformed by a user's `transform`."""
     out = []
+    if transform is not None:
+        out.append(f"the model ran transformed by {transform.target} (model.transform)")
     if arch in TARGETS and not mlperfs:
         out.append(f"{checkpoint} is not MLPerf's published {MODELS[arch]} checkpoint (not fetched from MLPerf's "
                    f"URL, nor of a published md5)")

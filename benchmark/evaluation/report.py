@@ -86,6 +86,7 @@ def run_facts(cfg: DictConfig, s) -> dict:
         # runtimes run the model's float32 graph
         "precision": getattr(s.runtime, "precision", "fp32"),
         "numerics": getattr(s.runtime, "numerics", None),
+        "transform": s.transform.to_dict() if getattr(s, "transform", None) is not None else None,
         "batch_size": s.batch_size,
         "fold_bn": bool(cfg.fold_bn) if torch_backend else None,
         "cpu_fusion": s.cpu_fusion if torch_backend else None,
@@ -127,7 +128,7 @@ def results_dict(cfg: DictConfig, s, result, reference, elapsed: float, against_
         "images": s.inputs.dataset.names,  # the file of each prediction
         "ground_truth": [int(x) for x in s.inputs.dataset.labels],  # its label
         "reference": reference,
-        "against_exact": against_exact,  # precision= other than fp32: against the exact fp32 model
+        "against_exact": against_exact,  # precision= other than fp32, model.transform=: against exact fp32
         "calibration": s.calibration,
         "timing": s.timing,  # seconds per stage; the evaluation's images/s after its first batch
         "elapsed_s": round(elapsed, 3),

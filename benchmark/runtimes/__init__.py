@@ -54,6 +54,7 @@ class Options:
     role: str = "backend"  # backend | reference: the config key that named the runtime
     optimize: bool = True  # tf: let Grappler rewrite the graph (off for layer-by-layer comparison)
     precision: str = "fp32"  # torch: fp32 (exact) | bf16 | fp16 | tf32 | int8 (see runtimes/pytorch.py)
+    transform: Any = None  # torch: a user's transform of the converted model (nn/transform.Transform)
 
 
 def default_batch_size(device: str) -> int:

@@ -270,7 +270,8 @@ def cpu_fusion_mode(value) -> str | None:
 def create(source, options) -> TorchRuntime:
     """backend=torch: the checkpoint converted (or an export loaded); oneDNN-fused on CPU: compiled
     into oneDNN Graph partitions (cpu_fusion=graph; where this PyTorch lacks the fuser, the fused
-    ops run, said on stderr and recorded in the results) or per convolution (cpu_fusion=true)."""
+    ops run, said on stderr and recorded in the results) or per convolution (cpu_fusion=true). With
+    a transform (model.transform=), a copy of the converted model transformed runs, the same way."""
     from benchmark.nn import cpu_fusion, onednn_graph
 
     if options.role != "backend":
@@ -282,6 +283,9 @@ def create(source, options) -> TorchRuntime:
         torch.set_num_threads(int(options.threads))
     device = select_device(options.device)
     model = source.torch_model(options.fold_bn)
+    image_size = source.resolve_size(model.spec.image_size)
+    if options.transform is not None:
+        model = options.transform.apply(model)  # a copy transformed; the exact model stays as it is
     fusion = cpu_fusion_mode(options.cpu_fusion)
     fusion = fusion if device.type == "cpu" and options.fold_bn else None
     if fusion == "graph" and not onednn_graph.available():
@@ -294,5 +298,4 @@ def create(source, options) -> TorchRuntime:
               "(cpu_fusion=false, recorded in the results)", file=sys.stderr)
     if not isinstance(options.cuda_graphs, bool):
         raise ConfigError(f"cuda_graphs={options.cuda_graphs}: expected true or false")
-    return TorchRuntime(model, source.normalize, device, fusion, source.resolve_size(model.spec.image_size),
-                        options.precision, options.cuda_graphs)
+    return TorchRuntime(model, source.normalize, device, fusion, image_size, options.precision, options.cuda_graphs)

@@ -20,14 +20,15 @@ def test_shares_cover_every_image_once(size):
 
 
 def test_torchrun_gives_one_processs_answers(fixture_graphs, tmp_path):
-    """World size 2 on 23 images, 3 on 2 (one rank with no image), gloo on the CPU, against one
-    process: the same accuracy line, the same predictions, one results file; the faults guarded: a
+    """World size 2 on 23 images, 3 on 2 (one rank with no image) with a transform, gloo on the CPU,
+    against one process: the same accuracy line, the same predictions, one results file; the faults guarded: a
     share evaluated twice or gathered out of order, and a crash after the work on an empty share."""
     root = write_layout(tmp_path / "val", "val_map", validation_images(23))  # 23: shares of unequal size
     common = [f"model.checkpoint={fixture_graphs(0.25, 96, read_identities=False)}", f"dataset.root={root}",
               f"cache_dir={tmp_path / 'cache'}", "threads=1", "progress=false", "batch_size=4"]
     for size, n in ((2, 23), (3, 2)):
-        limit = [f"dataset.limit={n}"]
+        # the second with a user's transform: each rank transforms its copy, the comparison is gathered
+        limit = [f"dataset.limit={n}"] + (["model.transform=tests.transforms:bf16_weights"] if size == 3 else [])
         single = run_benchmark(*common, *limit, f"results_file={tmp_path / f'single{n}.json'}")
         assert n < 23 or varied(single["predictions"])
         out = tmp_path / f"world{size}"
@@ -37,9 +38,15 @@ def test_torchrun_gives_one_processs_answers(fixture_graphs, tmp_path):
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stdout.splitlines()[0] == single["accuracy_line"]
-        assert proc.stdout.count("accuracy=") == 1  # rank 0 alone prints
+        assert [line.startswith("accuracy=") for line in proc.stdout.splitlines()].count(True) == 1  # rank 0 alone
         r = json.loads((out / "r.json").read_text())
         assert list(out.iterdir()) == [out / "r.json"]
         assert r["predictions"] == single["predictions"] and r["distributed"] == {"world_size": size,
                                                                                  "backend": "gloo"}
         assert r["total"] == n and np.isfinite(r["timing"]["all_ranks_images_per_s"])
+        if size == 3:
+            assert r["transform"]["target"] == "tests.transforms:bf16_weights"
+            # the same comparison; speeds differ, and rank 0 (no image here) ran no forward to read flags in
+            differ = ("images_per_s", "fp32_images_per_s", "fp32_numerics")
+            assert {k: v for k, v in r["against_exact"].items() if k not in differ} == \
+                {k: v for k, v in single["against_exact"].items() if k not in differ}

@@ -1,0 +1,102 @@
+"""model.transform=: a user's transform of the exact model, run from the command line and reported
+against the exact model image by image, recorded so tables tell it apart; LoadGen, TEST01 and
+torchrun (tests/benchmark/evaluation/test_distributed.py) run it too."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from preprocessing.errors import ConfigError
+from tests import transforms
+from tests.helpers import config, run_benchmark, validation_images, varied, write_layout
+
+SOURCE = hashlib.sha256(Path(transforms.__file__).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def common(fixture_graphs, tmp_path_factory):
+    root = write_layout(tmp_path_factory.mktemp("val"), "val_map", validation_images(24))
+    return [f"model.checkpoint={fixture_graphs(0.25, 96, read_identities=False)}", f"dataset.root={root}",
+            f"cache_dir={tmp_path_factory.mktemp('cache')}"]
+
+
+@pytest.fixture(scope="module")
+def exact(common, tmp_path_factory):
+    r = run_benchmark(*common, f"results_file={tmp_path_factory.mktemp('exact') / 'r.json'}")
+    assert varied(r["predictions"]) and r["transform"] is None and r["against_exact"] is None
+    return r
+
+
+def test_identity_transform_is_the_exact_model_bit_for_bit(common, exact, tmp_path, capsys):
+    r = run_benchmark(*common, "model.transform=tests.transforms:identity", f"results_file={tmp_path / 'r.json'}")
+    c = r["against_exact"]
+    assert (c["fixed"], c["broken"], c["same_prediction"], c["max_abs_logit_diff"]) == (0, 0, 24, 0.0)
+    assert r["predictions"] == exact["predictions"] and c["fp32_good"] == exact["good"]
+    assert r["transform"] == {"target": "tests.transforms:identity", "kwargs": {},
+                              "source_file": transforms.__file__, "source_sha256": SOURCE} == c["transform"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == exact["accuracy_line"]
+    assert "for reference only, not a submission's verdict: the model ran transformed by tests.transforms:identity" \
+        in out[1]
+    assert out[2].startswith("transform tests.transforms:identity against exact fp32 on the same 24 images: ")
+
+
+def test_a_transform_that_moves_the_logits_lists_its_flips(common, exact, tmp_path):
+    """Weights rounded to bfloat16, and noise in one named layer given as keyword arguments: the flips
+    are the ones the two runs' predictions give."""
+    for transform in ("tests.transforms:bf16_weights",
+                      "{_target_:tests.transforms.noise,layer:features.conv2d_0.conv,sigma:0.5,seed:1}"):
+        r = run_benchmark(*common, f"model.transform={transform}", f"results_file={tmp_path / 'r.json'}")
+        c, truth, names = r["against_exact"], r["ground_truth"][:24], r["images"][:24]
+        assert c["max_abs_logit_diff"] > 1e-4
+        right = [p == t for p, t in zip(r["predictions"], truth)]
+        right32 = [p == t for p, t in zip(exact["predictions"], truth)]
+        assert c["fixed_images"] == [n for n, a, b in zip(names, right32, right) if b and not a]
+        assert c["broken_images"] == [n for n, a, b in zip(names, right32, right) if a and not b]
+        assert c["same_prediction"] == sum(a == b for a, b in zip(r["predictions"], exact["predictions"]))
+    assert r["transform"]["target"] == "tests.transforms:noise"
+    assert r["transform"]["kwargs"] == {"layer": "features.conv2d_0.conv", "sigma": 0.5, "seed": 1}
+
+
+def test_tables_tell_a_transformed_run_apart(common, exact, tmp_path):
+    """Never the exact baseline, even first by name; its transform in its label."""
+    from benchmark.table import main as table_main
+
+    r = run_benchmark(*common, "model.transform=tests.transforms:bf16_weights", f"results_file={tmp_path / 'a.json'}")
+    (tmp_path / "b-exact.json").write_text(json.dumps(exact))
+    assert table_main([str(tmp_path / "a.json"), str(tmp_path / "b-exact.json"), "--out", str(tmp_path / "t")]) == 0
+    (row,) = [line.split(" | ") for line in (tmp_path / "t" / "paired.md").read_text().splitlines()
+              if line.startswith("| mobilenet_v1")]
+    assert row[1] == f"mlperf linear, torch, bf16_weights() {SOURCE[:8]} (a.json)" and row[2].endswith("(b-exact.json)")
+    assert int(row[6]) == len(r["against_exact"]["fixed_images"]) and int(row[7]) == len(r["against_exact"]["broken_images"])
+
+
+def test_loadgen_accuracy_and_test01_run_the_transformed_model(common, tmp_path):
+    from benchmark.loadgen.compliance import run as compliance_run
+
+    out = tmp_path / "test01"
+    r = compliance_run(config(*common, "model.transform=tests.transforms:bf16_weights", "loadgen.compliance=TEST01",
+                              f"loadgen.output_dir={out}", "loadgen.scenario=Offline", "loadgen.target_qps=200",
+                              "loadgen.min_duration_ms=200", name="loadgen"))
+    assert r["passed"]
+    accuracy = json.loads((out / "accuracy" / "results.json").read_text())
+    assert accuracy["transform"]["target"] == "tests.transforms:bf16_weights"
+    direct = run_benchmark(*common, "model.transform=tests.transforms:bf16_weights",
+                           f"results_file={tmp_path / 'direct.json'}")
+    assert accuracy["predictions"] == direct["predictions"] and accuracy["accuracy_line"] == direct["accuracy_line"]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["model.transform=tests.transforms:identity", "precision=int8"],
+     "model.transform=tests.transforms:identity with precision=int8: the harness quantizes its own"),
+    (["model.transform=tests.transforms:identity", "backend=tf"], "it runs with backend=torch, not backend=tf"),
+    (["model.transform=tests.no_such_module:f"], "model.transform=tests.no_such_module:f: cannot import"),
+    (["model.transform=tests.transforms:missing"], "tests.transforms has no callable missing"),
+    (["model.transform=tests.transforms:not_a_module"], "returned str, not a torch.nn.Module"),
+    (["model.transform=transforms"], "expected package.module:function"),
+])
+def test_refusals(common, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_benchmark(*common, *overrides)

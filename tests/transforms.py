@@ -1,0 +1,31 @@
+"""Transforms of the exact model, as a user writes them (`model.transform=tests.transforms:NAME`)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def identity(model: torch.nn.Module) -> torch.nn.Module:
+    return model
+
+
+def bf16_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """Every convolution's and linear layer's weights rounded to bfloat16 (computed in float32)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.weight.copy_(m.weight.to(torch.bfloat16).float())
+    return model
+
+
+def noise(model: torch.nn.Module, layer: str, sigma: float, seed: int = 0) -> torch.nn.Module:
+    """Gaussian noise of `sigma` times the weights' std added to one named layer's weights."""
+    weight = model.get_submodule(layer).weight
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight.add_(torch.randn(weight.shape, generator=generator) * sigma * weight.std())
+    return model
+
+
+def not_a_module(model: torch.nn.Module):
+    return "a string"
