@@ -158,7 +158,8 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
     tensor = getattr(s.reference, "logits", None) if s.reference.name == "onnxruntime" else cfg.model.logits_tensor
     return {**report.compare(result, score(ref_logits, s.labels), logits, ref_logits, s.names),
             "backend": cfg.reference, "tensor": tensor, "timing": timing,
-            "device": s.reference.device, "devices": getattr(s.reference, "devices", None)}  # where it ran
+            "device": s.reference.device, "devices": getattr(s.reference, "devices", None),  # where it ran
+            "version": getattr(s.reference, "version", None)}
 
 
 def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,

@@ -82,6 +82,7 @@ def run_facts(cfg: DictConfig, s) -> dict:
         "normalization": cfg.model.normalization,
         "backend": cfg.backend,
         "device": s.runtime.device,
+        "runtime_version": getattr(s.runtime, "version", None),  # the library that ran the model
         # what ran: the torch runtime's precision and the arithmetic read inside its forward; the other
         # runtimes run the model's float32 graph
         "precision": getattr(s.runtime, "precision", "fp32"),

@@ -29,6 +29,7 @@ class Runtime(Protocol):
     name: str  # the config's name for it: torch, tf, onnxruntime
     device: str  # where it runs: cpu, cuda, cuda:1
     image_size: int | None  # the input size the model fixes (None: open)
+    version: str  # the version of the library that runs the model (recorded in the results)
 
     def inputs(self, crops: np.ndarray) -> Any:
         """Cached NHWC crops (uint8, or float32 for pipelines without a uint8 step) to the model's

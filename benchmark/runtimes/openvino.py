@@ -26,6 +26,7 @@ class OpenVINOModel(NumpyInputs):
         except ImportError as e:
             raise ConfigError('backend=openvino needs OpenVINO: python -m pip install -e ".[bench]"') from e
         self.graph, self.normalize, self.image_size, self.device = g, normalize, image_size, "cpu"
+        self.version = ov.get_version()
         self.logits = logits_tensor(g)
         dims = [d.dim_value or None for d in g.inputs[0].type.tensor_type.shape.dim]
         self.nchw = dims[1] == 3

@@ -42,6 +42,7 @@ class OrtModel(NumpyInputs):
                                'python -m pip install -e ".[onnx]"') from e
         self.graph, self.normalize, self.image_size = g, normalize, image_size
         self.device = "cuda" if str(device).startswith("cuda") else "cpu"
+        self.version = ort.__version__
         self.logits = logits_tensor(g)
         inp = g.inputs[0]
         dims = [d.dim_value or None for d in inp.type.tensor_type.shape.dim]

@@ -117,6 +117,7 @@ class TorchRuntime:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format).eval()
         self.normalize, self.torch_device, self.device = normalize, device, str(device)
+        self.version = torch.__version__
         self.image_size = image_size
         self.to_input = TorchNormalizer(normalize, device)
         if fusion not in (None, "graph", "ops"):

@@ -20,7 +20,7 @@ class TFGraphModel(NumpyInputs):
                  threads: int | None = None, optimize: bool = True, normalize: Normalizer | None = None):
         tf = import_tensorflow()
 
-        self.image_size, self.normalize = image_size, normalize
+        self.image_size, self.normalize, self.version = image_size, normalize, tf.__version__
 
         graph.node(input_tensor)  # clear errors for misnamed tensors
         graph.node(logits_tensor)

@@ -168,6 +168,13 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
     assert onnx["predictions"] == runs["graph"]["predictions"] == runs["ort"]["predictions"]
     assert runs["openvino"]["predictions"] == onnx["predictions"] and runs["openvino"]["backend"] == "openvino"
     assert varied(onnx["predictions"])
+    # each results file says which library ran the model (and the reference)
+    import onnxruntime
+    import openvino
+
+    assert runs["ort"]["runtime_version"] == onnx["reference"]["version"] == onnxruntime.__version__
+    assert runs["openvino"]["runtime_version"] == openvino.get_version()
+    assert runs["graph"]["runtime_version"] == torch.__version__
     # the same model with its batch fixed at 1 (as tf2onnx writes a graph whose input fixes it): OpenVINO
     # splits batches of 16 as ONNX Runtime does (it sent them whole and failed at the first batch)
     import onnx as onnx_lib
