@@ -17,7 +17,7 @@ from benchmark import runtimes
 from benchmark.evaluation.gate import gate
 from benchmark.evaluation.scoring import score
 from benchmark.evaluation.significance import paired
-from preprocessing.calibration import calibration_dataset, read_list
+from preprocessing.calibration import calibration_dataset, needed, read_list
 from preprocessing.dataset import load_dataset
 from preprocessing.errors import ConfigError
 from preprocessing.stage import Inputs, build_cache, cache_dir, require
@@ -92,7 +92,7 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
     # of calibration, counted and named, never fed to the observers.
     unreadable = [subset.names[i] for i in sorted(crops.failed)]
     readable = np.array([i for i in range(len(subset)) if i not in crops.failed], dtype=np.int64)
-    need = len(cal.names) if cfg.calibration.min_images is None else int(cfg.calibration.min_images)
+    need = needed(cal, cfg.calibration.min_images)
     if unreadable:
         print(f"calibration: {len(unreadable)} listed image(s) could not be read and are left out: "
               f"{', '.join(unreadable[:10])}" + (" ..." if len(unreadable) > 10 else ""), file=sys.stderr)

@@ -47,8 +47,7 @@ def row(r: dict, path: Path) -> dict:
     p = r["preprocess"]
     return {
         "model": model_label(r), "checkpoint": r["checkpoint"]["sha256"][:12], "image_size": r["image_size"],
-        "pipeline": pipeline_label(p) + (f", {precision_of(r)}" if precision_of(r) != "fp32" else "")
-        + (f", {transform_of(r)}" if transform_of(r) else ""),
+        "pipeline": pipeline_label(p) + variant(r),
         "precision": precision_of(r), "decoder": p.get("decoder", "opencv"), "resize": p.get("resize", "opencv"),
         "interpolation": p["interpolation"], "antialias": p.get("antialias", True),
         "crop_percent": p.get("crop_percent", 87.5), "crop_rounding": p.get("crop_rounding", "floor"),
@@ -152,10 +151,13 @@ def transform_of(r: dict) -> str | None:
     return f"{t['target'].rsplit(':', 1)[-1]}({args}){digest}"
 
 
+def variant(r: dict) -> str:
+    """What a run changed from the exact model, as a label's tail: its precision, its transform."""
+    return "".join(f", {v}" for v in (precision_of(r) if precision_of(r) != "fp32" else None, transform_of(r)) if v)
+
+
 def run_label(r: dict) -> str:
-    extra = f", {precision_of(r)}" if precision_of(r) != "fp32" else ""
-    extra += f", {transform_of(r)}" if transform_of(r) else ""
-    return f"{pipeline_label(r['preprocess'])}, {r['backend']}{extra}"
+    return f"{pipeline_label(r['preprocess'])}, {r['backend']}{variant(r)}"
 
 
 def is_mlperfs(r: dict) -> bool:

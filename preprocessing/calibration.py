@@ -78,6 +78,11 @@ def read_list(spec: str) -> CalibrationList:
     return CalibrationList(path, tuple(names), digest, same, note)
 
 
+def needed(cal: CalibrationList, min_images: int | None = None) -> int:
+    """How many of the listed images a calibration needs: `min_images`, or every listed one."""
+    return len(cal.names) if min_images is None else int(min_images)
+
+
 def select(dataset: Dataset, cal: CalibrationList, min_images: int | None = None) -> tuple[list[int], list[str]]:
     """The dataset's indices of the listed images, in the list's order, and the listed names the
     dataset lacks; fewer found than `min_images` (default: every listed image) is an error."""
@@ -87,7 +92,7 @@ def select(dataset: Dataset, cal: CalibrationList, min_images: int | None = None
     for name in cal.names:
         i = where.get(name, by_file.get(Path(name).name))
         (found if i is not None else missing).append(name if i is None else i)
-    need = len(cal.names) if min_images is None else int(min_images)
+    need = needed(cal, min_images)
     if len(found) < need:
         shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
         raise CalibrationError(f"{cal.path}: {len(missing)} of its {len(cal.names)} images are not in the dataset "

@@ -84,9 +84,9 @@ def submit(runtime, inputs):
 
 def logits(runtime, images, batch_size: int, progress: bool = True, timing: dict | None = None) -> np.ndarray:
     """Every image's logits from `runtime` (runtimes.Runtime); `timing`, if given, gets the loop's
-    eval_s and eval_images_per_s; no image gives an array of shape (0, 0). A batch still computing on the device stays in flight while the
-    next batch is read from the cache and sent (one at a time, so at most two batches' inputs and
-    logits live on the device)."""
+    eval_s and eval_images_per_s; no image gives an array of shape (0, 0). A batch still computing
+    on the device stays in flight while the next batch is read from the cache and sent (one at a
+    time, so at most two batches' inputs and logits live on the device)."""
     timer = LoopTimer()
     out = None  # one array for all logits, filled in place (no pile of small ones between batches)
     n = len(images)

@@ -87,7 +87,7 @@ def run_facts(cfg: DictConfig, s) -> dict:
         # runtimes run the model's float32 graph
         "precision": getattr(s.runtime, "precision", "fp32"),
         "numerics": getattr(s.runtime, "numerics", None),
-        "transform": s.transform.to_dict() if getattr(s, "transform", None) is not None else None,
+        "transform": s.transform.to_dict() if s.transform is not None else None,
         "batch_size": s.batch_size,
         "fold_bn": bool(cfg.fold_bn) if torch_backend else None,
         "cpu_fusion": s.cpu_fusion if torch_backend else None,

@@ -49,8 +49,12 @@ def _set(flags: dict) -> None:
 
 @contextlib.contextmanager
 def applied(flags: dict):
-    """`flags` (from `wanted`) in force inside, the caller's restored after."""
+    """`flags` (from `wanted`) in force inside, the caller's restored after (set only where they
+    differ: a forward after a forward of the same precision sets nothing)."""
     before = in_force()
+    if before == flags:
+        yield
+        return
     _set(flags)
     try:
         yield

@@ -38,12 +38,6 @@ class Transform:
             raise ConfigError(f"model.transform={self.target} returned {type(out).__name__}, not a torch.nn.Module")
         return out.eval()
 
-    @property
-    def label(self) -> str:
-        """Short, for tables and the summary line: the function and its arguments."""
-        args = ", ".join(f"{k}={v}" for k, v in sorted(self.kwargs.items()))
-        return f"{self.target.rsplit(':', 1)[-1]}({args})"
-
     def to_dict(self) -> dict:
         return {"target": self.target, "kwargs": self.kwargs, "source_file": self.source_file,
                 "source_sha256": self.source_sha256}

@@ -48,8 +48,9 @@ class OpenVINOModel(NumpyInputs):
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if self.nchw else batch, dtype=np.float32)
         step = self.max_batch or len(x)
-        outs = [np.array(self.request.infer({0: x[i:i + step]})[self.output], dtype=np.float32).reshape(
-            len(x[i:i + step]), -1) for i in range(0, len(x), step)]
+        parts = [x[i:i + step] for i in range(0, len(x), step)]
+        # copied: the request's output buffer is its own, written again by the next infer
+        outs = [np.array(self.request.infer({0: p})[self.output], dtype=np.float32).reshape(len(p), -1) for p in parts]
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def close(self) -> None:

@@ -213,14 +213,14 @@ class TorchRuntime:
             if self.quantized is None:
                 raise RuntimeError("precision=int8: the model has not been calibrated (TorchRuntime.quantize)")
             return self.quantized(x.contiguous())
-        if self.fused is None and self.fusion:
-            self.fused = fused_for_cpu(self.fusion, self.model, x.shape[-1])
-        if self.fused is None and self.cuda_graphs:
-            from benchmark.nn.cuda_graph import CUDAGraphModel
+        if self.fused is None and (self.fusion or self.cuda_graphs):
+            if self.fusion:
+                self.fused = fused_for_cpu(self.fusion, self.model, x.shape[-1])
+            else:
+                from benchmark.nn.cuda_graph import CUDAGraphModel
 
-            self.fused = CUDAGraphModel(self._eager, x.shape[-1], self.torch_device)
-        if self.fused is not None and hasattr(self.fused, "sizes"):
-            self.fused.sizes |= self.sizes
+                self.fused = CUDAGraphModel(self._eager, x.shape[-1], self.torch_device)
+            self.expect_batch_sizes(())  # the sizes declared before it was made
         return (self._eager if self.fused is None else self.fused)(x)
 
     def _eager(self, x: torch.Tensor) -> torch.Tensor:
