@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,18 @@ from tests.helpers import GOLDEN, SAMPLES, need, synthetic_images  # noqa: E402
 # pass runs only these without the data, as a user's clone has none.
 LOOKING_FIXTURES: set[str] = set()
 USERS: list[str] = []
+_SHARED = os.path.abspath(helpers.SHARED)
+
+
+def _reads_shared(event: str, args: tuple) -> None:
+    """A file or folder of the shared data opened or listed any other way is noted too."""
+    if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, os.PathLike)):
+        path = os.path.abspath(os.fspath(args[0]))
+        if path == _SHARED or path.startswith(_SHARED + os.sep):
+            helpers.LOOKED[0] = True
+
+
+sys.addaudithook(_reads_shared)
 
 
 @pytest.hookimpl(hookwrapper=True)
