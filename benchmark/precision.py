@@ -104,7 +104,8 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
         "checkpoint": checkpoint_sha256, "list": cal.sha256, "crops": crops.folder.name,
         "torch": torch.__version__, "engine": ENGINE, "fold_bn": bool(cfg.fold_bn),
         # what was quantized: the converted model (a converter fix changes it) and its input's normalisation
-        "model": model_digest(runtime.model), "normalizer": hashlib.sha256(runtime.normalize.table.tobytes()).hexdigest(),
+        "model": model_digest(runtime.model),
+        "normalizer": hashlib.sha256(runtime.normalize.table.tobytes()).hexdigest(),
         # the code that runs it and the recipe: a change to either never reuses a model made before
         "code": code_digest(quantize.__file__)},
         sort_keys=True).encode()).hexdigest()

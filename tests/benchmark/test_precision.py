@@ -131,7 +131,8 @@ def test_unreadable_calibration_images_are_left_out(dataset, common, tmp_path, c
     (root / broken).write_bytes(b"not a JPEG")
     fed = []
     quantize = TorchRuntime.quantize
-    monkeypatch.setattr(TorchRuntime, "quantize", lambda self, crops, *a: fed.append(crops) or quantize(self, crops, *a))
+    monkeypatch.setattr(TorchRuntime, "quantize",
+                        lambda self, crops, *a: fed.append(crops) or quantize(self, crops, *a))
     r = run_benchmark(*[c for c in common if not c.startswith("dataset.root")], f"dataset.root={root}",
                       "dataset.on_error=skip", "precision=int8", "calibration.list=option_1",
                       "calibration.min_images=11", f"results_file={tmp_path / 'r.json'}")

@@ -70,7 +70,8 @@ def test_tables_tell_a_transformed_run_apart(common, exact, tmp_path):
     (row,) = [line.split(" | ") for line in (tmp_path / "t" / "paired.md").read_text().splitlines()
               if line.startswith("| mobilenet_v1")]
     assert row[1] == f"mlperf linear, torch, bf16_weights() {SOURCE[:8]} (a.json)" and row[2].endswith("(b-exact.json)")
-    assert int(row[6]) == len(r["against_exact"]["fixed_images"]) and int(row[7]) == len(r["against_exact"]["broken_images"])
+    c = r["against_exact"]
+    assert int(row[6]) == len(c["fixed_images"]) and int(row[7]) == len(c["broken_images"])
 
 
 def test_loadgen_accuracy_and_test01_run_the_transformed_model(common, tmp_path):
