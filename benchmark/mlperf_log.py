@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from benchmark.evaluation.accuracy_log import DTYPES, LogError, compare_with_run, read_labels, read_log, score
-from benchmark.evaluation.gate import TARGETS, gate
+from benchmark.evaluation.gate import gate
+from benchmark.families import with_target
 from preprocessing.errors import UserError
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                              "first type under which every answer is a class")
     parser.add_argument("--compare", type=Path, metavar="RESULTS_JSON",
                         help="a harness run's results: list the images where the log's answer differs")
-    parser.add_argument("--model", choices=sorted(TARGETS),
+    parser.add_argument("--model", choices=with_target(),
                         help="the model the log answers for, for MLPerf's accuracy target (default: the "
                              "--compare run's model)")
     parser.add_argument("--verbose", action="store_true", help="list every image, not the first few")
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             if arch == (results or {}).get("arch") else ()
         target = gate(arch, result.top1, result.total, caveats) if arch else None
         print(target.line() if target else "mlperf target: not judged (give --model "
-              + " or ".join(sorted(TARGETS)) + ")")
+              + " or ".join(with_target()) + ")")
         print(f"labels: {labels_file}; {result.entries} entries ({result.dtype}), "
               f"{result.duplicates} duplicates counted once"
               + (f" ({len(result.conflicting)} answered differently the second time: "

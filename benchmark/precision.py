@@ -25,7 +25,11 @@ from preprocessing.stage import Inputs, build_cache, cache_dir, require
 
 def check_transform(cfg: DictConfig, transform) -> None:
     """A transform is of the torch backend's converted model; with int8 it is refused (the harness
-    quantizes its own conversion with its own recipe: quantize in the transform instead)."""
+    quantizes its own conversion with its own recipe: quantize in the transform instead), and so is
+    int8 of a user's module (model=module)."""
+    if cfg.model.arch == "module" and str(cfg.get("precision", "fp32")) == "int8":
+        raise ConfigError("precision=int8 with model=module: the harness quantizes its own conversion with its own "
+                          "recipe, not your module; quantize in the module or a transform (precision=fp32)")
     if transform is None:
         return
     if cfg.backend != "torch":
@@ -125,8 +129,8 @@ def against_exact(cfg: DictConfig, s, result, logits: np.ndarray, exact_logits: 
     and both speeds."""
     exact = score(exact_logits, s.labels)
     flips = paired(s.labels, exact.predictions, result.predictions, s.names)
-    gates = {"fp32": gate(cfg.model.arch, exact.top1, exact.total, s.exact_reservations),
-             "run": gate(cfg.model.arch, result.top1, result.total, s.reservations)}
+    gates = {"fp32": gate(s.judged, exact.top1, exact.total, s.exact_reservations),
+             "run": gate(s.judged, result.top1, result.total, s.reservations)}
     return {
         "precision": str(cfg.precision),
         "transform": s.transform.to_dict() if s.transform is not None else None,

@@ -15,6 +15,7 @@ from benchmark.evaluation import distributed, loop, report
 from benchmark.evaluation.distributed import World
 from benchmark.evaluation.gate import gate, reservations
 from benchmark.evaluation.scoring import Score, score
+from benchmark.families import judged_as
 from benchmark.formats.checkpoint import Checkpoint
 from benchmark.nn.transform import Transform, load_transform
 from benchmark.runtimes.source import ModelSource, is_mlperfs, open_model_checkpoint
@@ -44,9 +45,37 @@ def runtime_options(cfg: DictConfig, threads: int | None, role: str = "backend",
                             precision=str(numerics or cfg.get("precision", "fp32")), transform=transform)
 
 
+def reference_source(cfg: DictConfig, source: ModelSource) -> ModelSource:
+    """What reference= runs: the model's own checkpoint; for a user's module (model=module), the MLPerf
+    checkpoint it ports (reference_checkpoint=, by default the ported model's URL), as that model."""
+    if not source.is_module:
+        return source
+    from benchmark import conf
+    from preprocessing.stage import cache_dir
+
+    ported = conf.load("model", judged_as(cfg.model))
+    if cfg.get("reference_checkpoint"):
+        ported.checkpoint = str(cfg.reference_checkpoint)
+    ported = OmegaConf.create(OmegaConf.to_container(ported, resolve=True))
+    return ModelSource(open_model_checkpoint(ported, checkpoint_dir(cfg), cfg.progress), ported, cache_dir(cfg))
+
+
 def check_reference(cfg: DictConfig) -> None:
+    module = cfg.model.arch == "module"
+    if module:
+        judged_as(cfg.model)  # a module ports one of MLPerf's models
+        if cfg.backend != "torch":
+            raise ConfigError(f"model=module runs your module in PyTorch: backend=torch, not backend={cfg.backend}")
     if cfg.reference is not None and cfg.reference not in runtimes.RUNTIMES:
         raise ConfigError(f"reference={cfg.reference}: expected one of {', '.join(runtimes.RUNTIMES)} or null")
+    if cfg.get("reference_checkpoint") and not module:
+        raise ConfigError(f"reference_checkpoint= names the MLPerf checkpoint a model=module ports; "
+                          f"model={cfg.model.name}'s reference is its own checkpoint")
+    if module:
+        return  # torch (the exact conversion), tf or onnxruntime of the ported checkpoint
+    if cfg.reference == "torch":
+        raise ConfigError(f"reference=torch is the exact conversion a model=module is compared with; "
+                          f"model={cfg.model.name} runs it as backend=torch")
     if cfg.reference and (cfg.backend == "tf" or cfg.reference == cfg.backend):
         raise ConfigError(f"reference={cfg.reference} compares the torch backend (or onnxruntime running the "
                           f"converted model) with it, not backend={cfg.backend}")
@@ -74,6 +103,8 @@ class Setup:
     reservations: tuple[str, ...] = ()  # why the target's verdict is not a submission's (evaluation/gate.py)
     exact_reservations: tuple[str, ...] = ()  # the same for the exact fp32 model (no calibration)
     transform: Transform | None = None  # model.transform: the user's transform the backend runs
+    judged: str = ""  # the family whose MLPerf target the run is judged by (a module's: the one it ports)
+    reference_source: ModelSource | None = None  # what reference= runs (a module's: the checkpoint it ports)
 
     @property
     def ckpt(self) -> Checkpoint:
@@ -104,8 +135,13 @@ def setup(cfg: DictConfig) -> Setup:
     transform = load_transform(cfg.model.get("transform"))
     precision.check_transform(cfg, transform)
     runtime = runtimes.create(cfg.backend, source, runtime_options(cfg, threads, transform=transform))
-    reference = runtimes.create(cfg.reference, source, runtime_options(cfg, threads, "reference")) \
+    ref_source = reference_source(cfg, source) if cfg.reference else None
+    # the reference runs the checkpoint's own float32 arithmetic, whatever precision the backend runs
+    reference = runtimes.create(cfg.reference, ref_source, runtime_options(cfg, threads, "reference", "fp32")) \
         if cfg.reference else None
+    if reference is not None and reference.image_size not in (None, runtime.image_size):
+        raise ConfigError(f"reference={cfg.reference}: {ref_source.ckpt.source} takes {reference.image_size}x"
+                          f"{reference.image_size} images, the model {runtime.image_size}x{runtime.image_size}")
     exact = precision.exact_runtime(cfg, source, runtime_options(cfg, threads, numerics="fp32"), transform)
     timing = {"checkpoint_s": round(opened + source.timing.get("checkpoint_s", 0.0), 3),
               "convert_s": source.timing.get("convert_s")}  # from the weight cache when there
@@ -123,10 +159,12 @@ def setup(cfg: DictConfig) -> Setup:
         if getattr(runtime, "precision", "fp32") == "int8" else None
     checkpoint = source.ckpt.source  # the file (and archive member) as given
     mlperfs = is_mlperfs(cfg.model, source.ckpt)
+    judged = judged_as(cfg.model)
+    module = source.conversion["module"]["target"] if source.is_module else None
     return Setup(source, runtime, reference, exact, calibration, threads, batch_size, inputs, cache, readable, images,
                  np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing,
-                 world, reservations(cfg.model.arch, checkpoint, mlperfs, calibration, transform),
-                 reservations(cfg.model.arch, checkpoint, mlperfs, None), transform)
+                 world, reservations(judged, checkpoint, mlperfs, calibration, transform, module),
+                 reservations(judged, checkpoint, mlperfs, None, None, module), transform, judged, ref_source)
 
 
 def evaluate(cfg: DictConfig, s: Setup, runtime: runtimes.Runtime, timing: dict) -> np.ndarray | None:
@@ -155,9 +193,13 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
     if ref_logits is None:
         timing = {}
         ref_logits = evaluate(cfg, s, s.reference, timing)
-    tensor = getattr(s.reference, "logits", None) if s.reference.name == "onnxruntime" else cfg.model.logits_tensor
+    model = s.reference_source.model
+    tensor = getattr(s.reference, "logits", None) if s.reference.name == "onnxruntime" else model.get("logits_tensor")
+    ckpt = s.reference_source.ckpt
     return {**report.compare(result, score(ref_logits, s.labels), logits, ref_logits, s.names),
             "backend": cfg.reference, "tensor": tensor, "timing": timing,
+            "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256,
+                           "model": model.name, "mlperfs": is_mlperfs(model, ckpt)},
             "device": s.reference.device, "devices": getattr(s.reference, "devices", None),  # where it ran
             "version": getattr(s.reference, "version", None)}
 
@@ -168,7 +210,7 @@ def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,
     skipped = f" (skipped {len(s.cache.failed)} of {len(s.inputs.dataset)} listed: unreadable, see " \
               f"'skipped' in the results)" if s.cache.failed else ""
     print(result.mlperf_line() + skipped)
-    target = gate(s.source.model.arch, result.top1, result.total, s.reservations)
+    target = gate(s.judged, result.top1, result.total, s.reservations)
     if target:
         print(target.line())
     if against_exact is not None:

@@ -5,6 +5,7 @@ adds a user's own."""
 from __future__ import annotations
 
 from importlib.resources import files
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,3 +18,12 @@ def load(group: str, name: str) -> DictConfig:
     if not resource.is_file():
         raise FileNotFoundError(f"no config {group}/{name}.yaml in {SEARCH_PATH}")
     return OmegaConf.create(resource.read_text(encoding="utf-8"))
+
+
+def _ported(key: str, _root_: DictConfig) -> Any:
+    """`${ported:key}` in conf/model/module.yaml: the value of `key` in the config of the MLPerf model
+    the user's module ports (model.ports), e.g. its normalisation and MLPerf's interpolation for it."""
+    return OmegaConf.to_container(load("model", str(_root_.model.ports)), resolve=True)[key]
+
+
+OmegaConf.register_new_resolver("ported", _ported, replace=True)

@@ -15,6 +15,7 @@ LAYERS = [
     ["preprocessing", "benchmark"],  # the ground floor: datasets, pipelines, the crop cache, errors, files
     # (`benchmark` alone is its package docstring: every deeper name has a layer of its own below)
     ["benchmark.conf"],  # the Hydra configs (conf/ at the top of the repository)
+    ["benchmark.families"],  # one record per model family, naming its code (imported when asked)
     ["benchmark.formats"],  # what users hand in: checkpoints, downloads, frozen graphs, ONNX graphs
     ["benchmark.nn"],  # PyTorch layers and models, the CPU fusion
     ["benchmark.convert"],  # graph -> PyTorch module, one module per source format and model

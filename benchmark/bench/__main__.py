@@ -259,8 +259,9 @@ def bench_cache_end_to_end(dataset, n: int, workdir: Path, repeats: int) -> dict
 
 def model_config(arch: str):
     from benchmark import conf
+    from benchmark.families import family
 
-    return conf.load("model", arch)
+    return conf.load("model", family(arch).config)
 
 
 BACKENDS = {kind: label for kind, (_, _, label) in KINDS.items()}  # the rows, in the report's order
@@ -402,14 +403,14 @@ def fixture_graph(arch: str, dataset, workdir: Path) -> Path:
     or ResNet-50 v1.5) and random weights, batch-norm statistics from 8 of the images: timing needs
     the structure, not trained weights."""
     from benchmark.evaluation.normalize import Normalizer
-    from benchmark.testing.graphs import build_mobilenet_v1_graph, build_resnet50_graph
+    from benchmark.families import family
     from preprocessing.pipelines import crop, make_settings
 
     model = model_config(arch)
     settings = make_settings("mlperf", 224, model.mlperf_interpolation)
     calib = Normalizer(model.normalization)(np.stack([crop(dataset.path(i), settings) for i in range(8)]))
     path = workdir / f"{arch}_fixture.pb"
-    path.write_bytes(build_resnet50_graph(calib) if arch == "resnet50" else build_mobilenet_v1_graph(1.0, 224, calib))
+    path.write_bytes(family(arch).load("fixture_graph")(calib))
     return path
 
 

@@ -26,43 +26,11 @@ import numpy as np
 
 
 def random_model(arch: str, seed: int = 0):
-    """The architecture of MLPerf's graph for `arch` (MobileNet-v1 1.0/224, ResNet-50 v1.5) with
-    seeded random weights, batch norms folded: for timing, not for accuracy."""
-    import torch
+    """The architecture of MLPerf's graph for `arch` with seeded random weights, batch norms folded
+    (its family's random-weight builder): for timing, not for accuracy."""
+    from benchmark.families import family
 
-    from benchmark.nn.layers import ConvSpec
-    from benchmark.nn.mobilenet_v1 import MobileNetV1, MobileNetV1Spec
-    from benchmark.nn.resnet50 import BlockSpec, ResNet50, ResNetSpec
-
-    def conv(name, cin, cout, k, s, depthwise=False, padding=None):
-        return ConvSpec(name, cin, cout, k, s, 1e-3, True, depthwise, padding)
-
-    torch.manual_seed(seed)
-    if arch == "mobilenet_v1":
-        layers, cin = [conv("Conv2d_0", 3, 32, 3, 2)], 32
-        for i, (cout, s) in enumerate([(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *[(512, 1)] * 5,
-                                       (1024, 2), (1024, 1)], 1):
-            layers += [conv(f"Conv2d_{i}_depthwise", cin, cin, 3, s, True), conv(f"Conv2d_{i}_pointwise", cin, cout, 1, 1)]
-            cin = cout
-        model = MobileNetV1(MobileNetV1Spec(layers, 7, 2, 1001, 224, folded=True))
-    else:
-        stages, cin = [], 64
-        for i, (blocks, width, stride) in enumerate([(3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)], 1):
-            stage = []
-            for b in range(blocks):
-                s = stride if b == 0 else 1
-                name = f"stage{i}_block{b}"
-                stage.append(BlockSpec(conv(f"{name}_1", cin, width, 1, 1, padding=[0] * 4),
-                                       conv(f"{name}_2", width, width, 3, s, padding=[1] * 4),
-                                       conv(f"{name}_3", width, width * 4, 1, 1, padding=[0] * 4),
-                                       conv(f"{name}_sc", cin, width * 4, 1, s, padding=[0] * 4) if b == 0 else None))
-                cin = width * 4
-            stages.append(stage)
-        model = ResNet50(ResNetSpec(conv("stem", 3, 64, 7, 2, padding=[3] * 4), 3, 2, stages, 1001, 224, folded=True))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn_like(p) * (1.0 / max(p[0].numel(), 1)) ** 0.5)
-    return model.eval()
+    return family(arch).load("random_model")(seed)
 
 
 def pass_on(runtime, images, batch_size: int) -> tuple[np.ndarray, str]:

@@ -14,27 +14,24 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from benchmark.convert.mobilenet_v1 import convert_mobilenet_v1
-from benchmark.convert.resnet50 import convert_resnet50
+from benchmark.families import FAMILIES, converted
 from benchmark.formats.checkpoint import Checkpoint, CheckpointError
 from benchmark.formats.frozen_graph import FrozenGraph, GraphError
-from benchmark.nn.mobilenet_v1 import MobileNetV1, MobileNetV1Spec
-from benchmark.nn.resnet50 import ResNet50, ResNetSpec
 from preprocessing.files import write_atomically
 
 # Bump when a converter's output changes, so that cached conversions are redone.
 CONVERTER_VERSION = 3
 EXPORT_FORMAT = "imagenet-mlperf-harness"  # metadata tag of models written by benchmark.export
 
-ARCHS = {
-    "mobilenet_v1": (convert_mobilenet_v1, MobileNetV1Spec, MobileNetV1),
-    "resnet50": (convert_resnet50, ResNetSpec, ResNet50),
-}
+
+
+def spec_from_dict(arch: str, d: dict):
+    return FAMILIES[arch].load("spec").from_dict(d)
 
 
 def build_model(arch: str, spec, state: dict) -> torch.nn.Module:
     """Instantiate `arch` from its spec and assign every parameter (strict: none missing or extra)."""
-    model = ARCHS[arch][2](spec)
+    model = FAMILIES[arch].load("module")(spec)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=True)
     return model.eval()
 
@@ -46,13 +43,13 @@ def weights_path(cache_dir: Path, arch: str, ckpt: Checkpoint) -> Path:
 
 def convert(arch: str, graph):
     """(spec, state) of `arch` from a FrozenGraph or an OnnxGraph."""
-    from benchmark.convert.onnx import ONNX_CONVERTERS
     from benchmark.formats.onnx_graph import OnnxGraph
 
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture '{arch}'; known: {', '.join(ARCHS)}")
+    if arch not in converted():
+        raise ValueError(f"unknown architecture '{arch}'; known: {', '.join(converted())}")
+    converter = FAMILIES[arch].load("onnx_converter" if isinstance(graph, OnnxGraph) else "tf_converter")
     try:
-        return (ONNX_CONVERTERS if isinstance(graph, OnnxGraph) else {a: c[0] for a, c in ARCHS.items()})[arch](graph)
+        return converter(graph)
     except GraphError as e:
         raise GraphError(f"{e} [the graph does not have the structure of model={arch}]") from e
 
@@ -76,7 +73,7 @@ def load_converted(arch: str, ckpt: Checkpoint, graph: FrozenGraph | None,
             state = {k: f.get_tensor(k) for k in f.keys()}
         if meta.get("checkpoint_sha256") != ckpt.sha256 or meta.get("arch") != arch:
             raise ValueError(f"{path}: cached conversion does not belong to {ckpt.source}")
-        spec = ARCHS[arch][1].from_dict(json.loads(meta["spec"]))
+        spec = spec_from_dict(arch, json.loads(meta["spec"]))
         return build_model(arch, spec, state), {"weights_cache": str(path), "converted": False}
     if graph is None:
         graph = read_graph(ckpt)
@@ -99,7 +96,7 @@ def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict]:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    if meta.get("format") != EXPORT_FORMAT or meta.get("arch") not in ARCHS:
+    if meta.get("format") != EXPORT_FORMAT or meta.get("arch") not in converted():
         raise CheckpointError(f"{path}: not a model exported by benchmark.export (no harness metadata)")
-    spec = ARCHS[meta["arch"]][1].from_dict(json.loads(meta["spec"]))
+    spec = spec_from_dict(meta["arch"], json.loads(meta["spec"]))
     return build_model(meta["arch"], spec, state), meta

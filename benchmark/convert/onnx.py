@@ -382,5 +382,3 @@ def _conv_from(g, node, tensor, size):
     finally:
         g.consumers[tensor] = saved
 
-
-ONNX_CONVERTERS = {"mobilenet_v1": convert_mobilenet_v1_onnx, "resnet50": convert_resnet50_onnx}

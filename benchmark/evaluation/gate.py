@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from benchmark.families import FAMILIES, with_target
+
 WHOLE_SET = 50_000  # ImageNet's validation set: the target is judged on all of it
 
-# arch -> (the FP32 reference top-1 in %, the fraction a submission must reach), the checker's constants
-TARGETS = {"resnet50": (76.46, 0.99), "mobilenet_v1": (71.68, 0.98)}
-# whose target it is: the one model of each architecture MLPerf judges
-MODELS = {"resnet50": "ResNet-50 v1.5", "mobilenet_v1": "MobileNet-v1 1.0/224"}
+
+
+def title(arch: str) -> str:
+    """Whose target it is: the one model of the family MLPerf judges."""
+    return FAMILIES[arch].title
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,11 @@ class Gate:
             if self.indicative else ""
         caveat = f"; for reference only, not a submission's verdict: {'; '.join(self.reservations)}" \
             if self.reservations else ""
-        return (f"mlperf target {self.target:.3f}% (MLPerf's {MODELS[self.arch]}: {self.fraction * 100:g}% of "
+        return (f"mlperf target {self.target:.3f}% (MLPerf's {title(self.arch)}: {self.fraction * 100:g}% of "
                 f"{self.reference:g}): {verdict}{scope}{caveat}")
 
     def to_dict(self) -> dict:
-        return {"model": MODELS[self.arch], "target": self.target, "reference": self.reference,
+        return {"model": title(self.arch), "target": self.target, "reference": self.reference,
                 "fraction": self.fraction, "accuracy": float(f"{self.accuracy:.3f}"), "passed": self.passed,
                 "indicative": self.indicative, "total": self.total, "reservations": list(self.reservations)}
 
@@ -57,22 +60,26 @@ def gate(arch: str, accuracy: float, total: int, reservations: tuple[str, ...] =
     """MLPerf's gate for a model of `arch` at `accuracy` % over `total` images; None for an
     architecture MLPerf sets no ImageNet target for. `reservations`: why the verdict is not a
     submission's (`reservations` below)."""
-    if arch not in TARGETS:
+    if arch not in with_target():
         return None
-    reference, fraction = TARGETS[arch]
+    reference, fraction = FAMILIES[arch].target
     return Gate(arch, reference, fraction, accuracy, total, tuple(reservations))
 
 
 def reservations(arch: str, checkpoint: str, mlperfs: bool, calibration: dict | None,
-                 transform=None) -> tuple[str, ...]:
+                 transform=None, module: str | None = None) -> tuple[str, ...]:
     """Why a run's verdict against `arch`'s target is not a submission's: its checkpoint (named
     `checkpoint`) is not MLPerf's published one (`mlperfs`), its int8 model was calibrated on a
-    list that is not one of MLPerf's, or the model ran transformed by a user's `transform`."""
+    list that is not one of MLPerf's, the model ran transformed by a user's `transform`, or it is a
+    user's `module` (model=module) with weights of its own."""
     out = []
+    if module is not None:
+        out.append(f"the model is your module {module} with the weights {checkpoint} (model=module), "
+                   f"not MLPerf's published {title(arch)} checkpoint")
     if transform is not None:
         out.append(f"the model ran transformed by {transform.target} (model.transform)")
-    if arch in TARGETS and not mlperfs:
-        out.append(f"{checkpoint} is not MLPerf's published {MODELS[arch]} checkpoint (not fetched from MLPerf's "
+    if arch in with_target() and not mlperfs and module is None:
+        out.append(f"{checkpoint} is not MLPerf's published {title(arch)} checkpoint (not fetched from MLPerf's "
                    f"URL, nor of a published md5)")
     if calibration is not None and not calibration.get("mlperf_list"):
         out.append(f"calibrated on {calibration['list']}, not one of MLPerf's calibration lists")

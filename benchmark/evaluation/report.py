@@ -13,6 +13,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.evaluation.gate import gate
+from benchmark.evaluation.scoring import NUM_CLASSES
 from preprocessing.files import write_text_atomically
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +54,10 @@ def git_commit() -> dict:
 
 
 def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list[str]) -> dict:
-    """Image-by-image agreement of two backends' top-1 and the largest logit difference."""
+    """Image-by-image agreement of two backends' top-1 and the largest logit difference (over the
+    1000 classes where one has MLPerf's background output at index 0 and the other not)."""
+    if logits.shape[1] != ref_logits.shape[1]:
+        logits, ref_logits = logits[:, -NUM_CLASSES:], ref_logits[:, -NUM_CLASSES:]
     same = result.predictions == ref.predictions
     differ = np.flatnonzero(~same)
     top2 = np.sort(ref_logits[differ], axis=1)[:, -2:]
@@ -76,6 +80,7 @@ def run_facts(cfg: DictConfig, s) -> dict:
     return {
         "model": cfg.model.name,
         "arch": cfg.model.arch,
+        "judged_as": s.judged,  # the family whose MLPerf target applies (a module's: the one it ports)
         "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256},
         "image_size": inputs.image_size,
         "preprocess": {**inputs.settings.to_dict(), "cache": str(cache.folder)},
@@ -123,7 +128,7 @@ def results_dict(cfg: DictConfig, s, result, reference, elapsed: float, against_
         "top5_good": result.top5_good,
         "total": result.total,
         "accuracy_line": result.mlperf_line(),
-        "mlperf_target": target.to_dict() if (target := gate(cfg.model.arch, result.top1, result.total,
+        "mlperf_target": target.to_dict() if (target := gate(s.judged, result.top1, result.total,
                                                              s.reservations)) else None,
         "predictions": predictions,
         "images": s.inputs.dataset.names,  # the file of each prediction

@@ -15,6 +15,10 @@ from pathlib import Path
 from preprocessing.errors import UserError
 
 
+# A user's module's weights (model=module): tensors only, read without running any code
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
 class CheckpointError(UserError, ValueError):
     """A checkpoint file that cannot be used, with the file and the reason in the message."""
 

@@ -92,26 +92,34 @@ class FusedBottleneck(nn.Module):
 
 def fuse_for_cpu(model: nn.Module, image_size: int) -> nn.Module:
     """A copy of `model` (batch norms folded) with fused convolutions, for CPU inference at
-    `image_size`; `model` is left as it is."""
-    from benchmark.nn.mobilenet_v1 import MobileNetV1
-    from benchmark.nn.resnet50 import ResNet50
+    `image_size`, by its family's rule (benchmark/families: `cpu_fusion`); `model` is left as it is."""
+    from benchmark.families import of_module
 
     if any(type(m).__name__ == "TFBatchNorm2d" for m in model.modules()):
         raise ValueError("fuse_for_cpu needs the batch norms folded (fold_bn=true)")
-    model = static_padding(copy.deepcopy(model).cpu().eval(), image_size)
-    sizes = input_sizes(model, (nn.Conv2d,), image_size)
-    if isinstance(model, MobileNetV1):
-        for name, layer in model.features.named_children():
-            if not isinstance(layer, ConvBnReLU6) or not isinstance(layer.act, nn.ReLU6):
-                raise ValueError(f"features.{name}: expected conv + ReLU6")
-            setattr(model.features, name, FusedConv2d(layer.conv, sizes[layer.conv], "hardtanh"))
-    elif isinstance(model, ResNet50):
-        model.conv1, model.bn1 = FusedConv2d(model.conv1, sizes[model.conv1], "relu"), nn.Identity()
-        model.relu = nn.Identity()  # fused into the stem's convolution
-        for i in range(1, len(model.spec.layers) + 1):
-            stage = getattr(model, f"layer{i}")
-            for name, block in stage.named_children():
-                setattr(stage, name, FusedBottleneck(block, sizes))
-    else:
+    family = of_module(model)
+    if family is None or not family.has("cpu_fusion"):
         raise ValueError(f"fuse_for_cpu: no fusion for {type(model).__name__}")
+    model = static_padding(copy.deepcopy(model).cpu().eval(), image_size)
+    return family.load("cpu_fusion")(model, input_sizes(model, (nn.Conv2d,), image_size))
+
+
+def fuse_mobilenet_v1(model: nn.Module, sizes: dict) -> nn.Module:
+    """MobileNet-v1's rule: every conv with its ReLU6, in place."""
+    for name, layer in model.features.named_children():
+        if not isinstance(layer, ConvBnReLU6) or not isinstance(layer.act, nn.ReLU6):
+            raise ValueError(f"features.{name}: expected conv + ReLU6")
+        setattr(model.features, name, FusedConv2d(layer.conv, sizes[layer.conv], "hardtanh"))
+    return model
+
+
+def fuse_resnet50(model: nn.Module, sizes: dict) -> nn.Module:
+    """ResNet-50's rule: the stem's conv with its ReLU, each bottleneck's convs with theirs and the
+    last with the shortcut's add, in place."""
+    model.conv1, model.bn1 = FusedConv2d(model.conv1, sizes[model.conv1], "relu"), nn.Identity()
+    model.relu = nn.Identity()  # fused into the stem's convolution
+    for i in range(1, len(model.spec.layers) + 1):
+        stage = getattr(model, f"layer{i}")
+        for name, block in stage.named_children():
+            setattr(stage, name, FusedBottleneck(block, sizes))
     return model

@@ -236,3 +236,12 @@ def _static_pool(pool: MaxPool2dSame, height: int, width: int) -> nn.Module:
     if _ceil_mode_is_same(height, k, s, top) and _ceil_mode_is_same(width, k, s, left):
         return nn.MaxPool2d(k, s, (top, left), ceil_mode=True)
     return nn.Sequential(nn.ConstantPad2d((left, right, top, bottom), float("-inf")), nn.MaxPool2d(k, s))
+
+
+def random_weights(model: nn.Module, seed: int) -> nn.Module:
+    """Every parameter of `model` drawn from a seeded normal scaled by its fan-in, in eval mode."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * (1.0 / max(p[0].numel(), 1)) ** 0.5)
+    return model.eval()

@@ -60,3 +60,34 @@ class MobileNetV1(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         return squeezed(self.classifier(self.pool(x)))
+
+
+# TF-slim's MobileNet-v1: after Conv2d_0, 13 depthwise-separable blocks (pointwise channels at depth 1.0, stride)
+BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *[(512, 1)] * 5, (1024, 2), (1024, 1)]
+
+
+def depth(channels: int, multiplier: float) -> int:
+    return max(int(channels * multiplier), 8)  # TF-slim's min_depth = 8
+
+
+def mlperf_layers(multiplier: float = 1.0) -> list[tuple[str, bool, int | None, int]]:
+    """(name, depthwise, out channels (None: a depthwise layer keeps its input's), stride) of
+    TF-slim's 27 conv layers at depth `multiplier`."""
+    layers = [("Conv2d_0", False, depth(32, multiplier), 2)]
+    for i, (channels, stride) in enumerate(BLOCKS, 1):
+        layers.append((f"Conv2d_{i}_depthwise", True, None, stride))
+        layers.append((f"Conv2d_{i}_pointwise", False, depth(channels, multiplier), 1))
+    return layers
+
+
+def random_model(seed: int = 0) -> MobileNetV1:
+    """MLPerf's MobileNet-v1 1.0/224 with seeded random weights, batch norms folded: for timing,
+    not for accuracy."""
+    from benchmark.nn.layers import random_weights
+
+    specs, cin = [], 3
+    for name, depthwise, cout, stride in mlperf_layers():
+        cout = cin if depthwise else cout
+        specs.append(ConvSpec(name, cin, cout, 1 if name.endswith("pointwise") else 3, stride, 1e-3, True, depthwise))
+        cin = cout
+    return random_weights(MobileNetV1(MobileNetV1Spec(specs, 7, 2, 1001, 224, folded=True)), seed)

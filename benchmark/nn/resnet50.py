@@ -86,3 +86,28 @@ class ResNet50(nn.Module):
         for i in range(1, len(self.spec.layers) + 1):
             x = getattr(self, f"layer{i}")(x)
         return self.fc(x.mean(dim=(2, 3)))
+
+
+# ResNet-50's four stages: (bottleneck blocks, width, the first block's stride)
+STAGES = [(3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)]
+
+
+def random_model(seed: int = 0) -> ResNet50:
+    """MLPerf's ResNet-50 v1.5 with seeded random weights, batch norms folded: for timing, not for
+    accuracy."""
+    from benchmark.nn.layers import random_weights
+
+    def conv(name, cin, cout, k, s, padding):
+        return ConvSpec(name, cin, cout, k, s, 1e-3, True, False, [padding] * 4)
+
+    stages, cin = [], 64
+    for i, (blocks, width, stride) in enumerate(STAGES, 1):
+        stage = []
+        for b in range(blocks):
+            s, name = stride if b == 0 else 1, f"stage{i}_block{b}"
+            stage.append(BlockSpec(conv(f"{name}_1", cin, width, 1, 1, 0), conv(f"{name}_2", width, width, 3, s, 1),
+                                   conv(f"{name}_3", width, width * 4, 1, 1, 0),
+                                   conv(f"{name}_sc", cin, width * 4, 1, s, 0) if b == 0 else None))
+            cin = width * 4
+        stages.append(stage)
+    return random_weights(ResNet50(ResNetSpec(conv("stem", 3, 64, 7, 2, 3), 3, 2, stages, 1001, 224, folded=True)), seed)

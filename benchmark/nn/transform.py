@@ -43,21 +43,20 @@ class Transform:
                 "source_sha256": self.source_sha256}
 
 
-def _split(spec: str) -> tuple[str, str]:
+def _split(spec: str, key: str) -> tuple[str, str]:
     if ":" in spec:
         module, _, name = spec.partition(":")
     else:
         module, _, name = spec.rpartition(".")
     if not module or not name:
-        raise ConfigError(f"model.transform={spec}: expected package.module:function")
+        raise ConfigError(f"{key}={spec}: expected package.module:function")
     return module, name
 
 
-def load_transform(spec: Any) -> Transform | None:
-    """The config's model.transform (null, `package.module:function`, or a mapping with `_target_` and
-    keyword arguments) as a Transform; a clear error for one that cannot be imported or called."""
-    if spec is None:
-        return None
+def load_callable(spec: Any, key: str) -> Transform:
+    """A callable named in the config at `key` (`package.module:function`, or a mapping with
+    `_target_` and keyword arguments), imported, with its source file's sha256; a clear error for one
+    that cannot be imported or called."""
     if isinstance(spec, str):
         target, kwargs = spec, {}
     else:
@@ -65,19 +64,25 @@ def load_transform(spec: Any) -> Transform | None:
 
         spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
         if "_target_" not in spec:
-            raise ConfigError(f"model.transform={spec}: a mapping needs _target_ (package.module:function)")
+            raise ConfigError(f"{key}={spec}: a mapping needs _target_ (package.module:function)")
         target, kwargs = str(spec.pop("_target_")), spec
-    module_name, name = _split(target)
+    module_name, name = _split(target, key)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ConfigError(f"model.transform={target}: cannot import {module_name} ({e})") from e
+        raise ConfigError(f"{key}={target}: cannot import {module_name} ({e})") from e
     function = getattr(module, name, None)
     if not callable(function):
-        raise ConfigError(f"model.transform={target}: {module_name} has no callable {name}")
+        raise ConfigError(f"{key}={target}: {module_name} has no callable {name}")
     try:
         source = inspect.getsourcefile(function)
     except TypeError:  # a built-in: no source file
         source = None
     digest = hashlib.sha256(open(source, "rb").read()).hexdigest() if source else None
     return Transform(f"{module_name}:{name}", kwargs, function, source, digest)
+
+
+def load_transform(spec: Any) -> Transform | None:
+    """The config's model.transform (null, `package.module:function`, or a mapping with `_target_` and
+    keyword arguments) as a Transform."""
+    return None if spec is None else load_callable(spec, "model.transform")

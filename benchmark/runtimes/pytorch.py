@@ -275,8 +275,6 @@ def create(source, options) -> TorchRuntime:
     a transform (model.transform=), a copy of the converted model transformed runs, the same way."""
     from benchmark.nn import cpu_fusion, onednn_graph
 
-    if options.role != "backend":
-        raise ConfigError(f"{options.role}=torch: the torch backend is what a reference is compared with")
     if source.ckpt.is_onnx and not options.fold_bn:
         raise ConfigError(f"fold_bn=false: {source.ckpt.path} is an ONNX model, whose batch norms tf2onnx has "
                           f"folded into the convolutions; it converts to the folded model only")
@@ -284,11 +282,14 @@ def create(source, options) -> TorchRuntime:
         torch.set_num_threads(int(options.threads))
     device = select_device(options.device)
     model = source.torch_model(options.fold_bn)
-    image_size = source.resolve_size(model.spec.image_size)
+    image_size = source.resolve_size(getattr(getattr(model, "spec", None), "image_size", None))
     if options.transform is not None:
         model = options.transform.apply(model)  # a copy transformed; the exact model stays as it is
     fusion = cpu_fusion_mode(options.cpu_fusion)
-    fusion = fusion if device.type == "cpu" and options.fold_bn else None
+    fusion = fusion if device.type == "cpu" and (options.fold_bn or source.is_module) else None
+    if fusion == "ops" and source.is_module:
+        raise ConfigError("cpu_fusion=true fuses a model by its family's rule, and model=module has none: "
+                          "cpu_fusion=graph (any traceable module) or false (eager)")
     if fusion == "graph" and not onednn_graph.available():
         fusion = "ops"
         print("cpu_fusion=graph: this PyTorch has no oneDNN Graph fuser; each convolution runs fused "

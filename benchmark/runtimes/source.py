@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from benchmark.evaluation.normalize import Normalizer
-from benchmark.formats.checkpoint import Checkpoint, CheckpointError, file_digest, open_checkpoint
+from benchmark.formats.checkpoint import WEIGHT_SUFFIXES, Checkpoint, CheckpointError, file_digest, open_checkpoint
 from benchmark.formats.download import fetch, is_url
 from preprocessing.errors import ConfigError
 
@@ -28,11 +28,15 @@ def open_model_checkpoint(model: DictConfig, checkpoint_dir: Path, progress: boo
     if is_url(source):
         md5 = model.get("download_md5") if source == model.get("download_url") else None
         source = fetch(source, checkpoint_dir, md5, progress)
-    if str(source).endswith(".safetensors"):  # a model written by benchmark.export
+    # PyTorch weights: a model written by benchmark.export, or a user's module's (model=module)
+    if str(source).endswith(".safetensors") or (model.arch == "module" and str(source).endswith(WEIGHT_SUFFIXES)):
         path = Path(source).expanduser()
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint file not found")
         return Checkpoint(path, file_digest(path), None, b"")
+    if model.arch == "module":
+        raise CheckpointError(f"{source}: model=module takes the module's weights (.safetensors, .pt or .pth); "
+                              f"MLPerf's checkpoint it ports is reference_checkpoint=")
     return open_checkpoint(source)
 
 
@@ -59,9 +63,14 @@ class ModelSource:
     _torch: dict = field(default_factory=dict)
 
     @property
+    def is_module(self) -> bool:
+        """A user's own module (model=module): its weights, no graph."""
+        return self.model.arch == "module"
+
+    @property
     def exported(self) -> bool:
         """A model written by benchmark.export: PyTorch weights, no graph."""
-        return self.ckpt.path.suffix == ".safetensors"
+        return self.ckpt.path.suffix == ".safetensors" and not self.is_module
 
     @property
     def normalize(self) -> Normalizer:
@@ -100,6 +109,9 @@ class ModelSource:
 
     def graph(self):
         """The checkpoint's own graph, ONNX or frozen."""
+        if self.is_module:
+            raise ConfigError(f"model=module runs your module in PyTorch (backend=torch); {self.ckpt.path} holds "
+                              f"weights, no graph")
         return self.onnx_graph if self.ckpt.is_onnx else self.frozen_graph
 
     def torch_model(self, fold_bn: bool = True):
@@ -107,9 +119,11 @@ class ModelSource:
         in the graph's order. A new module on each call with other settings; the same one otherwise."""
         from benchmark.convert import weights_path
 
+        if self.is_module:  # the user's module as it is: its batch norms are its own to fold
+            fold_bn = False
         if fold_bn in self._torch:
             return self._torch[fold_bn]
-        cached = self.exported or (self.weights_dir is not None
+        cached = self.is_module or self.exported or (self.weights_dir is not None
                                    and weights_path(self.weights_dir, self.model.arch, self.ckpt).is_file())
         graph = None if cached else self.graph()  # read once, for TensorFlow too (timed as checkpoint_s)
         self._torch[fold_bn] = model = self.timed("convert_s", lambda: self._convert(fold_bn, graph))
@@ -119,6 +133,12 @@ class ModelSource:
         from benchmark.convert import load_converted, load_exported
         from benchmark.nn.layers import fold_batch_norms
 
+        if self.is_module:
+            from benchmark.nn.user_module import load_user_module
+
+            model, factory = load_user_module(self.model.module, self.ckpt.path)
+            self.conversion = {"module": factory.to_dict(), "ports": str(self.model.ports)}
+            return model
         if self.exported:
             model, meta = load_exported(self.ckpt.path)
             if meta["arch"] != self.model.arch:

@@ -15,24 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmark.nn.mobilenet_v1 import mlperf_layers
+from benchmark.nn.resnet50 import STAGES
 from preprocessing.tf_import import import_tensorflow
 
-BASE_CHANNELS = [64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
-DW_STRIDES = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
 EPS = 0.001
-
-
-def _depth(channels: int, multiplier: float) -> int:
-    return max(int(channels * multiplier), 8)  # TF-slim's min_depth = 8
-
-
-def mobilenet_v1_layers(multiplier: float):
-    """(name, depthwise, out_channels or None, stride) for TF-slim's 27 conv layers."""
-    layers = [("Conv2d_0", False, _depth(32, multiplier), 2)]
-    for i, (c, s) in enumerate(zip(BASE_CHANNELS, DW_STRIDES), 1):
-        layers.append((f"Conv2d_{i}_depthwise", True, None, s))
-        layers.append((f"Conv2d_{i}_pointwise", False, _depth(c, multiplier), 1))
-    return layers
 
 
 def _calibrated_weights(multiplier: float, calib: np.ndarray, seed: int):
@@ -43,7 +30,7 @@ def _calibrated_weights(multiplier: float, calib: np.ndarray, seed: int):
     x = tf.constant(calib, tf.float32)
     weights = {}
     cin = 3
-    for name, depthwise, cout, stride in mobilenet_v1_layers(multiplier):
+    for name, depthwise, cout, stride in mlperf_layers(multiplier):
         if depthwise:
             w = rng.normal(0, np.sqrt(2 / 9), (3, 3, cin, 1)).astype(np.float32)
             cout = cin
@@ -88,7 +75,7 @@ def build_mobilenet_v1_graph(multiplier: float, image_size: int, calib: np.ndarr
 
         net = tf.compat.v1.placeholder(tf.float32, [fixed_batch, image_size, image_size, 3], name="input")
         feature = image_size
-        for name, depthwise, _, stride in mobilenet_v1_layers(multiplier):
+        for name, depthwise, _, stride in mlperf_layers(multiplier):
             w, gamma, beta, mean, var = weights[name]
             scope = f"MobilenetV1/MobilenetV1/{name}/"
             if depthwise:
@@ -123,13 +110,18 @@ def build_mobilenet_v1_graph(multiplier: float, image_size: int, calib: np.ndarr
     return graph.as_graph_def().SerializeToString()
 
 
+def mlperf_mobilenet_v1_graph(calib: np.ndarray, seed: int = 0) -> bytes:
+    """MLPerf's MobileNet-v1 1.0/224 structure, random weights (its family's fixture graph)."""
+    return build_mobilenet_v1_graph(1.0, 224, calib, seed)
+
+
 # ---------------------------------------------------------------------------------------------
 # ResNet-50 v1.5 in the form of MLPerf's resnet50_v1.pb (TF official ResNet, `resnet_model/` scope)
 
 RESNET_EPS = 1.001e-5
 
 
-def _resnet_forward(net, ops, depth=(3, 4, 6, 3), width=64):
+def _resnet_forward(net, ops, depth=tuple(n for n, _, _ in STAGES), width=64):
     """TF official ResNet v1.5 structure; `ops` computes (calibration) or emits graph nodes."""
     net = ops.identity(ops.unit(net, 0, 3, width, 7, 2), "initial_conv")
     net = ops.identity(ops.maxpool(ops.relu(net)), "initial_max_pool")
@@ -273,7 +265,7 @@ class _Emit:
 
 def build_resnet50_graph(calib: np.ndarray, seed: int = 0, image_size: int = 224, layout: str = "NHWC",
                          bn_op: str = "FusedBatchNorm", read_identities: bool = True,
-                         width: int = 64, depth=(3, 4, 6, 3)) -> bytes:
+                         width: int = 64, depth=tuple(n for n, _, _ in STAGES)) -> bytes:
     """Serialized frozen GraphDef with MLPerf's resnet50_v1.pb structure, op types and names.
     `layout="NCHW"` is the channels_first export (NHWC input transposed inside the graph);
     `width`/`depth` shrink the network for quick tests (64 and (3, 4, 6, 3) are ResNet-50)."""

@@ -1,0 +1,109 @@
+"""One record per model family: everything the harness knows about an architecture, in one place
+that every command reads (the converter picks its TF and ONNX converters here, the CPU fusion its
+rule, the target gate MLPerf's target, the bench and the tests their fixture and random-weight
+builders, `python -m benchmark` its config).
+
+A record names code as "package.module:attribute" and imports it only when asked (`Family.load`):
+the target gate and a cache build read records without importing PyTorch or TensorFlow.
+
+Adding a model family: its modules (the `nn.Module` and its spec in `benchmark/nn/`, a converter per
+graph format in `benchmark/convert/`, optionally a fusion rule, a fixture graph and a random-weight
+builder), its config `conf/model/<name>.yaml`, and one record in FAMILIES below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from preprocessing.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # model.arch in its config
+    title: str  # what MLPerf calls the model of this family it judges
+    config: str  # conf/model/<config>.yaml: checkpoints, tensor names, normalisation, MLPerf's interpolation
+    module: str | None = None  # the nn.Module class, built from its spec (None: the user's own factory)
+    spec: str | None = None  # its spec dataclass (to_dict / from_dict: the weight cache's metadata)
+    tf_converter: str | None = None  # FrozenGraph -> (spec, state dict)
+    onnx_converter: str | None = None  # OnnxGraph (tf2onnx's form of MLPerf's graph) -> (spec, state dict)
+    cpu_fusion: str | None = None  # (model, input sizes) -> model, each conv fused with its activation
+    random_model: str | None = None  # (seed) -> MLPerf's architecture with seeded random weights (timing)
+    fixture_graph: str | None = None  # (calibration inputs) -> a frozen graph of MLPerf's structure, random weights
+    # MLPerf's FP32 reference top-1 (%) and the fraction of it a submission must reach (its checker's constants)
+    target: tuple[float, float] | None = None
+
+    def load(self, field: str) -> Any:
+        """The code a field names, imported now; an error where this family has none."""
+        ref = getattr(self, field)
+        if ref is None:
+            raise ConfigError(f"model family {self.name} has no {field.replace('_', ' ')}")
+        module, _, attribute = ref.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def has(self, field: str) -> bool:
+        return getattr(self, field) is not None
+
+
+FAMILIES = {f.name: f for f in [
+    Family(
+        name="mobilenet_v1", title="MobileNet-v1 1.0/224", config="mobilenet_v1",
+        module="benchmark.nn.mobilenet_v1:MobileNetV1", spec="benchmark.nn.mobilenet_v1:MobileNetV1Spec",
+        tf_converter="benchmark.convert.mobilenet_v1:convert_mobilenet_v1",
+        onnx_converter="benchmark.convert.onnx:convert_mobilenet_v1_onnx",
+        cpu_fusion="benchmark.nn.cpu_fusion:fuse_mobilenet_v1",
+        random_model="benchmark.nn.mobilenet_v1:random_model",
+        fixture_graph="benchmark.testing.graphs:mlperf_mobilenet_v1_graph",
+        target=(71.68, 0.98)),
+    Family(
+        name="resnet50", title="ResNet-50 v1.5", config="resnet50",
+        module="benchmark.nn.resnet50:ResNet50", spec="benchmark.nn.resnet50:ResNetSpec",
+        tf_converter="benchmark.convert.resnet50:convert_resnet50",
+        onnx_converter="benchmark.convert.onnx:convert_resnet50_onnx",
+        cpu_fusion="benchmark.nn.cpu_fusion:fuse_resnet50",
+        random_model="benchmark.nn.resnet50:random_model",
+        fixture_graph="benchmark.testing.graphs:build_resnet50_graph",
+        target=(76.46, 0.99)),
+    # A user's torch.nn.Module (model.module=), with weights of its own; it stands for the MLPerf
+    # family named by model.ports, whose target, preprocessing and exact model it is judged by.
+    Family(name="module", title="your own module", config="module"),
+]}
+
+
+def family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ConfigError(f"model.arch={name}: no such model family; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def with_target() -> list[str]:
+    """The families MLPerf judges, by name."""
+    return sorted(n for n, f in FAMILIES.items() if f.target is not None)
+
+
+def converted() -> list[str]:
+    """The families the harness converts from MLPerf's graphs (the others bring their own module)."""
+    return [n for n, f in FAMILIES.items() if f.has("tf_converter")]
+
+
+def of_module(model) -> Family | None:
+    """The family whose module class `model` is an instance of (None: a module of no family)."""
+    for f in FAMILIES.values():
+        if f.module is not None:
+            module, _, name = f.module.partition(":")
+            if any(c.__module__ == module and c.__qualname__ == name for c in type(model).__mro__):
+                return f
+    return None
+
+
+def judged_as(model) -> str:
+    """The family whose MLPerf target, preprocessing and exact model a config's model (the config's
+    `model` group) is judged by: its own, or for a user's module the family it ports."""
+    if model.arch != "module":
+        return family(model.arch).name
+    ports = model.get("ports")
+    if ports not in converted():
+        raise ConfigError(f"model.ports={ports}: a module ports one of MLPerf's models: {', '.join(converted())}")
+    return str(ports)
