@@ -1,0 +1,101 @@
+"""model=module: a user's own torch.nn.Module with its own weights, run under MLPerf's preprocessing
+and judged image by image against the exact conversion of the MLPerf checkpoint it ports
+(reference=torch) or that graph in TensorFlow (reference=tf)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from benchmark.formats.checkpoint import CheckpointError
+from preprocessing.errors import ConfigError
+from tests import ports
+from tests.helpers import config, run_benchmark, validation_images, varied, write_layout
+
+SIZE = 128  # MobileNet-v1 0.25 at 128: a port checked in seconds
+
+
+@pytest.fixture(scope="module")
+def mobilenet(fixture_graphs, tmp_path_factory):
+    """The fixture graph, its export, and the hand port's weights renamed from that export."""
+    from benchmark.convert import load_converted
+    from benchmark.export import export
+    from benchmark.formats.checkpoint import open_checkpoint
+
+    folder = tmp_path_factory.mktemp("port")
+    pb = fixture_graphs(0.25, SIZE)
+    ckpt = open_checkpoint(pb)
+    model, _ = load_converted("mobilenet_v1", ckpt, None, None)
+    export(model, "mobilenet_v1", ckpt, folder / "exact.safetensors", {})
+    exact = {k: v for k, v in model.state_dict().items()}
+    save_file(ports.mobilenet_v1_state(exact), str(folder / "port.safetensors"))
+    torch.save({"state_dict": ports.mobilenet_v1_state(exact)}, folder / "port.pt")
+    root = write_layout(tmp_path_factory.mktemp("val"), "val_map", validation_images(24))
+    common = ["model=module", "model.ports=mobilenet_v1", f"model.image_size={SIZE}", f"dataset.root={root}",
+              f"cache_dir={tmp_path_factory.mktemp('cache')}", f"reference_checkpoint={pb}"]
+    return {"pb": pb, "folder": folder, "common": common}
+
+
+def port_args(m, weights="port.safetensors", **kwargs):
+    target = "{_target_:tests.ports.MobileNetV1Port,multiplier:0.25" + "".join(f",{k}:{v}" for k, v in kwargs.items()) + "}"
+    return [*m["common"], f"model.module={target}", f"model.checkpoint={m['folder'] / weights}"]
+
+
+def test_a_faithful_port_agrees_with_the_exact_conversion_on_every_image(mobilenet, tmp_path, capsys):
+    exact = run_benchmark("model=mobilenet_v1", f"model.checkpoint={mobilenet['pb']}", *mobilenet["common"][3:5],
+                          f"results_file={tmp_path / 'e.json'}")
+    capsys.readouterr()
+    r = run_benchmark(*port_args(mobilenet), "reference=torch", f"results_file={tmp_path / 'r.json'}")
+    ref = r["reference"]
+    assert varied(r["predictions"]) and r["predictions"] == exact["predictions"]
+    assert (ref["agreement"], ref["total"], ref["backend"]) == (24, 24, "torch")
+    assert 0 < ref["max_abs_logit_diff"] < 1e-3  # BatchNorm2d's arithmetic, not TF's: float32 noise
+    assert ref["checkpoint"]["path"] == str(mobilenet["pb"]) and ref["checkpoint"]["model"] == "mobilenet_v1"
+    assert r["arch"] == "module" and r["judged_as"] == "mobilenet_v1"
+    assert r["conversion"]["module"]["target"] == "tests.ports:MobileNetV1Port"
+    assert r["conversion"]["module"]["kwargs"] == {"multiplier": 0.25}
+    assert r["preprocess"]["interpolation"] == "linear" and r["normalization"] == "mobilenet"  # the ported model's
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == exact["accuracy_line"]
+    assert "MLPerf's MobileNet-v1 1.0/224" in out[1] and "the model is your module tests.ports:MobileNetV1Port" in out[1]
+    # the same weights as a .pt state dict read weights-only; the reference as the graph in TensorFlow
+    r = run_benchmark(*port_args(mobilenet, "port.pt"), "reference=tf", f"results_file={tmp_path / 't.json'}")
+    assert r["predictions"] == exact["predictions"] and r["reference"]["agreement"] == 24
+
+
+def test_a_padding_slip_moves_the_logits(mobilenet, tmp_path):
+    r = run_benchmark(*port_args(mobilenet, slip=1), "reference=torch", f"results_file={tmp_path / 'r.json'}")
+    assert r["reference"]["max_abs_logit_diff"] > 1e-2
+
+
+def test_bad_modules_and_weights_are_named(mobilenet, tmp_path):
+    from benchmark.run import setup
+
+    def fails(*overrides):
+        return setup(config(*port_args(mobilenet), *overrides))
+
+    with pytest.raises(ConfigError, match="model.module=tests.ports:Nothing: tests.ports has no callable Nothing"):
+        fails("model.module=tests.ports:Nothing")
+    with pytest.raises(CheckpointError, match=r"port.safetensors: does not fit model.module=tests.ports:MobileNetV1Port"):
+        fails("model.module={_target_:tests.ports.MobileNetV1Port,multiplier:0.5}")
+    pickled = tmp_path / "code.pt"
+    torch.save({"state_dict": ports.MobileNetV1Port(0.25).state_dict(), "object": object()}, pickled)
+    with pytest.raises(CheckpointError, match="code.pt: not a readable weights file"):
+        fails(f"model.checkpoint={pickled}")  # weights_only: an arbitrary object is refused, never unpickled
+    with pytest.raises(CheckpointError, match="model=module takes the module's weights"):
+        fails(f"model.checkpoint={mobilenet['pb']}")
+    with pytest.raises(ConfigError, match="model.ports=vgg: a module ports one of MLPerf's models"):
+        fails("model.ports=vgg")
+    with pytest.raises(ConfigError, match="model=module runs your module in PyTorch: backend=torch"):
+        fails("backend=tf")
+    with pytest.raises(ConfigError, match="cpu_fusion=true fuses a model by its family's rule"):
+        fails("cpu_fusion=true")
+    with pytest.raises(ConfigError, match="precision=int8 with model=module"):
+        fails("precision=int8")
+    with pytest.raises(ConfigError, match="reference_checkpoint= names the MLPerf checkpoint a model=module ports"):
+        setup(config(f"model.checkpoint={mobilenet['pb']}", f"reference_checkpoint={mobilenet['pb']}"))
+    with pytest.raises(ConfigError, match="reference=torch is the exact conversion a model=module is compared with"):
+        setup(config(f"model.checkpoint={mobilenet['pb']}", "reference=torch"))
