@@ -99,3 +99,67 @@ def test_bad_modules_and_weights_are_named(mobilenet, tmp_path):
         setup(config(f"model.checkpoint={mobilenet['pb']}", f"reference_checkpoint={mobilenet['pb']}"))
     with pytest.raises(ConfigError, match="reference=torch is the exact conversion a model=module is compared with"):
         setup(config(f"model.checkpoint={mobilenet['pb']}", "reference=torch"))
+
+
+def compare_report(*overrides, tmp_path) -> dict:
+    from benchmark.compare import compare
+
+    return compare(config(*overrides, "dataset.limit=4", f"compare_file={tmp_path / 'cmp.json'}", name="compare"))
+
+
+def test_compare_finds_a_faithful_port_equal_and_names_the_slip(mobilenet, tmp_path, capsys):
+    """The port's names are its own: its layers are paired by execution order, kind and shape."""
+    right = compare_report(*port_args(mobilenet), tmp_path=tmp_path)
+    assert right["first_divergence"] is None and right["matched_by"] == "execution order, kind and shape"
+    rows = right["layers"]
+    assert len(rows) == 1 + 27 * 3 + 1  # the inputs, each conv, batch norm and ReLU6, the logits
+    assert (rows[1]["module"], rows[1]["tensor"]) == ("stem.1", "features.conv2d_0.conv")
+    assert (rows[-1]["module"], rows[-1]["tensor"]) == ("(output)", "(output)")
+    assert max(r["max_rel_diff"] for r in rows) < 5e-5  # the tolerance's reason: 1.4e-5 measured
+    slipped = compare_report(*port_args(mobilenet, slip=1), tmp_path=tmp_path)
+    assert slipped["first_divergence"] == "blocks.1.0.1"
+    (row,) = [r for r in slipped["layers"] if r["over"]][:1]
+    assert row["tensor"] == "features.conv2d_2_depthwise.conv" and row["max_rel_diff"] > 1e-2
+    assert "first departure at blocks.1.0.1 (the exact model's features.conv2d_2_depthwise.conv)" \
+        in capsys.readouterr().out
+
+
+def test_compare_names_the_layer_a_transform_changed(mobilenet, tmp_path):
+    common = ["model=mobilenet_v1", f"model.checkpoint={mobilenet['pb']}", *mobilenet["common"][3:5]]
+    same = compare_report(*common, "model.transform=tests.transforms:identity", tmp_path=tmp_path)
+    assert same["matched_by"] == "name" and same["first_divergence"] is None
+    assert all(r["max_abs_diff"] == 0 for r in same["layers"])
+    layer = "features.conv2d_3_depthwise.conv"
+    noisy = compare_report(*common, f"model.transform={{_target_:tests.transforms.noise,layer:{layer},sigma:0.5}}",
+                           tmp_path=tmp_path)
+    assert noisy["first_divergence"] == layer and noisy["transform"]["kwargs"]["layer"] == layer
+
+
+@pytest.fixture(scope="module")
+def torchvision_resnet(resnet_graphs, tmp_path_factory):
+    """Stock torchvision ResNet-50 weights from the harness's torchvision export of the ResNet-50 fixture."""
+    from benchmark.convert import load_converted
+    from benchmark.export import torchvision_state_dict
+    from benchmark.formats.checkpoint import open_checkpoint
+
+    pb = resnet_graphs()
+    model, _ = load_converted("resnet50", open_checkpoint(pb), None, None)
+    weights = tmp_path_factory.mktemp("tv") / "resnet50.torchvision.pth"
+    torch.save(torchvision_state_dict(model), weights)
+    root = write_layout(tmp_path_factory.mktemp("val"), "val_map", validation_images(12))
+    return ["model=module", f"model.checkpoint={weights}", f"reference_checkpoint={pb}", f"dataset.root={root}",
+            f"cache_dir={tmp_path_factory.mktemp('cache')}", "cpu_fusion=false"]  # eager: no compile time
+
+
+def test_stock_torchvision_resnet50_departs_at_the_stem_max_pool(torchvision_resnet, tmp_path):
+    stock = run_benchmark(*torchvision_resnet, "model.module=torchvision.models:resnet50", "reference=torch",
+                          f"results_file={tmp_path / 's.json'}")
+    ref = stock["reference"]
+    assert ref["agreement"] < ref["total"] // 2 and ref["max_abs_logit_diff"] > 1  # most top-1s change
+    report = compare_report(*torchvision_resnet, "model.module=torchvision.models:resnet50", tmp_path=tmp_path)
+    assert report["matched_by"] == "name" and report["first_divergence"] == "maxpool"
+    # the same module with only that pool padded as TF pads it agrees on every image
+    fixed = run_benchmark(*torchvision_resnet, "model.module=tests.ports:resnet50_tf_pool", "reference=torch",
+                          f"results_file={tmp_path / 'f.json'}")
+    assert fixed["reference"]["agreement"] == fixed["reference"]["total"] == 12
+    assert fixed["reference"]["max_abs_logit_diff"] < 1e-2  # BatchNorm2d's epsilon (1e-5, the graph's 1.001e-5)
