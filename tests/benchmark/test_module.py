@@ -66,6 +66,20 @@ def test_a_faithful_port_agrees_with_the_exact_conversion_on_every_image(mobilen
     assert r["predictions"] == exact["predictions"] and r["reference"]["agreement"] == 24
 
 
+def test_loadgen_accuracy_runs_the_module(mobilenet, tmp_path):
+    """MLPerf's LoadGen (Offline, accuracy mode) answers with the module: the direct run's predictions,
+    under the ported model's name in LoadGen's settings."""
+    from benchmark.loadgen.run import run as loadgen_run
+
+    out = tmp_path / "lg"
+    loadgen_run(config(*port_args(mobilenet), "loadgen.scenario=Offline", "loadgen.mode=accuracy",
+                       f"loadgen.output_dir={out}", name="loadgen"))
+    accuracy = json.loads((out / "results.json").read_text())
+    direct = run_benchmark(*port_args(mobilenet), f"results_file={tmp_path / 'direct.json'}")
+    assert accuracy["predictions"] == direct["predictions"] and accuracy["accuracy_line"] == direct["accuracy_line"]
+    assert accuracy["conversion"]["module"]["target"] == "tests.ports:MobileNetV1Port"
+
+
 def test_a_padding_slip_moves_the_logits(mobilenet, tmp_path):
     r = run_benchmark(*port_args(mobilenet, slip=1), "reference=torch", f"results_file={tmp_path / 'r.json'}")
     assert r["reference"]["max_abs_logit_diff"] > 1e-2
