@@ -118,13 +118,14 @@ def record(model: torch.nn.Module, x: torch.Tensor) -> list[dict]:
     for path, module in model.named_modules():
         if not path:
             continue
+        leaf = next(module.children(), None) is None
 
-        def hook(m, args, output, path=path, leaf=not any(True for _ in module.children())):
+        def hook(m, args, output, path=path, leaf=leaf):
             if not isinstance(output, torch.Tensor):
                 return
             k = calls[path] = calls.get(path, 0) + 1
-            seen.append({"path": path if k == 1 else f"{path}#{k}", "value": output.detach().float().cpu().clone().numpy(),
-                         "leaf": leaf, "kind": kind(m)})
+            value = output.detach().float().cpu().clone().numpy()
+            seen.append({"path": path if k == 1 else f"{path}#{k}", "value": value, "leaf": leaf, "kind": kind(m)})
         hooks.append(module.register_forward_hook(hook))
     try:
         with torch.inference_mode():
@@ -178,7 +179,8 @@ def compare_modules(model: torch.nn.Module, exact: torch.nn.Module, x: torch.Ten
         r = rows[first]
         verdict = (f"first departure at {r['module']} (the exact model's {r['tensor']}): max rel diff "
                    f"{r['max_rel_diff']:.3g}; every layer before it agrees, so this layer (or how it is fed) differs")
-    return {"tolerance": tolerance, "matched_by": how, "first_divergence": None if first is None else rows[first]["module"],
+    return {"tolerance": tolerance, "matched_by": how,
+            "first_divergence": None if first is None else rows[first]["module"],
             "verdict": verdict, "layers": rows, "columns": ("yours", "exact"),
             "tolerance_reason": f"tolerance: max rel diff {tolerance:g} of the exact layer's largest value (two "
                                 "float32 PyTorch models summing in other orders stay near 1e-5; a padding slip or "

@@ -36,7 +36,9 @@ class MobileNetV1Port(nn.Module):
 
     def __init__(self, multiplier: float = 1.0, slip: int | None = None):
         super().__init__()
-        depth = lambda c: max(int(c * multiplier), 8)  # noqa: E731
+        def depth(c: int) -> int:
+            return max(int(c * multiplier), 8)
+
         blocks = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *[(512, 1)] * 5, (1024, 2), (1024, 1)]
         self.stem = _conv_bn(3, depth(32), 2, False, 3, (0, 1, 0, 1))
         layers, cin = [], depth(32)

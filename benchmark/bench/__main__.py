@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.bench.timed import KINDS
+from benchmark.families import FAMILIES
 
 
 def machine() -> list[str]:
@@ -456,11 +457,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, required=True,
                         help="folder of JPEGs with val_map.txt (MLPerf's baseline reads files with cv2.imread)")
     parser.add_argument("--images", type=int, default=1000, help="images per measurement")
-    parser.add_argument("--mobilenet", action="append", default=[],
-                        help="a MobileNet-v1 frozen graph (224 input), or 'fixture': MLPerf's 1.0/224 structure "
-                             "with random weights; may be given more than once")
-    parser.add_argument("--resnet", default=None,
-                        help="a ResNet-50 frozen graph, or 'fixture': one of its structure with random weights")
+    for f in FAMILIES.values():  # one option per model family the bench times (its record's bench_flag)
+        if f.bench_flag:
+            parser.add_argument(f"--{f.bench_flag}", action="append", default=[], dest=f.name,
+                                metavar="GRAPH",
+                                help=f"a {f.title} frozen graph (224 input), or 'fixture': MLPerf's structure with "
+                                     f"random weights; may be given more than once")
     parser.add_argument("--batch-size", type=int, default=16, help="CPU batch size (CUDA runs use 256)")
     parser.add_argument("--repeats", type=int, default=2, help="timed builds and passes per measurement (the best is kept)")
     parser.add_argument("--memory-images", type=int, default=0,
@@ -507,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{len(dataset)} listed again under new names), best of {args.repeats}: `python -m "
                       f"preprocessing` {e['ours_s']:.2f} s, MLPerf's loop as a script (as MLPerf runs it) "
                       f"{e['baseline_s']:.2f} s: {e['baseline_s'] / e['ours_s']:.2f}x.", ""]
-        graphs = [("mobilenet_v1", g) for g in args.mobilenet] + ([("resnet50", args.resnet)] if args.resnet else [])
+        graphs = [(f.name, g) for f in FAMILIES.values() if f.bench_flag for g in getattr(args, f.name)]
         evals, loadgen = [], []
         for i, (arch, given) in enumerate(graphs):
             workdir = Path(tmp) / f"{i}-{arch}"  # each graph's conversions and logits apart

@@ -34,6 +34,7 @@ class Family:
     fixture_graph: str | None = None  # (calibration inputs) -> a frozen graph of MLPerf's structure, random weights
     # MLPerf's FP32 reference top-1 (%) and the fraction of it a submission must reach (its checker's constants)
     target: tuple[float, float] | None = None
+    bench_flag: str | None = None  # the bench's option naming a graph of this family (--mobilenet, --resnet)
 
     def load(self, field: str) -> Any:
         """The code a field names, imported now; an error where this family has none."""
@@ -56,7 +57,7 @@ FAMILIES = {f.name: f for f in [
         cpu_fusion="benchmark.nn.cpu_fusion:fuse_mobilenet_v1",
         random_model="benchmark.nn.mobilenet_v1:random_model",
         fixture_graph="benchmark.testing.graphs:mlperf_mobilenet_v1_graph",
-        target=(71.68, 0.98)),
+        target=(71.68, 0.98), bench_flag="mobilenet"),
     Family(
         name="resnet50", title="ResNet-50 v1.5", config="resnet50",
         module="benchmark.nn.resnet50:ResNet50", spec="benchmark.nn.resnet50:ResNetSpec",
@@ -65,7 +66,7 @@ FAMILIES = {f.name: f for f in [
         cpu_fusion="benchmark.nn.cpu_fusion:fuse_resnet50",
         random_model="benchmark.nn.resnet50:random_model",
         fixture_graph="benchmark.testing.graphs:build_resnet50_graph",
-        target=(76.46, 0.99)),
+        target=(76.46, 0.99), bench_flag="resnet"),
     # A user's torch.nn.Module (model.module=), with weights of its own; it stands for the MLPerf
     # family named by model.ports, whose target, preprocessing and exact model it is judged by.
     Family(name="module", title="your own module", config="module"),

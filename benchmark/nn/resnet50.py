@@ -110,4 +110,5 @@ def random_model(seed: int = 0) -> ResNet50:
                                    conv(f"{name}_sc", cin, width * 4, 1, s, 0) if b == 0 else None))
             cin = width * 4
         stages.append(stage)
-    return random_weights(ResNet50(ResNetSpec(conv("stem", 3, 64, 7, 2, 3), 3, 2, stages, 1001, 224, folded=True)), seed)
+    spec = ResNetSpec(conv("stem", 3, 64, 7, 2, 3), 3, 2, stages, 1001, 224, folded=True)
+    return random_weights(ResNet50(spec), seed)

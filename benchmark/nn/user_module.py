@@ -20,7 +20,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file; a `.pt` holding {"state_dict": ...} (as benchmark.export writes
     it, and many training scripts) is unwrapped."""
     if path.suffix not in WEIGHT_SUFFIXES:
-        raise CheckpointError(f"{path}: a module's weights are .safetensors, .pt or .pth, not {path.suffix or 'no suffix'}")
+        raise CheckpointError(f"{path}: a module's weights are .safetensors, .pt or .pth, "
+                              f"not {path.suffix or 'no suffix'}")
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
     try:
