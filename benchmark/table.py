@@ -40,7 +40,8 @@ def model_label(r: dict) -> str:
     ckpt = r["checkpoint"]
     # An archive member's folder tells TF-slim's graphs apart (they are all frozen_graph.pb).
     name = ckpt["member"].removeprefix("./") if ckpt["member"] else Path(ckpt["path"]).name
-    return f"{r['model']} ({name}, {r['image_size']}px)"
+    module = ((r.get("conversion") or {}).get("module") or {}).get("target")  # model=module: whose module
+    return f"{r['model']}{f' {module}' if module else ''} ({name}, {r['image_size']}px)"
 
 
 def row(r: dict, path: Path) -> dict:

@@ -268,6 +268,22 @@ def cpu_fusion_mode(value) -> str | None:
     return modes[value]
 
 
+def check_classes(model: torch.nn.Module, image_size: int, classes, weights: Path) -> None:
+    """A user's module answers one image of the input size with 1000 or 1001 logits (model.classes,
+    when set): checked on one blank image before any is read."""
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(1, 3, image_size, image_size))
+    except Exception as e:
+        raise ConfigError(f"model=module ({weights}): the module fails on a 1x3x{image_size}x{image_size} input "
+                          f"({type(e).__name__}: {e})") from e
+    width = out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() == 2 and len(out) == 1 else None
+    if width not in (1000, 1001) or (classes is not None and width != int(classes)):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model=module ({weights}): the module answers a 1x3x{image_size}x{image_size} input with "
+                          f"{shape}; expected [1, {classes or '1000 or 1001'}] logits")
+
+
 def create(source, options) -> TorchRuntime:
     """backend=torch: the checkpoint converted (or an export loaded); oneDNN-fused on CPU: compiled
     into oneDNN Graph partitions (cpu_fusion=graph; where this PyTorch lacks the fuser, the fused
@@ -283,6 +299,8 @@ def create(source, options) -> TorchRuntime:
     device = select_device(options.device)
     model = source.torch_model(options.fold_bn)
     image_size = source.resolve_size(getattr(getattr(model, "spec", None), "image_size", None))
+    if source.is_module:
+        check_classes(model, image_size, source.model.get("classes"), source.ckpt.path)
     if options.transform is not None:
         model = options.transform.apply(model)  # a copy transformed; the exact model stays as it is
     fusion = cpu_fusion_mode(options.cpu_fusion)

@@ -63,6 +63,11 @@ def test_a_faithful_port_agrees_with_the_exact_conversion_on_every_image(mobilen
     assert out[0] == exact["accuracy_line"]
     assert "MLPerf's MobileNet-v1 1.0/224" in out[1]
     assert "the model is your module tests.ports:MobileNetV1Port" in out[1]
+    from benchmark.table import main as table_main  # a module's runs are a model of their own in the tables
+
+    assert table_main([str(tmp_path / "r.json"), str(tmp_path / "e.json"), "--out", str(tmp_path / "t")]) == 0
+    pivot = (tmp_path / "t" / "pivot.md").read_text()
+    assert "| module tests.ports:MobileNetV1Port (port.safetensors, 128px) |" in pivot and "| mobilenet_v1 (" in pivot
     # the same weights as a .pt state dict read weights-only; the reference as the graph in TensorFlow
     r = run_benchmark(*port_args(mobilenet, "port.pt"), "reference=tf", f"results_file={tmp_path / 't.json'}")
     assert r["predictions"] == exact["predictions"] and r["reference"]["agreement"] == 24
@@ -179,3 +184,12 @@ def test_stock_torchvision_resnet50_departs_at_the_stem_max_pool(torchvision_res
                           f"results_file={tmp_path / 'f.json'}")
     assert fixed["reference"]["agreement"] == fixed["reference"]["total"] == 12
     assert fixed["reference"]["max_abs_logit_diff"] < 1e-2  # BatchNorm2d's epsilon (1e-5, the graph's 1.001e-5)
+
+
+def test_the_modules_output_is_checked_before_any_image(mobilenet):
+    from benchmark.run import setup
+
+    with pytest.raises(ConfigError, match=r"answers a 1x3x128x128 input with \(1, 1001\); expected \[1, 1000\]"):
+        setup(config(*port_args(mobilenet), "model.classes=1000"))
+    with pytest.raises(ConfigError, match="the module fails on a 1x3x1x1 input"):
+        setup(config(*port_args(mobilenet), "model.image_size=1"))
