@@ -1,0 +1,312 @@
+"""One submission: every LoadGen run it needs, each in a process and a folder of its own, then the
+folder in the checker's layout (package.py), resumable run by run.
+
+Why a process per run: LoadGen reads its configuration once per process (a second read is an ERROR in
+the detail log, which fails the accuracy check), and reads `audit.config` from the current folder
+(a file left by a compliance run turns a later run into an audit run): each run starts in a fresh,
+empty folder with its audit config, if any, given by path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from benchmark.families import judged_as
+from benchmark.submission import package
+from benchmark.submission.system import STATUSES, SYSTEM_TYPES, description, machine
+from preprocessing.errors import ConfigError, UserError
+from preprocessing.files import write_text_atomically
+
+WHOLE_SET = 50_000
+SCENARIOS = ("SingleStream", "MultiStream", "Offline", "Server")
+TESTS = ("TEST01",)
+# Paths a run reads, made absolute for runs that start in a folder of their own.
+PATH_KEYS = ("dataset.root", "dataset.labels", "model.checkpoint", "cache_dir", "checkpoint_dir", "calibration.list",
+             "reference_checkpoint", "loadgen.mlperf_conf")
+INCOMPLETE = "INCOMPLETE"  # benchmark.loadgen's mark of a run that did not finish
+DRY_RUN_MARK = "DRY_RUN_NOT_A_SUBMISSION.txt"
+
+
+class SubmissionError(UserError, RuntimeError):
+    """A run that failed or is not a result (an INVALID performance run), naming its folder."""
+
+
+def check(cfg: DictConfig) -> None:
+    """What the checker would reject, or what is not a submission, refused before any run."""
+    sub = cfg.submission
+    if sub.division != "open":
+        raise ConfigError(f"submission.division={sub.division}: the closed division needs TEST04 and every "
+                          f"scenario of the round, and the harness does not run TEST04 yet; submission.division=open")
+    unknown = [s for s in sub.scenarios if s not in SCENARIOS]
+    if unknown or not sub.scenarios:
+        raise ConfigError(f"submission.scenarios={list(sub.scenarios)}: expected some of {', '.join(SCENARIOS)}")
+    if [t for t in sub.compliance if t not in TESTS]:
+        raise ConfigError(f"submission.compliance={list(sub.compliance)}: the harness runs {', '.join(TESTS)}")
+    if sub.status not in STATUSES or sub.system_type not in SYSTEM_TYPES:
+        raise ConfigError(f"submission.status={sub.status}, submission.system_type={sub.system_type}: expected "
+                          f"{' | '.join(STATUSES)} and {' | '.join(SYSTEM_TYPES)}")
+    for key in ("submitter", "system"):
+        if not str(sub[key]).strip() or "/" in str(sub[key]):
+            raise ConfigError(f"submission.{key}={sub[key]!r}: a folder name is needed")
+    for key in ("min_duration_ms", "min_query_count", "performance_sample_count", "audit_conf", "compliance",
+                "output_dir", "user_conf"):
+        if cfg.loadgen.get(key) is not None:
+            raise ConfigError(f"loadgen.{key}={cfg.loadgen[key]}: a submission runs at MLPerf's settings and sets "
+                              f"LoadGen's folders and conf files itself; leave it unset")
+    if sub.dry_run:
+        return
+    if cfg.dataset.limit is not None:
+        raise ConfigError(f"dataset.limit={cfg.dataset.limit}: a submission's accuracy run covers all {WHOLE_SET:,} "
+                          f"validation images (submission.dry_run=true makes the layout from fewer)")
+    from preprocessing.dataset import load_dataset
+
+    listed = len(load_dataset(cfg.dataset.root, cfg.dataset.labels, None, layout=cfg.dataset.layout))
+    if listed != WHOLE_SET:
+        raise ConfigError(f"dataset.root={cfg.dataset.root} lists {listed:,} images: a submission's accuracy run covers "
+                          f"all {WHOLE_SET:,} validation images (submission.dry_run=true makes the same layout from "
+                          f"any data, marked as not a submission)")
+
+
+def child_overrides(overrides: list[str]) -> list[str]:
+    """The command's overrides for a LoadGen run in another folder: the submission's own keys left out,
+    the paths a run reads made absolute."""
+    out = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.lstrip("+~").startswith("submission.") or key.lstrip("+~").startswith("hydra."):
+            continue
+        if key in PATH_KEYS and value and "://" not in value and value != "null" and not value.startswith("$"):
+            value = str(Path(value).expanduser().absolute())
+        out.append(f"{key}={value}")
+    return out
+
+
+def finished(folder: Path) -> dict | None:
+    """A run's results, if it ran to its end (LoadGen's results.json written, no INCOMPLETE mark) and,
+    for a performance run, is VALID: a result."""
+    results = folder / "results.json"
+    if folder.is_dir() and results.is_file() and not (folder / INCOMPLETE).exists():
+        done = json.loads(results.read_text())
+        if (done.get("loadgen") or {}).get("mode") != "performance" or done["loadgen"].get("validity") == "VALID":
+            return done
+    return None
+
+
+def loadgen_run(overrides: list[str], folder: Path, *extra: str, command: str = "benchmark.loadgen") -> dict:
+    """One run in a process of its own, started in a fresh empty folder; its results. A finished run
+    is not run again; an unfinished one is removed and run again."""
+    done = finished(folder)
+    if done is not None:
+        print(f"submission: {folder} finished before: not run again", file=sys.stderr)
+        return done
+    if folder.exists():
+        why = "was INVALID" if (folder / "results.json").is_file() and not (folder / INCOMPLETE).exists() \
+            else "did not finish"
+        print(f"submission: {folder} {why}: removed, run again", file=sys.stderr)
+        shutil.rmtree(folder)
+    cwd = folder.parent / f".{folder.name}-cwd"
+    shutil.rmtree(cwd, ignore_errors=True)
+    cwd.mkdir(parents=True)
+    target = ("loadgen.output_dir" if command == "benchmark.loadgen" else "results_file")
+    where = folder if command == "benchmark.loadgen" else folder / "results.json"
+    if command != "benchmark.loadgen":
+        folder.mkdir(parents=True)
+    args = [sys.executable, "-m", command, *overrides, *extra, f"{target}={where}", "progress=false"]
+    print(f"submission: running {' '.join(args[2:])}", file=sys.stderr)
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    shutil.rmtree(cwd, ignore_errors=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise SubmissionError(f"{folder}: the run failed (exit status {proc.returncode}):\n{tail}")
+    return json.loads((folder / "results.json").read_text())
+
+
+def measured_qps(overrides: list[str], work: Path, images: int) -> float:
+    """The model's images/s over the cached crops, as the evaluation loop runs it (Offline's target)."""
+    plain = [o for o in overrides if not o.lstrip("+~").startswith(("loadgen.", "dataset.limit="))]
+    r = loadgen_run(plain, work / "speed", f"dataset.limit={min(images, 2048)}", command="benchmark")
+    return float(r["timing"]["eval_images_per_s"])
+
+
+def user_conf(cfg: DictConfig, qps: float) -> str:
+    """The user.conf of the performance runs: what the harness sets beside MLPerf's mlperf.conf."""
+    name, sub = cfg.model.mlperf_name, cfg.submission
+    lines = ["# written by benchmark.submission: Offline's target from the images/s measured on this machine,",
+             "# the Server's at half of it", f"{name}.Offline.target_qps = {qps * float(sub.margin):.1f}",
+             f"{name}.Server.target_qps = {qps / 2:.1f}"]
+    if sub.dry_run:
+        lines += ["# a dry run: short performance runs, NOT a submission's settings",
+                  f"*.*.min_duration = {int(sub.dry_run_duration_ms)}",
+                  "*.*.min_query_count = 100"]  # SingleStream's early stopping needs 64 queries at least
+    return "\n".join(lines) + "\n"
+
+
+def measurements(cfg: DictConfig, accuracy: dict) -> dict:
+    """measurements.json: the checker's five fields, from what ran."""
+    precision = str(accuracy.get("precision") or "fp32")
+    done = ["batch norms folded into the convolutions (as TensorFlow's optimizer folds them)"] \
+        if accuracy.get("fold_bn") else []
+    if accuracy.get("transform"):
+        done.append(f"transformed by {accuracy['transform']['target']} (sha256 {accuracy['transform']['source_sha256']})")
+    if accuracy.get("calibration"):
+        c = accuracy["calibration"]
+        done.append(f"post-training int8 quantization calibrated on {c['list']} ({c['images']} images)")
+    elif precision != "fp32":
+        done.append(f"computed in {precision} (PyTorch autocast or TF32), weights stored in float32")
+    module = (accuracy.get("conversion") or {}).get("module")
+    return {
+        "input_data_types": "fp32",  # MLPerf's normalised float32 image
+        "retraining": "No",
+        "starting_weights_filename": Path(accuracy["checkpoint"]["path"]).name,
+        "weight_data_types": "int8" if precision == "int8" else "fp32",
+        "weight_transformations": "; ".join(done) or "none: the graph's weights as they are",
+        "harness": {"precision": precision, "module": module, "checkpoint_sha256": accuracy["checkpoint"]["sha256"],
+                    "transform": accuracy.get("transform"), "calibration_list": (accuracy.get("calibration") or {}).get("list")},
+    }
+
+
+def readme(cfg: DictConfig, scenario: str, command: str, accuracy: dict, performance: dict) -> str:
+    mark = "**DRY RUN: NOT A SUBMISSION.** Short runs on a dataset of any size, for checking the layout.\n\n" \
+        if cfg.submission.dry_run else ""
+    lg = performance["loadgen"]
+    return (f"# {cfg.model.name}, {scenario}\n\n{mark}Made by the ImageNet MLPerf harness "
+            f"(`python -m benchmark.submission`):\n\n```\n{command}\n```\n\n"
+            f"- accuracy: `{accuracy['accuracy_line']}` ({accuracy['dataset']['listed']:,} images listed)\n"
+            f"- performance: {lg['metric']} = {lg['value']} {lg['unit']} ({lg['validity']})\n"
+            f"- model: {accuracy['model']} ({accuracy['arch']}), checkpoint `{Path(accuracy['checkpoint']['path']).name}` "
+            f"(sha256 {accuracy['checkpoint']['sha256']}), backend {accuracy['backend']} on {accuracy['device']}, "
+            f"precision {accuracy.get('precision')}\n")
+
+
+def make(cfg: DictConfig, overrides: list[str]) -> Path:
+    """Every run the submission needs (those finished before are kept), then its folder; returns the
+    scenario folders' parent."""
+    check(cfg)
+    sub = cfg.submission
+    judged = judged_as(cfg.model)
+    benchmark = sub.benchmark or {"resnet50": "resnet", "mobilenet_v1": "mobilenet"}[judged]
+    out = Path(sub.out).expanduser().absolute()
+    work = Path(sub.work).expanduser().absolute() if sub.work else out.with_name(out.name + "-runs")
+    runs = child_overrides(overrides)
+    settings = {"overrides": runs, "dry_run": bool(sub.dry_run), "scenarios": list(sub.scenarios),
+                "compliance": list(sub.compliance)}
+    saved = work / "settings.json"
+    if saved.is_file() and json.loads(saved.read_text()) != settings:
+        raise ConfigError(f"{work} holds runs made with other settings ({saved}): give another submission.work, "
+                          f"or remove it to start again")
+    work.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(saved, json.dumps(settings, indent=1))
+    command = "python -m benchmark.submission " + " ".join(overrides)
+
+    # The system description first: a missing field is refused before hours of runs.
+    from benchmark.evaluation.report import library_versions
+
+    versions = {**library_versions(), "mlcommons-loadgen": _loadgen_version()}
+    device = "cuda" if str(cfg.device).startswith("cuda") else "cpu"
+    system, missing = description(OmegaConf.to_container(sub.system_desc, resolve=True), machine(device, versions),
+                                  sub.division, sub.submitter, sub.status, sub.system_type, sub.system)
+    if missing:
+        raise ConfigError(f"the system description needs {', '.join(missing)}: the machine cannot tell them; give "
+                          f"each as submission.system_desc.<field>=... (e.g. submission.system_desc.{missing[0]}=...)")
+
+    root = out / sub.division / sub.submitter
+    results = root / "results" / sub.system / benchmark
+    packaged = []
+    for scenario in sub.scenarios:
+        base = [*runs, f"loadgen.scenario={scenario}"]
+        accuracy = loadgen_run(base, work / scenario / "accuracy", "loadgen.mode=accuracy")
+        if not sub.dry_run and accuracy["total"] != WHOLE_SET:
+            raise SubmissionError(f"{work / scenario / 'accuracy'}: the accuracy run covered {accuracy['total']:,} "
+                                  f"images (skipped: {len(accuracy['skipped'])}), not all {WHOLE_SET:,}")
+        conf = work / scenario / "user.conf"
+        text = user_conf(cfg, measured_qps(runs, work, accuracy["total"]))
+        if conf.is_file() and conf.read_text() != text:  # runs made with other LoadGen settings are not kept
+            print(f"submission: {conf} changes: its scenario's performance runs are run again", file=sys.stderr)
+            for stale in ("performance", *sub.compliance):
+                shutil.rmtree(work / scenario / stale, ignore_errors=True)
+        write_text_atomically(conf, text)
+        perf_args = ("loadgen.mode=performance", f"loadgen.user_conf={conf}")
+        performance = loadgen_run(base, work / scenario / "performance", *perf_args)
+        _valid(performance, work / scenario / "performance")
+        folder = results / scenario
+        shutil.rmtree(folder, ignore_errors=True)
+        package.accuracy_folder(work / scenario / "accuracy", folder / "accuracy", accuracy["accuracy_line"])
+        package.performance_folder(work / scenario / "performance", folder / "performance" / "run_1")
+        for test in sub.compliance:
+            _test01(cfg, base, perf_args, work / scenario, folder / test, performance)
+        shutil.copyfile(conf, folder / "user.conf")
+        package.write_json(folder / "measurements.json", measurements(cfg, accuracy))
+        write_text_atomically(folder / "README.md", readme(cfg, scenario, command, accuracy, performance))
+        packaged.append(folder)
+    package.write_json(root / "systems" / f"{sub.system}.json", system)
+    (root / "src").mkdir(parents=True, exist_ok=True)
+    write_text_atomically(root / "src" / "README.md", _source(command, accuracy))
+    if benchmark != "resnet":  # the checker's name of the task (it maps mobilenet itself; said for clarity)
+        package.write_json(root / "model_mapping.json", {benchmark: "resnet"})
+    mark = out / DRY_RUN_MARK
+    if sub.dry_run:
+        write_text_atomically(mark, "A dry run of python -m benchmark.submission: short runs on any data, in the "
+                                    "layout of a submission. It is not one, and MLPerf's checker rejects it.\n")
+    elif mark.exists():
+        mark.unlink()
+    print(f"submission: {len(packaged)} scenario(s) in {results}" + (" (DRY RUN: not a submission)" if sub.dry_run
+                                                                     else ""))
+    print(f"check it: cd <mlcommons/inference>/tools/submission && python3 -m submission_checker.main "
+          f"--input {out} --version {sub.round}", file=sys.stderr)
+    return results
+
+
+def _valid(performance: dict, folder: Path) -> None:
+    lg = performance["loadgen"]
+    if lg["validity"] != "VALID" or lg.get("loadgen_errors"):
+        why = "; ".join(r for r in (lg.get("invalid_reason"), lg.get("early_stopping_result"),
+                                    *(lg.get("loadgen_errors") or [])) if r)
+        raise SubmissionError(f"{folder}: the performance run is {lg['validity']} ({why or 'LoadGen gives no reason'}): "
+                              f"not a result, not packaged; the command runs it again next time (Offline: "
+                              f"submission.margin= raises its target)")
+
+
+def _test01(cfg: DictConfig, base: list[str], perf_args: tuple, work: Path, out: Path, performance: dict) -> None:
+    """TEST01: a performance run with an audit config that logs a sample of its answers, the answers
+    compared with the scenario's accuracy run, its performance with the scenario's performance run."""
+    from benchmark.evaluation.accuracy_log import read_log, same_answers
+    from benchmark.loadgen.compliance import AUDIT
+
+    lg = cfg.loadgen
+    audit = work / "TEST01.audit.config"
+    write_text_atomically(audit, AUDIT.format(seed=int(lg.test01.seed), target=int(lg.test01.sampling_target)))
+    audited = loadgen_run(base, work / "TEST01", *perf_args, f"loadgen.audit_conf={audit}")
+    _valid(audited, work / "TEST01")
+    answers = same_answers(read_log(work / "accuracy" / "mlperf_log_accuracy.json"),
+                           read_log(work / "TEST01" / "mlperf_log_accuracy.json"))
+    passed, text = package.verify_performance(performance["loadgen"], audited["loadgen"])
+    package.performance_folder(work / "TEST01", out / "performance" / "run_1")
+    write_text_atomically(out / "verify_accuracy.txt", package.verify_accuracy(answers))
+    write_text_atomically(out / "verify_performance.txt", text)
+    if not answers["passed"] or not passed:
+        raise SubmissionError(f"{work / 'TEST01'}: TEST01 fails ({out / 'verify_accuracy.txt'}, "
+                              f"{out / 'verify_performance.txt'}): not packaged as a pass")
+
+
+def _loadgen_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlcommons-loadgen")
+    except PackageNotFoundError:
+        return ""
+
+
+def _source(command: str, accuracy: dict) -> str:
+    git = accuracy.get("git") or {}
+    return ("# Source\n\nThe ImageNet MLPerf harness (this repository's `benchmark` package) ran every result here.\n\n"
+            f"- commit: {git.get('commit') or 'not a git checkout (an installed package)'}"
+            f"{' (with uncommitted changes)' if git.get('dirty') else ''}\n"
+            f"- versions: {', '.join(f'{k} {v}' for k, v in (accuracy.get('versions') or {}).items() if v)}\n\n"
+            f"```\n{command}\n```\n")
