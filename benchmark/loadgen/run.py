@@ -174,6 +174,7 @@ def run(cfg: DictConfig) -> dict:
     facts = {"scenario": p.scenario, "mode": p.mode, "log_dir": str(folder), "val_map": str(labels_file),
              "batch_sizes": sorted({s.batch_size, 1, *sizes}), "padding": padding,
              "performance_sample_count": sample_count, "settings": p.to_dict(),
+             "warm_up_images_per_s": round(measured, 2),  # one warm batch before the run
              "loadgen_version": lgs.read_detail_log(folder / "mlperf_log_detail.txt")["values"].get("loadgen_version")}
     if p.mode == "accuracy":
         results = accuracy_results(cfg, s, sut, folder, labels_file, facts, started)

@@ -1,0 +1,162 @@
+"""python -m benchmark.submission: a dry run's folder holds every file and field MLPerf's submission
+checker reads, each in the format it parses; the accuracy log's hash and truncation are MLPerf's;
+finished runs are not run again; what the checker would reject is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pytest
+
+from benchmark.submission import make as submission
+from benchmark.submission import package
+from benchmark.submission.system import FIELDS, MEANINGFUL
+from preprocessing.errors import ConfigError
+from tests.helpers import config, validation_images, write_layout
+
+SYSTEM = {"host_storage_type": "SSD", "host_memory_configuration": "1x 24 GB", "host_networking": "none",
+          "host_networking_topology": "N/A", "host_network_card_count": 1, "cooling": "air"}
+# the checker's patterns for ResNet's accuracy line and the hash line of accuracy.txt
+ACCURACY = r"^(?:\{\"accuracy|accuracy)[\": ]*=?\s*([\d\.]+).*"
+HASH = r"^hash=([\w\d]+)$"
+
+
+def dry_run_overrides(fixture_graphs, folder) -> list[str]:
+    """Offline with TEST01 on 72 images, an exported model (no TensorFlow in the runs)."""
+    from benchmark.convert import load_converted
+    from benchmark.export import export
+    from benchmark.formats.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(fixture_graphs(0.25, 96, read_identities=False))
+    export(load_converted("mobilenet_v1", ckpt, None, None)[0], "mobilenet_v1", ckpt, folder / "m.safetensors", {})
+    root = write_layout(folder / "val", "val_map", validation_images(72))
+    return [f"model.checkpoint={folder / 'm.safetensors'}", f"dataset.root={root}", f"cache_dir={folder / 'cache'}",
+            f"submission.out={folder / 'out'}", "submission.submitter=Tester", "submission.system=box",
+            "submission.dry_run=true", "submission.dry_run_duration_ms=100", "submission.scenarios=[Offline]",
+            "batch_size=8", "cpu_fusion=false", *(f"submission.system_desc.{k}={v}" for k, v in SYSTEM.items())]
+
+
+def test_a_dry_run(fixture_graphs, tmp_path, monkeypatch):
+    """One dry run (its LoadGen runs take most of this test's time), every check of its folder."""
+    overrides = dry_run_overrides(fixture_graphs, tmp_path)
+    dry = {"overrides": overrides, "results": submission.make(config(*overrides, name="submission"), overrides),
+           "out": tmp_path / "out", "work": tmp_path / "out-runs"}
+    every_file_and_field(dry)
+    the_hash_and_the_truncation(dry)
+    finished_runs_are_not_run_again(dry, monkeypatch)
+
+
+def every_file_and_field(dry):
+    from benchmark.loadgen.settings import read_detail_log
+
+    root = dry["out"] / "open" / "Tester"
+    scenario = dry["results"] / "Offline"
+    assert dry["results"] == root / "results" / "box" / "mobilenet"
+    files = sorted(str(p.relative_to(scenario)) for p in scenario.rglob("*") if p.is_file())
+    assert files == ["README.md", "TEST01/performance/run_1/mlperf_log_detail.txt",
+                     "TEST01/performance/run_1/mlperf_log_summary.txt", "TEST01/verify_accuracy.txt",
+                     "TEST01/verify_performance.txt", "accuracy/accuracy.txt", "accuracy/mlperf_log_accuracy.json",
+                     "accuracy/mlperf_log_detail.txt", "accuracy/mlperf_log_summary.txt", "measurements.json",
+                     "performance/run_1/mlperf_log_detail.txt", "performance/run_1/mlperf_log_summary.txt", "user.conf"]
+    for log in ("accuracy", "performance/run_1", "TEST01/performance/run_1"):
+        detail = read_detail_log(scenario / log / "mlperf_log_detail.txt")
+        assert detail["values"]["effective_scenario"] == "Offline" and detail["errors"] == []  # no LoadGen ERROR
+        assert "Result is : VALID" in (scenario / log / "mlperf_log_summary.txt").read_text() or log == "accuracy"
+    assert read_detail_log(scenario / "TEST01/performance/run_1/mlperf_log_detail.txt")["values"][
+        "effective_accuracy_log_sampling_target"] == 1024  # the audit config was read
+    measurements = json.loads((scenario / "measurements.json").read_text())
+    for key in ("input_data_types", "retraining", "starting_weights_filename", "weight_data_types",
+                "weight_transformations"):
+        assert isinstance(measurements[key], str) and measurements[key], key
+    assert measurements["starting_weights_filename"] == "m.safetensors"
+    assert "target_qps" in (scenario / "user.conf").read_text()
+    system = json.loads((root / "systems" / "box.json").read_text())
+    assert sorted(system) == sorted(FIELDS) and len(FIELDS) == 35 and len(MEANINGFUL) == 26
+    assert all(isinstance(system[k], str) and system[k].strip() for k in MEANINGFUL)  # a 0 counts as empty
+    assert (system["division"], system["submitter"], system["status"]) == ("open", "Tester", "available")
+    assert system["host_network_card_count"] == "1" and system["accelerators_per_node"] == "0"
+    assert (root / "src" / "README.md").read_text().startswith("# Source")
+    assert "TEST PASS" in (scenario / "TEST01" / "verify_accuracy.txt").read_text().splitlines()
+    # a dry run's sub-second runs: their speeds compared, the verdict written, not judged
+    assert (scenario / "TEST01" / "verify_performance.txt").read_text().splitlines()[-1] in ("TEST PASS", "TEST FAIL")
+    # not a submission, and said so
+    assert "DRY RUN: NOT A SUBMISSION" in (scenario / "README.md").read_text()
+    assert (dry["out"] / submission.DRY_RUN_MARK).is_file()
+
+
+def the_hash_and_the_truncation(dry):
+    """accuracy.txt holds the hash of the whole log, and the log is cut as MLPerf cuts it."""
+    accuracy = dry["results"] / "Offline" / "accuracy"
+    whole = (dry["work"] / "Offline" / "accuracy" / "mlperf_log_accuracy.json").read_text()
+    lines = (accuracy / "accuracy.txt").read_text().splitlines()
+    run = json.loads((dry["work"] / "Offline" / "accuracy" / "results.json").read_text())
+    assert lines[0] == run["accuracy_line"] and re.match(ACCURACY, lines[0]).group(1) == f"{run['top1']:.3f}"
+    (digest,) = [m.group(1) for line in lines if (m := re.match(HASH, line))]
+    assert digest == hashlib.sha256(whole.encode()).hexdigest()
+    # 72 answers: under 4 KiB, kept whole, as MLPerf's truncation keeps it; a longer log is cut to its
+    # first and last 4 KiB around MLPerf's marker
+    assert len(whole) < package.VIEWABLE and (accuracy / "mlperf_log_accuracy.json").read_text() == whole
+    long = "[\n" + ",\n".join(f'{{ "seq_id" : {i}, "qsl_idx" : {i}, "data" : "{i:08X}" }}' for i in range(50_000)) + "\n]\n"
+    cut = package.truncated(long)
+    assert cut == long[:4096] + "\n\n...\n\n" + long[-4096:] and len(cut) <= package.MAX_ACCURACY_LOG
+
+
+def finished_runs_are_not_run_again(dry, monkeypatch):
+    before = {p: p.read_bytes() for p in dry["results"].rglob("*") if p.is_file() and p.suffix != ".md"}
+
+    def no_run(*args, **kwargs):
+        raise AssertionError(f"ran again: {args}")
+
+    monkeypatch.setattr(submission.subprocess, "run", no_run)
+    submission.make(config(*dry["overrides"], name="submission"), dry["overrides"])
+    assert {p: p.read_bytes() for p in before} == before
+    # a run left unfinished (its INCOMPLETE mark) is removed and run again, and only it
+    (dry["work"] / "Offline" / "TEST01" / submission.INCOMPLETE).write_text("killed")
+    with pytest.raises(AssertionError, match=r"ran again: \(\[.*loadgen.output_dir=\S*/Offline/TEST01'"):
+        submission.make(config(*dry["overrides"], name="submission"), dry["overrides"])
+    assert not (dry["work"] / "Offline" / "TEST01").exists()
+
+
+def test_refusals(tmp_path, monkeypatch):
+    """Each before any run (a run would fail here: no model)."""
+    root = write_layout(tmp_path / "val", "val_map", validation_images(72))
+    base = [f"model.checkpoint={tmp_path / 'm.safetensors'}", f"dataset.root={root}", f"submission.out={tmp_path / 'o'}",
+            "submission.submitter=Tester", "submission.system=box", "submission.dry_run=true",
+            "submission.scenarios=[Offline]", *(f"submission.system_desc.{k}={v}" for k, v in SYSTEM.items())]
+    monkeypatch.setattr(submission, "loadgen_run", lambda *a, **k: pytest.fail(f"ran {a}"))
+
+    def refused(*changes):
+        overrides = [*base, *changes]
+        submission.make(config(*overrides, name="submission"), overrides)
+
+    with pytest.raises(ConfigError, match="lists 72 images: a submission's accuracy run covers all 50,000"):
+        refused("submission.dry_run=false")
+    with pytest.raises(ConfigError, match="dataset.limit=8: a submission's accuracy run covers all 50,000"):
+        refused("submission.dry_run=false", "dataset.limit=8")
+    with pytest.raises(ConfigError, match="the system description needs cooling: the machine cannot tell"):
+        refused("submission.system_desc.cooling=")
+    with pytest.raises(ConfigError, match="submission.division=closed: the closed division needs TEST04"):
+        refused("submission.division=closed")
+    with pytest.raises(ConfigError, match="loadgen.min_duration_ms=10: a submission runs at MLPerf's settings"):
+        refused("loadgen.min_duration_ms=10")
+    work = tmp_path / "o-runs"
+    work.mkdir()
+    (work / "settings.json").write_text(json.dumps({"overrides": ["dataset.limit=3"]}))
+    with pytest.raises(ConfigError, match="o-runs holds runs made with other settings"):
+        refused()
+
+
+def test_an_invalid_performance_run_is_not_a_result(tmp_path):
+    folder = tmp_path / "performance"
+    folder.mkdir()
+    invalid = {"loadgen": {"mode": "performance", "validity": "INVALID", "invalid_reason": "min duration not met",
+                           "early_stopping_result": None, "loadgen_errors": []}}
+    (folder / "results.json").write_text(json.dumps(invalid))
+    assert submission.finished(folder) is None  # run again next time, never packaged
+    with pytest.raises(submission.SubmissionError, match="INVALID \\(min duration not met\\): not a result"):
+        submission._valid(invalid, folder)
+    invalid["loadgen"]["validity"] = "VALID"
+    (folder / "results.json").write_text(json.dumps(invalid))
+    assert submission.finished(folder) == invalid
