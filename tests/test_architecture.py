@@ -23,7 +23,8 @@ LAYERS = [
     ["benchmark.runtimes"],  # the model source and each runtime behind one factory
     ["benchmark.run", "benchmark.precision", "benchmark.testing"],  # one run stage by stage; graphs of MLPerf's structure for tests
     ["benchmark.__main__", "benchmark.loadgen", "benchmark.compare", "benchmark.table", "benchmark.export",
-     "benchmark.mlperf_log", "benchmark.bench", "benchmark.submission", "preprocessing.__main__"],  # the commands users type
+     "benchmark.mlperf_log", "benchmark.bench", "benchmark.submission",
+     "preprocessing.__main__"],  # the commands users type
 ]
 
 

@@ -68,8 +68,8 @@ def check(cfg: DictConfig) -> None:
 
     listed = len(load_dataset(cfg.dataset.root, cfg.dataset.labels, None, layout=cfg.dataset.layout))
     if listed != WHOLE_SET:
-        raise ConfigError(f"dataset.root={cfg.dataset.root} lists {listed:,} images: a submission's accuracy run covers "
-                          f"all {WHOLE_SET:,} validation images (submission.dry_run=true makes the same layout from "
+        raise ConfigError(f"dataset.root={cfg.dataset.root} lists {listed:,} images: a submission's accuracy run "
+                          f"covers all {WHOLE_SET:,} validation images (submission.dry_run=true makes the same layout from "
                           f"any data, marked as not a submission)")
 
 
@@ -153,7 +153,8 @@ def measurements(cfg: DictConfig, accuracy: dict) -> dict:
     done = ["batch norms folded into the convolutions (as TensorFlow's optimizer folds them)"] \
         if accuracy.get("fold_bn") else []
     if accuracy.get("transform"):
-        done.append(f"transformed by {accuracy['transform']['target']} (sha256 {accuracy['transform']['source_sha256']})")
+        t = accuracy["transform"]
+        done.append(f"transformed by {t['target']} (sha256 {t['source_sha256']})")
     if accuracy.get("calibration"):
         c = accuracy["calibration"]
         done.append(f"post-training int8 quantization calibrated on {c['list']} ({c['images']} images)")
@@ -167,7 +168,8 @@ def measurements(cfg: DictConfig, accuracy: dict) -> dict:
         "weight_data_types": "int8" if precision == "int8" else "fp32",
         "weight_transformations": "; ".join(done) or "none: the graph's weights as they are",
         "harness": {"precision": precision, "module": module, "checkpoint_sha256": accuracy["checkpoint"]["sha256"],
-                    "transform": accuracy.get("transform"), "calibration_list": (accuracy.get("calibration") or {}).get("list")},
+                    "transform": accuracy.get("transform"),
+                    "calibration_list": (accuracy.get("calibration") or {}).get("list")},
     }
 
 
@@ -179,7 +181,8 @@ def readme(cfg: DictConfig, scenario: str, command: str, accuracy: dict, perform
             f"(`python -m benchmark.submission`):\n\n```\n{command}\n```\n\n"
             f"- accuracy: `{accuracy['accuracy_line']}` ({accuracy['dataset']['listed']:,} images listed)\n"
             f"- performance: {lg['metric']} = {lg['value']} {lg['unit']} ({lg['validity']})\n"
-            f"- model: {accuracy['model']} ({accuracy['arch']}), checkpoint `{Path(accuracy['checkpoint']['path']).name}` "
+            f"- model: {accuracy['model']} ({accuracy['arch']}), "
+            f"checkpoint `{Path(accuracy['checkpoint']['path']).name}` "
             f"(sha256 {accuracy['checkpoint']['sha256']}), backend {accuracy['backend']} on {accuracy['device']}, "
             f"precision {accuracy.get('precision')}\n")
 
@@ -227,7 +230,8 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
         conf = work / scenario / "user.conf"
         # a dry run's target: the accuracy run's warm batch (its runs last a second); a submission's:
         # the evaluation loop timed over 2,048 images (its Offline run must last the 600 s it plans)
-        qps = accuracy["loadgen"]["warm_up_images_per_s"] if sub.dry_run else measured_qps(runs, work, accuracy["total"])
+        qps = accuracy["loadgen"]["warm_up_images_per_s"] if sub.dry_run \
+            else measured_qps(runs, work, accuracy["total"])
         text = user_conf(cfg, qps)
         if conf.is_file() and conf.read_text() != text:  # runs made with other LoadGen settings are not kept
             print(f"submission: {conf} changes: its scenario's performance runs are run again", file=sys.stderr)
@@ -270,7 +274,8 @@ def _valid(performance: dict, folder: Path) -> None:
     if lg["validity"] != "VALID" or lg.get("loadgen_errors"):
         why = "; ".join(r for r in (lg.get("invalid_reason"), lg.get("early_stopping_result"),
                                     *(lg.get("loadgen_errors") or [])) if r)
-        raise SubmissionError(f"{folder}: the performance run is {lg['validity']} ({why or 'LoadGen gives no reason'}): "
+        raise SubmissionError(f"{folder}: the performance run is {lg['validity']} "
+                              f"({why or 'LoadGen gives no reason'}): "
                               f"not a result, not packaged; the command runs it again next time (Offline: "
                               f"submission.margin= raises its target)")
 

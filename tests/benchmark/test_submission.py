@@ -98,7 +98,8 @@ def the_hash_and_the_truncation(dry):
     # 72 answers: under 4 KiB, kept whole, as MLPerf's truncation keeps it; a longer log is cut to its
     # first and last 4 KiB around MLPerf's marker
     assert len(whole) < package.VIEWABLE and (accuracy / "mlperf_log_accuracy.json").read_text() == whole
-    long = "[\n" + ",\n".join(f'{{ "seq_id" : {i}, "qsl_idx" : {i}, "data" : "{i:08X}" }}' for i in range(50_000)) + "\n]\n"
+    entries = (f'{{ "seq_id" : {i}, "qsl_idx" : {i}, "data" : "{i:08X}" }}' for i in range(50_000))
+    long = "[\n" + ",\n".join(entries) + "\n]\n"
     cut = package.truncated(long)
     assert cut == long[:4096] + "\n\n...\n\n" + long[-4096:] and len(cut) <= package.MAX_ACCURACY_LOG
 
@@ -122,7 +123,8 @@ def finished_runs_are_not_run_again(dry, monkeypatch):
 def test_refusals(tmp_path, monkeypatch):
     """Each before any run (a run would fail here: no model)."""
     root = write_layout(tmp_path / "val", "val_map", validation_images(72))
-    base = [f"model.checkpoint={tmp_path / 'm.safetensors'}", f"dataset.root={root}", f"submission.out={tmp_path / 'o'}",
+    base = [f"model.checkpoint={tmp_path / 'm.safetensors'}", f"dataset.root={root}",
+            f"submission.out={tmp_path / 'o'}",
             "submission.submitter=Tester", "submission.system=box", "submission.dry_run=true",
             "submission.scenarios=[Offline]", *(f"submission.system_desc.{k}={v}" for k, v in SYSTEM.items())]
     monkeypatch.setattr(submission, "loadgen_run", lambda *a, **k: pytest.fail(f"ran {a}"))
