@@ -69,8 +69,8 @@ def check(cfg: DictConfig) -> None:
     listed = len(load_dataset(cfg.dataset.root, cfg.dataset.labels, None, layout=cfg.dataset.layout))
     if listed != WHOLE_SET:
         raise ConfigError(f"dataset.root={cfg.dataset.root} lists {listed:,} images: a submission's accuracy run "
-                          f"covers all {WHOLE_SET:,} validation images (submission.dry_run=true makes the same layout from "
-                          f"any data, marked as not a submission)")
+                          f"covers all {WHOLE_SET:,} validation images (submission.dry_run=true makes the same layout "
+                          f"from any data, marked as not a submission)")
 
 
 def child_overrides(overrides: list[str]) -> list[str]:
@@ -228,9 +228,10 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
             raise SubmissionError(f"{work / scenario / 'accuracy'}: the accuracy run covered {accuracy['total']:,} "
                                   f"images (skipped: {len(accuracy['skipped'])}), not all {WHOLE_SET:,}")
         conf = work / scenario / "user.conf"
-        # a dry run's target: the accuracy run's warm batch (its runs last a second); a submission's:
-        # the evaluation loop timed over 2,048 images (its Offline run must last the 600 s it plans)
-        qps = accuracy["loadgen"]["warm_up_images_per_s"] if sub.dry_run \
+        # a dry run's target: four times the accuracy run's warm batch (one batch is a rough measure, and
+        # a run that ends before its second is INVALID); a submission's: the evaluation loop timed over
+        # 2,048 images (its Offline run must last the 600 s it plans)
+        qps = 4 * accuracy["loadgen"]["warm_up_images_per_s"] if sub.dry_run \
             else measured_qps(runs, work, accuracy["total"])
         text = user_conf(cfg, qps)
         if conf.is_file() and conf.read_text() != text:  # runs made with other LoadGen settings are not kept
