@@ -154,11 +154,13 @@ def test_an_invalid_performance_run_is_not_a_result(tmp_path):
     folder = tmp_path / "performance"
     folder.mkdir()
     invalid = {"loadgen": {"mode": "performance", "validity": "INVALID", "invalid_reason": "min duration not met",
-                           "early_stopping_result": None, "loadgen_errors": []}}
+                           "early_stopping_result": None, "loadgen_errors": [], "scenario": "Offline",
+                           "min_duration_met": False, "value": 630.4}}
     (folder / "results.json").write_text(json.dumps(invalid))
     assert submission.finished(folder) is None  # run again next time, never packaged
+    assert submission.achieved(folder) == 630.4  # at least the rate it achieved: Offline's next target
     with pytest.raises(submission.SubmissionError, match="INVALID \\(min duration not met\\): not a result"):
         submission._valid(invalid, folder)
-    invalid["loadgen"]["validity"] = "VALID"
+    invalid["loadgen"].update(validity="VALID", min_duration_met=True)
     (folder / "results.json").write_text(json.dumps(invalid))
-    assert submission.finished(folder) == invalid
+    assert submission.finished(folder) == invalid and submission.achieved(folder) == 0.0
