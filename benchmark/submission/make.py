@@ -118,12 +118,14 @@ def loadgen_run(overrides: list[str], folder: Path, *extra: str, command: str = 
     if command != "benchmark.loadgen":
         folder.mkdir(parents=True)
     args = [sys.executable, "-m", command, *overrides, *extra, f"{target}={where}", "progress=false"]
-    print(f"submission: running {' '.join(args[2:])}", file=sys.stderr)
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    output = folder.with_name(folder.name + ".log")  # beside it: LoadGen's folder starts empty
+    print(f"submission: running {' '.join(args[2:])} (output: {output})", file=sys.stderr)
+    with open(output, "w") as log:
+        proc = subprocess.run(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     shutil.rmtree(cwd, ignore_errors=True)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise SubmissionError(f"{folder}: the run failed (exit status {proc.returncode}):\n{tail}")
+        tail = "\n".join(output.read_text(errors="replace").strip().splitlines()[-5:])
+        raise SubmissionError(f"{folder}: the run failed (exit status {proc.returncode}; {output}):\n{tail}")
     return json.loads((folder / "results.json").read_text())
 
 
