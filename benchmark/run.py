@@ -63,6 +63,9 @@ def reference_source(cfg: DictConfig, source: ModelSource) -> ModelSource:
 def check_reference(cfg: DictConfig) -> None:
     module = cfg.model.arch == "module"
     if module:
+        if OmegaConf.is_missing(cfg.model, "module"):
+            raise ConfigError("model.module is not set: the factory of your module (package.module:callable, "
+                              "e.g. torchvision.models:resnet50)")
         judged_as(cfg.model)  # a module ports one of MLPerf's models
         if cfg.backend != "torch":
             raise ConfigError(f"model=module runs your module in PyTorch: backend=torch, not backend={cfg.backend}")

@@ -98,6 +98,8 @@ def test_bad_modules_and_weights_are_named(mobilenet, tmp_path):
     def fails(*overrides):
         return setup(config(*port_args(mobilenet), *overrides))
 
+    with pytest.raises(ConfigError, match="model.module is not set: the factory of your module"):
+        setup(config(*[o for o in port_args(mobilenet) if not o.startswith("model.module=")]))
     with pytest.raises(ConfigError, match="model.module=tests.ports:Nothing: tests.ports has no callable Nothing"):
         fails("model.module=tests.ports:Nothing")
     with pytest.raises(CheckpointError, match="port.safetensors: does not fit model.module=tests.ports:MobileNetV1"):
