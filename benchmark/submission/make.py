@@ -52,6 +52,8 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"submission.status={sub.status}, submission.system_type={sub.system_type}: expected "
                           f"{' | '.join(STATUSES)} and {' | '.join(SYSTEM_TYPES)}")
     for key in ("submitter", "system"):
+        if OmegaConf.is_missing(sub, key):
+            raise ConfigError(f"submission.{key} is not set: the {key}'s name (a folder name of the submission)")
         if not str(sub[key]).strip() or "/" in str(sub[key]):
             raise ConfigError(f"submission.{key}={sub[key]!r}: a folder name is needed")
     for key in ("min_duration_ms", "min_query_count", "performance_sample_count", "audit_conf", "compliance",

@@ -133,6 +133,9 @@ def test_refusals(tmp_path, monkeypatch):
         overrides = [*base, *changes]
         submission.make(config(*overrides, name="submission"), overrides)
 
+    with pytest.raises(ConfigError, match="submission.system is not set: the system's name"):
+        overrides = [o for o in base if not o.startswith("submission.system=")]
+        submission.make(config(*overrides, name="submission"), overrides)
     with pytest.raises(ConfigError, match="lists 72 images: a submission's accuracy run covers all 50,000"):
         refused("submission.dry_run=false")
     with pytest.raises(ConfigError, match="dataset.limit=8: a submission's accuracy run covers all 50,000"):
