@@ -139,22 +139,37 @@ def measured_qps(overrides: list[str], work: Path, images: int) -> float:
 
 
 def achieved(folder: Path) -> float:
-    """The samples/s an Offline performance run achieved that ended before its minimum duration (its
-    target was too low: the speed measured before was lower than the run's); 0 for any other run."""
+    """The images/s a performance run achieved that ended before its minimum duration (LoadGen had
+    planned too few samples or queries: the speed measured before was lower than the run's): Offline's
+    samples/s, or one image per SingleStream latency; 0 for any other run."""
     results = folder / "results.json"
     if not results.is_file():
         return 0.0
     lg = json.loads(results.read_text()).get("loadgen") or {}
-    if lg.get("scenario") != "Offline" or lg.get("validity") == "VALID" or lg.get("min_duration_met") is not False:
+    if lg.get("validity") == "VALID" or lg.get("min_duration_met") is not False or not lg.get("value"):
         return 0.0
-    return float(lg.get("value") or 0.0)
+    return {"Offline": float(lg["value"]), "SingleStream": 1e9 / float(lg["value"])}.get(lg.get("scenario"), 0.0)
+
+
+def settings_of(conf: str, scenario: str) -> set[str]:
+    """The lines of a user.conf that set something for `scenario` (`model.scenario.key = value`, or
+    with `*`), spaces removed: what a run of that scenario reads."""
+    lines = {"".join(line.split()) for line in conf.splitlines() if line.strip() and not line.startswith("#")}
+    return {line for line in lines if line.split(".")[1] in (scenario, "*")}
 
 
 def user_conf(cfg: DictConfig, qps: float) -> str:
     """The user.conf of the performance runs: what the harness sets beside MLPerf's mlperf.conf."""
     name, sub = cfg.model.mlperf_name, cfg.submission
-    lines = ["# written by benchmark.submission: Offline's target from the images/s measured on this machine,",
-             "# the Server's at half of it", f"{name}.Offline.target_qps = {qps * float(sub.margin):.1f}",
+    margin = float(sub.margin)
+    # LoadGen plans a run's samples (Offline) or queries (Single/MultiStream) from these; a plan too
+    # short ends before the minimum duration (INVALID), one too long only costs memory
+    lines = ["# written by benchmark.submission from the images/s measured on this machine (times the margin):",
+             "# Offline's target, the Single/MultiStream latencies it implies (8 samples a MultiStream query),",
+             "# the Server's at half of it",
+             f"{name}.Offline.target_qps = {qps * margin:.1f}",
+             f"{name}.SingleStream.target_latency = {1000 / (qps * margin):.4f}",
+             f"{name}.MultiStream.target_latency = {8 * 1000 / (qps * margin):.4f}",
              f"{name}.Server.target_qps = {qps / 2:.1f}"]
     if sub.dry_run:
         lines += ["# a dry run: short performance runs, NOT a submission's settings",
@@ -249,9 +264,14 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
         # 2,048 images (its Offline run must last the 600 s it plans)
         qps = 4 * accuracy["loadgen"]["warm_up_images_per_s"] if sub.dry_run \
             else measured_qps(runs, work, accuracy["total"])
-        qps = max(qps, achieved(work / scenario / "performance"))
+        # the rate the plan is made from only rises: an earlier run's achieved rate is kept
+        rate = work / scenario / "images_per_s.json"
+        before = json.loads(rate.read_text())["images_per_s"] if rate.is_file() else 0.0
+        qps = max(qps, before, achieved(work / scenario / "performance"))
+        write_text_atomically(rate, json.dumps({"images_per_s": qps}))
         text = user_conf(cfg, qps)
-        if conf.is_file() and conf.read_text() != text:  # runs made with other LoadGen settings are not kept
+        if conf.is_file() and settings_of(conf.read_text(), scenario) != settings_of(text, scenario):
+            # runs made with other LoadGen settings for this scenario are not kept
             print(f"submission: {conf} changes: its scenario's performance runs are run again", file=sys.stderr)
             for stale in ("performance", *sub.compliance):
                 shutil.rmtree(work / scenario / stale, ignore_errors=True)

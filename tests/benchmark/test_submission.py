@@ -71,7 +71,10 @@ def every_file_and_field(dry):
                 "weight_transformations"):
         assert isinstance(measurements[key], str) and measurements[key], key
     assert measurements["starting_weights_filename"] == "m.safetensors"
-    assert "target_qps" in (scenario / "user.conf").read_text()
+    conf = (scenario / "user.conf").read_text()
+    assert "mobilenet.Offline.target_qps = " in conf and "mobilenet.SingleStream.target_latency = " in conf
+    assert submission.settings_of(conf, "Offline") == {line.replace(" ", "") for line in conf.splitlines() if
+                                                       line.startswith(("mobilenet.Offline.", "*.*."))}
     system = json.loads((root / "systems" / "box.json").read_text())
     assert sorted(system) == sorted(FIELDS) and len(FIELDS) == 35 and len(MEANINGFUL) == 26
     assert all(isinstance(system[k], str) and system[k].strip() for k in MEANINGFUL)  # a 0 counts as empty
@@ -162,6 +165,10 @@ def test_an_invalid_performance_run_is_not_a_result(tmp_path):
     (folder / "results.json").write_text(json.dumps(invalid))
     assert submission.finished(folder) is None  # run again next time, never packaged
     assert submission.achieved(folder) == 630.4  # at least the rate it achieved: Offline's next target
+    invalid["loadgen"].update(scenario="SingleStream", value=2_000_000)  # ns: 500 images/s
+    (folder / "results.json").write_text(json.dumps(invalid))
+    assert submission.achieved(folder) == 500.0
+    invalid["loadgen"].update(scenario="Offline", value=630.4)
     with pytest.raises(submission.SubmissionError, match="INVALID \\(min duration not met\\): not a result"):
         submission._valid(invalid, folder)
     invalid["loadgen"].update(validity="VALID", min_duration_met=True)
