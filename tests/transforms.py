@@ -27,5 +27,10 @@ def noise(model: torch.nn.Module, layer: str, sigma: float, seed: int = 0) -> to
     return model
 
 
+def wrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The same arithmetic inside a container: a module of no model family."""
+    return torch.nn.Sequential(model)
+
+
 def not_a_module(model: torch.nn.Module):
     return "a string"

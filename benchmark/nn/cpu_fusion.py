@@ -90,6 +90,14 @@ class FusedBottleneck(nn.Module):
         return self.conv3(self.conv2(self.conv1(x)), shortcut)
 
 
+def has_rule(model: nn.Module) -> bool:
+    """Whether `model`'s family has a fusion rule (benchmark/families: `cpu_fusion`)."""
+    from benchmark.families import of_module
+
+    family = of_module(model)
+    return family is not None and family.has("cpu_fusion")
+
+
 def fuse_for_cpu(model: nn.Module, image_size: int) -> nn.Module:
     """A copy of `model` (batch norms folded) with fused convolutions, for CPU inference at
     `image_size`, by its family's rule (benchmark/families: `cpu_fusion`); `model` is left as it is."""

@@ -305,13 +305,17 @@ def create(source, options) -> TorchRuntime:
         model = options.transform.apply(model)  # a copy transformed; the exact model stays as it is
     fusion = cpu_fusion_mode(options.cpu_fusion)
     fusion = fusion if device.type == "cpu" and (options.fold_bn or source.is_module) else None
-    if fusion == "ops" and source.is_module:
-        raise ConfigError("cpu_fusion=true fuses a model by its family's rule, and model=module has none: "
-                          "cpu_fusion=graph (any traceable module) or false (eager)")
+    # per-convolution fusion follows the model's family's rule: a user's module, or a transform that
+    # returns a module of no family, has none (refused here, not at the first batch)
+    if fusion == "ops" and not cpu_fusion.has_rule(model):
+        raise ConfigError(f"cpu_fusion=true fuses a model by its family's rule, and {type(model).__name__} "
+                          f"({'model=module' if source.is_module else 'the transformed model'}) has none: "
+                          f"cpu_fusion=graph (any traceable module) or false (eager)")
     if fusion == "graph" and not onednn_graph.available():
-        fusion = "ops"
-        print("cpu_fusion=graph: this PyTorch has no oneDNN Graph fuser; each convolution runs fused "
-              "instead (cpu_fusion=true, recorded in the results)", file=sys.stderr)
+        fusion = "ops" if cpu_fusion.has_rule(model) else None
+        print("cpu_fusion=graph: this PyTorch has no oneDNN Graph fuser; "
+              + ("each convolution runs fused instead (cpu_fusion=true" if fusion else "the eager model runs "
+                 "(cpu_fusion=false") + ", recorded in the results)", file=sys.stderr)
     if fusion == "ops" and not cpu_fusion.available():
         fusion = None
         print("cpu_fusion: this PyTorch has no oneDNN fused convolution; the eager model runs "

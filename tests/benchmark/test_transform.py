@@ -96,6 +96,8 @@ def test_loadgen_accuracy_and_test01_run_the_transformed_model(common, tmp_path)
     (["model.transform=tests.no_such_module:f"], "model.transform=tests.no_such_module:f: cannot import"),
     (["model.transform=tests.transforms:missing"], "tests.transforms has no callable missing"),
     (["model.transform=tests.transforms:not_a_module"], "returned str, not a torch.nn.Module"),
+    (["model.transform=tests.transforms:wrapped", "cpu_fusion=true"],
+     "cpu_fusion=true fuses a model by its family's rule, and Sequential (the transformed model) has none"),
     (["model.transform=transforms"], "expected package.module:function"),
 ])
 def test_refusals(common, overrides, message):
