@@ -204,6 +204,7 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
             "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256,
                            "model": model.name, "mlperfs": is_mlperfs(model, ckpt)},
             "device": s.reference.device, "devices": getattr(s.reference, "devices", None),  # where it ran
+            "cpu_fusion": getattr(s.reference, "cpu_fusion", None),  # torch's: how the exact model ran
             "version": getattr(s.reference, "version", None)}
 
 

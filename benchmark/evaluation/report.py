@@ -94,7 +94,8 @@ def run_facts(cfg: DictConfig, s) -> dict:
         "numerics": getattr(s.runtime, "numerics", None),
         "transform": s.transform.to_dict() if s.transform is not None else None,
         "batch_size": s.batch_size,
-        "fold_bn": bool(cfg.fold_bn) if torch_backend else None,
+        # folded by the harness (a user's module runs as it is: never)
+        "fold_bn": (bool(cfg.fold_bn) and not s.source.is_module) if torch_backend else None,
         "cpu_fusion": s.cpu_fusion if torch_backend else None,
         "cuda_graphs": getattr(s.runtime, "cuda_graphs", None) if torch_backend else None,
         "threads": s.threads,

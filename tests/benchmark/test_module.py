@@ -56,6 +56,8 @@ def test_a_faithful_port_agrees_with_the_exact_conversion_on_every_image(mobilen
     assert 0 < ref["max_abs_logit_diff"] < 1e-3  # BatchNorm2d's arithmetic, not TF's: float32 noise
     assert ref["checkpoint"]["path"] == str(mobilenet["pb"]) and ref["checkpoint"]["model"] == "mobilenet_v1"
     assert r["arch"] == "module" and r["judged_as"] == "mobilenet_v1"
+    assert r["fold_bn"] is False and exact["fold_bn"] is True  # the module's batch norms are its own
+    assert ref["cpu_fusion"] == r["cpu_fusion"] == "graph"  # how the exact conversion ran, recorded
     assert r["conversion"]["module"]["target"] == "tests.ports:MobileNetV1Port"
     assert r["conversion"]["module"]["kwargs"] == {"multiplier": 0.25}
     assert r["preprocess"]["interpolation"] == "linear" and r["normalization"] == "mobilenet"  # the ported model's
