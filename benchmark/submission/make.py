@@ -89,13 +89,32 @@ def child_overrides(overrides: list[str]) -> list[str]:
     return out
 
 
+def not_a_result(folder: Path, results: dict) -> str | None:
+    """Why a finished run is not a result MLPerf's checker accepts (None: it is one): a performance run
+    INVALID or with a LoadGen ERROR (the checker does not look at the validity: the harness must); an
+    accuracy run whose detail log holds a LoadGen ERROR (the checker's accuracy check fails on it)."""
+    lg = results.get("loadgen")
+    if not lg:  # the speed measurement: no LoadGen
+        return None
+    if lg["mode"] == "performance":
+        if lg["validity"] == "VALID" and not lg.get("loadgen_errors"):
+            return None
+        why = "; ".join(r for r in (lg.get("invalid_reason"), lg.get("early_stopping_result"),
+                                    *(lg.get("loadgen_errors") or [])) if r)
+        return f"the performance run is {lg['validity']} ({why or 'LoadGen gives no reason'})"
+    from benchmark.loadgen.settings import read_detail_log
+
+    errors = read_detail_log(folder / "mlperf_log_detail.txt")["errors"]
+    return f"the accuracy run's detail log holds LoadGen ERRORs ({'; '.join(errors[:3])})" if errors else None
+
+
 def finished(folder: Path) -> dict | None:
-    """A run's results, if it ran to its end (LoadGen's results.json written, no INCOMPLETE mark) and,
-    for a performance run, is VALID: a result."""
+    """A run's results, if it ran to its end (LoadGen's results.json written, no INCOMPLETE mark) and
+    is a result (not_a_result)."""
     results = folder / "results.json"
     if folder.is_dir() and results.is_file() and not (folder / INCOMPLETE).exists():
         done = json.loads(results.read_text())
-        if (done.get("loadgen") or {}).get("mode") != "performance" or done["loadgen"].get("validity") == "VALID":
+        if not_a_result(folder, done) is None:
             return done
     return None
 
@@ -108,7 +127,7 @@ def loadgen_run(overrides: list[str], folder: Path, *extra: str, command: str = 
         print(f"submission: {folder} finished before: not run again", file=sys.stderr)
         return done
     if folder.exists():
-        why = "was INVALID" if (folder / "results.json").is_file() and not (folder / INCOMPLETE).exists() \
+        why = "was not a result" if (folder / "results.json").is_file() and not (folder / INCOMPLETE).exists() \
             else "did not finish"
         print(f"submission: {folder} {why}: removed, run again", file=sys.stderr)
         shutil.rmtree(folder)
@@ -255,6 +274,7 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
     for scenario in sub.scenarios:
         base = [*runs, f"loadgen.scenario={scenario}"]
         accuracy = loadgen_run(base, work / scenario / "accuracy", "loadgen.mode=accuracy")
+        _valid(accuracy, work / scenario / "accuracy")
         if not sub.dry_run and accuracy["total"] != WHOLE_SET:
             raise SubmissionError(f"{work / scenario / 'accuracy'}: the accuracy run covered {accuracy['total']:,} "
                                   f"images (skipped: {len(accuracy['skipped'])}), not all {WHOLE_SET:,}")
@@ -307,15 +327,14 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
     return results
 
 
-def _valid(performance: dict, folder: Path) -> None:
-    lg = performance["loadgen"]
-    if lg["validity"] != "VALID" or lg.get("loadgen_errors"):
-        why = "; ".join(r for r in (lg.get("invalid_reason"), lg.get("early_stopping_result"),
-                                    *(lg.get("loadgen_errors") or [])) if r)
-        raise SubmissionError(f"{folder}: the performance run is {lg['validity']} "
-                              f"({why or 'LoadGen gives no reason'}): "
-                              f"not a result, not packaged; the command runs it again next time (an Offline run "
-                              f"that ended early: at the samples/s it achieved, times submission.margin)")
+def _valid(results: dict, folder: Path) -> None:
+    """A run that is not a result stops the submission: never packaged, run again next time."""
+    why = not_a_result(folder, results)
+    if why is not None:
+        hint = " (an Offline run that ended early: at the samples/s it achieved, times submission.margin)" \
+            if results["loadgen"]["mode"] == "performance" else ""
+        raise SubmissionError(f"{folder}: {why}: not a result, not packaged; the command runs it again next "
+                              f"time{hint}")
 
 
 def _test01(cfg: DictConfig, base: list[str], perf_args: tuple, work: Path, out: Path, performance: dict) -> None:

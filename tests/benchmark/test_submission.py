@@ -174,3 +174,12 @@ def test_an_invalid_performance_run_is_not_a_result(tmp_path):
     invalid["loadgen"].update(validity="VALID", min_duration_met=True)
     (folder / "results.json").write_text(json.dumps(invalid))
     assert submission.finished(folder) == invalid and submission.achieved(folder) == 0.0
+    # an accuracy run whose detail log holds a LoadGen ERROR fails the checker's accuracy check
+    accuracy = {"loadgen": {"mode": "accuracy"}}
+    (folder / "results.json").write_text(json.dumps(accuracy))
+    (folder / "mlperf_log_detail.txt").write_text(
+        ':::MLLOG {"key": "loadgen_version", "value": "6.0"}\n'
+        ':::MLLOG {"key": "error_invalid_config", "value": "read twice", "metadata": {"is_error": true}}\n')
+    assert submission.finished(folder) is None
+    with pytest.raises(submission.SubmissionError, match="detail log holds LoadGen ERRORs \\(error_invalid_config"):
+        submission._valid(accuracy, folder)
