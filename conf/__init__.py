@@ -4,6 +4,7 @@ adds a user's own."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
@@ -20,10 +21,16 @@ def load(group: str, name: str) -> DictConfig:
     return OmegaConf.create(resource.read_text(encoding="utf-8"))
 
 
+@lru_cache(maxsize=None)
+def _model(name: str) -> dict:
+    """A shipped model config, resolved (read once: OmegaConf resolves an interpolation at every access)."""
+    return OmegaConf.to_container(load("model", name), resolve=True)
+
+
 def _ported(key: str, _root_: DictConfig) -> Any:
     """`${ported:key}` in conf/model/module.yaml: the value of `key` in the config of the MLPerf model
     the user's module ports (model.ports), e.g. its normalisation and MLPerf's interpolation for it."""
-    return OmegaConf.to_container(load("model", str(_root_.model.ports)), resolve=True)[key]
+    return _model(str(_root_.model.ports))[key]
 
 
 OmegaConf.register_new_resolver("ported", _ported, replace=True)

@@ -33,32 +33,26 @@ STATUSES = ("available", "preview", "rdi")
 SYSTEM_TYPES = ("datacenter", "edge", "datacenter,edge", "edge,datacenter")
 
 
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
+def _cpuinfo() -> list[dict[str, str]]:
+    """/proc/cpuinfo, one dict per logical CPU (none where there is no such file)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return info
+        return []
+    cpus = []
+    for block in text.split("\n\n"):
+        fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in block.splitlines()))
+        if fields:
+            cpus.append(fields)
+    return cpus
 
 
-def _sockets_and_cores() -> tuple[int, int]:
-    """Physical packages and cores per package, from /proc/cpuinfo (1 and the CPU count without it)."""
+def _sockets_and_cores(cpus: list[dict[str, str]]) -> tuple[int, int]:
+    """Physical packages and cores per package (1 and the CPU count where cpuinfo does not say)."""
     packages: dict[str, set] = {}
-    try:
-        block: dict[str, str] = {}
-        for line in [*Path("/proc/cpuinfo").read_text().splitlines(), ""]:
-            if not line.strip():
-                if "physical id" in block:
-                    packages.setdefault(block["physical id"], set()).add(block.get("core id"))
-                block = {}
-                continue
-            key, _, value = line.partition(":")
-            block[key.strip()] = value.strip()
-    except OSError:
-        pass
+    for cpu in cpus:
+        if "physical id" in cpu:
+            packages.setdefault(cpu["physical id"], set()).add(cpu.get("core id"))
     if not packages:
         return 1, os.cpu_count() or 1
     return len(packages), max(len(cores) for cores in packages.values())
@@ -86,8 +80,9 @@ def _operating_system() -> str:
 def machine(device: str, versions: dict[str, str]) -> dict[str, str]:
     """What this machine tells of itself, as the checker's fields (strings: a number 0 counts as empty).
     `device`: where the model ran (cpu, cuda:N); `versions`: the libraries that ran it."""
-    info = _cpuinfo()
-    sockets, cores = _sockets_and_cores()
+    cpus = _cpuinfo()
+    info = cpus[0] if cpus else {}
+    sockets, cores = _sockets_and_cores(cpus)
     facts = {
         "number_of_nodes": "1",
         "host_processor_model_name": info.get("model name", platform.processor() or platform.machine()),
