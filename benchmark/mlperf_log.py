@@ -1,9 +1,10 @@
 """python -m benchmark.mlperf_log mlperf_log_accuracy.json [--labels val_map.txt]
-    [--dtype float32|int32|int64] [--model resnet50|mobilenet_v1] [--compare RESULTS_JSON] [--verbose]
+    [--dtype float32|int32|int64] [--model resnet50|mobilenet_v1] [--compare RESULTS_JSON] [--real] [--verbose]
 
 Scores MLPerf's accuracy log as MLPerf's `tools/accuracy-imagenet.py` does (evaluation/accuracy_log.py),
 judges it against MLPerf's accuracy target for the model (given, or the compared run's) and, with
---compare, lists the images where a harness run answered otherwise."""
+--compare, lists the images where a harness run answered otherwise; --real also scores its answers
+against ImageNet-ReaL's label sets (top-1: the log holds one answer per image)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=with_target(),
                         help="the model the log answers for, for MLPerf's accuracy target (default: the "
                              "--compare run's model)")
+    parser.add_argument("--real", action="store_true",
+                        help="also score the answers against ImageNet-ReaL's reassessed label sets")
     parser.add_argument("--verbose", action="store_true", help="list every image, not the first few")
     args = parser.parse_args(argv)
     limit = None if args.verbose else 10
@@ -91,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
               + (f" ({len(result.conflicting)} answered differently the second time: "
                  f"{_names(result.conflicting, labels, limit)})" if result.conflicting else ""),
               file=sys.stderr)
+        if args.real:
+            from benchmark.evaluation import real
+
+            answered = sorted(result.answers)
+            print(real.line(real.score([labels[i][0] for i in answered], [[result.answers[i]] for i in answered])))
         if result.missing:
             print(f"{len(result.missing)} of the {len(labels)} listed samples are not in the log: "
                   f"{_names(result.missing, labels, limit)}",

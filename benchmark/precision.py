@@ -143,6 +143,7 @@ def against_exact(cfg: DictConfig, s, result, logits: np.ndarray, exact_logits: 
         "mlperf_target": {k: g.to_dict() if g else None for k, g in gates.items()},
         "images_per_s": s.timing.get("eval_images_per_s"), "fp32_images_per_s": timing.get("eval_images_per_s"),
         "fp32_numerics": s.exact.numerics,
+        "fp32_calls": exact.calls(s.readable.tolist(), len(s.inputs.dataset)),  # how close each exact call was
     }
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import precision, runtimes
-from benchmark.evaluation import distributed, loop, report
+from benchmark.evaluation import distributed, loop, real, report
 from benchmark.evaluation.distributed import World
 from benchmark.evaluation.gate import gate, reservations
 from benchmark.evaluation.scoring import Score, score
@@ -151,6 +151,8 @@ def setup(cfg: DictConfig) -> Setup:
     batch_size = cfg.batch_size or runtimes.default_batch_size(runtime.device)
     clock = time.perf_counter()
     inputs = prepare(cfg, runtime.image_size)
+    if real.asked(cfg):
+        real.check(inputs.dataset.names)  # before any image is read
     cache = build_cache(cfg, inputs)
     timing["cache_s"] = round(time.perf_counter() - clock, 3)  # checking a built cache, or building it
     # Images that could not be read (dataset.on_error=skip) are left out, counted and listed.
@@ -199,7 +201,9 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
     model = s.reference_source.model
     tensor = getattr(s.reference, "logits", None) if s.reference.name == "onnxruntime" else model.get("logits_tensor")
     ckpt = s.reference_source.ckpt
-    return {**report.compare(result, score(ref_logits, s.labels), logits, ref_logits, s.names),
+    ref = score(ref_logits, s.labels)
+    return {**report.compare(result, ref, logits, ref_logits, s.names),
+            "calls": ref.calls(s.readable.tolist(), len(s.inputs.dataset)),  # the reference's, image by image
             "backend": cfg.reference, "tensor": tensor, "timing": timing,
             "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256,
                            "model": model.name, "mlperfs": is_mlperfs(model, ckpt)},
@@ -209,7 +213,7 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
 
 
 def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,
-                  against_exact: dict | None = None) -> None:
+                  against_exact: dict | None = None, real_score: dict | None = None) -> None:
     """MLPerf's accuracy line on stdout; top-5, the reference's agreement and the results file on stderr."""
     skipped = f" (skipped {len(s.cache.failed)} of {len(s.inputs.dataset)} listed: unreadable, see " \
               f"'skipped' in the results)" if s.cache.failed else ""
@@ -220,6 +224,8 @@ def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,
     if against_exact is not None:
         print(precision.summary(against_exact))
     print(f"top5={result.top5:.3f}%", file=sys.stderr)
+    if real_score is not None:
+        print(real.line(real_score), file=sys.stderr)
     if "eval_images_per_s" in s.timing:
         print(f"evaluation: {s.timing['eval_images_per_s']:.1f} images/s after the first batch, "
               f"{s.timing['eval_s']:.1f} s in all", file=sys.stderr)
@@ -252,5 +258,5 @@ def run(cfg: DictConfig) -> dict | None:
     reference = reference_comparison(cfg, s, result, logits, ref_logits, ref_timing)
     results = report.results_dict(cfg, s, result, reference, time.time() - started, against_exact)
     path = report.write_results(results, cfg)
-    print_outcome(result, s, reference, path, against_exact)
+    print_outcome(result, s, reference, path, against_exact, results["real"])
     return results

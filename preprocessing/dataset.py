@@ -5,6 +5,8 @@
   50,000-line val_map shipped in this package (the images present, in its order);
 - `imagefolder`: `root/<wnid>/<file>`, torchvision's ImageFolder layout (label = the wnid's position
   among the 1,000 sorted ILSVRC2012 synsets, also shipped), validation images checked against val_map;
+- `imagenetv2`: ImageNetV2's folders, `root/<class index>/<file>` with class indices `0`..`999`
+  (the label is the folder's number; folders are taken in numeric order, not sorted as strings);
 - `tar`: the official `ILSVRC2012_img_val.tar` (or a tar of either layout above), read member by
   member in place, never extracted.
 
@@ -28,9 +30,10 @@ from preprocessing.pipelines import ImageError, read_file
 
 NUM_CLASSES = 1000
 VALIDATION_IMAGES = 50_000
-LAYOUTS = ("auto", "val_map", "imagefolder", "tar")
+LAYOUTS = ("auto", "val_map", "imagefolder", "imagenetv2", "tar")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 WNID = re.compile(r"n\d{8}")
+CLASS_INDEX = re.compile(r"0|[1-9]\d{0,2}")  # ImageNetV2's class folders: 0..999, no leading zeros
 LABELS = Path(__file__).parent / "labels"
 # MLPerf's val_map.txt (labels 0..999 for ILSVRC2012_val_00000001..50000.JPEG) and the 1,000
 # ILSVRC2012 synsets in sorted order (caffe's synset_words.txt): checked whenever they are read.
@@ -38,7 +41,9 @@ SHIPPED_SHA256 = {"val_map.txt": "4138c0cd92d2dffea9353a9339c9f352361b7c6c267d2f
                   "synsets.txt": "acf75ef0abe89694b19056e0796401068b459c457baa30335f240c7692857355",
                   # MLPerf's calibration lists (calibration/ImageNet/ in its inference repository)
                   "cal_image_list_option_1.txt": "7662247d1d9407d6cb564268f64c5a4a6cf9f1a34fd2e6cdc3b94dcf278b3dc9",
-                  "cal_image_list_option_2.txt": "11ce810122226ec0ca8c56e47ee356e3c1185f3c6ce8262edb50c3c1d0a9705e"}
+                  "cal_image_list_option_2.txt": "11ce810122226ec0ca8c56e47ee356e3c1185f3c6ce8262edb50c3c1d0a9705e",
+                  # ImageNet-ReaL's reassessed label sets (google-research/reassessed-imagenet, Apache-2.0)
+                  "real.json": "d83e9bff374c631aae8439eb064c7019acc56e1b3bc3f56b8380c2a710b0220b"}
 
 
 class DatasetError(UserError, ValueError):
@@ -180,8 +185,8 @@ class TarArchive:
 @dataclass(frozen=True)
 class Dataset:
     root: Path  # the folder, or the tar archive
-    layout: str  # val_map | imagefolder | tar
-    labels_from: str  # "labels file", "shipped val_map" or "class folders"
+    layout: str  # val_map | imagefolder | imagenetv2 | tar
+    labels_from: str  # "labels file", "shipped val_map", "class folders" or "class index folders"
     labels_file: Path | None  # the labels file read (None: labels from class folders)
     names: list[str]  # relative to root (files or archive members), in evaluation order
     labels: list[int]  # 0..999
@@ -190,6 +195,14 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def label_set(self) -> str:
+        """Whose labels score the images: ILSVRC2012's (val_map, wnid folders), ImageNetV2's (class
+        index folders), or a labels file's."""
+        if self.labels_from == "class index folders":
+            return "ImageNetV2"
+        return "labels file" if self.labels_from == "labels file" else "ILSVRC2012"
 
     def path(self, i: int) -> str:
         """Where image i is, for messages: a file's path, or `<archive>:<member>`."""
@@ -322,6 +335,20 @@ def _by_class_folder(names: list[str], where: Path) -> tuple[list[str], list[int
     return [n for n, _ in ordered], [label for _, label in ordered], absent
 
 
+def _by_class_index(names: list[str], where: Path) -> tuple[list[str], list[int]]:
+    """ImageNetV2's `[prefix/]<index>/<file>`, labelled by the folder's number, in numeric folder
+    order (then by file name): the order of the labels, as `sorted()` of the folder names is not."""
+    labelled = []
+    for name in names:
+        folder = PurePosixPath(name).parent.name
+        if not CLASS_INDEX.fullmatch(folder):
+            raise DatasetError(f"{where}: {name!r} is not in a class index folder (ImageNetV2's layout: "
+                               "<0..999>/<file>)")
+        labelled.append((int(folder), name))
+    labelled.sort()
+    return [name for _, name in labelled], [label for label, _ in labelled]
+
+
 def _by_labels_file(labels_file: Path, source, allow_missing: bool) -> tuple[list[str], list[int]]:
     names, labels = read_labels(labels_file)
     missing = [n for n in names if not source.has(n)]
@@ -343,7 +370,14 @@ def detect_layout(root: Path, labels) -> str:
         return "val_map"
     entries = [e for e in os.scandir(root) if not e.name.startswith(".")]
     folders = sorted(e.name for e in entries if e.is_dir() and WNID.fullmatch(e.name))
+    indices = sorted(e.name for e in entries if e.is_dir() and CLASS_INDEX.fullmatch(e.name))
     images = sorted(e.name for e in entries if e.is_file() and is_image(e.name))
+    if indices and (folders or images):
+        other = f"class folders ({folders[0]}, ...)" if folders else f"images ({images[0]}, ...)"
+        raise DatasetError(f"{root}: holds both ImageNetV2's class index folders ({indices[0]}, ...) and {other}; "
+                           "set dataset.layout")
+    if indices:
+        return "imagenetv2"
     if folders and images:
         raise DatasetError(f"{root}: holds both class folders ({folders[0]}, ...) and images ({images[0]}, ...); "
                            "set dataset.layout=imagefolder or dataset.layout=val_map")
@@ -351,13 +385,15 @@ def detect_layout(root: Path, labels) -> str:
         return "imagefolder"
     if images:
         return "val_map"
-    raise DatasetError(f"{root}: no val_map.txt, no images and no class folders (<wnid>/, such as n01440764/): "
+    raise DatasetError(f"{root}: no val_map.txt, no images and no class folders (<wnid>/, such as n01440764/, "
+                       "or ImageNetV2's 0/..999/): "
                        "expected ImageNet validation images in one of the layouts dataset.layout names "
                        f"({', '.join(LAYOUTS[1:])})")
 
 
 def _folder_images(root: Path, layout: str) -> list[str]:
-    """Relative names of the images of a folder: its own (val_map) or its class folders' (imagefolder)."""
+    """Relative names of the images of a folder: its own (val_map) or its class folders' (imagefolder,
+    imagenetv2)."""
     entries = sorted((e for e in os.scandir(root) if not e.name.startswith(".")), key=lambda e: e.name)
     if layout == "val_map":
         return _images_only([e.name for e in entries if e.is_file()], root)
@@ -368,7 +404,7 @@ def _folder_images(root: Path, layout: str) -> list[str]:
             names += [f"{e.name}/{f.name}" + ("" if f.is_file() else "/") for f in os.scandir(e.path)
                       if not f.name.startswith(".")]
         elif is_image(e.name):
-            raise DatasetError(f"{root / e.name}: an image outside the class folders (layout imagefolder)")
+            raise DatasetError(f"{root / e.name}: an image outside the class folders (layout {layout})")
     return _images_only(sorted(names), root)
 
 
@@ -414,7 +450,11 @@ def load_dataset(root: str | Path, labels: str | Path | None = None, limit: int 
         labels_from = "labels file"
     else:
         images = _images_only(source.names(), root) if layout == "tar" else _folder_images(root, layout)
-        if layout == "imagefolder" or (layout == "tar" and any(WNID.fullmatch(PurePosixPath(n).parent.name)
+        parents = {PurePosixPath(n).parent.name for n in images}
+        if layout == "imagenetv2" or (layout == "tar" and parents and all(CLASS_INDEX.fullmatch(p) for p in parents)):
+            names, label_list = _by_class_index(images, root)
+            labels_from = "class index folders"
+        elif layout == "imagefolder" or (layout == "tar" and any(WNID.fullmatch(PurePosixPath(n).parent.name)
                                                                for n in images)):
             names, label_list, absent = _by_class_folder(images, root)
             labels_from = "class folders"

@@ -158,8 +158,8 @@ def resnet_inputs(n: int, offset: int = 0, size: int = 224, real: bool = False) 
 
 
 def write_layout(root, layout, images):
-    """The images as `layout`: flat with val_map.txt, flat without it, <wnid>/<file>, or a tar of
-    the flat files (members in the order given). Returns dataset.root."""
+    """The images as `layout`: flat with val_map.txt, flat without it, <wnid>/<file>, ImageNetV2's
+    <class index>/<file>, or a tar of the flat files (members in the order given). Returns dataset.root."""
     synsets = imagenet_synsets()
     if layout == "tar":
         path = root / "ILSVRC2012_img_val.tar"
@@ -171,7 +171,7 @@ def write_layout(root, layout, images):
                 tar.addfile(info, io.BytesIO(data))
         return path
     for name, label, data in images:
-        folder = root / synsets[label] if layout == "imagefolder" else root
+        folder = root / {"imagefolder": synsets[label], "imagenetv2": str(label)}.get(layout, "")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
     if layout == "val_map":

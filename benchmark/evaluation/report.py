@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.evaluation import real
 from benchmark.evaluation.gate import gate
 from benchmark.evaluation.scoring import NUM_CLASSES
 from preprocessing.files import write_text_atomically
@@ -101,6 +102,7 @@ def run_facts(cfg: DictConfig, s) -> dict:
         "threads": s.threads,
         "distributed": s.world.to_dict() if s.world.size > 1 else None,
         "dataset": {"root": str(inputs.dataset.root), "layout": inputs.dataset.layout,
+                    "label_set": inputs.dataset.label_set,
                     "labels_from": inputs.dataset.labels_from,
                     "labels": str(inputs.dataset.labels_file) if inputs.dataset.labels_file else None,
                     "absent_validation_images": inputs.dataset.absent,
@@ -121,6 +123,7 @@ def results_dict(cfg: DictConfig, s, result, reference, elapsed: float, against_
     predictions = [None] * len(s.inputs.dataset)  # None: skipped as unreadable
     for i, p in zip(s.readable.tolist(), result.predictions.tolist()):
         predictions[i] = p
+    calls = result.calls(s.readable.tolist(), len(s.inputs.dataset))
     return {
         **run_facts(cfg, s),
         "top1": result.top1,
@@ -134,6 +137,9 @@ def results_dict(cfg: DictConfig, s, result, reference, elapsed: float, against_
         "predictions": predictions,
         "images": s.inputs.dataset.names,  # the file of each prediction
         "ground_truth": [int(x) for x in s.inputs.dataset.labels],  # its label
+        # each image's five best classes, their probabilities and the label's (how close each call was)
+        "calls": calls,
+        "real": real.score(s.inputs.dataset.names, calls["top5"]) if real.asked(cfg) else None,  # labels.real
         "reference": reference,
         "against_exact": against_exact,  # precision= other than fp32, model.transform=: against exact fp32
         "calibration": s.calibration,
@@ -152,5 +158,23 @@ def write_results(results: dict, cfg: DictConfig, default: Path | None = None) -
         path = Path("results/runs") / (f"{cfg.model.name}-{cfg.preprocess.name}-{cfg.backend}-"
                                        f"{stamp}-{os.getpid()}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, json.dumps(results, indent=1))
+    write_text_atomically(path, to_json(results))
     return path
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def to_json(value, depth: int = 0) -> str:
+    """JSON indented by one space per level as `json.dumps(indent=1)`, but an image's short list (its
+    five classes, their probabilities) on one line: a results file holds one per image."""
+    pad, inner = " " * depth, " " * (depth + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k))}: {to_json(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, (list, tuple)) and value:
+        if len(value) <= 8 and all(_scalar(v) for v in value):
+            return json.dumps(value, separators=(", ", ": "))
+        return "[\n" + ",\n".join(inner + to_json(v, depth + 1) for v in value) + f"\n{pad}]"
+    return json.dumps(value)

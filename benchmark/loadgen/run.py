@@ -205,7 +205,7 @@ def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_f
                            "log_accuracy_line": logged.mlperf_line(),
                            "answered_again": logged.duplicates}}  # LoadGen's repeats, counted once
     path = report.write_results(results, cfg, folder / "results.json")
-    print_outcome(result, s, reference, path)
+    print_outcome(result, s, reference, path, real_score=results["real"])
     return results
 
 

@@ -1,5 +1,5 @@
 """The ImageNet layouts users hold: a flat folder with or without val_map.txt, torchvision's
-ImageFolder and the official tar, all giving the same images, labels, crops and predictions; and
+ImageFolder, ImageNetV2's class index folders and the official tar, all giving the same images, labels, crops and predictions; and
 each way they can be wrong is a clear error naming the file."""
 
 import io
@@ -272,10 +272,59 @@ def assert_same_runs(roots, graph, tmp_path):
     return line, first
 
 
+def test_imagenetv2_folders_are_numbered_classes_in_numeric_order(tmp_path, images):
+    """ImageNetV2's folders 0..999 are class indices: folder 10 is class 10 and comes after folder 2
+    (sorted as strings, "10" < "2"); detected, or named with dataset.layout=imagenetv2."""
+    chosen = [(f"{k}.jpeg", label, images[k][2]) for k, label in enumerate([2, 10, 100, 999, 0])]
+    root = write_layout(tmp_path / "v2", "imagenetv2", chosen)
+    (root / "10" / "1b.jpeg").write_bytes(images[5][2])  # a second image of class 10: by name in its folder
+    d = load_dataset(root)
+    assert d.layout == "imagenetv2" and d.labels_from == "class index folders" and d.label_set == "ImageNetV2"
+    assert d.names == ["0/4.jpeg", "2/0.jpeg", "10/1.jpeg", "10/1b.jpeg", "100/2.jpeg", "999/3.jpeg"]
+    assert d.labels == [0, 2, 10, 10, 100, 999] and d.absent == 0
+    assert load_dataset(root, layout="imagenetv2").names == d.names
+    tar = tmp_path / "v2.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(root, arcname="imagenetv2-matched-frequency-format-val")
+    from_tar = load_dataset(tar)
+    assert from_tar.labels == d.labels and from_tar.label_set == "ImageNetV2"
+    assert from_tar.names == [f"imagenetv2-matched-frequency-format-val/{n}" for n in d.names]
+    for bad in ("1000", "007"):  # no class index: a folder that is no class, beside the classes
+        broken = write_layout(tmp_path / f"bad-{bad}", "imagenetv2", chosen[:2])
+        (broken / bad).mkdir()
+        (broken / bad / "x.jpeg").write_bytes(images[0][2])
+        with pytest.raises(DatasetError, match=f"'{bad}/x.jpeg' is not in a class index folder"):
+            load_dataset(broken)
+    stray = write_layout(tmp_path / "stray", "imagenetv2", chosen[:2])
+    (stray / "x.jpeg").write_bytes(images[0][2])
+    with pytest.raises(DatasetError, match="holds both ImageNetV2's class index folders .* and images"):
+        load_dataset(stray)
+    with pytest.raises(DatasetError, match="x.jpeg: an image outside the class folders .layout imagenetv2"):
+        load_dataset(stray, layout="imagenetv2")
+
+
 def test_every_layout_gives_the_same_predictions(roots, images, fixture_graphs, tmp_path):
     """End to end through `python -m benchmark`: the same accuracy line and predictions from each layout."""
-    line, first = assert_same_runs(roots, fixture_graphs(0.25, 128, read_identities=False), tmp_path)
+    graph = fixture_graphs(0.25, 128, read_identities=False)
+    line, first = assert_same_runs(roots, graph, tmp_path)
     assert line == first["accuracy_line"] and first["total"] == len(images)
+    assert_same_as_imagenetv2(images, first, graph, tmp_path)
+
+
+def assert_same_as_imagenetv2(images, first, graph, tmp_path):
+    """The images in ImageNetV2's layout (one per class here): the same line and the same prediction
+    for each class's image; the results say which layout and label set scored them."""
+    from benchmark.run import run
+
+    root = write_layout(tmp_path / "imagenetv2", "imagenetv2", images)
+    r = run(config("model=mobilenet_v1", f"model.checkpoint={graph}", f"dataset.root={root}",
+                   f"cache_dir={tmp_path / 'cache'}", f"results_file={tmp_path / 'v2.json'}"))
+    assert r["accuracy_line"] == first["accuracy_line"]
+    assert r["dataset"]["layout"] == "imagenetv2" and r["dataset"]["label_set"] == "ImageNetV2"
+    assert first["dataset"]["label_set"] == "labels file"
+    by_label = dict(zip(first["ground_truth"], first["predictions"]))
+    assert len(by_label) == len(images) and r["images"][0].split("/")[0] == str(min(by_label))
+    assert dict(zip(r["ground_truth"], r["predictions"])) == by_label
 
 
 @pytest.mark.slow
@@ -289,6 +338,7 @@ def test_all_samples_in_every_layout_agree(tmp_path):
     roots = {layout: write_layout(tmp_path / layout, layout, images) for layout in LAYOUTS}
     graph = slim_graph(224, "tgz")
     line, first = assert_same_runs(roots, graph, tmp_path)
+    assert_same_as_imagenetv2(images, first, graph, tmp_path)
     # The samples under their own names and val_map (one image per class, in another order): the
     # same line, and the same prediction for each class's image.
     proc = run_benchmark(SAMPLES, graph, tmp_path / "cache", tmp_path / "samples.json", tmp_path)
