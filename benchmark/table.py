@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from benchmark.evaluation.pairs import model_label, pair_runs, pipeline_label, precision_of, variant
 from preprocessing.errors import UserError
 
 COLUMNS = ["model", "checkpoint", "image_size", "pipeline", "decoder", "resize", "interpolation",
@@ -24,24 +25,6 @@ COLUMNS = ["model", "checkpoint", "image_size", "pipeline", "decoder", "resize",
 
 class TableError(UserError, ValueError):
     pass
-
-
-def pipeline_label(p: dict) -> str:
-    """A column name that tells pipelines apart: name, interpolation, and any unusual knob."""
-    label = f"{p['name']} {p['interpolation']}"
-    if p.get("resize") == "torchvision" and not p.get("antialias", True):
-        label += ", no antialias"
-    if p.get("crop_percent", 87.5) != 87.5:
-        label += f", crop {p['crop_percent']:g}%"
-    return label
-
-
-def model_label(r: dict) -> str:
-    ckpt = r["checkpoint"]
-    # An archive member's folder tells TF-slim's graphs apart (they are all frozen_graph.pb).
-    name = ckpt["member"].removeprefix("./") if ckpt["member"] else Path(ckpt["path"]).name
-    module = ((r.get("conversion") or {}).get("module") or {}).get("target")  # model=module: whose module
-    return f"{r['model']}{f' {module}' if module else ''} ({name}, {r['image_size']}px)"
 
 
 def row(r: dict, path: Path) -> dict:
@@ -119,7 +102,8 @@ def write_tables(runs: list[tuple[dict, Path]], out: Path, backend: str | None, 
                                    + markdown(PAIRED_COLUMNS, pairs)
                                    + "\nfixed / broken: images the run gets right and the baseline wrong, and the "
                                      "other way; p: exact McNemar test on those flips (small p: unlikely to be "
-                                     "noise).\n" + "".join(f"\nNot paired: {why}\n" for why in unpaired))
+                                     "noise); difference: the run's top-1 minus the baseline's, with its 95 % "
+                                     "confidence interval (Agresti-Min, paired).\n" + "".join(f"\nNot paired: {why}\n" for why in unpaired))
     for why in unpaired:
         print(f"paired.md: not paired: {why}", file=sys.stderr)
     charts = chart(models, pipelines, cells, out / "top1", title)
@@ -127,83 +111,18 @@ def write_tables(runs: list[tuple[dict, Path]], out: Path, backend: str | None, 
 
 
 PAIRED_COLUMNS = ["model", "run", "baseline", "images", "top-1 run", "top-1 baseline", "fixed", "broken",
-                  "McNemar p"]
-
-
-def precision_of(r: dict) -> str:
-    """The precision a run ran in: recorded as a string; older files held it in their comparison with
-    fp32 (a dict) or, for LoadGen runs, only in their config."""
-    recorded = r.get("precision")
-    if isinstance(recorded, str):
-        return recorded
-    if isinstance(recorded, dict):
-        return recorded.get("precision", "fp32")
-    return str((r.get("config") or {}).get("precision", "fp32"))
-
-
-def transform_of(r: dict) -> str | None:
-    """A transformed run's transform, short: function(arguments) and the first digits of its source's
-    sha256 (two versions of one transform are two runs); None for the exact model."""
-    t = r.get("transform")
-    if not t:
-        return None
-    args = ", ".join(f"{k}={v}" for k, v in sorted((t.get("kwargs") or {}).items()))
-    digest = f" {t['source_sha256'][:8]}" if t.get("source_sha256") else ""
-    return f"{t['target'].rsplit(':', 1)[-1]}({args}){digest}"
-
-
-def variant(r: dict) -> str:
-    """What a run changed from the exact model, as a label's tail: its precision, its transform."""
-    return "".join(f", {v}" for v in (precision_of(r) if precision_of(r) != "fp32" else None, transform_of(r)) if v)
-
-
-def run_label(r: dict) -> str:
-    return f"{pipeline_label(r['preprocess'])}, {r['backend']}{variant(r)}"
-
-
-def is_mlperfs(r: dict) -> bool:
-    """MLPerf's own run of its model: its pipeline with the model's interpolation, torch, fp32, no
-    transform."""
-    p, model = r["preprocess"], (r.get("config") or {}).get("model") or {}
-    return (p["name"] == "mlperf" and p["interpolation"] == model.get("mlperf_interpolation", p["interpolation"])
-            and r["backend"] == "torch" and precision_of(r) == "fp32" and not r.get("transform"))
+                  "McNemar p", "difference [95 % CI], points"]
 
 
 def paired_table(runs: list[tuple[dict, Path]]) -> tuple[list[list], list[str]]:
-    """Per model and image list, every run against the baseline: the run of MLPerf's pipeline (its
-    interpolation for the model, torch, fp32) where there is one, else the first file. Images a run
-    skipped are left out of its pair. Also the runs that could not be paired, and why: a run alone
-    on its image list among other runs of its model is one of them."""
-    from benchmark.evaluation.significance import paired
-
-    groups: dict = {}
-    for r, path in sorted(runs, key=lambda rp: rp[1].name):
-        groups.setdefault((model_label(r), tuple(r["images"])), []).append((r, path))
-    body, unpaired = [], []
-    lists: dict = {}  # model -> how many image lists its runs have
-    for model, images in groups:
-        lists[model] = lists.get(model, 0) + 1
-    for (model, images), members in sorted(groups.items(), key=lambda g: g[0][0]):
-        if len(members) == 1 and lists[model] > 1:  # the model's other runs read other images
-            unpaired.append(f"{members[0][1].name}: no other run of {model} on the same {len(images)} images "
-                            f"(a different image list, such as another dataset.limit)")
-            continue
-        baseline = next(((r, p) for r, p in members if is_mlperfs(r)), members[0])
-        labels = baseline[0].get("ground_truth")
-        for r, path in members:
-            if r is baseline[0]:
-                continue
-            both = [i for i, (x, y) in enumerate(zip(baseline[0]["predictions"], r["predictions"]))
-                    if x is not None and y is not None]
-            if not labels or not both:
-                why = "its results hold no ground_truth (written by an older version)" if not labels \
-                    else "no image was read by both runs"
-                unpaired.append(f"{path.name} against {baseline[1].name}: {why}")
-                continue
-            c = paired([labels[i] for i in both], [baseline[0]["predictions"][i] for i in both], [r["predictions"][i] for i in both])
-            body.append([model, f"{run_label(r)} ({path.name})", f"{run_label(baseline[0])} ({baseline[1].name})",
-                         c["images"], f"{100 * c['good_b'] / c['images']:.3f}", f"{100 * c['good_a'] / c['images']:.3f}",
-                         c["fixed"], c["broken"], f"{c['mcnemar_p']:.3g}"])
+    """paired.md's rows (evaluation/pairs.py pairs the runs), and the runs that could not be paired."""
+    pairs, unpaired = pair_runs(runs)
+    body = []
+    for p in pairs:
+        c, (low, high) = p.comparison, p.interval
+        body.append([p.model, p.run.label, p.baseline.label, c["images"], f"{100 * c['good_b'] / c['images']:.3f}",
+                     f"{100 * c['good_a'] / c['images']:.3f}", c["fixed"], c["broken"], f"{c['mcnemar_p']:.3g}",
+                     f"{p.difference:+.2f} [{low:+.2f}, {high:+.2f}]"])
     return body, unpaired
 
 

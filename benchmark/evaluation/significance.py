@@ -1,13 +1,14 @@
 """Is a difference in top-1 between two runs on the same images real? The images each run gets
-right and the other wrong, and the exact McNemar test on them (two-sided: the binomial test of the
-flips against even odds, as small counts need)."""
+right and the other wrong, the exact McNemar test on them (two-sided: the binomial test of the
+flips against even odds, as small counts need), and a confidence interval of the paired difference."""
 
 from __future__ import annotations
 
-from math import exp, lgamma, log
+from math import exp, lgamma, log, sqrt
 
 import numpy as np
 
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 EXACT_UP_TO = 20_000  # flips: exact integer arithmetic takes at most ~30 ms up to here
 
 
@@ -53,3 +54,17 @@ def paired(labels, a, b, names: list[str] | None = None) -> dict:
         out["fixed_images"] = [names[i] for i in fixed]
         out["broken_images"] = [names[i] for i in broken]
     return out
+
+
+def paired_difference_ci(fixed: int, broken: int, images: int, z: float = Z95) -> tuple[float, float]:
+    """The 95 % confidence interval of B's top-1 minus A's (a fraction) on the same `images`, from the
+    images B fixes and breaks: Agresti and Min's (2005) interval, the Wald interval of the paired
+    difference with half an image added to each of the four cells (right/wrong by A x by B). Unlike
+    the plain Wald interval it neither collapses to a point with no flips nor leaves [-1, 1]; its
+    coverage stays near 95 % down to a handful of flips."""
+    if images <= 0 or fixed < 0 or broken < 0 or fixed + broken > images:
+        raise ValueError(f"{fixed} fixed and {broken} broken of {images} images")
+    n = images + 2  # four cells, half an image each
+    f, b = (fixed + 0.5) / n, (broken + 0.5) / n
+    half = z * sqrt(max(f + b - (f - b) ** 2, 0.0) / n)
+    return max(-1.0, f - b - half), min(1.0, f - b + half)

@@ -1,0 +1,206 @@
+"""Runs paired on the same images: which run is each run's baseline, the images it fixes and breaks,
+how close each of those calls was, and which classes gained or lost; read by the tables and the
+HTML report (benchmark.table). Also the labels that tell runs apart in both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.evaluation.significance import paired, paired_difference_ci
+
+NEAR_TIE = 0.05  # a call decided by less than this much probability (5 points) is a near-tie
+
+
+def pipeline_label(p: dict) -> str:
+    """A column name that tells pipelines apart: name, interpolation, and any unusual knob."""
+    label = f"{p['name']} {p['interpolation']}"
+    if p.get("resize") == "torchvision" and not p.get("antialias", True):
+        label += ", no antialias"
+    if p.get("crop_percent", 87.5) != 87.5:
+        label += f", crop {p['crop_percent']:g}%"
+    return label
+
+
+def model_label(r: dict) -> str:
+    ckpt = r["checkpoint"]
+    # An archive member's folder tells TF-slim's graphs apart (they are all frozen_graph.pb).
+    name = ckpt["member"].removeprefix("./") if ckpt["member"] else Path(ckpt["path"]).name
+    module = ((r.get("conversion") or {}).get("module") or {}).get("target")  # model=module: whose module
+    return f"{r['model']}{f' {module}' if module else ''} ({name}, {r['image_size']}px)"
+
+
+def precision_of(r: dict) -> str:
+    """The precision a run ran in: recorded as a string; older files held it in their comparison with
+    fp32 (a dict) or, for LoadGen runs, only in their config."""
+    recorded = r.get("precision")
+    if isinstance(recorded, str):
+        return recorded
+    if isinstance(recorded, dict):
+        return recorded.get("precision", "fp32")
+    return str((r.get("config") or {}).get("precision", "fp32"))
+
+
+def transform_of(r: dict) -> str | None:
+    """A transformed run's transform, short: function(arguments) and the first digits of its source's
+    sha256 (two versions of one transform are two runs); None for the exact model."""
+    t = r.get("transform")
+    if not t:
+        return None
+    args = ", ".join(f"{k}={v}" for k, v in sorted((t.get("kwargs") or {}).items()))
+    digest = f" {t['source_sha256'][:8]}" if t.get("source_sha256") else ""
+    return f"{t['target'].rsplit(':', 1)[-1]}({args}){digest}"
+
+
+def variant(r: dict) -> str:
+    """What a run changed from the exact model, as a label's tail: its precision, its transform."""
+    return "".join(f", {v}" for v in (precision_of(r) if precision_of(r) != "fp32" else None, transform_of(r)) if v)
+
+
+def run_label(r: dict) -> str:
+    return f"{pipeline_label(r['preprocess'])}, {r['backend']}{variant(r)}"
+
+
+def is_mlperfs(r: dict) -> bool:
+    """MLPerf's own run of its model: its pipeline with the model's interpolation, torch, fp32, no
+    transform."""
+    p, model = r["preprocess"], (r.get("config") or {}).get("model") or {}
+    return (p["name"] == "mlperf" and p["interpolation"] == model.get("mlperf_interpolation", p["interpolation"])
+            and r["backend"] == "torch" and precision_of(r) == "fp32" and not r.get("transform"))
+
+
+@dataclass
+class Side:
+    """One side of a pair: a run's file, or the exact fp32 model a precision run was compared with
+    inside its own file."""
+    label: str
+    path: Path
+    results: dict
+    predictions: list
+    calls: dict | None  # top5, top5_prob, label_prob per image (None: a file written before they were)
+
+    @property
+    def crops(self) -> str | None:
+        """The crop cache the side's model read (its run's, for the exact model inside a run too)."""
+        return (self.results.get("preprocess") or {}).get("cache")
+
+    def call(self, i: int) -> dict:
+        """Image i's call: the prediction, and where recorded its probability, the runner-up's and the
+        true label's."""
+        out = {"prediction": self.predictions[i]}
+        if self.calls and self.calls["top5"][i] is not None:
+            probs = self.calls["top5_prob"][i]
+            out.update(prob=probs[0], runner_up=self.calls["top5"][i][1], runner_up_prob=probs[1],
+                       label_prob=self.calls["label_prob"][i])
+        return out
+
+
+@dataclass
+class Pair:
+    model: str
+    run: Side
+    baseline: Side
+    labels: list[int]  # ground truth of every listed image
+    names: list[str]
+    both: list[int]  # the images read by both sides
+    comparison: dict  # significance.paired: good_a (baseline), good_b (run), fixed, broken, mcnemar_p
+
+    @property
+    def images(self) -> int:
+        return self.comparison["images"]
+
+    @property
+    def difference(self) -> float:
+        """The run's top-1 minus the baseline's, in points."""
+        return 100.0 * (self.comparison["fixed"] - self.comparison["broken"]) / self.images
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95 % confidence interval of the difference, in points."""
+        low, high = paired_difference_ci(self.comparison["fixed"], self.comparison["broken"], self.images)
+        return 100.0 * low, 100.0 * high
+
+    def flips(self) -> list[dict]:
+        """Each image the run fixes or breaks, with both calls, the closest first: a flip's closeness
+        is the smaller of the wrong call's lead over the true label and the right call's lead over
+        its runner-up (probability); None where the files hold no probabilities (sorted last)."""
+        rows = []
+        for i in self.both:
+            a, b = self.baseline.predictions[i], self.run.predictions[i]
+            if (a == self.labels[i]) == (b == self.labels[i]):
+                continue
+            base, run = self.baseline.call(i), self.run.call(i)
+            right, wrong = (run, base) if b == self.labels[i] else (base, run)
+            close = min(right["prob"] - right["runner_up_prob"], wrong["prob"] - wrong["label_prob"]) \
+                if "prob" in base and "prob" in run else None
+            rows.append({"index": i, "image": self.names[i], "label": self.labels[i],
+                         "kind": "fixed" if b == self.labels[i] else "broken", "baseline": base, "run": run,
+                         "closeness": close, "near_tie": close is not None and close < NEAR_TIE})
+        return sorted(rows, key=lambda r: (r["closeness"] is None, r["closeness"] or 0.0, r["index"]))
+
+    def classes(self, flips: list[dict] | None = None) -> list[dict]:
+        """Per class with a flip: images fixed, broken and the net change, largest change first."""
+        counts: dict[int, list[int]] = {}
+        for f in flips if flips is not None else self.flips():
+            counts.setdefault(f["label"], [0, 0])[f["kind"] == "broken"] += 1
+        rows = [{"label": c, "fixed": f, "broken": b, "net": f - b} for c, (f, b) in counts.items()]
+        return sorted(rows, key=lambda r: (-abs(r["net"]), -r["net"], r["label"]))
+
+
+def side(r: dict, path: Path) -> Side:
+    return Side(f"{run_label(r)} ({path.name})", path, r, r["predictions"], r.get("calls"))
+
+
+def exact_side(r: dict, path: Path) -> Side | None:
+    """The exact fp32 model a precision or transform run was compared with in its own file, where
+    the file holds its calls."""
+    calls = (r.get("against_exact") or {}).get("fp32_calls")
+    if not calls:
+        return None
+    predictions = [c[0] if c is not None else None for c in calls["top5"]]
+    return Side(f"exact fp32 of {path.name} (same run, same crops)", path, r, predictions, calls)
+
+
+def pair_runs(runs: list[tuple[dict, Path]]) -> tuple[list[Pair], list[str]]:
+    """Per model and image list, every run against the baseline: the run of MLPerf's pipeline (its
+    interpolation for the model, torch, fp32) where there is one, else the first file by name. A
+    precision or transform run alone on its image list is paired with the exact model inside its
+    file. Images a side skipped are left out of its pair. Also the runs that could not be paired, and
+    why: a run alone on its image list among other runs of its model is one of them."""
+    groups: dict = {}
+    for r, path in sorted(runs, key=lambda rp: rp[1].name):
+        groups.setdefault((model_label(r), tuple(r["images"])), []).append((r, path))
+    lists: dict = {}  # model -> how many image lists its runs have
+    for model, images in groups:
+        lists[model] = lists.get(model, 0) + 1
+    pairs, unpaired = [], []
+    for (model, images), members in sorted(groups.items(), key=lambda g: g[0][0]):
+        if len(members) == 1:
+            r, path = members[0]
+            exact = exact_side(r, path)
+            if exact is not None and r.get("ground_truth"):
+                pairs.append(make_pair(model, side(r, path), exact, r["ground_truth"], list(images)))
+            elif lists[model] > 1:  # the model's other runs read other images
+                unpaired.append(f"{path.name}: no other run of {model} on the same {len(images)} images "
+                                f"(a different image list, such as another dataset.limit)")
+            continue
+        base_r, base_path = next(((r, p) for r, p in members if is_mlperfs(r)), members[0])
+        labels = base_r.get("ground_truth")
+        for r, path in members:
+            if r is base_r:
+                continue
+            pair = make_pair(model, side(r, path), side(base_r, base_path), labels, list(images)) if labels else None
+            if pair is None or not pair.both:
+                why = "its results hold no ground_truth (written by an older version)" if not labels \
+                    else "no image was read by both runs"
+                unpaired.append(f"{path.name} against {base_path.name}: {why}")
+                continue
+            pairs.append(pair)
+    return pairs, unpaired
+
+
+def make_pair(model: str, run: Side, baseline: Side, labels: list[int], names: list[str]) -> Pair:
+    both = [i for i, (x, y) in enumerate(zip(baseline.predictions, run.predictions)) if x is not None and y is not None]
+    comparison = paired([labels[i] for i in both], [baseline.predictions[i] for i in both],
+                        [run.predictions[i] for i in both]) if both else {}
+    return Pair(model, run, baseline, labels, names, both, comparison)
