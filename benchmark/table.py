@@ -157,10 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/tables"), help="folder for the tables")
     parser.add_argument("--backend", default="torch", help="runs of this backend only (default torch; 'all')")
     parser.add_argument("--title", default="ImageNet top-1 by preprocessing pipeline")
+    parser.add_argument("--html", action="store_true",
+                        help="also the HTML report: report/index.html and one page per model under --out")
+    parser.add_argument("--html-flips", type=int, default=None, metavar="N",
+                        help="flipped images shown per pair, closest calls first (default 200)")
     args = parser.parse_args(argv)
     paths = args.results or sorted(Path("results/runs").glob("*.json"))
     try:
-        written = write_tables(load(paths), args.out, None if args.backend == "all" else args.backend, args.title)
+        runs = load(paths)
+        written = write_tables(runs, args.out, None if args.backend == "all" else args.backend, args.title)
+        if args.html:
+            from benchmark.html.pages import MAX_FLIPS, write_report
+
+            chosen = [(r, p) for r, p in runs if args.backend == "all" or r["backend"] == args.backend]
+            written += write_report(chosen, args.out, args.title, args.html_flips or MAX_FLIPS)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

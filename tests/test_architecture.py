@@ -20,6 +20,7 @@ LAYERS = [
     ["benchmark.nn"],  # PyTorch layers and models, the CPU fusion
     ["benchmark.convert"],  # graph -> PyTorch module, one module per source format and model
     ["benchmark.evaluation"],  # normalisation, the evaluation loop, scoring, results JSON, accuracy logs
+    ["benchmark.html"],  # the HTML report's pages and thumbnails
     ["benchmark.runtimes"],  # the model source and each runtime behind one factory
     ["benchmark.run", "benchmark.precision", "benchmark.testing"],  # one run stage by stage; graphs of MLPerf's structure for tests
     ["benchmark.__main__", "benchmark.loadgen", "benchmark.compare", "benchmark.table", "benchmark.export",
