@@ -3,8 +3,11 @@
 Collects results JSON files (default: results/runs/*.json) into tables: `runs.md`/`runs.csv`, one
 row per run; `pivot.md`/`pivot.csv`, models x preprocessing pipelines, top-1 with good/total;
 `paired.md`, each run against its model's baseline run on the same images (MLPerf's pipeline where
-there is one): the images it fixes and breaks and the exact McNemar p-value, so a table says whether
-a difference is noise; and a bar chart of top-1 per pipeline per model (`top1.png` and `top1.svg`).
+there is one): the images it fixes and breaks, the exact McNemar p-value and the difference's 95 %
+confidence interval, so a table says whether a difference is noise; and a bar chart of top-1 per
+pipeline per model (`top1.png` and `top1.svg`). ImageNet-ReaL's scores where a run has them
+(labels.real=true). With --html, the report: `report/index.html` and a page per model, its images
+in a folder beside it (benchmark/html/).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from preprocessing.errors import UserError
 
 COLUMNS = ["model", "checkpoint", "image_size", "pipeline", "decoder", "resize", "interpolation",
            "antialias", "crop_percent", "crop_rounding", "precision", "backend", "device", "top1", "top5", "good",
-           "total", "images_per_s", "opencv", "pillow", "torch", "file"]
+           "total", "label_set", "real_top1", "real_top5", "real_total", "images_per_s", "opencv", "pillow", "torch", "file"]
 
 
 class TableError(UserError, ValueError):
@@ -37,6 +40,10 @@ def row(r: dict, path: Path) -> dict:
         "crop_percent": p.get("crop_percent", 87.5), "crop_rounding": p.get("crop_rounding", "floor"),
         "backend": r["backend"], "device": r["device"], "top1": f"{r['top1']:.3f}", "top5": f"{r['top5']:.3f}",
         "good": r["good"], "total": r["total"],
+        # ImageNet-ReaL (labels.real=true): empty where the run was not scored against it
+        "label_set": (r.get("dataset") or {}).get("label_set", ""),
+        **{f"real_{k}": f"{v:.3f}" if isinstance(v, float) else v if v is not None else ""
+           for k, v in ((k, (r.get("real") or {}).get(k)) for k in ("top1", "top5", "total"))},
         "images_per_s": f"{ips:.1f}" if (ips := (r.get("timing") or {}).get("eval_images_per_s")) else "",
         "opencv": r["versions"]["opencv"],
         "pillow": r["versions"]["pillow"], "torch": r["versions"]["torch"], "file": path.name,
@@ -90,7 +97,8 @@ def write_tables(runs: list[tuple[dict, Path]], out: Path, backend: str | None, 
 
     def cell(m, p):
         r = cells.get((m, p))
-        return f"{r['top1']} ({r['good']}/{r['total']})" if r else ""
+        real = f"; ReaL {r['real_top1']}" if r and r["real_top1"] else ""
+        return f"{r['top1']} ({r['good']}/{r['total']}{real})" if r else ""
     body = [[m] + [cell(m, p) for p in pipelines] for m in models]
     (out / "pivot.md").write_text(f"# {title}: top-1 % (good/total)\n\n" + markdown(["model"] + pipelines, body))
     with open(out / "pivot.csv", "w", newline="") as f:

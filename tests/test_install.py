@@ -34,6 +34,8 @@ def test_wheel_holds_the_packages_configs_and_labels_only(wheel):
     assert "benchmark/conf/config.yaml" in names and "benchmark/conf/model/resnet50.yaml" in names
     assert "benchmark/conf/hydra/launcher/slurm.yaml" in names
     assert "preprocessing/labels/val_map.txt" in names and "preprocessing/labels/synsets.txt" in names
+    assert "preprocessing/labels/real.json" in names and "preprocessing/labels/real.LICENSE" in names
+    assert "benchmark/html/pages.py" in names
     assert "benchmark/testing/graphs.py" in names and "benchmark/bench/__main__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "conf/", "results/"))]
     sources = [zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith(".py")]
@@ -97,8 +99,10 @@ def test_installed_wheel_runs_from_any_directory(wheel, fixture_graphs, tmp_path
 
     exported = run("-m", "benchmark.export", *common, f"out={work / 'm.safetensors'}")
     assert (work / "m.safetensors").is_file() and str(work / "m.safetensors") in exported.stdout
-    run("-m", "benchmark.table", *map(str, runs), "--out", str(work / "tables"))
-    assert (work / "tables" / "runs.csv").is_file()
+    run("-m", "benchmark.table", *map(str, runs), "--out", str(work / "tables"), "--html")
+    assert (work / "tables" / "runs.csv").is_file() and (work / "tables" / "report" / "index.html").is_file()
+    real = run("-m", "benchmark", *common, "labels.real=true")  # real.json ships, checked on read
+    assert "real: accuracy=" in real.stderr
     assert "--mobilenet" in run("-m", "benchmark.bench", "--help").stdout
     lg = run("-m", "benchmark.loadgen", *common, "loadgen.scenario=SingleStream")  # the loadgen.yaml config ships
     assert lg.stdout.splitlines()[0] == first.stdout.splitlines()[0]

@@ -19,12 +19,14 @@ from preprocessing.dataset import shipped
 
 MAX_FLIPS = 200  # thumbnails per pair, closest calls first; the page says how many more there are
 CLASSES_SHOWN = 10
+CLASS_COLUMNS = ["class", "label", "fixed", "broken", "net"]
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #1b1b1b; max-width: 1400px; }
 table { border-collapse: collapse; margin: 8px 0 16px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .note { background: #fff6d6; border-left: 4px solid #e0b000; padding: 6px 10px; margin: 8px 0; }
+.classes { display: flex; gap: 32px; }
 .flips { display: flex; flex-wrap: wrap; gap: 10px; }
 figure.flip { margin: 0; width: 250px; border: 1px solid #ccc; border-radius: 4px; padding: 6px; }
 figure.flip.near-tie { border: 2px solid #e07000; }
@@ -107,9 +109,9 @@ def forest(pairs: list[Pair]) -> str:
     def x(v: float) -> float:
         return round(left + (v + limit) / (2 * limit) * width, 2)
 
-    parts = [f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{left + width + 30}" '
-             f'height="{height}" role="img" aria-label="difference in top-1 with 95 % intervals">']
-    ticks = [round(-limit + k * step, 10) for k in range(int(round(2 * limit / step)) + 1)]
+    parts = [(f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{left + width + 30}" '
+              f'height="{height}" role="img" aria-label="difference in top-1 with 95 % intervals">')]
+    ticks = [round(-limit + k * step, 10) for k in range(round(2 * limit / step) + 1)]
     for t in ticks:
         parts.append(f'<g class="tick" data-value="{t:g}"><line x1="{x(t)}" x2="{x(t)}" y1="10" y2="{height - 40}" '
                      f'stroke="{"#555" if t == 0 else "#ddd"}"/><text x="{x(t)}" y="{height - 24}" '
@@ -180,10 +182,11 @@ def pair_section(k: int, p: Pair, names: list[str], images: Images, max_flips: i
             f"<p>{c['images']} images: {c['fixed']} fixed, {c['broken']} broken; difference {p.difference:+.2f} "
             f"points [{low:+.2f}, {high:+.2f}], McNemar p = {c['mcnemar_p']:.3g}. Near-ties (decided by less than "
             f"{NEAR_TIE:g} probability): {sum(f['near_tie'] for f in flips)}.</p>"
-            + (f"<h4>Classes that gained most</h4>{table(['class', 'label', 'fixed', 'broken', 'net'], class_rows(gained), {1, 2, 3, 4})}"
+            + '<div class="classes">'
+            + (f"<div><h4>Classes that gained most</h4>{table(CLASS_COLUMNS, class_rows(gained), {1, 2, 3, 4})}</div>"
                if gained else "")
-            + (f"<h4>Classes that lost most</h4>{table(['class', 'label', 'fixed', 'broken', 'net'], class_rows(lost), {1, 2, 3, 4})}"
-               if lost else "")
+            + (f"<div><h4>Classes that lost most</h4>{table(CLASS_COLUMNS, class_rows(lost), {1, 2, 3, 4})}</div>"
+               if lost else "") + "</div>"
             + (f'<h4>Flipped images, closest calls first</h4>{more}{untimed}<div class="flips">'
                + "".join(flip_figure(p, f, names, images) for f in shown) + "</div>" if flips else
                "<p>No image flipped.</p>") + "</section>")
@@ -243,11 +246,13 @@ def model_page(model: str, runs: list[tuple[dict, Path]], pairs: list[Pair], unp
     details = "".join(pair_section(k, p, names, images, max_flips) for k, p in enumerate(pairs))
     references = "".join(reference_section(r, path, names, images) for r, path in runs)
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in
-                    [*(u for u in unpaired), *images.notes])
+                    [*unpaired, *images.notes])
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(model)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1><h2>{escape(model)}</h2>"
             f"<h3>Accuracy per run</h3>{table(header, rows, numeric)}"
-            "<h3>Each run against its baseline on the same images</h3>"
+            + ("" if "ReaL top-1" in header else "<p>ImageNet-ReaL: not scored (a run scores it with labels.real=true, "
+               "on ImageNet validation images only).</p>")
+            + "<h3>Each run against its baseline on the same images</h3>"
             + (table(["run", "baseline", "images", "top-1 run", "top-1 baseline", "difference, points",
                       "95 % interval", "fixed", "broken", "McNemar p"], pair_rows, {2, 3, 4, 5, 7, 8, 9})
                + forest(pairs) if pairs else "<p>No two runs of this model on the same images.</p>")

@@ -14,9 +14,9 @@ from PIL import Image, ImageOps
 
 from preprocessing.dataset import Folder, TarArchive
 
-CROP_QUALITY = 90  # JPEG: a thumbnail, not the crop's exact pixels (those stay in the cache)
-ORIGINAL_SIDE = 400  # the original's longer side on the page, in pixels
-ORIGINAL_QUALITY = 80
+CROP_QUALITY = 85  # JPEG: a thumbnail, not the crop's exact pixels (those stay in the cache)
+ORIGINAL_SIDE = 320  # the original's longer side on the page, in pixels
+ORIGINAL_QUALITY = 75
 
 
 class Crops:

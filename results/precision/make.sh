@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Regenerates results/precision/: exact fp32, bf16 (CPU) and int8 runs of the real TF-slim MobileNet-v1
 # 0.25/224 graph on the 1,000 sample images, and of a ResNet-50 of MLPerf's structure (random weights)
-# on their first 200, each non-fp32 run compared image by image with exact fp32; then the tables.
+# on their first 200, each non-fp32 run compared image by image with exact fp32; then the tables and the
+# HTML report (made before the crop caches it reads are deleted).
 # Usage: results/precision/make.sh [SHARED_DATA]   (default ../shared/data), from the repository root.
 set -euo pipefail
 data=${1:-../shared/data}
 out=results/precision
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-rm -f "$out"/runs/*.json
+rm -rf "$out"/runs/*.json "$out"/report
 samples=$data/imagenet-samples
 graph=$data/models/tf-slim-frozen-2017/mobilenet_v1_0.25_224/frozen_graph.pb
 
@@ -29,5 +30,8 @@ for precision in fp32 bf16 int8; do
     dataset.limit=200 precision=$precision calibration.list="$work/calibration.txt" calibration.min_images=500 \
     results_file="$out/runs/resnet50_fixture-$precision.json"
 done
-python -m benchmark.table "$out"/runs/*.json --out "$out" --backend all \
+python -m benchmark.table "$out"/runs/*.json --out "$out" --backend all --html \
   --title "Exact fp32, bf16 and int8 (CPU) on the sample images"
+# The report's MobileNet page in headless Chromium (the browser test's code): checked, and its screenshot kept.
+python -m benchmark.testing.browser "$out"/report/mobilenet_v1-frozen_graph.pb-224px.html \
+  --screenshot "$out"/report/screenshot.png

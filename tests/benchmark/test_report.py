@@ -84,7 +84,7 @@ def test_one_figure_per_flip_showing_the_crops_each_model_saw(runs):
 def test_flips_closest_first_and_classes_counted(runs):
     from benchmark.evaluation.pairs import NEAR_TIE, pair_runs
 
-    tmp, paths = runs
+    _, paths = runs
     pairs, unpaired = pair_runs([(json.loads(p.read_text()), p) for p in paths])
     assert not unpaired and {p.baseline.path.name for p in pairs} == {"mlperf.json"}
     for p in pairs:

@@ -114,3 +114,26 @@ def test_accuracy_log_scored_against_real(tmp_path, capsys):
     assert out[0] == "accuracy=40.000%, good=2, total=5"  # val_map: 0 and 7 right
     assert "real: accuracy=50.000%, good=2, total=4 (1 images with an empty ReaL set left out)" in out
     assert Path(log).parent.joinpath("val_map.txt").read_text().startswith(LABELS[0][0])
+
+
+def test_tables_carry_real_where_scored(tmp_path):
+    """runs.csv's ReaL columns and pivot.md's cell: the run's ReaL scores, empty for a run without."""
+    import csv
+
+    from benchmark.table import main as table_main
+
+    base = {"model": "m", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32}, "image_size": 224,
+            "backend": "torch", "device": "cpu", "top1": 50.0, "top5": 75.0, "good": 2, "total": 4,
+            "versions": {"opencv": "5", "pillow": "13", "torch": "2"}, "images": list("abcd"),
+            "dataset": {"label_set": "ILSVRC2012"}}
+    scored = {**base, "preprocess": {"name": "mlperf", "interpolation": "linear"},
+              "real": {"top1": 66.66666, "top5": 100.0, "total": 3, "good": 2}}
+    plain = {**base, "preprocess": {"name": "tf", "interpolation": "linear"}, "real": None}
+    for name, r in (("scored", scored), ("plain", plain)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    assert table_main([str(tmp_path / "scored.json"), str(tmp_path / "plain.json"), "--out", str(tmp_path / "t")]) == 0
+    rows = {r["file"]: r for r in csv.DictReader((tmp_path / "t" / "runs.csv").open())}
+    assert [rows["scored.json"][k] for k in ("real_top1", "real_top5", "real_total", "label_set")] == \
+        ["66.667", "100.000", "3", "ILSVRC2012"]
+    assert [rows["plain.json"][k] for k in ("real_top1", "real_top5", "real_total")] == ["", "", ""]
+    assert "| 50.000 (2/4; ReaL 66.667) | 50.000 (2/4) |" in (tmp_path / "t" / "pivot.md").read_text()
