@@ -149,3 +149,23 @@ def test_the_page_in_a_real_browser(runs):
             assert abs(mark[key] - value) <= mark["pixel"], (mark, key, value)
     png = Image.open(io.BytesIO(shot.read_bytes()))
     assert png.format == "PNG" and png.size == browser.WINDOW
+
+
+def test_a_lone_precision_run_is_paired_with_its_exact_model(tmp_path):
+    """An int8 run with no other run of its model on its images: paired with the exact fp32 model its
+    own run computed (against_exact's calls), the flips counted the right way round."""
+    from benchmark.evaluation.pairs import pair_runs
+
+    def calls(top1):
+        return {"top5": [[c, 9, 8, 7, 6] for c in top1], "top5_prob": [[0.5, 0.2, 0.1, 0.1, 0.1]] * len(top1),
+                "label_prob": [0.5 if c == t else 0.1 for c, t in zip(top1, [1, 2, 3, 4])]}
+    run = {"model": "m", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32}, "image_size": 224,
+           "preprocess": {"name": "mlperf", "interpolation": "linear"}, "backend": "torch", "precision": "int8",
+           "images": list("abcd"), "ground_truth": [1, 2, 3, 4], "predictions": [1, 0, 3, 4],
+           "calls": calls([1, 0, 3, 4]), "against_exact": {"fp32_calls": calls([1, 2, 0, 0])}}
+    (pair,), unpaired = pair_runs([(run, tmp_path / "int8.json")])
+    assert not unpaired and pair.baseline.label == "exact fp32 of int8.json (same run, same crops)"
+    assert (pair.comparison["fixed"], pair.comparison["broken"]) == (2, 1)
+    assert {f["image"]: f["kind"] for f in pair.flips()} == {"b": "broken", "c": "fixed", "d": "fixed"}
+    del run["against_exact"]
+    assert pair_runs([(run, tmp_path / "int8.json")]) == ([], [])  # alone, nothing to pair it with
