@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmark.bench import __main__ as bench
+    from benchmark.bench.evaluation import model_config
+    from benchmark.bench.machine import machine
     from benchmark.convert import load_exported
     from benchmark.evaluation.normalize import Normalizer
     from benchmark.evaluation.scoring import score
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("PyTorch sees no CUDA device")
     dataset = load_dataset(args.dataset, limit=args.images, layout="val_map")
     variants = VARIANTS if args.variants == "all" else [DEFAULT]
-    lines = ["# CUDA", "", *[f"- {m}" for m in bench.machine()]]
+    lines = ["# CUDA", "", *[f"- {m}" for m in machine()]]
     if cuda:
         props = torch.cuda.get_device_properties(args.device)
         lines.append(f"- GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, torch CUDA {torch.version.cuda}")
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not model.spec.folded:
                     fold_batch_norms(model)
             weights = "random (timing only)" if source == "random" else Path(source).name
-            config = bench.model_config(arch)
+            config = model_config(arch)
             size = model.spec.image_size
             cache = open_cache(dataset, make_settings("mlperf", 224, config.mlperf_interpolation), Path(tmp),
                                progress=False)

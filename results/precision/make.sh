@@ -18,7 +18,7 @@ graph=$data/models/tf-slim-frozen-2017/mobilenet_v1_0.25_224/frozen_graph.pb
 awk 'NR % 2 == 0 {print $1}' "$samples/val_map.txt" > "$work/calibration.txt"
 python -c "
 import sys; from pathlib import Path
-from benchmark.bench.__main__ import fixture_graph
+from benchmark.bench.evaluation import fixture_graph
 from preprocessing.dataset import load_dataset
 print(fixture_graph('resnet50', load_dataset(sys.argv[1], layout='val_map'), Path(sys.argv[2])))" "$samples" "$work"
 

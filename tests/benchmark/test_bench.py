@@ -48,7 +48,7 @@ def test_graph_flops_count_each_conv_at_its_own_kernel():
     the graph's: 2 per multiply-add of the 3x3 kernels, plus the linear layer."""
     import torch
 
-    from benchmark.bench.__main__ import graph_flops
+    from benchmark.bench.evaluation import graph_flops
     from benchmark.nn.layers import Conv2dSame
 
     model = torch.nn.Sequential(Conv2dSame(3, 8, 3, 2, bias=False),  # 224 -> 112, padding (0, 1)

@@ -1,0 +1,163 @@
+"""The cache build: the harness against MLPerf's reference loop (mlperf_loop.py), in images/s, size
+on disk and bit-identity; where each build's time goes; and both as commands, start-up included."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.bench.mlperf_loop import mlperf_loop
+
+
+def stage_costs(dataset, settings, normalization: str, workdir: Path) -> dict[str, dict[str, float]]:
+    """Milliseconds per image of each step, one thread, one OpenCV thread: where each build's time goes."""
+    import hashlib
+
+    import cv2
+
+    from benchmark.evaluation.normalize import NORMALIZERS
+    from preprocessing.pipelines import CV2_INTERPOLATION, center_crop, decode_opencv, read_file, resized_size
+
+    ours = dict.fromkeys(("read the file", "sha256 of the bytes", "decode (cv2.imdecode, RGB)", "resize and crop",
+                          "store uint8 in the memory map"), 0.0)
+    theirs = dict.fromkeys(("cv2.imread", "BGR to RGB", "resize and crop", "normalise to float32",
+                            "np.save one .npy"), 0.0)
+    stored = np.lib.format.open_memmap(workdir / "stages.npy", mode="w+", dtype=np.uint8,
+                                    shape=(len(dataset), settings.image_size, settings.image_size, 3))
+    interpolation = CV2_INTERPOLATION[settings.interpolation]
+
+    def resize_crop(img):
+        h, w = resized_size(img.shape[0], img.shape[1], settings.image_size, settings.crop_percent)
+        return center_crop(cv2.resize(img, (w, h), interpolation=interpolation), settings.image_size)
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    for i in range(len(dataset)):
+        path = str(dataset.path(i))
+        steps = [lambda _: read_file(path), lambda data: (data, hashlib.sha256(data).hexdigest())[0],
+                 lambda data: decode_opencv(data, path), resize_crop, lambda img: stored.__setitem__(i, img)]
+        value = None
+        for name, step in zip(ours, steps):
+            start = time.perf_counter()
+            value = step(value)
+            ours[name] += time.perf_counter() - start
+        steps = [lambda _: cv2.imread(path), lambda img: cv2.cvtColor(img, cv2.COLOR_BGR2RGB), resize_crop,
+                 NORMALIZERS[normalization], lambda x: np.save(workdir / "stage.npy", x)]
+        for name, step in zip(theirs, steps):
+            start = time.perf_counter()
+            value = step(value)
+            theirs[name] += time.perf_counter() - start
+    cv2.setNumThreads(threads)
+    (workdir / "stages.npy").unlink()
+    return {"harness": {k: v / len(dataset) * 1e3 for k, v in ours.items()},
+            "MLPerf's loop": {k: v / len(dataset) * 1e3 for k, v in theirs.items()}}
+
+
+def bench_cache(dataset, settings, normalization: str, workdir: Path, repeats: int) -> dict:
+    """The harness's build against MLPerf's loop with its thread pool and with one thread,
+    interleaved `repeats` times, the best of each kept."""
+    import shutil
+
+    import cv2
+
+    from benchmark.evaluation.normalize import Normalizer
+    from preprocessing.cache import default_workers, open_cache
+
+    paths = [str(dataset.path(i)) for i in range(len(dataset))]
+    best = dict.fromkeys(("ours", "one_worker", "baseline", "baseline_one"), float("inf"))
+    for round in range(repeats):
+        for key, threads in (("baseline", None), ("baseline_one", 1)):
+            baseline_dir = workdir / key
+            shutil.rmtree(baseline_dir, ignore_errors=True)
+            baseline_dir.mkdir()
+            opencv_threads = cv2.getNumThreads()
+            if threads == 1:
+                cv2.setNumThreads(1)  # the single-threaded loop: one process, one OpenCV thread
+            start = time.perf_counter()
+            mlperf_loop(paths, baseline_dir, settings, normalization, threads)
+            best[key] = min(best[key], time.perf_counter() - start)
+            cv2.setNumThreads(opencv_threads)
+
+        cache_dir = workdir / f"cache{round}"  # a fresh build each round; the last is kept for evaluation
+        start = time.perf_counter()
+        cache = open_cache(dataset, settings, cache_dir, default_workers(), progress=False)
+        best["ours"] = min(best["ours"], time.perf_counter() - start)
+        start = time.perf_counter()  # one worker: what per-image work alone gives
+        open_cache(dataset, settings, workdir / f"single{round}", 1, progress=False)
+        best["one_worker"] = min(best["one_worker"], time.perf_counter() - start)
+        shutil.rmtree(workdir / f"single{round}")
+    normalize = Normalizer(normalization)
+    baseline_dir = workdir / "baseline"
+    identical = all(np.load(baseline_dir / f"{i}.npy").tobytes() == normalize(cache.images[i:i + 1])[0].tobytes()
+                    for i in range(len(dataset)))
+    baseline_bytes = sum(p.stat().st_size for p in baseline_dir.iterdir())
+    ours_bytes = (cache.folder / "images.npy").stat().st_size
+    return {"n": len(dataset), **{f"{k}_ips": len(dataset) / v for k, v in best.items()},
+            "ours_bytes": ours_bytes, "baseline_bytes": baseline_bytes, "identical": identical,
+            "workers": default_workers(), "cpu_count": os.cpu_count(), "cache_dir": cache_dir,
+            "stages": stage_costs(dataset, settings, normalization, workdir)}
+
+
+def bench_cache_end_to_end(dataset, n: int, workdir: Path, repeats: int) -> dict:
+    """Process wall time, start-up included: `python -m preprocessing` against MLPerf's loop as a
+    script (a pool of os.cpu_count() threads, cv2.imread and the pipeline per image, a float32 .npy
+    each) over `n` images (the dataset's files listed again under new names until there are `n`),
+    interleaved, best of each."""
+    import shutil
+    import subprocess
+
+    root = workdir / "e2e-images"
+    root.mkdir()
+    lines = []
+    for k in range(n):
+        name = f"ILSVRC2012_val_{k + 1:08d}.JPEG"
+        (root / name).symlink_to(Path(dataset.path(k % len(dataset))).resolve())
+        lines.append(f"{name} {dataset.labels[k % len(dataset)]}\n")
+    (root / "val_map.txt").write_text("".join(lines))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    ours = baseline = float("inf")
+    for r in range(repeats):
+        out = workdir / f"e2e-baseline{r}"
+        out.mkdir()
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "benchmark.bench.mlperf_loop", str(root), str(out)], env=env,
+                       check=True)
+        baseline = min(baseline, time.perf_counter() - start)
+        shutil.rmtree(out)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "preprocessing", f"dataset.root={root}", f"cache_dir={workdir / f'e2e{r}'}", "model.image_size=224",
+                        "progress=false"], env=env, check=True, capture_output=True)
+        ours = min(ours, time.perf_counter() - start)
+        shutil.rmtree(workdir / f"e2e{r}")
+    return {"n": n, "ours_s": ours, "baseline_s": baseline}
+
+
+def render(c: dict, repeats: int, e: dict | None, listed: int) -> list[str]:
+    """The cache section from bench_cache's record `c` and bench_cache_end_to_end's `e`."""
+    lines: list[str] = []
+    lines += [f"## Cache build (MobileNet-v1 MLPerf pipeline, 224; best of {repeats})", "",
+              "| measure | harness | MLPerf's loop | ratio |", "|---|---|---|---|",
+              f"| images/s ({c['n']} images) | {c['ours_ips']:.1f} ({c['workers']} threads) | "
+              f"{c['baseline_ips']:.1f} (as MLPerf runs it: {c['cpu_count']} threads, OpenCV's own left alone) | "
+              f"{c['ours_ips'] / c['baseline_ips']:.2f}x |",
+              f"| images/s, one thread each | {c['one_worker_ips']:.1f} | {c['baseline_one_ips']:.1f} "
+              f"(1 thread, 1 OpenCV thread) | {c['one_worker_ips'] / c['baseline_one_ips']:.2f}x |",
+              f"| size on disk | {c['ours_bytes'] / 1e6:.1f} MB uint8 | {c['baseline_bytes'] / 1e6:.1f} MB "
+              f"float32 .npy | {c['baseline_bytes'] / c['ours_bytes']:.2f}x smaller |",
+              f"| normalised inputs bit-identical | {'yes' if c['identical'] else 'NO'} | | |", "",
+              "Where the time goes (ms per image, one thread, one OpenCV thread, every image once):", "",
+              "| build | step | ms |", "|---|---|---|"]
+    for build, steps in c["stages"].items():
+        lines += [f"| {build} | {step} | {ms:.3f} |" for step, ms in steps.items()]
+        lines.append(f"| {build} | total | {sum(steps.values()):.3f} |")
+    lines.append("")
+    if e is not None:
+        lines += [f"End to end, each a command in a fresh process (start-up included), {e['n']} images (the "
+                  f"{listed} listed again under new names), best of {repeats}: `python -m "
+                  f"preprocessing` {e['ours_s']:.2f} s, MLPerf's loop as a script (as MLPerf runs it) "
+                  f"{e['baseline_s']:.2f} s: {e['baseline_s'] / e['ours_s']:.2f}x.", ""]
+    return lines
