@@ -20,7 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmark.bench import cache, evaluation, loadgen, machine, memory, startup
+import numpy as np
+
+from benchmark.bench import cache, evaluation, loadgen, machine, memory, precision, startup
 from benchmark.families import FAMILIES
 
 
@@ -47,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time the cache build as a command (process wall time) on this many images (0: no)")
     parser.add_argument("--loadgen", action="store_true",
                         help="also time each model as LoadGen's Offline SUT against the evaluation loop")
+    parser.add_argument("--precision", action="store_true",
+                        help="also bf16 and int8 against exact fp32: the harness's, ONNX Runtime's and OpenVINO's "
+                             "(NNCF) int8, calibrated on the same crops")
+    parser.add_argument("--calibration-images", type=int, default=500,
+                        help="--precision: int8 calibrated on every other cached crop, at most this many")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
     args = parser.parse_args(argv)
 
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.end_to_end_images else None
         lines += cache.render(c, args.repeats, e, len(dataset))
         graphs = [(f.name, g) for f in FAMILIES.values() if f.bench_flag for g in getattr(args, f.name)]
-        evals, timed_loadgen = [], []
+        evals, timed_loadgen, precisions = [], [], []
         for i, (arch, given) in enumerate(graphs):
             workdir = Path(tmp) / f"{i}-{arch}"  # each graph's conversions and logits apart
             workdir.mkdir()
@@ -76,11 +83,21 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{arch} ({evaluation.source_name(given, graph)})"
             evals.append({**evaluation.bench_eval(arch, graph, crops.folder / "images.npy", args.batch_size,
                                                   args.repeats, workdir, batch1), "name": name})
+            if args.precision:
+                calibration = np.asarray(crops.images)[::2][:args.calibration_images]
+                precisions.append({**precision.bench_precision(arch, graph, crops.folder / "images.npy",
+                                                               np.asarray(dataset.labels), calibration, args.batch_size,
+                                                               args.repeats, workdir, batch1), "name": name})
             if args.loadgen:
                 timed_loadgen.append({**loadgen.bench_loadgen(arch, graph, crops.folder / "images.npy",
                                                               args.batch_size, args.repeats, workdir), "name": name})
         gemm = machine.matmul_gflops() if evals else 0.0
         lines += evaluation.render(evals, args.images, args.batch_size, batch1, args.repeats, gemm)
+        calibrated = min(args.calibration_images, (len(dataset) + 1) // 2)
+        lines += precision.render(precisions, args.images, args.batch_size, batch1, args.repeats,
+                                  f"int8 is calibrated on every other cached crop ({calibrated} of the {len(dataset)} "
+                                  "evaluated), for every quantizer alike: the sample images are not MLPerf's "
+                                  "calibration images.")
         lines += loadgen.render(timed_loadgen, args.images, args.batch_size, args.repeats)
         if args.memory_images:
             lines += memory.render(memory.bench_memory(args.memory_images, memory.MEMORY_BATCH, Path(tmp)))

@@ -33,10 +33,19 @@ KINDS = {
     "openvino": ("openvino", {}, "OpenVINO (tf2onnx of the graph, batch free)"),
     "tf": ("tf", {}, "TensorFlow"),
 }
+# The precision section's rows (bench/precision.py): the harness's faster precisions and the peers'
+# own int8 quantizers, each model made beforehand (`quantized`: the harness's TorchScript int8 model,
+# ONNX Runtime's QDQ .onnx, or OpenVINO's IR .xml from NNCF).
+PRECISION_KINDS = {
+    "torch-bf16": ("torch", {"precision": "bf16"}, "torch bf16 (precision=bf16)"),
+    "torch-int8": ("torch", {"precision": "int8"}, "torch int8 (precision=int8: FX, oneDNN)"),
+    "onnxruntime-int8": ("onnxruntime", {}, "ONNX Runtime int8 (static, QDQ, per-channel weights)"),
+    "openvino-int8": ("openvino", {}, "OpenVINO int8 (NNCF post-training quantization)"),
+}
 
 
 def make_runtime(arch: str, graph: str, normalization: str, input_tensor: str, logits_tensor: str, backend: str,
-                 device: str, threads: int, weights: str, onnx: str | None = None):
+                 device: str, threads: int, weights: str, onnx: str | None = None, quantized: str | None = None):
     """The runtime of a bench row, as `python -m benchmark backend=...` makes it. PyTorch's model comes
     from the weight cache `weights` (converted beforehand), so TensorFlow is never imported into a
     torch measurement (importing it slows PyTorch's CPU kernels)."""
@@ -50,10 +59,18 @@ def make_runtime(arch: str, graph: str, normalization: str, input_tensor: str, l
     torch.set_num_threads(threads)
     model = OmegaConf.create({"name": arch, "arch": arch, "normalization": normalization, "image_size": None,
                               "input_tensor": input_tensor, "logits_tensor": logits_tensor})
-    source = ModelSource(open_checkpoint(Path(onnx if backend in ("onnxruntime", "openvino") else graph)), model,
+    name, options, _ = {**KINDS, **PRECISION_KINDS}[backend]
+    if backend == "onnxruntime-int8":
+        onnx = quantized  # ONNX Runtime's own quantized model, run as any .onnx checkpoint
+    source = ModelSource(open_checkpoint(Path(onnx if name in ("onnxruntime", "openvino") else graph)), model,
                          Path(weights))
-    name, options, _ = KINDS[backend]
+    if backend == "openvino-int8":  # NNCF's IR, read as the tf2onnx graph it was made from is read
+        from benchmark.runtimes.openvino import OpenVINOModel
+
+        return OpenVINOModel(source.onnx_graph, quantized, threads, source.normalize, 224)
     runtime = runtimes.create(name, source, runtimes.Options(device=device, threads=threads, **options))
+    if backend == "torch-int8":
+        runtime.quantize(np.empty((0,)), 1, Path(quantized))  # loaded: made beforehand, never timed
     if (source.conversion or {}).get("converted"):
         raise RuntimeError(f"{weights}: no converted weights; convert before timing")
     return runtime
@@ -61,14 +78,14 @@ def make_runtime(arch: str, graph: str, normalization: str, input_tensor: str, l
 
 def timed_pass(arch: str, graph: str, images: str, normalization: str, input_tensor: str, logits_tensor: str,
                backend: str, device: str, batch_size: int, threads: int, weights: str, onnx: str | None = None,
-               limit: int | None = None) -> tuple[float, np.ndarray]:
+               limit: int | None = None, quantized: str | None = None) -> tuple[float, np.ndarray]:
     from benchmark.evaluation.loop import logits
 
     images = np.load(images, mmap_mode="r")
     if limit:
         images = images[:limit]
     runtime = make_runtime(arch, graph, normalization, input_tensor, logits_tensor, backend, device, threads,
-                           weights, onnx)
+                           weights, onnx, quantized)
 
     def run(x):
         out = logits(runtime, x, batch_size, False)
