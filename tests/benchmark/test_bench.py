@@ -13,7 +13,8 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     graph = need(SLIM_2017 / "mobilenet_v1_0.25_224" / "frozen_graph.pb")  # the bench crops at 224
     bench = importlib.import_module("benchmark.bench.__main__")
     out = tmp_path / "bench.md"
-    assert bench.main(["--dataset", str(SAMPLES), "--images", "24", "--mobilenet", str(graph), "--repeats", "1", "--loadgen", "--batch1-images", "8", "--startup-repeats", "1", "--end-to-end-images", "30", "--out", str(out)]) == 0
+    assert bench.main(["--dataset", str(SAMPLES), "--images", "24", "--mobilenet", str(graph), "--repeats", "1", "--loadgen", "--batch1-images", "8", "--startup-repeats", "1", "--end-to-end-images", "30", "--precision", "--calibration-images", "8",
+                       "--out", str(out)]) == 0
     report = out.read_text()
     assert "| normalised inputs bit-identical | yes |" in report
     assert "4.00x smaller" in report  # uint8 against float32
@@ -41,6 +42,20 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     through, direct, ratio = (float(cell.rstrip("x")) for cell in row.strip("| ").split(" | ")[1:])
     assert through > 0 and direct > 0 and abs(ratio - through / direct) < 0.01
     assert report.strip() in capsys.readouterr().out
+    # --precision: every row against exact fp32 (the first), its flips consistent with its top-1
+    section = report.split("## Precision")[1].split("\n## ")[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| mobilenet_v1 (")]
+    labels = [r[1] for r in rows]
+    assert labels[:3] == ["torch (fold_bn=true, cpu_fusion=graph: default)", "torch bf16 (precision=bf16)",
+                          "torch int8 (precision=int8: FX, oneDNN)"]
+    assert "ONNX Runtime int8 (static, QDQ, per-channel weights)" in labels  # onnxruntime is a test dependency
+    assert "OpenVINO int8 (NNCF post-training quantization)" in labels or "Not measured: OpenVINO's int8" in report
+    exact_good = int(rows[0][2].split("(")[1].split("/")[0])
+    assert rows[0][3:6] == ["0", "0", "1"] and rows[0][6] == "0" and rows[0][8] == "1.00x"
+    for r in rows:
+        good, n = map(int, r[2].split("(")[1].rstrip(")").split("/"))
+        assert n == 24 and good - exact_good == int(r[3]) - int(r[4])
+        assert abs(float(r[8].rstrip("x")) - float(r[7]) / float(rows[0][7])) < 0.01
 
 
 def test_graph_flops_count_each_conv_at_its_own_kernel():
@@ -100,3 +115,17 @@ def test_cuda_bench_runs_its_steps_on_the_cpu(tmp_path, capsys):
     assert report.count("## Profile: mobilenet_v1") == 2 and "operators (CPU)" in report
     assert "## CUDA against the CPU" not in report  # no second device to compare with
     assert report.strip() in capsys.readouterr().out
+    # --precision: every row against exact fp32 (the first), its flips consistent with its top-1
+    section = report.split("## Precision")[1].split("\n## ")[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| mobilenet_v1 (")]
+    labels = [r[1] for r in rows]
+    assert labels[:3] == ["torch (fold_bn=true, cpu_fusion=graph: default)", "torch bf16 (precision=bf16)",
+                          "torch int8 (precision=int8: FX, oneDNN)"]
+    assert "ONNX Runtime int8 (static, QDQ, per-channel weights)" in labels  # onnxruntime is a test dependency
+    assert "OpenVINO int8 (NNCF post-training quantization)" in labels or "Not measured: OpenVINO's int8" in report
+    exact_good = int(rows[0][2].split("(")[1].split("/")[0])
+    assert rows[0][3:6] == ["0", "0", "1"] and rows[0][6] == "0" and rows[0][8] == "1.00x"
+    for r in rows:
+        good, n = map(int, r[2].split("(")[1].rstrip(")").split("/"))
+        assert n == 24 and good - exact_good == int(r[3]) - int(r[4])
+        assert abs(float(r[8].rstrip("x")) - float(r[7]) / float(rows[0][7])) < 0.01
