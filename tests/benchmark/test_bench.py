@@ -18,6 +18,7 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     report = out.read_text()
     assert "| normalised inputs bit-identical | yes |" in report
     assert "4.00x smaller" in report  # uint8 against float32
+    assert "The floor: reading and decoding every image alone in the build's" in report
     assert "- effective parallel cores (a CPU-bound probe" in report and "| images/s, one thread each |" in report
     assert "(as MLPerf runs it: " in report and "| MLPerf's loop | np.save one .npy | " in report
     assert "| python -m preprocessing (OpenCV or Pillow pipeline) | " in report  # start-up per command
