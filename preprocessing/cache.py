@@ -17,7 +17,7 @@ import os
 import platform
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +29,7 @@ from tqdm import tqdm
 from preprocessing.dataset import Dataset
 from preprocessing.errors import UserError
 from preprocessing.files import write_text_atomically
-from preprocessing.pipelines import ImageError, PipelineSettings, crop
+from preprocessing.pipelines import ImageError, PipelineSettings, crop, decode_rgb, resize_and_crop
 
 CACHE_FORMAT = 3
 CHUNK = 32  # images per worker task
@@ -113,27 +113,61 @@ class RowWriter:
             os.close(self.fd)
 
 
-def _fill(out: RowWriter, dataset: Dataset, items: range, settings: PipelineSettings,
-          skip: bool) -> list[tuple[int, str | None, str | None]]:
-    """Crops images `items` of `dataset` into `out`; per image (index, source sha256, failure or None)."""
+def _crops(data: bytes, path: Path, pipelines: list[PipelineSettings]) -> list:
+    """Each pipeline's crop of one image (or the ImageError it raised): the image decoded once per
+    decoder, every pipeline with that decoder resizing the same decoded image."""
+    if not data:
+        return [ImageError(f"{path}: empty file")] * len(pipelines)
+    decoded: dict[str, object] = {}  # decoder -> the decoded image, or the error decoding it raised
+    crops = []
+    for settings in pipelines:
+        try:
+            if settings.resize == "tf":  # decodes and resizes in TensorFlow: nothing to share
+                crops.append(crop(path, settings, data))
+                continue
+            if settings.decoder not in decoded:
+                try:
+                    decoded[settings.decoder] = decode_rgb(data, path, settings.decoder)
+                except ImageError as e:
+                    decoded[settings.decoder] = e
+            img = decoded[settings.decoder]
+            if isinstance(img, ImageError):
+                raise img
+            crops.append(resize_and_crop(img, settings))
+        except ImageError as e:
+            crops.append(e)
+    return crops
+
+
+def _fill(outs: list[RowWriter], dataset: Dataset, items: range, pipelines: list[PipelineSettings],
+          skip: bool) -> list[tuple[int, str | None, list[str | None]]]:
+    """Crops images `items` of `dataset` into `outs`, one per pipeline, each file read and hashed once;
+    per image (index, source sha256, each pipeline's failure or None)."""
     done = []
     for i in items:
-        digest = None  # an unreadable file's, as Dataset.sha256 has it
+        path = dataset.path(i)
         try:
             data = dataset.read(i)
-            digest = hashlib.sha256(data).hexdigest()
-            out[i] = crop(dataset.path(i), settings, data)
-            done.append((i, digest, None))
         except ImageError as e:
-            if not skip:
-                raise
-            out[i] = 0
-            done.append((i, digest, str(e)))
+            crops, digest = [e] * len(pipelines), None  # an unreadable file's, as Dataset.sha256 has it
+        else:
+            crops, digest = _crops(data, path, pipelines), hashlib.sha256(data).hexdigest()
+        failures = []
+        for out, made in zip(outs, crops):
+            if isinstance(made, ImageError):
+                if not skip:
+                    raise made
+                out[i] = 0
+                failures.append(str(made))
+            else:
+                out[i] = made
+                failures.append(None)
+        done.append((i, digest, failures))
     return done
 
 
-def _fill_all(out: RowWriter, dataset: Dataset, chunks: list[range], settings: PipelineSettings, skip: bool,
-              workers: int, bar: tqdm) -> list:
+def _fill_all(outs: list[RowWriter], dataset: Dataset, chunks: list[range], pipelines: list[PipelineSettings],
+              skip: bool, workers: int, bar: tqdm) -> list:
     """Every chunk cropped by `workers` threads, each running one OpenCV thread.
 
     Threads, not processes: decoding, resizing, hashing and writing run in OpenCV, Pillow, torch,
@@ -145,12 +179,13 @@ def _fill_all(out: RowWriter, dataset: Dataset, chunks: list[range], settings: P
     pool = ThreadPoolExecutor(workers, thread_name_prefix="preprocess")
     results = []
     try:
-        for done, future in enumerate(as_completed([pool.submit(_fill, out, dataset, chunk, settings, skip)
+        for done, future in enumerate(as_completed([pool.submit(_fill, outs, dataset, chunk, pipelines, skip)
                                                     for chunk in chunks]), 1):
             results += future.result()
             bar.update(len(results) - bar.n)
             if done % WRITEBACK_EVERY == 0:
-                out.sync()
+                for out in outs:
+                    out.sync()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on an error: no new chunk starts
         cv2.setNumThreads(threads)
@@ -161,52 +196,60 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _build(folder: Path, dataset: Dataset, settings: PipelineSettings, key: str,
-           workers: int, progress: bool, skip: bool) -> None:
-    print(f"building preprocessing cache {folder}", file=sys.stderr)
-    folder.mkdir(parents=True, exist_ok=True)
+def _build(builds: list[tuple[Path, PipelineSettings, str]], dataset: Dataset, workers: int, progress: bool,
+           skip: bool) -> None:
+    """The caches of `builds` (folder, pipeline, key) in one pass over the images."""
+    for folder, _, _ in builds:
+        print(f"building preprocessing cache {folder}", file=sys.stderr)
+        folder.mkdir(parents=True, exist_ok=True)
+        for leftover in folder.glob("images.npy.partial*"):  # of killed builds (we hold the lock)
+            leftover.unlink()
     stats = dataset.stats()
-    n, s = len(dataset), settings.image_size
-    for leftover in folder.glob("images.npy.partial*"):  # of killed builds (we hold the lock)
-        leftover.unlink()
-    partial = folder / "images.npy.partial"
-    out = RowWriter(partial, settings.dtype, (n, s, s, 3))
+    n = len(dataset)
+    partials = [folder / "images.npy.partial" for folder, _, _ in builds]
+    pipelines = [settings for _, settings, _ in builds]
+    outs: list[RowWriter] = []
     chunks = [range(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
-    bar = tqdm(total=n, desc=f"preprocess {settings.name} {s}px", unit="img", disable=not progress,
-               file=sys.stderr)
+    names = ", ".join(f"{p.name} {p.image_size}px" for p in pipelines)
+    bar = tqdm(total=n, desc=f"preprocess {names}", unit="img", disable=not progress, file=sys.stderr)
+    complete = False
     try:
+        for partial, settings in zip(partials, pipelines):
+            s = settings.image_size
+            outs.append(RowWriter(partial, settings.dtype, (n, s, s, 3)))
         with bar:
-            results = _fill_all(out, dataset, chunks, settings, skip, workers, bar)
-    except BaseException:
-        out.close(complete=False)
-        partial.unlink(missing_ok=True)
-        raise
-    try:
-        out.close(complete=True)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+            results = _fill_all(outs, dataset, chunks, pipelines, skip, workers, bar)
+        complete = True
+    finally:
+        try:
+            for out in outs:
+                out.close(complete)
+        finally:
+            if not complete:
+                for partial in partials:
+                    partial.unlink(missing_ok=True)
     results.sort()
-    os.replace(partial, folder / "images.npy")
-    manifest = {
-        "format": CACHE_FORMAT,
-        "key": key,
-        "pipeline": settings.to_dict(),
-        "image_size": s,
-        "dtype": np.dtype(settings.dtype).name,
-        "count": n,
-        "root": str(dataset.root),
-        "layout": dataset.layout,
-        "labels_file": str(dataset.labels_file) if dataset.labels_file else None,
-        "files": dataset.names,
-        "labels": dataset.labels,
-        "stats": stats,
-        "sha256": [digest for _, digest, _ in results],
-        "failed": {str(i): reason for i, _, reason in results if reason is not None},
-        "versions": {**settings.versions(), "numpy": np.__version__, "python": platform.python_version()},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    write_text_atomically(folder / "manifest.json", json.dumps(manifest))  # last: marks the cache complete
+    for k, (folder, settings, key) in enumerate(builds):
+        os.replace(partials[k], folder / "images.npy")
+        manifest = {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "pipeline": settings.to_dict(),
+            "image_size": settings.image_size,
+            "dtype": np.dtype(settings.dtype).name,
+            "count": n,
+            "root": str(dataset.root),
+            "layout": dataset.layout,
+            "labels_file": str(dataset.labels_file) if dataset.labels_file else None,
+            "files": dataset.names,
+            "labels": dataset.labels,
+            "stats": stats,
+            "sha256": [digest for _, digest, _ in results],
+            "failed": {str(i): failures[k] for i, _, failures in results if failures[k] is not None},
+            "versions": {**settings.versions(), "numpy": np.__version__, "python": platform.python_version()},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_text_atomically(folder / "manifest.json", json.dumps(manifest))  # last: marks the cache complete
 
 
 def _stale_reason(manifest: dict, dataset: Dataset, verify: str) -> str | None:
@@ -246,29 +289,61 @@ def open_cache(dataset: Dataset, settings: PipelineSettings, cache_dir: Path, wo
     records it in the manifest's `failed` (index -> reason), for the evaluator to leave out.
     verify: how a cache's sources are checked on open: `stat` (size and mtime) or `sha256` (content).
     """
+    return open_caches(dataset, [settings], cache_dir, workers, progress, on_error, verify)[0]
+
+
+def cache_folder(dataset: Dataset, settings: PipelineSettings, cache_dir: Path) -> tuple[Path, str]:
+    key = cache_key(dataset, settings)
+    return Path(cache_dir) / "crops" / f"{settings.name}-{settings.image_size}-{key[:20]}", key
+
+
+def open_caches(dataset: Dataset, pipelines: list[PipelineSettings], cache_dir: Path, workers: int | None = None,
+                progress: bool = True, on_error: str = "stop", verify: str = "stat") -> list[CropCache]:
+    """The crop caches of `dataset` under each of `pipelines` (open_cache's, in order), those missing
+    or stale built together in one pass: each file read and hashed once and decoded once per decoder
+    (a sweep's pipelines mostly share OpenCV's), where building them one by one decodes every image
+    once per pipeline."""
     if on_error not in ON_ERROR or verify not in VERIFY:
         raise CacheError(f"on_error={on_error}, verify={verify}: expected one of {ON_ERROR} and {VERIFY}")
-    key = cache_key(dataset, settings)
-    folder = Path(cache_dir) / "crops" / f"{settings.name}-{settings.image_size}-{key[:20]}"
-    with _locked(folder.with_name(folder.name + ".lock")):
-        manifest_path = folder / "manifest.json"
-        if manifest_path.is_file():
-            try:
-                manifest = json.loads(manifest_path.read_text())
-            except ValueError:  # cut short by a crash before it reached the disk
-                manifest = None
-            if manifest is None:
-                reason = "its manifest is unreadable"
-            elif manifest.get("key") != key:
-                reason = "key mismatch"
-            else:
-                reason = _stale_reason(manifest, dataset, verify) or _readable_again(manifest, dataset, settings)
-            if reason is None:
-                return _open(folder, manifest, dataset, on_error)
-            print(f"cache {folder} is stale ({reason}); rebuilding", file=sys.stderr)
-            manifest_path.unlink()
-        _build(folder, dataset, settings, key, workers or default_workers(), progress, on_error == "skip")
-        return _open(folder, json.loads(manifest_path.read_text()), dataset, on_error)
+    folders = {}  # folder -> (settings, key): identical pipelines share one cache
+    for settings in pipelines:
+        folder, key = cache_folder(dataset, settings, cache_dir)
+        folders.setdefault(folder, (settings, key))
+    with ExitStack() as locks:
+        for folder in sorted(folders):  # one order for every process: no two wait on each other
+            locks.enter_context(_locked(folder.with_name(folder.name + ".lock")))
+        builds = []
+        for folder, (settings, key) in folders.items():
+            reason = _reuse(folder, key, dataset, settings, verify)
+            if reason is not None:
+                builds.append((folder, settings, key))
+        if builds:
+            _build(builds, dataset, workers or default_workers(), progress, on_error == "skip")
+        opened = {folder: _open(folder, json.loads((folder / "manifest.json").read_text()), dataset, on_error)
+                  for folder in folders}
+    return [opened[cache_folder(dataset, settings, cache_dir)[0]] for settings in pipelines]
+
+
+def _reuse(folder: Path, key: str, dataset: Dataset, settings: PipelineSettings, verify: str) -> str | None:
+    """None where the complete cache in `folder` can be used; otherwise why it is built (a stale
+    one's manifest removed first)."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        return "missing"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError:  # cut short by a crash before it reached the disk
+        manifest = None
+    if manifest is None:
+        reason = "its manifest is unreadable"
+    elif manifest.get("key") != key:
+        reason = "key mismatch"
+    else:
+        reason = _stale_reason(manifest, dataset, verify) or _readable_again(manifest, dataset, settings)
+    if reason is not None:
+        print(f"cache {folder} is stale ({reason}); rebuilding", file=sys.stderr)
+        manifest_path.unlink()
+    return reason
 
 
 def _open(folder: Path, manifest: dict, dataset: Dataset, on_error: str) -> CropCache:

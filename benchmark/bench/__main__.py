@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fresh interpreters per command for the start-up times (0: none)")
     parser.add_argument("--end-to-end-images", type=int, default=4000,
                         help="also time the cache build as a command (process wall time) on this many images (0: no)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time the sample sweep's four caches built in one pass against one by one")
     parser.add_argument("--loadgen", action="store_true",
                         help="also time each model as LoadGen's Offline SUT against the evaluation loop")
     parser.add_argument("--precision", action="store_true",
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         c = cache.bench_cache(dataset, make_settings("mlperf", 224, "linear"), "mobilenet", Path(tmp), args.repeats)
         e = cache.bench_cache_end_to_end(dataset, args.end_to_end_images, Path(tmp), args.repeats) \
             if args.end_to_end_images else None
-        lines += cache.render(c, args.repeats, e, len(dataset))
+        sweep = cache.bench_sweep(dataset, Path(tmp), args.repeats) if args.sweep else None
+        lines += cache.render(c, args.repeats, e, len(dataset), sweep)
         graphs = [(f.name, g) for f in FAMILIES.values() if f.bench_flag for g in getattr(args, f.name)]
         evals, timed_loadgen, precisions = [], [], []
         for i, (arch, given) in enumerate(graphs):

@@ -100,7 +100,12 @@ def bench_precision(arch: str, graph: Path, images_path: Path, labels: np.ndarra
     model = model_config(arch)
     weights = workdir / "weights"  # bench_eval converted the weights here
     onnx = onnx_baseline(arch, graph, workdir)
-    made, missing = {"torch": None, "torch-bf16": None}, []
+    made, missing = {"torch": None}, []
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        made["torch-bf16"] = None
+    else:  # precision=bf16 refuses it (runtimes/pytorch.py): oneDNN would emulate bf16 in float32
+        missing.append("the harness's bf16: this CPU has no bfloat16 instructions (AVX512-BF16, AMX or AVX512 "
+                       "with VNNI) for oneDNN")
     made["torch-int8"] = str(quantize_torch(arch, graph, calibration, weights, workdir / "int8.pt"))
     if onnx and installed("onnxruntime"):
         made["onnxruntime-int8"] = str(quantize_onnxruntime(onnx, calibration, model.normalization,
