@@ -80,7 +80,7 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
     import torch
 
     from benchmark.nn import quantize
-    from benchmark.nn.quantize import ENGINE
+    from benchmark.nn.quantize import recipe
 
     clock = time.perf_counter()
     cal = read_list(str(cfg.calibration.list))
@@ -106,7 +106,7 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
                           f"(calibration.min_images= allows fewer)")
     key = hashlib.sha256(json.dumps({
         "checkpoint": checkpoint_sha256, "list": cal.sha256, "crops": crops.folder.name,
-        "torch": torch.__version__, "engine": ENGINE, "fold_bn": bool(cfg.fold_bn),
+        "torch": torch.__version__, "recipe": recipe().to_dict(), "fold_bn": bool(cfg.fold_bn),
         # what was quantized: the converted model (a converter fix changes it) and its input's normalisation
         "model": model_digest(runtime.model),
         "normalizer": hashlib.sha256(runtime.normalize.table.tobytes()).hexdigest(),
@@ -119,7 +119,8 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
     runtime.quantize(np.asarray(crops.images)[readable], batch_size, saved)
     return {**cal.to_dict(), "images": len(readable), "missing": missing, "unreadable": unreadable,
             "crops": str(crops.folder),
-            "quantized_model": str(saved), "reused": reused, "engine": ENGINE,
+            "quantized_model": str(saved), "reused": reused, "engine": recipe().engine,
+            "activation_bits": recipe().activation_bits,
             "seconds": round(time.perf_counter() - clock, 3)}
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.bench import cache, evaluation, loadgen, machine, memory, precision, startup
+from benchmark.bench import batch1, cache, evaluation, loadgen, machine, memory, precision, startup
 from benchmark.families import FAMILIES
 
 
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure peak memory streaming a synthetic cache of this many images")
     parser.add_argument("--batch1-images", type=int, default=200,
                         help="also time every backend at batch 1 on this many images (0: no batch-1 rows)")
+    parser.add_argument("--batch1-rounds", type=int, default=0,
+                        help="also settle batch 1 against OpenVINO and ONNX Runtime: this many rounds, each timing "
+                             "every backend once on the batch-1 images (0: none)")
     parser.add_argument("--startup-repeats", type=int, default=3,
                         help="fresh interpreters per command for the start-up times (0: none)")
     parser.add_argument("--end-to-end-images", type=int, default=4000,
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(args.dataset, limit=args.images, layout="val_map")
     cores_before = machine.effective_cores()
     lines = ["# Benchmarks", "", *[f"- {m}" for m in machine.machine()], "CORES", ""]
-    batch1 = min(args.batch1_images, args.images)
+    batch1_images = min(args.batch1_images, args.images)
     with tempfile.TemporaryDirectory() as tmp:
         c = cache.bench_cache(dataset, make_settings("mlperf", 224, "linear"), "mobilenet", Path(tmp), args.repeats)
         e = cache.bench_cache_end_to_end(dataset, args.end_to_end_images, Path(tmp), args.repeats) \
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = cache.bench_sweep(dataset, Path(tmp), args.repeats) if args.sweep else None
         lines += cache.render(c, args.repeats, e, len(dataset), sweep)
         graphs = [(f.name, g) for f in FAMILIES.values() if f.bench_flag for g in getattr(args, f.name)]
-        evals, timed_loadgen, precisions = [], [], []
+        evals, timed_loadgen, precisions, settled = [], [], [], []
         for i, (arch, given) in enumerate(graphs):
             workdir = Path(tmp) / f"{i}-{arch}"  # each graph's conversions and logits apart
             workdir.mkdir()
@@ -85,19 +88,23 @@ def main(argv: list[str] | None = None) -> int:
             crops = open_cache(dataset, settings, c["cache_dir"], progress=False)
             name = f"{arch} ({evaluation.source_name(given, graph)})"
             evals.append({**evaluation.bench_eval(arch, graph, crops.folder / "images.npy", args.batch_size,
-                                                  args.repeats, workdir, batch1), "name": name})
+                                                  args.repeats, workdir, batch1_images), "name": name})
+            if args.batch1_rounds and batch1_images:
+                settled.append({**batch1.bench_batch1(arch, graph, crops.folder / "images.npy",
+                                                       args.batch1_rounds, batch1_images, workdir), "name": name})
             if args.precision:
                 calibration = np.asarray(crops.images)[::2][:args.calibration_images]
                 precisions.append({**precision.bench_precision(arch, graph, crops.folder / "images.npy",
                                                                np.asarray(dataset.labels), calibration, args.batch_size,
-                                                               args.repeats, workdir, batch1), "name": name})
+                                                               args.repeats, workdir, batch1_images), "name": name})
             if args.loadgen:
                 timed_loadgen.append({**loadgen.bench_loadgen(arch, graph, crops.folder / "images.npy",
                                                               args.batch_size, args.repeats, workdir), "name": name})
         gemm = machine.matmul_gflops() if evals else 0.0
-        lines += evaluation.render(evals, args.images, args.batch_size, batch1, args.repeats, gemm)
+        lines += evaluation.render(evals, args.images, args.batch_size, batch1_images, args.repeats, gemm)
+        lines += batch1.render(settled, args.batch1_rounds)
         calibrated = min(args.calibration_images, (len(dataset) + 1) // 2)
-        lines += precision.render(precisions, args.images, args.batch_size, batch1, args.repeats,
+        lines += precision.render(precisions, args.images, args.batch_size, batch1_images, args.repeats,
                                   f"int8 is calibrated on every other cached crop ({calibrated} of the {len(dataset)} "
                                   "evaluated), for every quantizer alike: the sample images are not MLPerf's "
                                   "calibration images.")

@@ -45,7 +45,10 @@ def quantize_torch(arch: str, graph: Path, calibration: np.ndarray, weights: Pat
 def quantize_onnxruntime(onnx: Path, calibration: np.ndarray, normalization: str, out: Path) -> Path:
     """ONNX Runtime's static quantization at its recommended CPU settings: the model pre-processed
     (shape inference, graph optimisation), QDQ format, per-channel int8 weights, uint8 activations
-    (U8S8, what its x86 kernels run fastest), MinMax calibration on the same crops."""
+    (U8S8, what its x86 kernels run fastest), MinMax calibration on the same crops; on a CPU without
+    VNNI, 7-bit weights (`reduce_range`), as its documentation advises against U8S8's saturation there."""
+    from benchmark.nn.quantize import has_vnni
+
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -70,7 +73,7 @@ def quantize_onnxruntime(onnx: Path, calibration: np.ndarray, normalization: str
     prepared = out.with_suffix(".prepared.onnx")
     quant_pre_process(str(upgraded), str(prepared))
     quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=not has_vnni())
     return out
 
 
@@ -147,7 +150,10 @@ def bench_precision(arch: str, graph: Path, images_path: Path, labels: np.ndarra
                      "ips": best[(kind, batch_size)], "ips_1": best[(kind, 1)],
                      "ratio": best[(kind, batch_size)] / best[("torch", batch_size)],
                      "ratio_1": best[(kind, 1)] / best[("torch", 1)]})
-    return {"arch": arch, "rows": rows, "missing": missing, "calibration": len(calibration)}
+    from benchmark.nn.quantize import recipe
+
+    return {"arch": arch, "rows": rows, "missing": missing, "calibration": len(calibration),
+            "recipe": recipe().to_dict()}
 
 
 def render(records: list[dict], images: int, batch_size: int, batch1_images: int, repeats: int,
@@ -166,6 +172,10 @@ def render(records: list[dict], images: int, batch_size: int, batch1_images: int
                          f"{row['max_abs_logit_diff']:.3g} | {row['ips']:.1f} | {row['ratio']:.2f}x | "
                          f"{row['ips_1']:.1f} | {row['ratio_1']:.2f}x |")
         lines += ["", *[f"Not measured: {m}." for m in r["missing"]]] if r["missing"] else []
+    made = records[0]["recipe"]
     lines += ["", "fixed / broken: images the row gets right and exact fp32 (the first row) wrong, and the other way; "
-              "p: exact McNemar test on those flips.", ""]
+              "p: exact McNemar test on those flips.", "",
+              f"The harness's int8 on this CPU: PyTorch's {made['engine']} engine with {made['activation_bits']}-bit "
+              "activations (benchmark/nn/quantize.py: 8-bit with oneDNN where the CPU has VNNI, 7-bit with x86 where "
+              "it has not and 8-bit pairs would saturate).", ""]
     return lines

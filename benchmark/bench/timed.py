@@ -38,7 +38,7 @@ KINDS = {
 # ONNX Runtime's QDQ .onnx, or OpenVINO's IR .xml from NNCF).
 PRECISION_KINDS = {
     "torch-bf16": ("torch", {"precision": "bf16"}, "torch bf16 (precision=bf16)"),
-    "torch-int8": ("torch", {"precision": "int8"}, "torch int8 (precision=int8: FX, oneDNN)"),
+    "torch-int8": ("torch", {"precision": "int8"}, "torch int8 (precision=int8: FX)"),
     "onnxruntime-int8": ("onnxruntime", {}, "ONNX Runtime int8 (static, QDQ, per-channel weights)"),
     "openvino-int8": ("openvino", {}, "OpenVINO int8 (NNCF post-training quantization)"),
 }

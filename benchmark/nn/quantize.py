@@ -1,22 +1,53 @@
-"""int8 post-training quantization of a converted model: PyTorch's FX flow with the oneDNN backend's
-default mapping (per-channel symmetric int8 weights, per-tensor affine uint8 activations with
-histogram observers, convolutions fused with their ReLU and, in ResNet-50, the residual add with
-its ReLU; ReLU6 by the [0, 6] range of the convolution's output), calibrated on the batches given."""
+"""int8 post-training quantization of a converted model: PyTorch's FX flow with its engine's default
+mapping (per-channel symmetric int8 weights, per-tensor affine uint8 activations with histogram
+observers, convolutions fused with their ReLU and, in ResNet-50, the residual add with its ReLU;
+ReLU6 by the [0, 6] range of the convolution's output), calibrated on the batches given. The engine
+and the activations' bits depend on the CPU (`Recipe`)."""
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 
 import torch
 
 from benchmark.nn.layers import static_padding
 
-ENGINE = "onednn"  # measured against x86 and fbgemm on the real 0.25/224 graph: the most top-1s kept, the fastest
+
+class Int8Error(RuntimeError):
+    pass
 
 
-def relu6_ranges(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """Each activation that a ReLU6 reads quantized on [0, 6] (scale 6/255, zero point 0), as TFLite
+@dataclass(frozen=True)
+class Recipe:
+    """The quantized engine a model is made for and runs with, and its activations' bits."""
+    engine: str
+    activation_bits: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def has_vnni() -> bool:
+    """Whether the CPU multiplies uint8 by int8 into int32 directly (AVX512-VNNI, AVX-VNNI, AMX)."""
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(probe()) if probe is not None else True
+
+
+def recipe() -> Recipe:
+    """With VNNI: oneDNN with 8-bit activations (measured against x86 and fbgemm on the real 0.25/224
+    graph: the most top-1s kept, the fastest). Without (AVX2, AVX512 without VNNI), the CPU sums
+    uint8 x int8 products in pairs into int16 (vpmaddubsw), which saturates on 8-bit activations:
+    measured on the real 0.25/224 graph on AVX2, 1,000 images, 447 top-1s with oneDNN's 8-bit
+    kernels where the same quantized values in float arithmetic give 528; so 7-bit activations
+    (PyTorch's reduce_range), where no pair can saturate, with the x86 engine: 511 (oneDNN 7-bit: 504)."""
+    return Recipe("onednn", 8) if has_vnni() else Recipe("x86", 7)
+
+
+def relu6_ranges(prepared: torch.fx.GraphModule, bits: int = 8) -> torch.fx.GraphModule:
+    """Each activation that a ReLU6 reads quantized on [0, 6] (scale 6/255 at 8 bits, zero point 0), as TFLite
     quantizes a fused ReLU6: PyTorch has no conv + ReLU6 fusion, and its ReLU6 shares its input's
     observer, which would see the convolution's unclipped outputs (a range of hundreds, 3 levels
     between 0 and 6). Quantizing to [0, 6] saturates: the convolution's int8 output is ReLU6's."""
@@ -27,8 +58,9 @@ def relu6_ranges(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if node.op == "call_module" and isinstance(modules.get(node.target), torch.nn.ReLU6):
             (source,) = node.all_input_nodes  # the observer of what ReLU6 reads (the convolution's output)
             if "activation_post_process" in str(source.target):
+                levels = 2 ** bits - 1
                 setattr(prepared, source.target, FixedQParamsObserver(
-                    scale=6.0 / 255, zero_point=0, dtype=torch.quint8, quant_min=0, quant_max=255))
+                    scale=6.0 / levels, zero_point=0, dtype=torch.quint8, quant_min=0, quant_max=levels))
     return prepared
 
 
@@ -58,11 +90,13 @@ def quantize_int8(model: torch.nn.Module, image_size: int, batches: Iterable[tor
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    torch.backends.quantized.engine = ENGINE
+    made = recipe()
+    torch.backends.quantized.engine = made.engine
     # FX traces a fixed graph: TF's SAME padding is fixed for the input size first.
     fp32 = quantizable(static_padding(copy.deepcopy(model).cpu().eval(), image_size))
     example = torch.zeros(1, 3, image_size, image_size)
-    prepared = relu6_ranges(prepare_fx(fp32, get_default_qconfig_mapping(ENGINE), (example,)))
+    mapping = get_default_qconfig_mapping(made.engine)  # x86's has 7-bit activations (reduce_range), oneDNN's 8
+    prepared = relu6_ranges(prepare_fx(fp32, mapping, (example,)), made.activation_bits)
     seen = 0
     with torch.inference_mode():
         for batch in batches:
@@ -84,18 +118,34 @@ def traced_int8(quantized: torch.nn.Module, image_size: int) -> torch.jit.Script
             return torch.jit.trace(quantized, torch.zeros(1, 3, image_size, image_size)).eval()
 
 
-def load_int8(path) -> torch.jit.ScriptModule:
-    import warnings
+RECIPE_FILE = "int8_recipe.json"  # kept inside the saved TorchScript archive
 
-    torch.backends.quantized.engine = ENGINE
+
+def load_int8(path) -> torch.jit.ScriptModule:
+    """A saved int8 model, with its engine set first (loading packs the weights for the engine in
+    force); an error where this CPU would run it wrong (8-bit activations made for VNNI, on a CPU
+    without: its kernels would saturate) or the file does not say what it was made with."""
+    import warnings
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:  # TorchScript's archive: <name>/extra/<file>
+        inside = [n for n in archive.namelist() if n.endswith(f"/extra/{RECIPE_FILE}")]
+        if not inside:
+            raise Int8Error(f"{path}: no {RECIPE_FILE} inside: not an int8 model this harness saved; quantize again")
+        made = Recipe(**json.loads(archive.read(inside[0])))
+    if made.activation_bits == 8 and not has_vnni():
+        raise Int8Error(f"{path}: made with 8-bit activations for a CPU with VNNI; this CPU has none and its int8 "
+                        f"kernels would saturate: quantize again here")
+    torch.backends.quantized.engine = made.engine
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.jit.load(str(path)).eval()
 
 
 def save_int8(traced: torch.jit.ScriptModule, path) -> None:
+    """`traced` (made by quantize_int8 in this process) with its recipe inside."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.jit.save(traced, str(path))
+        torch.jit.save(traced, str(path), _extra_files={RECIPE_FILE: json.dumps(recipe().to_dict())})

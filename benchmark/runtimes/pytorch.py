@@ -44,7 +44,8 @@ PRECISIONS = {
     "bf16": "autocast to bfloat16 (oneDNN on a CPU with bf16 support, or CUDA)",
     "fp16": "autocast to float16 (CUDA)",
     "tf32": "float32 with TF32 tensor-core matrix products and convolutions (CUDA, Ampere or later)",
-    "int8": "post-training int8 quantization, calibrated on an MLPerf calibration list (CPU, oneDNN engine)",
+    "int8": "post-training int8 quantization, calibrated on an MLPerf calibration list (CPU; oneDNN with VNNI, "
+            "else x86 with 7-bit activations)",
 }
 
 
@@ -132,9 +133,8 @@ class TorchRuntime:
         """precision=int8: the model quantized with activation ranges observed on the `calibration`
         crops (cached, in this runtime's exact fp32 input), as TorchScript, written to `saved`; or
         loaded from `saved` when that exists."""
-        from benchmark.nn.quantize import ENGINE, load_int8, quantize_int8, save_int8, traced_int8
+        from benchmark.nn.quantize import load_int8, quantize_int8, save_int8, traced_int8
 
-        torch.backends.quantized.engine = ENGINE
         if saved is not None and saved.is_file():
             self.quantized = load_int8(saved)
             return

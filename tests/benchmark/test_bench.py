@@ -15,7 +15,8 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     out = tmp_path / "bench.md"
     assert bench.main(["--dataset", str(SAMPLES), "--images", "24", "--mobilenet", str(graph), "--repeats", "1",
                        "--loadgen", "--batch1-images", "8", "--startup-repeats", "1", "--end-to-end-images", "30",
-                       "--precision", "--calibration-images", "8", "--sweep", "--out", str(out)]) == 0
+                       "--precision", "--calibration-images", "8", "--sweep", "--batch1-rounds", "3",
+                       "--out", str(out)]) == 0
     report = out.read_text()
     assert "| normalised inputs bit-identical | yes |" in report
     assert "4.00x smaller" in report  # uint8 against float32
@@ -45,6 +46,13 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     through, direct, ratio = (float(cell.rstrip("x")) for cell in row.strip("| ").split(" | ")[1:])
     assert through > 0 and direct > 0 and abs(ratio - through / direct) < 0.01
     assert report.strip() in capsys.readouterr().out
+    # --batch1-rounds: torch against each peer, round by round
+    settled = report.split("## Batch 1, settled")[1].split("\n## ")[0]
+    rows = [line.split(" | ") for line in settled.splitlines() if line.startswith("| mobilenet_v1 (")]
+    assert [r[1] for r in rows] == ["OpenVINO", "ONNX Runtime"]  # both are test dependencies
+    for r in rows:
+        low, high = (float(x.rstrip("x")) for x in r[5].split(", "))
+        assert low <= float(r[4].rstrip("x")) <= high and r[6].endswith(" of 3") and 0 < float(r[7].rstrip(" |")) <= 1
     # --precision: every row against exact fp32 (the first), its flips consistent with its top-1
     section = report.split("## Precision")[1].split("\n## ")[0]
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| mobilenet_v1 (")]
@@ -53,9 +61,9 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
 
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         assert labels[:3] == ["torch (fold_bn=true, cpu_fusion=graph: default)", "torch bf16 (precision=bf16)",
-                              "torch int8 (precision=int8: FX, oneDNN)"]
+                              "torch int8 (precision=int8: FX)"]
     else:  # precision=bf16 refuses such a CPU: the row is not measured, and says why
-        assert labels[:2] == ["torch (fold_bn=true, cpu_fusion=graph: default)", "torch int8 (precision=int8: FX, oneDNN)"]
+        assert labels[:2] == ["torch (fold_bn=true, cpu_fusion=graph: default)", "torch int8 (precision=int8: FX)"]
         assert "Not measured: the harness's bf16: this CPU has no bfloat16 instructions" in report
     assert "ONNX Runtime int8 (static, QDQ, per-channel weights)" in labels  # onnxruntime is a test dependency
     assert "OpenVINO int8 (NNCF post-training quantization)" in labels or "Not measured: OpenVINO's int8" in report
