@@ -302,7 +302,7 @@ def open_caches(dataset: Dataset, pipelines: list[PipelineSettings], cache_dir: 
     """The crop caches of `dataset` under each of `pipelines` (open_cache's, in order), those missing
     or stale built together in one pass: each file read and hashed once and decoded once per decoder
     (a sweep's pipelines mostly share OpenCV's), where building them one by one decodes every image
-    once per pipeline."""
+    once per pipeline. TensorFlow's pipelines (resize=tf) take a second pass of their own."""
     if on_error not in ON_ERROR or verify not in VERIFY:
         raise CacheError(f"on_error={on_error}, verify={verify}: expected one of {ON_ERROR} and {VERIFY}")
     folders = {}  # folder -> (settings, key): identical pipelines share one cache
@@ -317,8 +317,11 @@ def open_caches(dataset: Dataset, pipelines: list[PipelineSettings], cache_dir: 
             reason = _reuse(folder, key, dataset, settings, verify)
             if reason is not None:
                 builds.append((folder, settings, key))
-        if builds:
-            _build(builds, dataset, workers or default_workers(), progress, on_error == "skip")
+        # TensorFlow's pipelines share no decode with the others, and run beside them slower than
+        # apart (its graph's own threads against the pool's; measured on the sample sweep): a pass of their own
+        for part in ([b for b in builds if b[1].resize != "tf"], [b for b in builds if b[1].resize == "tf"]):
+            if part:
+                _build(part, dataset, workers or default_workers(), progress, on_error == "skip")
         opened = {folder: _open(folder, json.loads((folder / "manifest.json").read_text()), dataset, on_error)
                   for folder in folders}
     return [opened[cache_folder(dataset, settings, cache_dir)[0]] for settings in pipelines]

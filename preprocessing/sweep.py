@@ -72,7 +72,8 @@ def build_sweep_caches(configs: list[DictConfig]) -> int:
     for (_, _, _, folder, workers, progress, on_error, verify), (dataset, *pipelines) in \
             sweep_pipelines(configs).items():
         decoders = {"tf" if p.resize == "tf" else p.decoder for p in pipelines}
-        print(f"sweep: the crop caches of {len(pipelines)} pipeline(s) on {len(dataset)} images, in one pass "
+        passes = "one pass" if len({p.resize == "tf" for p in pipelines}) == 1 else "two passes (TensorFlow's apart)"
+        print(f"sweep: the crop caches of {len(pipelines)} pipeline(s) on {len(dataset)} images, in {passes} "
               f"({len(decoders)} decode(s) per image)", file=sys.stderr)
         open_caches(dataset, pipelines, folder, workers, progress, on_error, verify)
         handled += len(pipelines)

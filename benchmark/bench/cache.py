@@ -231,10 +231,11 @@ def render(c: dict, repeats: int, e: dict | None, listed: int, sweep: dict | Non
     if sweep is not None:
         w = sweep
         lines += [f"A sweep's caches ({w['pipelines']} pipelines, the sample sweep's: {', '.join(SWEEP)}; {w['n']} "
-                  f"images, best of {repeats}): built together in one pass (`-m`, preprocessing/sweep.py) "
-                  f"{w['together']:.2f} s, one after another {w['apart']:.2f} s: {w['apart'] / w['together']:.2f}x. "
-                  f"Together, each file is read and hashed once and decoded once per decoder: {w['decoders']} "
-                  f"decodes per image, not {w['pipelines']} (OpenCV, TensorFlow and Pillow decode differently, "
-                  f"so bit-exact crops cannot share one). The one pass takes {w['together'] / w['decode']:.2f}x "
-                  f"the decode-only floor of one OpenCV decode per image.", ""]
+                  f"images, best of {repeats}): built together as a sweep builds them (`-m`, preprocessing/sweep.py: "
+                  f"one pass for the OpenCV and Pillow pipelines, one for TensorFlow's) {w['together']:.2f} s, one "
+                  f"after another {w['apart']:.2f} s: {w['apart'] / w['together']:.2f}x. Together, each file is read "
+                  f"and hashed once per pass and decoded once per decoder: {w['decoders']} decodes per image, not "
+                  f"{w['pipelines']} (OpenCV, TensorFlow and Pillow decode differently, so bit-exact crops cannot "
+                  f"share one). The sweep's build takes {w['together'] / w['decode']:.2f}x the decode-only floor of "
+                  f"one OpenCV decode per image.", ""]
     return lines
