@@ -176,6 +176,6 @@ def render(records: list[dict], images: int, batch_size: int, batch1_images: int
     lines += ["", "fixed / broken: images the row gets right and exact fp32 (the first row) wrong, and the other way; "
               "p: exact McNemar test on those flips.", "",
               f"The harness's int8 on this CPU: PyTorch's {made['engine']} engine with {made['activation_bits']}-bit "
-              "activations (benchmark/nn/quantize.py: 8-bit with oneDNN where the CPU has VNNI, 7-bit with x86 where "
-              "it has not and 8-bit pairs would saturate).", ""]
+              "activations (benchmark/nn/quantize.py: 8-bit where the CPU has VNNI, 7-bit where it has not and "
+              "8-bit pairs would saturate).", ""]
     return lines

@@ -37,13 +37,14 @@ def has_vnni() -> bool:
 
 
 def recipe() -> Recipe:
-    """With VNNI: oneDNN with 8-bit activations (measured against x86 and fbgemm on the real 0.25/224
-    graph: the most top-1s kept, the fastest). Without (AVX2, AVX512 without VNNI), the CPU sums
-    uint8 x int8 products in pairs into int16 (vpmaddubsw), which saturates on 8-bit activations:
-    measured on the real 0.25/224 graph on AVX2, 1,000 images, 447 top-1s with oneDNN's 8-bit
-    kernels where the same quantized values in float arithmetic give 528; so 7-bit activations
-    (PyTorch's reduce_range), where no pair can saturate, with the x86 engine: 511 (oneDNN 7-bit: 504)."""
-    return Recipe("onednn", 8) if has_vnni() else Recipe("x86", 7)
+    """oneDNN, with 8-bit activations on a CPU with VNNI (measured against the x86 and fbgemm engines
+    on the real 0.25/224 graph: the most top-1s kept, the fastest), 7-bit without (AVX2, AVX512
+    without VNNI). Such a CPU sums uint8 x int8 products in pairs into int16 (vpmaddubsw), which
+    saturates on 8-bit activations: measured on the real 0.25/224 graph on AVX2, 1,000 images,
+    oneDNN's 8-bit kernels kept 447 top-1s where the same quantized values in float arithmetic keep
+    528; with 7-bit activations, where no pair can saturate, 504. (The x86 engine, 7-bit, kept 511
+    but ran at 0.07x fp32's speed there.)"""
+    return Recipe("onednn", 8) if has_vnni() else Recipe("onednn", 7)
 
 
 def relu6_ranges(prepared: torch.fx.GraphModule, bits: int = 8) -> torch.fx.GraphModule:
@@ -87,7 +88,8 @@ def quantizable(model: torch.nn.Module) -> torch.fx.GraphModule:
 def quantize_int8(model: torch.nn.Module, image_size: int, batches: Iterable[torch.Tensor]) -> torch.nn.Module:
     """`model` (unchanged) as an int8 model for `image_size` inputs, its activation ranges observed
     on `batches` (float32 NCHW inputs, exactly as the fp32 model takes them)."""
-    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import HistogramObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     made = recipe()
@@ -95,7 +97,10 @@ def quantize_int8(model: torch.nn.Module, image_size: int, batches: Iterable[tor
     # FX traces a fixed graph: TF's SAME padding is fixed for the input size first.
     fp32 = quantizable(static_padding(copy.deepcopy(model).cpu().eval(), image_size))
     example = torch.zeros(1, 3, image_size, image_size)
-    mapping = get_default_qconfig_mapping(made.engine)  # x86's has 7-bit activations (reduce_range), oneDNN's 8
+    mapping = get_default_qconfig_mapping(made.engine)
+    if made.activation_bits == 7:  # PyTorch's reduce_range: activations on 0..127
+        weight = mapping.global_qconfig.weight
+        mapping.set_global(QConfig(activation=HistogramObserver.with_args(reduce_range=True), weight=weight))
     prepared = relu6_ranges(prepare_fx(fp32, mapping, (example,)), made.activation_bits)
     seen = 0
     with torch.inference_mode():
