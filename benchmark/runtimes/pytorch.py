@@ -44,8 +44,8 @@ PRECISIONS = {
     "bf16": "autocast to bfloat16 (oneDNN on a CPU with bf16 support, or CUDA)",
     "fp16": "autocast to float16 (CUDA)",
     "tf32": "float32 with TF32 tensor-core matrix products and convolutions (CUDA, Ampere or later)",
-    "int8": "post-training int8 quantization, calibrated on an MLPerf calibration list (CPU; oneDNN with VNNI, "
-            "else x86 with 7-bit activations)",
+    "int8": "post-training int8 quantization, calibrated on an MLPerf calibration list (CPU, oneDNN; 7-bit "
+            "activations on a CPU without VNNI)",
 }
 
 
