@@ -10,6 +10,11 @@ from benchmark.runtimes import NumpyInputs
 from preprocessing.tf_import import import_tensorflow
 
 
+class NCHWUnsupported(RuntimeError):
+    """TensorFlow's CPU kernels without oneDNN run max pooling (and more) in NHWC only: MLPerf's
+    ResNet-50 graph is NCHW."""
+
+
 class TFGraphModel(NumpyInputs):
     """Callable: NHWC float32 batch to the graph's logits. The graph's input is rebound to a
     placeholder of open batch size, so graphs fixed to batch 1 run in batches too. The session sees
@@ -48,7 +53,16 @@ class TFGraphModel(NumpyInputs):
             raise RuntimeError(f"the TensorFlow session sees a GPU despite device_count GPU=0: {self.devices}")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        out = self.session.run(self.logits, {self.input: batch})
+        tf = import_tensorflow()
+        try:
+            out = self.session.run(self.logits, {self.input: batch})
+        except tf.errors.InvalidArgumentError as e:
+            if "only supports NHWC" in e.message:  # TF's own CPU kernels; its oneDNN ones run NCHW
+                said = next(line for line in e.message.splitlines() if "only supports NHWC" in line).strip()
+                raise NCHWUnsupported(f"TensorFlow cannot run this NCHW graph on this CPU ({said}): "
+                                      "its own CPU kernels run NHWC only, and its oneDNN kernels, which run NCHW, "
+                                      "are not in use here") from e
+            raise
         return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
 
     def tensors(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:

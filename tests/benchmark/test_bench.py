@@ -15,7 +15,7 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     out = tmp_path / "bench.md"
     assert bench.main(["--dataset", str(SAMPLES), "--images", "24", "--mobilenet", str(graph), "--repeats", "1",
                        "--loadgen", "--batch1-images", "8", "--startup-repeats", "1", "--end-to-end-images", "30",
-                       "--precision", "--calibration-images", "8", "--sweep", "--batch1-rounds", "3",
+                       "--precision", "--calibration-images", "8", "--sweep", "--batch1-rounds", "2",
                        "--out", str(out)]) == 0
     report = out.read_text()
     assert "| normalised inputs bit-identical | yes |" in report
@@ -52,7 +52,7 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     assert [r[1] for r in rows] == ["OpenVINO", "ONNX Runtime"]  # both are test dependencies
     for r in rows:
         low, high = (float(x.rstrip("x")) for x in r[5].split(", "))
-        assert low <= float(r[4].rstrip("x")) <= high and r[6].endswith(" of 3") and 0 < float(r[7].rstrip(" |")) <= 1
+        assert low <= float(r[4].rstrip("x")) <= high and r[6].endswith(" of 2") and 0 < float(r[7].rstrip(" |")) <= 1
     # --precision: every row against exact fp32 (the first), its flips consistent with its top-1
     section = report.split("## Precision")[1].split("\n## ")[0]
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| mobilenet_v1 (")]

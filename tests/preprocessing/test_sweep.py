@@ -87,7 +87,8 @@ def test_job_overrides_expand_as_hydras_sweeper():
 
 def test_a_multirun_builds_its_caches_in_one_pass_before_its_jobs(dataset, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "preprocessing", "-m", "preprocess=mlperf,torchvision",
-                           "preprocess.interpolation=linear,area", "model.image_size=64", f"dataset.root={dataset.root}",
+                           "preprocess.interpolation=linear,area", "model.image_size=64",
+                           f"dataset.root={dataset.root}",
                            f"cache_dir={tmp_path}", "progress=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -87,7 +87,8 @@ def test_a_saved_model_carries_its_recipe(tmp_path, monkeypatch):
         quantize.save_int8(traced, path)
         with torch.inference_mode():
             expected = traced(x)
-        torch.backends.quantized.engine = "qnnpack" if "qnnpack" in torch.backends.quantized.supported_engines else engine
+        other = "qnnpack" if "qnnpack" in torch.backends.quantized.supported_engines else engine
+        torch.backends.quantized.engine = other
         loaded = quantize.load_int8(path)
         assert torch.backends.quantized.engine == engine  # set from the file, not left as it was
         with torch.inference_mode():
