@@ -6,13 +6,11 @@ ratio, and the ratios' median, range and sign test tell a real gap from drift.""
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 from benchmark.bench.evaluation import installed, model_config, onnx_baseline
+from benchmark.bench.timed import run_timed
 
 PEERS = ("openvino", "onnxruntime")  # timed.py's rows: the graph by tf2onnx, as MLPerf publishes it
 
@@ -25,13 +23,11 @@ def timed_batch1(arch: str, graph: Path, images: Path, kind: str, onnx: Path | N
     model = model_config(arch)
     job = {"arch": arch, "graph": str(graph), "images": str(images), "normalization": model.normalization,
            "input_tensor": model.input_tensor, "logits_tensor": model.logits_tensor, "backend": kind,
-           "device": "cpu", "batch_size": 1, "threads": torch.get_num_threads(), "weights": str(workdir / "weights"),
-           "out": str(workdir / f"batch1-{kind}.npy"), "onnx": str(onnx) if onnx else None, "limit": limit}
-    proc = subprocess.run([sys.executable, "-m", "benchmark.bench.timed", json.dumps(job)], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"timing {kind} at batch 1 failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"]
+           "device": "cpu", "threads": torch.get_num_threads(), "weights": str(workdir / "weights"),
+           "onnx": str(onnx) if onnx else None}
+    out = str(workdir / f"batch1-{kind}.npy")
+    return run_timed({**job, "passes": [{"batch_size": 1, "limit": limit, "out": out}]}, f"{kind} at batch 1")[
+        "images_per_s"][0]
 
 
 def bench_batch1(arch: str, graph: Path, images: Path, rounds: int, limit: int, workdir: Path) -> dict:

@@ -4,13 +4,11 @@ row's top-1 agreement and largest logit difference against TensorFlow."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.bench.timed import KINDS
+from benchmark.bench.timed import KINDS, run_timed
 
 
 def model_config(arch: str):
@@ -65,9 +63,7 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
                workdir: Path, batch1_images: int = 0) -> dict:
     """Each backend timed in a fresh process (as `python -m benchmark backend=...` runs), the
     processes interleaved `repeats` times, the best pass of each kept; agreement against TF. Rows at
-    the batch size, and at batch 1 on the first `batch1_images` images."""
-    import subprocess
-
+    the batch size, and at batch 1 on the first `batch1_images` images (the same process's second pass)."""
     import torch
 
     from benchmark.convert import load_converted
@@ -80,27 +76,24 @@ def bench_eval(arch: str, graph_path: Path, images_path: Path, batch_size: int, 
     onnx = onnx_baseline(arch, graph_path, workdir)  # converted once, outside the timing
     backends = [b for b in BACKENDS if (b != "onnxruntime" or onnx) and (b != "openvino" or (onnx and installed("openvino")))
                 and (b != "onnxruntime-export" or installed("onnx", "onnxruntime"))]
-    runs = [(b, "cpu", batch_size) for b in backends]
-    runs += [("torch", "cuda", 256)] if torch.cuda.is_available() else []
-    if batch1_images:
-        runs += [(b, "cpu", 1) for b in backends if b != "torch-graph-order"]
+    # each backend's process times its batch-size pass, then its batch-1 pass (timed.py)
+    runs = [(b, "cpu", [batch_size] + ([1] if batch1_images and b != "torch-graph-order" else []))
+            for b in backends]
+    runs += [("torch", "cuda", [256])] if torch.cuda.is_available() else []
     best: dict = {}
     for _ in range(repeats):
-        for backend, device, batch in runs:
-            out = workdir / f"{arch}-{backend}-{device}-{batch}.npy"
+        for backend, device, batches in runs:
+            passes = [{"batch_size": b, "limit": batch1_images if b == 1 else None,
+                       "out": str(workdir / f"{arch}-{backend}-{device}-{b}.npy")} for b in batches]
             job = {"arch": arch, "graph": str(graph_path), "images": str(images_path),
                    "normalization": model.normalization, "input_tensor": model.input_tensor,
                    "logits_tensor": model.logits_tensor, "backend": backend, "device": device,
-                   "batch_size": batch, "threads": torch.get_num_threads(),
-                   "weights": str(weights), "out": str(out), "onnx": str(onnx) if onnx else None,
-                   "limit": batch1_images if batch == 1 else None}
-            proc = subprocess.run([sys.executable, "-m", "benchmark.bench.timed", json.dumps(job)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"timing {backend} on {device} failed:\n{proc.stderr[-3000:]}")
-            ips = json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"]
-            key = (backend, device, batch)
-            best[key] = {**job, "images_per_s": max(ips, best.get(key, {}).get("images_per_s", 0.0))}
+                   "threads": torch.get_num_threads(), "weights": str(weights), "passes": passes,
+                   "onnx": str(onnx) if onnx else None}
+            speeds = run_timed(job, f"{backend} on {device}")["images_per_s"]
+            for p, ips in zip(passes, speeds):
+                key = (backend, device, p["batch_size"])
+                best[key] = {**job, **p, "images_per_s": max(ips, best.get(key, {}).get("images_per_s", 0.0))}
     tf = np.load(best[("tf", "cpu", batch_size)]["out"])
     for (backend, device, batch), r in best.items():
         logits = np.load(r["out"])  # against TF at the batch size (its first images for batch-1 rows)

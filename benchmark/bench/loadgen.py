@@ -3,30 +3,23 @@ evaluation loop, in one fresh process (timed.py)."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 from benchmark.bench.evaluation import model_config
+from benchmark.bench.timed import run_timed
 
 
 def bench_loadgen(arch: str, graph_path: Path, images_path: Path, batch_size: int, repeats: int,
                   workdir: Path) -> dict:
     """The torch backend through LoadGen's Offline scenario against the plain evaluation loop, in one
     fresh process (after bench_eval converted the weights)."""
-    import subprocess
-
     import torch
 
     job = {"kind": "loadgen", "arch": arch, "graph": str(graph_path), "images": str(images_path),
            "normalization": model_config(arch).normalization, "batch_size": batch_size,
            "threads": torch.get_num_threads(), "weights": str(workdir / "weights"), "repeats": repeats,
            "logs": str(workdir / f"loadgen-{arch}")}
-    proc = subprocess.run([sys.executable, "-m", "benchmark.bench.timed", json.dumps(job)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"timing LoadGen's Offline run failed:\n{proc.stderr[-3000:]}")
-    return {"arch": arch, **json.loads(proc.stdout.strip().splitlines()[-1])}
+    return {"arch": arch, **run_timed(job, "LoadGen's Offline run")}
 
 
 def render(loadgen: list[dict], images: int, batch_size: int, repeats: int) -> list[str]:

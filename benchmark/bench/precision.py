@@ -2,20 +2,17 @@
 (precision=), ONNX Runtime's static int8 quantization (QDQ, per-channel weights) and OpenVINO's with
 NNCF, each int8 model calibrated on the same crops, then run on the same cached crops as exact fp32.
 Per row: top-1, the images fixed and broken against exact fp32 with McNemar's p, the largest logit
-difference, and images/s at the CPU batch size and at batch 1, each pass in a fresh process
-(timed.py), interleaved and the best kept."""
+difference, and images/s at the CPU batch size and at batch 1, each row in a fresh process
+(timed.py: its batch-size pass, then its batch-1 pass), interleaved and the best kept."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from benchmark.bench.evaluation import installed, model_config, onnx_baseline
-from benchmark.bench.timed import KINDS, PRECISION_KINDS
+from benchmark.bench.timed import KINDS, PRECISION_KINDS, run_timed
 
 
 def calibration_batches(crops: np.ndarray, normalization: str, nchw: bool, batch: int = 1):
@@ -119,22 +116,17 @@ def bench_precision(arch: str, graph: Path, images_path: Path, labels: np.ndarra
         made["openvino-int8"] = str(quantize_openvino(onnx, calibration, model.normalization, workdir / "int8.xml"))
     else:
         missing.append("OpenVINO's int8 needs openvino, nncf and tf2onnx")
-    runs = [(kind, batch) for kind in made for batch in (batch_size, 1)]
     best: dict = {}
     for _ in range(repeats):
-        for kind, batch in runs:
-            out = workdir / f"precision-{kind}-{batch}.npy"
+        for kind in made:  # one process per row: its batch-size pass, then its batch-1 pass (timed.py)
+            passes = [{"batch_size": b, "limit": batch1_images if b == 1 else None,
+                       "out": str(workdir / f"precision-{kind}-{b}.npy")} for b in (batch_size, 1)]
             job = {"arch": arch, "graph": str(graph), "images": str(images_path), "normalization": model.normalization,
                    "input_tensor": model.input_tensor, "logits_tensor": model.logits_tensor, "backend": kind,
-                   "device": "cpu", "batch_size": batch, "threads": torch.get_num_threads(), "weights": str(weights),
-                   "out": str(out), "onnx": str(onnx) if onnx else None, "quantized": made[kind],
-                   "limit": batch1_images if batch == 1 else None}
-            proc = subprocess.run([sys.executable, "-m", "benchmark.bench.timed", json.dumps(job)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"timing {kind} at batch {batch} failed:\n{proc.stderr[-3000:]}")
-            ips = json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"]
-            best[(kind, batch)] = max(ips, best.get((kind, batch), 0.0))
+                   "device": "cpu", "threads": torch.get_num_threads(), "weights": str(weights), "passes": passes,
+                   "onnx": str(onnx) if onnx else None, "quantized": made[kind]}
+            for p, ips in zip(passes, run_timed(job, kind)["images_per_s"]):
+                best[(kind, p["batch_size"])] = max(ips, best.get((kind, p["batch_size"]), 0.0))
     exact = np.load(workdir / f"precision-torch-{batch_size}.npy")
     truth = np.asarray(labels)[:len(exact)]
     offset = exact.shape[1] - 1000
@@ -161,7 +153,7 @@ def render(records: list[dict], images: int, batch_size: int, batch1_images: int
     if not records:
         return []
     lines = [f"## Precision: faster precisions and the peers' int8 against exact fp32 ({images} cached images at "
-             f"batch {batch_size}, the first {batch1_images} at batch 1; each pass in its own process, best of "
+             f"batch {batch_size}, the first {batch1_images} at batch 1; each row in its own process, best of "
              f"{repeats})", "", calibration_note, "",
              "| model | row | top-1 | fixed | broken | McNemar p | max abs logit diff | images/s | vs exact fp32 | "
              "images/s, batch 1 | vs exact fp32, batch 1 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
