@@ -1,7 +1,8 @@
 """int8 post-training quantization of a converted model: PyTorch's FX flow with its engine's default
 mapping (per-channel symmetric int8 weights, per-tensor affine uint8 activations with histogram
 observers, convolutions fused with their ReLU and, in ResNet-50, the residual add with its ReLU;
-ReLU6 by the [0, 6] range of the convolution's output), calibrated on the batches given. The engine
+ReLU6 by the [0, 6] range of the convolution's output), calibrated on the batches given, with each
+layer's bias corrected for the mean error its weights' rounding adds (`BiasCorrection`). The engine
 and the activations' bits depend on the CPU (`Recipe`)."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Recipe:
     """The quantized engine a model is made for and runs with, and its activations' bits."""
     engine: str
     activation_bits: int
+    bias_correction: bool
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,7 +46,59 @@ def recipe() -> Recipe:
     oneDNN's 8-bit kernels kept 447 top-1s where the same quantized values in float arithmetic keep
     528; with 7-bit activations, where no pair can saturate, 504. (The x86 engine, 7-bit, kept 511
     but ran at 0.07x fp32's speed there.)"""
-    return Recipe("onednn", 8) if has_vnni() else Recipe("onednn", 7)
+    return Recipe("onednn", 8 if has_vnni() else 7, bias_correction=True)
+
+
+class BiasCorrection:
+    """Empirical bias correction (Nagel et al., "Data-Free Quantization", 2019), as NNCF applies by
+    default: rounding a layer's weights to int8 shifts the mean of each of its output channels by
+    E[layer(x; W_int8 - W)], which the following layers do not average away (depthwise 3x3 kernels have
+    9 weights a channel). The shift is measured on the calibration batches, with the float inputs the
+    observers see, and taken off the layer's bias. Measured on the real 0.25/224 graph, 1,000 sample
+    images, oneDNN with 7-bit activations on AVX2: 504 top-1s kept without, 569 with (fp32: 593); on
+    the 500 not calibrated on, 266 and 295 of fp32's 307."""
+
+    def __init__(self, prepared: torch.nn.Module):
+        self.layers = [m for m in prepared.modules()
+                       if type(m) in (torch.nn.Conv2d, torch.nn.Linear) and getattr(m, "qconfig", None) is not None]
+        self.sums: dict[int, tuple[torch.Tensor, int]] = {}
+        self.hooks = [m.register_forward_pre_hook(self.observe) for m in self.layers]
+        self.errors = {id(m): rounded(m) - m.weight.detach() for m in self.layers}
+
+    def observe(self, layer: torch.nn.Module, args: tuple) -> None:
+        (x,) = args
+        error = self.errors[id(layer)]
+        if isinstance(layer, torch.nn.Conv2d):  # _conv_forward keeps the layer's padding mode
+            shift, dims = layer._conv_forward(x, error, None), (0, 2, 3)
+        else:
+            shift, dims = torch.nn.functional.linear(x, error), tuple(range(x.dim() - 1))
+        total, n = self.sums.get(id(layer), (0.0, 0))
+        per_channel = shift.numel() // error.shape[0]
+        self.sums[id(layer)] = (total + shift.double().sum(dims), n + per_channel)
+
+    def apply(self) -> None:
+        """Each layer's bias less its measured shift; the hooks removed."""
+        for hook in self.hooks:
+            hook.remove()
+        with torch.no_grad():
+            for layer in self.layers:
+                total, n = self.sums[id(layer)]  # every quantized layer runs in each forward
+                shift = (total / n).to(layer.weight.dtype)
+                bias = torch.zeros_like(shift) if layer.bias is None else layer.bias.detach()
+                layer.bias = torch.nn.Parameter(bias - shift, requires_grad=False)
+
+
+def rounded(layer: torch.nn.Module) -> torch.Tensor:
+    """`layer`'s weight as its qconfig's weight observer rounds it (what the converted model multiplies by)."""
+    observer = layer.qconfig.weight()
+    weight = layer.weight.detach()
+    observer(weight)
+    scale, zero_point = observer.calculate_qparams()
+    if observer.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine):
+        return torch.fake_quantize_per_channel_affine(weight, scale.float(), zero_point.int(), observer.ch_axis,
+                                                      observer.quant_min, observer.quant_max)
+    return torch.fake_quantize_per_tensor_affine(weight, float(scale), int(zero_point), observer.quant_min,
+                                                 observer.quant_max)
 
 
 def relu6_ranges(prepared: torch.fx.GraphModule, bits: int = 8) -> torch.fx.GraphModule:
@@ -102,6 +156,7 @@ def quantize_int8(model: torch.nn.Module, image_size: int, batches: Iterable[tor
         weight = mapping.global_qconfig.weight
         mapping.set_global(QConfig(activation=HistogramObserver.with_args(reduce_range=True), weight=weight))
     prepared = relu6_ranges(prepare_fx(fp32, mapping, (example,)), made.activation_bits)
+    correction = BiasCorrection(prepared) if made.bias_correction else None
     seen = 0
     with torch.inference_mode():
         for batch in batches:
@@ -109,6 +164,8 @@ def quantize_int8(model: torch.nn.Module, image_size: int, batches: Iterable[tor
             seen += len(batch)
     if not seen:
         raise ValueError("int8 calibration needs at least one image")
+    if correction is not None:
+        correction.apply()
     return convert_fx(prepared).eval()
 
 
@@ -137,7 +194,8 @@ def load_int8(path) -> torch.jit.ScriptModule:
         inside = [n for n in archive.namelist() if n.endswith(f"/extra/{RECIPE_FILE}")]
         if not inside:
             raise Int8Error(f"{path}: no {RECIPE_FILE} inside: not an int8 model this harness saved; quantize again")
-        made = Recipe(**json.loads(archive.read(inside[0])))
+        # a file from before bias correction says nothing of it
+        made = Recipe(**{"bias_correction": False, **json.loads(archive.read(inside[0]))})
     if made.activation_bits == 8 and not has_vnni():
         raise Int8Error(f"{path}: made with 8-bit activations for a CPU with VNNI; this CPU has none and its int8 "
                         f"kernels would saturate: quantize again here")
