@@ -115,7 +115,7 @@ def test_a_saved_model_carries_its_recipe(tmp_path, monkeypatch):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
     x = torch.rand(2, 3, 8, 8)
     for vnni, bits in ((False, 7), (True, 8)):
-        monkeypatch.setattr(quantize, "has_vnni", lambda: vnni)
+        monkeypatch.setattr(quantize, "has_vnni", lambda vnni=vnni: vnni)
         engine = quantize.recipe().engine
         path = tmp_path / f"{bits}.pt"
         traced = quantize.traced_int8(quantize.quantize_int8(model, 8, [x]), 8)
