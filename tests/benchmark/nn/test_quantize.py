@@ -171,3 +171,26 @@ def test_the_int8_kernels_keep_the_quantized_models_calls(monkeypatch):
     if not quantize.has_vnni():
         monkeypatch.setattr(quantize, "recipe", lambda: quantize.Recipe("onednn", 8, True))
         assert reference_agreement() < 0.8
+
+
+def test_int8_runtime_runs_each_input_shape_on_its_own_copy(tmp_path):
+    """oneDNN's quantized convolutions keep the primitive of the first input shape they see (batch 1
+    after batch 16 ran 1.8x slower per image): the runtime gives each batch shape a copy of its own,
+    which computes what a freshly loaded model computes."""
+    from benchmark.evaluation.loop import logits
+    from benchmark.evaluation.normalize import Normalizer
+    from benchmark.runtimes.pytorch import TorchRuntime
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 5))
+    images = crops(5, 16)
+    runtime = TorchRuntime(model, Normalizer("mobilenet"), "cpu", image_size=16, precision="int8")
+    runtime.quantize(images, 2, tmp_path / "int8.pt")
+    batched = logits(runtime, images, 4, False)  # shapes (4, ...) and (1, ...)
+    single = logits(runtime, images, 1, False)
+    assert sorted(s[0] for s in runtime.int8_models) == [1, 4]
+    assert len({id(m) for m in runtime.int8_models.values()}) == 2
+    fresh = TorchRuntime(model, Normalizer("mobilenet"), "cpu", image_size=16, precision="int8")
+    fresh.quantize(images, 2, tmp_path / "int8.pt")  # loaded from the file
+    assert np.array_equal(single, logits(fresh, images, 1, False))
+    assert np.array_equal(batched, single)
