@@ -166,7 +166,28 @@ def quantize_int8(model: torch.nn.Module, image_size: int, batches: Iterable[tor
         raise ValueError("int8 calibration needs at least one image")
     if correction is not None:
         correction.apply()
-    return convert_fx(prepared).eval()
+    return without_idle_relu6(convert_fx(prepared).eval())
+
+
+def without_idle_relu6(quantized: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """The ReLU6s that change nothing removed: those reading a quantized convolution's output whose 256
+    levels are [0, 6] exactly (scale 6/255, zero point 0: the 8-bit recipe's ReLU6 ranges). At 7 bits
+    the output's levels run to 12 and ReLU6 clips them to the 0..127 the next layer needs: kept. Each
+    is a pass over its tensor (a quarter of the batch-1 forward on the real 0.25/224 graph)."""
+    modules = dict(quantized.named_modules())
+    full = torch.tensor(6.0 / 255).item()  # the scale as the quantized layer keeps it (float32)
+    for node in list(quantized.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), torch.nn.ReLU6):
+            continue
+        (source,) = node.all_input_nodes
+        layer = modules.get(source.target) if source.op == "call_module" else None
+        if layer is not None and getattr(layer, "zero_point", None) == 0 and getattr(layer, "scale", None) == full:
+            node.replace_all_uses_with(source)
+            quantized.graph.erase_node(node)
+    quantized.graph.lint()
+    quantized.recompile()
+    quantized.delete_all_unused_submodules()
+    return quantized
 
 
 def traced_int8(quantized: torch.nn.Module, image_size: int) -> torch.jit.ScriptModule:

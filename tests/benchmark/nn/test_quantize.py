@@ -194,3 +194,22 @@ def test_int8_runtime_runs_each_input_shape_on_its_own_copy(tmp_path):
     fresh.quantize(images, 2, tmp_path / "int8.pt")  # loaded from the file
     assert np.array_equal(single, logits(fresh, images, 1, False))
     assert np.array_equal(batched, single)
+
+
+def test_relu6_that_changes_nothing_is_removed(monkeypatch):
+    """At 8 bits a ReLU6 after its convolution's [0, 6] output is an identity: removed, the logits
+    bit-identical to the model that keeps it. At 7 bits it clips the output's upper levels: kept."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU6(), torch.nn.Conv2d(8, 8, 1),
+                                torch.nn.ReLU6(), torch.nn.Conv2d(8, 4, 1))
+    x = torch.randn(4, 3, 10, 10) * 3
+    relu6 = lambda m: sum(isinstance(k, torch.nn.ReLU6) for k in m.modules())  # noqa: E731
+    for bits, left in ((8, 0), (7, 2)):
+        monkeypatch.setattr(quantize, "recipe", lambda bits=bits: quantize.Recipe("onednn", bits, True))
+        pruned = quantize.quantize_int8(model, 10, [x])
+        with monkeypatch.context() as m:
+            m.setattr(quantize, "without_idle_relu6", lambda q: q)
+            kept = quantize.quantize_int8(model, 10, [x])
+        assert (relu6(pruned), relu6(kept)) == (left, 2)
+        with torch.inference_mode():
+            assert torch.equal(pruned(x), kept(x))
