@@ -203,7 +203,7 @@ def test_relu6_that_changes_nothing_is_removed(monkeypatch):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU6(), torch.nn.Conv2d(8, 8, 1),
                                 torch.nn.ReLU6(), torch.nn.Conv2d(8, 4, 1))
     x = torch.randn(4, 3, 10, 10) * 3
-    relu6 = lambda m: sum(isinstance(k, torch.nn.ReLU6) for k in m.modules())  # noqa: E731
+    relu6 = lambda m: sum(isinstance(k, torch.nn.ReLU6) for k in m.modules())
     for bits, left in ((8, 0), (7, 2)):
         monkeypatch.setattr(quantize, "recipe", lambda bits=bits: quantize.Recipe("onednn", bits, True))
         pruned = quantize.quantize_int8(model, 10, [x])
