@@ -167,7 +167,8 @@ def render(records: list[dict], images: int, batch_size: int, batch1_images: int
     made = records[0]["recipe"]
     lines += ["", "fixed / broken: images the row gets right and exact fp32 (the first row) wrong, and the other way; "
               "p: exact McNemar test on those flips.", "",
-              f"The harness's int8 on this CPU: PyTorch's {made['engine']} engine with {made['activation_bits']}-bit "
-              "activations (benchmark/nn/quantize.py: 8-bit where the CPU has VNNI, 7-bit where it has not and "
-              "8-bit pairs would saturate).", ""]
+              f"The harness's int8 on this CPU: PyTorch's {made['engine']} engine, {made['activation_bits']}-bit "
+              f"activations, {made['weight_bits']}-bit weights (benchmark/nn/quantize.py: 8-bit where the CPU has "
+              "VNNI, 7-bit where it has not and 8-bit pairs would saturate; depthwise convolutions 8-bit), "
+              f"bias correction {'on' if made['bias_correction'] else 'off'}.", ""]
     return lines
