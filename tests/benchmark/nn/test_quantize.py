@@ -227,6 +227,10 @@ def test_int8_runtime_runs_each_input_shape_on_its_own_copy(tmp_path):
     fresh.quantize(images, 2, tmp_path / "int8.pt")  # loaded from the file
     assert np.array_equal(single, logits(fresh, images, 1, False))
     assert np.array_equal(batched, single)
+    x = runtime.inputs(images)  # channels-last, as the runtime runs it: the logits of NCHW input
+    assert not x.is_contiguous()
+    with torch.inference_mode():
+        assert np.array_equal(single, torch.jit.load(str(tmp_path / "int8.pt"))(x.contiguous()).numpy())
 
 
 def test_relu6_that_changes_nothing_is_removed(monkeypatch):
