@@ -120,7 +120,8 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
     return {**cal.to_dict(), "images": len(readable), "missing": missing, "unreadable": unreadable,
             "crops": str(crops.folder),
             "quantized_model": str(saved), "reused": reused, "engine": recipe().engine,
-            "activation_bits": recipe().activation_bits, "bias_correction": recipe().bias_correction,
+            "activation_bits": recipe().activation_bits, "weight_bits": recipe().weight_bits,
+            "bias_correction": recipe().bias_correction,
             "seconds": round(time.perf_counter() - clock, 3)}
 
 
