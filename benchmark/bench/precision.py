@@ -137,6 +137,7 @@ def bench_precision(arch: str, graph: Path, images_path: Path, labels: np.ndarra
         ok = logits.argmax(1) - offset == truth
         fixed, broken = int((ok & ~right).sum()), int((right & ~ok).sum())
         rows.append({"kind": kind, "label": {**KINDS, **PRECISION_KINDS}[kind][2], "good": int(ok.sum()),
+                     "same_top1": int((logits.argmax(1) == exact.argmax(1)).sum()),
                      "n": len(ok), "fixed": fixed, "broken": broken, "mcnemar_p": mcnemar_exact(fixed, broken),
                      "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - exact).max()),
                      "ips": best[(kind, batch_size)], "ips_1": best[(kind, 1)],
@@ -155,18 +156,22 @@ def render(records: list[dict], images: int, batch_size: int, batch1_images: int
     lines = [f"## Precision: faster precisions and the peers' int8 against exact fp32 ({images} cached images at "
              f"batch {batch_size}, the first {batch1_images} at batch 1; each row in its own process, best of "
              f"{repeats})", "", calibration_note, "",
-             "| model | row | top-1 | fixed | broken | McNemar p | max abs logit diff | images/s | vs exact fp32 | "
-             "images/s, batch 1 | vs exact fp32, batch 1 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | row | top-1 | fixed | broken | McNemar p | same top-1 as exact fp32 | max abs logit diff | "
+             "images/s | vs exact fp32 | images/s, batch 1 | vs exact fp32, batch 1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         for row in r["rows"]:
             lines.append(f"| {r['name']} | {row['label']} | {100 * row['good'] / row['n']:.1f} % ({row['good']}/"
                          f"{row['n']}) | {row['fixed']} | {row['broken']} | {row['mcnemar_p']:.3g} | "
-                         f"{row['max_abs_logit_diff']:.3g} | {row['ips']:.1f} | {row['ratio']:.2f}x | "
-                         f"{row['ips_1']:.1f} | {row['ratio_1']:.2f}x |")
-        lines += ["", *[f"Not measured: {m}." for m in r["missing"]]] if r["missing"] else []
+                         f"{row['same_top1']}/{row['n']} | {row['max_abs_logit_diff']:.3g} | {row['ips']:.1f} | "
+                         f"{row['ratio']:.2f}x | {row['ips_1']:.1f} | {row['ratio_1']:.2f}x |")
+    # after the table: a line between its rows would end it
+    lines += ["", *sorted({f"Not measured: {m}." for r in records for m in r["missing"]})] \
+        if any(r["missing"] for r in records) else []
     made = records[0]["recipe"]
     lines += ["", "fixed / broken: images the row gets right and exact fp32 (the first row) wrong, and the other way; "
-              "p: exact McNemar test on those flips.", "",
+              "p: exact McNemar test on those flips; same top-1: the images whose top class is exact fp32's, the "
+              "measure that holds for a model of random weights (whose top-1 is near 0).", "",
               f"The harness's int8 on this CPU: PyTorch's {made['engine']} engine, {made['activation_bits']}-bit "
               f"activations, {made['weight_bits']}-bit weights (benchmark/nn/quantize.py: 8-bit where the CPU has "
               "VNNI, 7-bit where it has not and 8-bit pairs would saturate; depthwise convolutions 8-bit), "

@@ -104,7 +104,9 @@ class BiasCorrection:
             hook.remove()
         with torch.no_grad():
             for layer in self.layers:
-                total, n = self.sums[id(layer)]  # every quantized layer runs in each forward
+                if id(layer) not in self.sums:  # never ran on the calibration batches: nothing measured
+                    continue
+                total, n = self.sums[id(layer)]
                 shift = (total / n).to(layer.weight.dtype)
                 bias = torch.zeros_like(shift) if layer.bias is None else layer.bias.detach()
                 layer.bias = torch.nn.Parameter(bias - shift, requires_grad=False)

@@ -68,11 +68,14 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     assert "ONNX Runtime int8 (static, QDQ, per-channel weights)" in labels  # onnxruntime is a test dependency
     assert "OpenVINO int8 (NNCF post-training quantization)" in labels or "Not measured: OpenVINO's int8" in report
     exact_good = int(rows[0][2].split("(")[1].split("/")[0])
-    assert rows[0][3:6] == ["0", "0", "1"] and rows[0][6] == "0" and rows[0][8] == "1.00x"
+    assert rows[0][3:8] == ["0", "0", "1", "24/24", "0"] and rows[0][9] == "1.00x"
     for r in rows:
         good, n = map(int, r[2].split("(")[1].rstrip(")").split("/"))
         assert n == 24 and good - exact_good == int(r[3]) - int(r[4])
-        assert abs(float(r[8].rstrip("x")) - float(r[7]) / float(rows[0][7])) < 0.01
+        assert int(r[6].split("/")[0]) <= 24 - int(r[3]) - int(r[4])  # a flip changes the top class
+        assert abs(float(r[9].rstrip("x")) - float(r[8]) / float(rows[0][8])) < 0.01
+    table = [i for i, line in enumerate(section.splitlines()) if line.startswith("|")]
+    assert table == list(range(table[0], table[0] + len(table)))  # one table, no line between its rows
 
 
 def test_graph_flops_count_each_conv_at_its_own_kernel():
@@ -132,3 +135,19 @@ def test_cuda_bench_runs_its_steps_on_the_cpu(tmp_path, capsys):
     assert report.count("## Profile: mobilenet_v1") == 2 and "operators (CPU)" in report
     assert "## CUDA against the CPU" not in report  # no second device to compare with
     assert report.strip() in capsys.readouterr().out
+
+
+def test_precision_section_is_one_table_for_several_models():
+    """Two models, each with a row it could not measure: the notes come after the table, not between
+    its rows (where Markdown would end it)."""
+    from benchmark.bench.precision import render
+
+    row = {"label": "torch", "good": 1, "n": 2, "fixed": 0, "broken": 0, "mcnemar_p": 1.0, "same_top1": 2,
+           "max_abs_logit_diff": 0.0, "ips": 10.0, "ratio": 1.0, "ips_1": 5.0, "ratio_1": 1.0}
+    recipe = {"engine": "onednn", "activation_bits": 8, "weight_bits": 7, "bias_correction": True}
+    records = [{"name": name, "rows": [row, row], "missing": ["bf16: no bf16"], "recipe": recipe}
+               for name in ("mobilenet_v1 (fixture)", "resnet50 (fixture)")]
+    lines = render(records, 2, 16, 1, 1, "calibrated on every other crop")
+    table = [i for i, line in enumerate(lines) if line.startswith("|")]
+    assert len(table) == 2 + 4 and table == list(range(table[0], table[0] + 6))
+    assert lines.count("Not measured: bf16: no bf16.") == 1
