@@ -15,6 +15,11 @@ An answer must not depend on when it was computed. TorchScript's profiling execu
 unfused on its first calls at a new input shape and fused after, so each batch size gets its own
 script, warmed up on zeros before its first real batch: every answer comes from the compiled
 partitions of its batch size. Which batch sizes get a script: nn/compiled.py.
+
+bf16 (precision=bf16): the model is traced under autocast to bfloat16, so the script holds
+autocast's casts and the fuser compiles bf16 partitions; run op by op under autocast instead, bf16 was
+slower than exact fp32's partitions (measured on the real 0.25/224 graph, 2 cores with AVX512-BF16:
+1,226 against 1,228 images/s at batch 16, 246 against 1,095 at batch 1; compiled, 1,979 and 1,495).
 """
 
 from __future__ import annotations
@@ -48,13 +53,29 @@ def _onednn_fusion():
         torch.jit.enable_onednn_fusion(before)
 
 
+@contextlib.contextmanager
+def _traced_casts(dtype: torch.dtype | None):
+    """Autocast to `dtype` while tracing, its casts recorded in the trace as ops: TorchScript's own
+    autocast pass, a process-wide switch, is off meanwhile, since it would insert casts again."""
+    if dtype is None:
+        yield
+        return
+    before = torch._C._jit_set_autocast_mode(False)  # returns the mode it replaces
+    try:
+        with torch.autocast("cpu", dtype=dtype, cache_enabled=False):
+            yield
+    finally:
+        torch._C._jit_set_autocast_mode(before)
+
+
 class OneDNNGraphModel(CompiledPerBatchSize):
     """`model` (batch norms folded) for CPU inference on images of `image_size`; `model` is left as
     it is. Called on an NCHW float32 batch, returns the logits."""
 
-    def __init__(self, model: nn.Module, image_size: int):
+    def __init__(self, model: nn.Module, image_size: int, autocast: torch.dtype | None = None):
         super().__init__(image_size)
         self.model = static_padding(copy.deepcopy(model).cpu().eval(), image_size)
+        self.autocast = autocast  # traced under autocast to this dtype (bf16), or None: float32
 
     def compile(self, n: int) -> torch.jit.ScriptModule:
         example = torch.zeros(n, 3, self.image_size, self.image_size).contiguous(memory_format=torch.channels_last)
@@ -63,7 +84,8 @@ class OneDNNGraphModel(CompiledPerBatchSize):
             # the script is made for this one shape and used for it only.
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            script = torch.jit.freeze(torch.jit.trace(self.model, example))
+            with _traced_casts(self.autocast):
+                script = torch.jit.freeze(torch.jit.trace(self.model, example))
             with _onednn_fusion():
                 for _ in range(WARM_UP_CALLS):
                     script(example)

@@ -41,11 +41,12 @@ def reuse_freed_memory() -> None:
 # MLPerf allows a submission as long as its accuracy meets the target.
 PRECISIONS = {
     "fp32": "float32 throughout, TF32 off: the graph's own arithmetic (CPU or CUDA)",
-    "bf16": "autocast to bfloat16 (oneDNN on a CPU with bf16 support, or CUDA)",
+    "bf16": "autocast to bfloat16 (on a CPU with bf16 support traced into oneDNN Graph's bf16 partitions, "
+            "cpu_fusion=graph, else op by op; or CUDA)",
     "fp16": "autocast to float16 (CUDA)",
     "tf32": "float32 with TF32 tensor-core matrix products and convolutions (CUDA, Ampere or later)",
     "int8": "post-training int8 quantization, calibrated on an MLPerf calibration list (CPU, oneDNN; 7-bit "
-            "activations on a CPU without VNNI)",
+            "weights on a CPU without VNNI)",
 }
 
 
@@ -85,7 +86,7 @@ class Pending:
 
 class TorchRuntime:
     """The converted model on its device: cached crops to input tensors, input tensors to logits.
-    `fusion` (CPU, fp32): "graph", the model compiled into oneDNN Graph partitions
+    `fusion` (CPU, fp32; bf16 "graph" only): "graph", the model compiled into oneDNN Graph partitions
     (nn/onednn_graph.py), or "ops", each convolution fused with its activation through oneDNN
     (nn/cpu_fusion.py), made at the first batch's input size; None: eager. `cuda_graphs` (CUDA):
     the forward recorded as CUDA graphs and replayed (nn/cuda_graph.py). `precision`: see
@@ -123,7 +124,9 @@ class TorchRuntime:
         self.to_input = TorchNormalizer(normalize, device)
         if fusion not in (None, "graph", "ops"):
             raise ValueError(f"fusion={fusion!r}: expected 'graph', 'ops' or None")
-        self.fusion = fusion if device.type == "cpu" and precision == "fp32" else None  # fp32 oneDNN only
+        # oneDNN's fused convolutions are float32's; oneDNN Graph compiles bf16 too (nn/onednn_graph.py)
+        self.fusion = fusion if device.type == "cpu" and (precision == "fp32" or (precision, fusion) == (
+            "bf16", "graph")) else None
         self.cuda_graphs = bool(cuda_graphs) and device.type == "cuda"
         self.fused = None  # the fused model (CPU) or its CUDA graphs, made at the first batch's input size
         self.sizes: set[int] = set()  # batch sizes compiled as they are (expect_batch_sizes)
@@ -215,7 +218,9 @@ class TorchRuntime:
             return self._int8(x)  # channels-last as it comes: oneDNN's quantized convolutions' own layout
         if self.fused is None and (self.fusion or self.cuda_graphs):
             if self.fusion:
-                self.fused = fused_for_cpu(self.fusion, self.model, x.shape[-1])
+                self.fused = fused_for_cpu(self.fusion, self.model, x.shape[-1],
+                                           torch.bfloat16 if self.precision == "bf16" else None)
+                self.autocast = self.autocast or _dtype_name(getattr(self.fused, "autocast", None))
             else:
                 from benchmark.nn.cuda_graph import CUDAGraphModel
 
@@ -244,7 +249,7 @@ class TorchRuntime:
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             # no cast cache: each weight is cast once per forward anyway, and CUDA graphs need it off
             with torch.autocast(self.torch_device.type, dtype=dtype, cache_enabled=False):
-                self.autocast = str(torch.get_autocast_dtype(self.torch_device.type)).removeprefix("torch.")
+                self.autocast = _dtype_name(torch.get_autocast_dtype(self.torch_device.type))
                 return self.model(x)
         return self.model(x)
 
@@ -264,14 +269,19 @@ class TorchRuntime:
         pass
 
 
-def fused_for_cpu(fusion: str, model: torch.nn.Module, image_size: int):
+def fused_for_cpu(fusion: str, model: torch.nn.Module, image_size: int, autocast: torch.dtype | None = None):
+    """`autocast`: bf16's dtype, traced into the oneDNN Graph script (fusion="graph" only)."""
     if fusion == "graph":
         from benchmark.nn.onednn_graph import OneDNNGraphModel
 
-        return OneDNNGraphModel(model, image_size)
+        return OneDNNGraphModel(model, image_size, autocast)
     from benchmark.nn.cpu_fusion import fuse_for_cpu
 
     return fuse_for_cpu(model, image_size)
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str | None:
+    return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def cpu_fusion_mode(value) -> str | None:

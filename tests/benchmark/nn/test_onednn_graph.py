@@ -46,6 +46,29 @@ def test_graph_model_is_the_graphs_model(arch, size, fixture_graphs, resnet_grap
         assert np.abs(logits - eager).max() < tol
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bfloat16 support "
+                    "in oneDNN (precision=bf16 is refused there)")
+def test_bf16_compiles_into_bf16_partitions(mobilenet):
+    """precision=bf16's compiled model: bf16 partitions (autocast's casts traced into the script),
+    as far from exact fp32 as bf16 run op by op under autocast is (both round to 8-bit mantissas, in
+    other orders: within twice its largest difference), and not float32 in disguise (it moves)."""
+    x = nchw(inputs("mobilenet_v1", 128))
+    with torch.inference_mode():
+        exact = mobilenet(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            eager = mobilenet(x).float()
+        graph = OneDNNGraphModel(mobilenet, 128, torch.bfloat16)
+        got = graph(x)
+        repeated = graph(x)
+    with onednn_graph._onednn_fusion():
+        optimized = str(graph.compiled[len(x)].graph_for(x))
+    assert "prim::oneDNNFusionGroup" in optimized and "BFloat16(" in optimized
+    assert got.dtype == torch.bfloat16 and torch.equal(got, repeated)
+    eager_off = (eager - exact).abs().max().item()
+    off = (got.float() - exact).abs().max().item()
+    assert 0 < off <= 2 * eager_off, (off, eager_off)
+
+
 def test_first_answer_comes_from_the_compiled_partitions(mobilenet):
     """TorchScript runs a new shape unfused first: the warm-up takes those calls, so the first
     real answer is bit for bit the later ones (without the warm-up it is the unfused graph's)."""
