@@ -70,7 +70,8 @@ def _traced_casts(dtype: torch.dtype | None):
 
 class OneDNNGraphModel(CompiledPerBatchSize):
     """`model` (batch norms folded) for CPU inference on images of `image_size`; `model` is left as
-    it is. Called on an NCHW float32 batch, returns the logits."""
+    it is. Called on an NCHW float32 batch, returns the logits (bfloat16 where traced under autocast
+    to it: the runtime makes them float32)."""
 
     def __init__(self, model: nn.Module, image_size: int, autocast: torch.dtype | None = None):
         super().__init__(image_size)
