@@ -73,7 +73,9 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
         good, n = map(int, r[2].split("(")[1].rstrip(")").split("/"))
         assert n == 24 and good - exact_good == int(r[3]) - int(r[4])
         assert int(r[6].split("/")[0]) <= 24 - int(r[3]) - int(r[4])  # a flip changes the top class
-        assert abs(float(r[9].rstrip("x")) - float(r[8]) / float(rows[0][8])) < 0.01
+        # the ratio is of the unrounded rates, printed to 0.01, the rates to 0.1: their rounding bounds it
+        fast, exact = float(r[8]), float(rows[0][8])
+        assert abs(float(r[9].rstrip("x")) - fast / exact) <= 0.005 + fast / exact * (0.05 / fast + 0.05 / exact)
     table = [i for i, line in enumerate(section.splitlines()) if line.startswith("|")]
     assert table == list(range(table[0], table[0] + len(table)))  # one table, no line between its rows
 
