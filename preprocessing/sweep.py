@@ -1,10 +1,11 @@
 """A sweep's crop caches built together before its first job: `python -m benchmark -m ...` and
 `python -m preprocessing -m ...` (Hydra's multirun) run this callback (conf/config.yaml).
 
-Built one job at a time, a sweep over N pipelines reads, hashes and decodes every image N times.
+Built one job at a time, a sweep over N pipelines reads and decodes every image N times.
 Here every job's pipeline is known before the first one runs, so the caches the sweep needs are
-built in one pass (preprocessing.cache.open_caches): each file read and hashed once, and decoded once
-per decoder (OpenCV, Pillow or TensorFlow). The jobs then find their caches built.
+built in one pass (preprocessing.cache.open_caches): each file read once (and hashed, for
+verify=sha256), and decoded once per decoder (OpenCV, Pillow or TensorFlow). The jobs then find
+their caches built.
 
 A job is built for here when its config names its input size (`model.image_size`: `python -m
 preprocessing` needs it anyway; `python -m benchmark` otherwise reads it from the checkpoint, when

@@ -180,7 +180,7 @@ def mixed_dataset(tmp_path):
 
 def test_skip_records_every_unreadable_image(mixed_dataset, tmp_path, capsys):
     ds = load_dataset(mixed_dataset, allow_missing=True)
-    cache = open_cache(ds, SETTINGS, tmp_path / "c", workers=2, progress=False, on_error="skip")
+    cache = open_cache(ds, SETTINGS, tmp_path / "c", workers=2, progress=False, on_error="skip", verify="sha256")
     reasons = {ds.names[i]: r for i, r in cache.failed.items()}
     assert set(reasons) == {"empty.JPEG", "noise.JPEG", "missing.JPEG", "cut.JPEG"}
     assert "file not found" in reasons["missing.JPEG"] and "truncated" in reasons["cut.JPEG"]
@@ -188,7 +188,7 @@ def test_skip_records_every_unreadable_image(mixed_dataset, tmp_path, capsys):
     for i in good:
         np.testing.assert_array_equal(cache.images[i], crop(ds.path(i), SETTINGS))
     # Reused as built when checked by content: each file's digest, missing and empty ones included,
-    # is recorded as verify=sha256 computes it.
+    # was recorded (a build for verify=sha256) as verify=sha256 computes it.
     capsys.readouterr()
     again = open_cache(ds, SETTINGS, tmp_path / "c", progress=False, on_error="skip", verify="sha256")
     assert "building" not in capsys.readouterr().err and again.manifest["sha256"][4] is None
@@ -295,9 +295,9 @@ def test_concurrent_builds_share_one_cache(sample_dataset, tmp_path):
         np.testing.assert_array_equal(images[i], crop(ds.path(i), settings))
 
 
-def test_same_size_and_mtime_edit_needs_content_verification(sample_dataset, tmp_path):
+def test_same_size_and_mtime_edit_needs_content_verification(sample_dataset, tmp_path, capsys):
     ds = load_dataset(sample_dataset, limit=20)
-    first = open_cache(ds, SETTINGS, tmp_path, workers=1, progress=False)
+    first = open_cache(ds, SETTINGS, tmp_path, workers=1, progress=False, verify="sha256")  # digests recorded
     before = np.array(first.images[7])
     path = Path(ds.path(7))
     st = os.stat(path)
@@ -306,7 +306,9 @@ def test_same_size_and_mtime_edit_needs_content_verification(sample_dataset, tmp
     path.write_bytes(other + b"\0" * (len(data) - len(other)))  # same size, other picture
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
     assert np.array_equal(open_cache(ds, SETTINGS, tmp_path, progress=False).images[7], before)  # stat can't tell
+    capsys.readouterr()
     rebuilt = open_cache(ds, SETTINGS, tmp_path, workers=1, progress=False, verify="sha256")
+    assert f"content of {path} changed" in capsys.readouterr().err
     assert not np.array_equal(rebuilt.images[7], before)
     np.testing.assert_array_equal(rebuilt.images[7], crop(path, SETTINGS))
 

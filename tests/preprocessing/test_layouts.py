@@ -78,10 +78,11 @@ def test_every_layout_gives_the_same_images_labels_and_crops(roots, images, tmp_
     assert capsys.readouterr().err.count("24 of the 50,000 ImageNet validation images are present (49,976 missing)") == 3
     assert loaded["imagefolder"].names[0] == f"{imagenet_synsets()[images[0][1]]}/{images[0][0]}"
     assert loaded["tar"].path(0) == f"{roots['tar']}:{images[0][0]}"
-    caches = [open_cache(d, SETTINGS, tmp_path / "cache", workers=2, progress=False) for d in loaded.values()]
+    caches = [open_cache(d, SETTINGS, tmp_path / "cache", workers=2, progress=False, verify="sha256")
+              for d in loaded.values()]
     assert len({c.folder for c in caches}) == 4  # each root its own cache ...
     assert all(c.images.tobytes() == caches[0].images.tobytes() for c in caches)  # ... the same crops
-    assert all(c.manifest["sha256"] == caches[0].manifest["sha256"] for c in caches)
+    assert caches[0].manifest["sha256"] and all(c.manifest["sha256"] == caches[0].manifest["sha256"] for c in caches)
 
 
 def test_order_follows_val_map_whatever_the_storage_order(tmp_path, images):
@@ -225,25 +226,29 @@ def test_corrupt_member_is_named(tmp_path, images):
 
 def test_archive_staleness_by_stat_and_by_content(tmp_path, images, capsys):
     tar = write_layout(tmp_path / "t", "tar", images[:3])
-    first = open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", workers=1, progress=False)
-    assert open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", workers=1, progress=False).folder == first.folder
+    kw = dict(workers=1, progress=False)
+    first = open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw, verify="sha256")  # digests recorded
+    assert open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw).folder == first.folder
     capsys.readouterr()
     st = os.stat(tar)
-    os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: rebuilt under stat ...
-    open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", workers=1, progress=False)
-    assert "is stale (size or mtime of" in capsys.readouterr().err
-    os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))  # ... not under content
-    open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", workers=1, progress=False, verify="sha256")
+    os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: not stale by content ...
+    open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw, verify="sha256")
     assert "is stale" not in capsys.readouterr().err
+    open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw)  # ... but by size and mtime
+    assert "is stale (size or mtime of" in capsys.readouterr().err
+    # That build (verify=stat) recorded no digests: checking content rebuilds rather than trusting it.
+    assert first.manifest["sha256"] is not None
+    open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw, verify="sha256")
+    assert "built without its sources' digests" in capsys.readouterr().err
     with tarfile.open(tar) as t:  # same size and mtime, one byte of a member changed
         member = t.getmembers()[1]
     data = bytearray(tar.read_bytes())
     data[member.offset_data + member.size // 2] ^= 0xFF
     tar.write_bytes(bytes(data))
     os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as when the cache was built
-    open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", workers=1, progress=False)
+    open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw)
     assert "is stale" not in capsys.readouterr().err
-    open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", workers=1, progress=False, verify="sha256")
+    open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw, verify="sha256")
     assert f"content of {tar}:{member.name} changed" in capsys.readouterr().err
 
 

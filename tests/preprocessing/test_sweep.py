@@ -40,16 +40,18 @@ def test_one_pass_builds_each_cache_as_alone(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(cache_module, "decode_rgb", lambda data, path, decoder: decodes.append(decoder) or
                         decode(data, path, decoder))
     monkeypatch.setattr(type(dataset), "read", lambda self, i: reads.append(i) or read(self, i))
-    together = open_caches(dataset, [*OPENCV, PIL, OPENCV[0]], tmp_path / "together", workers=2, progress=False)
+    together = open_caches(dataset, [*OPENCV, PIL, OPENCV[0]], tmp_path / "together", workers=2, progress=False,
+                           verify="sha256")
     # every file read once, decoded once by OpenCV and once by Pillow, for five pipelines (one twice)
     assert sorted(reads) == list(range(12))
     assert sorted(decodes) == sorted(["opencv"] * 12 + ["pil"] * 12)
     assert together[0].folder == together[4].folder
     monkeypatch.undo()
     for settings, built in zip([*OPENCV, PIL], together):
-        alone = open_cache(dataset, settings, tmp_path / "alone", workers=1, progress=False)
+        alone = open_cache(dataset, settings, tmp_path / "alone", workers=1, progress=False, verify="sha256")
         assert built.images.tobytes() == alone.images.tobytes()
         a, b = (json.loads((c.folder / "manifest.json").read_text()) for c in (built, alone))
+        assert a["sha256"] == [dataset.sha256(i) for i in range(len(dataset))]
         assert a["key"] == b["key"] and a["sha256"] == b["sha256"] and a["pipeline"] == b["pipeline"]
     # built: opened again, nothing is rebuilt
     stamps = [(c.folder / "images.npy").stat().st_mtime_ns for c in together]
