@@ -221,8 +221,9 @@ def bench_cache_end_to_end(dataset, n: int, workdir: Path, repeats: int) -> dict
         shutil.rmtree(out)
         quiet_disk()
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "preprocessing", f"dataset.root={root}", f"cache_dir={workdir / f'e2e{r}'}", "model.image_size=224",
-                        "progress=false"], env=env, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "preprocessing", f"dataset.root={root}",
+                        f"cache_dir={workdir / f'e2e{r}'}", "model.image_size=224", "progress=false"],
+                       env=env, check=True, capture_output=True)
         ours = min(ours, time.perf_counter() - start)
         shutil.rmtree(workdir / f"e2e{r}")
     return {"n": n, "ours_s": ours, "baseline_s": baseline}
