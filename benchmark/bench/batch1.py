@@ -16,7 +16,7 @@ PEERS = ("openvino", "onnxruntime")  # timed.py's rows: the graph by tf2onnx, as
 
 
 PASSES = 3  # per process, the best kept: a pass is about a second, and a stall of the machine's inside one
-# had swung single-pass rounds from 0.64x to 1.80x on a quiet machine
+# had swung single-pass rounds from 0.64x to 1.80x on a shared 2-core machine
 
 
 def timed_batch1(arch: str, graph: Path, images: Path, kind: str, onnx: Path | None, limit: int,

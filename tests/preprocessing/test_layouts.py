@@ -227,17 +227,18 @@ def test_corrupt_member_is_named(tmp_path, images):
 def test_archive_staleness_by_stat_and_by_content(tmp_path, images, capsys):
     tar = write_layout(tmp_path / "t", "tar", images[:3])
     kw = dict(workers=1, progress=False)
-    first = open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw, verify="sha256")  # digests recorded
+    first = open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw, verify="sha256")
+    assert first.manifest["sha256"] and None not in first.manifest["sha256"]  # digests recorded
     assert open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw).folder == first.folder
     capsys.readouterr()
     st = os.stat(tar)
     os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: not stale by content ...
     open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw, verify="sha256")
     assert "is stale" not in capsys.readouterr().err
-    open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw)  # ... but by size and mtime
+    rebuilt = open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw)  # ... but by size and mtime
     assert "is stale (size or mtime of" in capsys.readouterr().err
     # That build (verify=stat) recorded no digests: checking content rebuilds rather than trusting it.
-    assert first.manifest["sha256"] is not None
+    assert rebuilt.manifest["sha256"] is None
     open_cache(load_dataset(tar), SETTINGS, tmp_path / "cache", **kw, verify="sha256")
     assert "built without its sources' digests" in capsys.readouterr().err
     with tarfile.open(tar) as t:  # same size and mtime, one byte of a member changed
