@@ -307,10 +307,11 @@ def tf_float64_logits(pb: Path, input_tensor: str, logits_tensor: str, x: np.nda
 def _run_float64(pb: Path, input_tensor: str, logits_tensor: str, x: np.ndarray) -> np.ndarray:
     from benchmark.formats.checkpoint import open_checkpoint
     from benchmark.formats.frozen_graph import FrozenGraph
+    from benchmark.runtimes.tf import tf_graph_def
     from preprocessing.tf_import import import_tensorflow
 
     tf = import_tensorflow()
-    graph_def = float64_graph_def(FrozenGraph.from_checkpoint(open_checkpoint(pb)).graph_def)
+    graph_def = float64_graph_def(tf_graph_def(FrozenGraph.from_checkpoint(open_checkpoint(pb)).graph_def))
     with tf.Graph().as_default() as g:
         inp = tf.compat.v1.placeholder(tf.float64, [None, *x.shape[1:]])
         (logits,) = tf.graph_util.import_graph_def(graph_def, input_map={input_tensor: inp},

@@ -11,8 +11,8 @@ from collections import defaultdict
 import numpy as np
 
 from benchmark.formats.checkpoint import Checkpoint
+from benchmark.formats.graph_proto import TensorError, graph_def_class, tensor_value
 from preprocessing.errors import UserError
-from preprocessing.tf_import import import_tensorflow
 
 
 class GraphError(UserError, ValueError):
@@ -20,11 +20,11 @@ class GraphError(UserError, ValueError):
 
 
 def parse_graph_def(data: bytes, source: str):
-    import_tensorflow()
+    """The GraphDef in `data`, read without TensorFlow (graph_proto.py); runtimes/tf.py hands
+    TensorFlow its own message."""
     from google.protobuf.message import DecodeError
-    from tensorflow.core.framework import graph_pb2
 
-    graph_def = graph_pb2.GraphDef()
+    graph_def = graph_def_class()()
     try:
         graph_def.ParseFromString(data)
     except DecodeError as e:
@@ -105,7 +105,10 @@ class FrozenGraph:
             raise self.error(node, f"input {index} should be a constant, is '{src.name}' ({src.op})")
         self.used_consts[src.name] += 1
         self.claimed.add(src.name)
-        return const_value(src)
+        try:
+            return tensor_value(src.attr["value"].tensor)
+        except TensorError as e:
+            raise self.error(src, f"constant not readable: {e}") from None
 
     def attr(self, node, key: str):
         if key not in node.attr:
@@ -156,9 +159,3 @@ def graph_input(g: FrozenGraph):
             raise g.error(x, f"non-square input {shape[1]}x{shape[2]} is not supported")
         size = shape[1]
     return x, size
-
-
-def const_value(node) -> np.ndarray:
-    from tensorflow.python.framework import tensor_util
-
-    return np.array(tensor_util.MakeNdarray(node.attr["value"].tensor))

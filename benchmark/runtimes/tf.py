@@ -10,6 +10,15 @@ from benchmark.runtimes import NumpyInputs
 from preprocessing.tf_import import import_tensorflow
 
 
+def tf_graph_def(graph_def):
+    """`graph_def` as TensorFlow's own GraphDef message, the only kind import_graph_def takes (the
+    converters read frozen graphs without TensorFlow: formats/graph_proto.py)."""
+    tf = import_tensorflow()
+    if isinstance(graph_def, tf.compat.v1.GraphDef):
+        return graph_def
+    return tf.compat.v1.GraphDef.FromString(graph_def.SerializeToString())
+
+
 class NCHWUnsupported(RuntimeError):
     """TensorFlow's CPU kernels without oneDNN run max pooling (and more) in NHWC only: MLPerf's
     ResNet-50 graph is NCHW."""
@@ -34,7 +43,7 @@ class TFGraphModel(NumpyInputs):
             self.input = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3],
                                                   name="harness_input")
             (self.logits,) = tf.graph_util.import_graph_def(
-                graph.graph_def, input_map={input_tensor: self.input},
+                tf_graph_def(graph.graph_def), input_map={input_tensor: self.input},
                 return_elements=[logits_tensor], name="")
         # The reference runs where the results say, the CPU, in float32: a TensorFlow built with GPU
         # support would otherwise place the graph on a GPU, with TF32 on by default there.

@@ -28,11 +28,12 @@ def mlperf_onnx(graph: Path, arch: str, out: Path, opset: int = 11, nchw: bool =
     from tf2onnx import convert
 
     from benchmark.formats.frozen_graph import parse_graph_def
+    from benchmark.runtimes.tf import tf_graph_def
     from preprocessing.files import write_atomically
 
     if not out.exists():
         name, outputs = MLPERF_ONNX[arch]
-        graph_def = free_batch(parse_graph_def(Path(graph).read_bytes(), str(graph)), name)
+        graph_def = free_batch(tf_graph_def(parse_graph_def(Path(graph).read_bytes(), str(graph))), name)
         model, _ = convert.from_graph_def(graph_def, input_names=[name],
                                           output_names=outputs, opset=opset, inputs_as_nchw=[name] if nchw else None)
         write_atomically(out, lambda tmp: tmp.write_bytes(model.SerializeToString()))

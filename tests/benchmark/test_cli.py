@@ -136,3 +136,25 @@ def test_cache_build_imports_neither_torch_nor_tensorflow(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder, loaded = proc.stdout.splitlines()[-2:]
     assert (Path(folder) / "manifest.json").is_file() and loaded == "[]"
+
+
+def test_run_converts_a_frozen_graph_without_tensorflow(fixture_graphs, tmp_path):
+    """`python -m benchmark` reads and converts a frozen graph (no weight cache yet) without importing
+    TensorFlow or torchvision (about 6 s of start-up): only reference=tf needs TensorFlow."""
+    from tests.helpers import validation_images
+
+    root = tmp_path / "val"
+    root.mkdir()
+    for name, _, data in validation_images(3):
+        (root / name).write_bytes(data)
+    graph = fixture_graphs(0.25, 128, read_identities=False)
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['benchmark', 'model.checkpoint={graph}', 'dataset.root={root}', "
+            f"'cache_dir={tmp_path / 'cache'}', 'results_file={tmp_path / 'r.json'}', 'progress=false']\n"
+            "runpy.run_module('benchmark', run_name='__main__', alter_sys=True)\n"
+            "print(sorted(m for m in ('torchvision', 'tensorflow') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accuracy=" in proc.stdout and proc.stdout.splitlines()[-1] == "[]"
+    assert json.loads((tmp_path / "r.json").read_text())["conversion"]["converted"]  # not from a weight cache

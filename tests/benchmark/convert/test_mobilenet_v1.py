@@ -13,7 +13,7 @@ from benchmark.evaluation.normalize import apply_table, lookup_table
 from benchmark.formats.checkpoint import CheckpointError, open_checkpoint
 from benchmark.formats.frozen_graph import FrozenGraph, GraphError, parse_graph_def
 from benchmark.nn.layers import Conv2dSame, TFBatchNorm2d, fold_batch_norms
-from benchmark.runtimes.tf import TFGraphModel
+from benchmark.runtimes.tf import TFGraphModel, tf_graph_def
 from tests.helpers import assert_same_predictions, crops, slim_graph, synthetic_images, tf_tolerance
 
 LOGITS = "MobilenetV1/Predictions/Reshape:0"
@@ -137,7 +137,7 @@ def test_conversion_faults_fail_the_comparison(fixture_graphs, inputs, fault):
 def graph_with_extra(path, extra):
     import tensorflow as tf
 
-    graph_def = parse_graph_def(path.read_bytes(), str(path))
+    graph_def = tf_graph_def(parse_graph_def(path.read_bytes(), str(path)))
     with tf.Graph().as_default() as g:
         tf.graph_util.import_graph_def(graph_def, name="")
         extra(g)
