@@ -160,6 +160,6 @@ def render(evals: list[dict], images: int, batch_size: int, batch1_images: int, 
                       "\".[bench]\")."]
         if not installed("openvino"):
             lines += ["", "No OpenVINO rows: it is not installed (python -m pip install -e \".[bench]\")."]
-        lines += ["", f"For scale: a {GEMM_SIZE} x {GEMM_SIZE} float32 matrix product runs at {gemm_gflops:.0f} GFLOP/s "
-                  "with the same threads.", ""]
+        lines += ["", f"For scale: a {GEMM_SIZE} x {GEMM_SIZE} float32 matrix product runs at "
+                  f"{gemm_gflops:.0f} GFLOP/s with the same threads.", ""]
     return lines
