@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmark.formats.frozen_graph import FrozenGraph, GraphError, parse_graph_def
-from benchmark.formats.graph_proto import TensorError, graph_def_class, tensor_value
+from benchmark.formats.graph_proto import DTYPES, TensorError, graph_def_class, tensor_value
 from tests.helpers import SLIM_2017, has
 
 
@@ -56,7 +56,8 @@ def test_every_constant_form():
               "f16": rng.standard_normal(6).astype(np.float16), "i32": np.arange(-3, 4, dtype=np.int32),
               "i64": np.array([2**40, -7]), "u8": np.arange(250, 256, dtype=np.uint8),
               "i8": np.array([-128, 127], np.int8), "i16": np.array([-3, 300], np.int16),
-              "u16": np.array([65535, 1], np.uint16), "bool": np.array([True, False, True]),
+              "u16": np.array([65535, 1], np.uint16), "u32": np.array([2**32 - 1, 3], np.uint32),
+              "u64": np.array([2**64 - 1, 5], np.uint64), "bool": np.array([True, False, True]),
               "scalar": np.float32(2.5), "empty": np.zeros((0, 4), np.float32)}
     for name, value in values.items():
         node = graph_def.node.add(name=name, op="Const")
@@ -64,9 +65,11 @@ def test_every_constant_form():
     for name, value, shape in [("splat", 0.5, [7, 2]), ("splat_int", 3, [4]), ("zeros", 0.0, [3])]:
         node = graph_def.node.add(name=name, op="Const")  # one value for the shape, as tf.fill folds
         node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value, shape=shape))
-    node = graph_def.node.add(name="listed", op="Const")  # values listed, not packed
-    node.attr["value"].tensor.dtype, node.attr["value"].tensor.float_val[:] = 1, [1.0, 2.0, 3.0]
-    node.attr["value"].tensor.tensor_shape.dim.add(size=3)
+    for dtype, (_, field) in DTYPES.items():  # each type's values listed in its own field, not packed
+        tensor = graph_def.node.add(name=f"listed_{dtype}", op="Const").attr["value"].tensor
+        tensor.dtype = dtype
+        getattr(tensor, field)[:] = [0x3C00, 0] if field == "half_val" else [1, 0, 1]  # half: 1.0's bits
+        tensor.tensor_shape.dim.add(size=len(getattr(tensor, field)))
     node = graph_def.node.add(name="last_repeated", op="Const")  # fewer values than the shape: the last fills it
     node.attr["value"].tensor.dtype, node.attr["value"].tensor.int_val[:] = 3, [5, 6]
     node.attr["value"].tensor.tensor_shape.dim.add(size=4)
