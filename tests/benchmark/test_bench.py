@@ -15,7 +15,7 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     out = tmp_path / "bench.md"
     assert bench.main(["--dataset", str(SAMPLES), "--images", "24", "--mobilenet", str(graph), "--repeats", "1",
                        "--loadgen", "--batch1-images", "8", "--startup-repeats", "1", "--end-to-end-images", "30",
-                       "--precision", "--calibration-images", "8", "--sweep", "--batch1-rounds", "2",
+                       "--precision", "--calibration-images", "8", "--sweep", "--batch1-rounds", "1",
                        "--out", str(out)]) == 0
     report = out.read_text()
     assert "| normalised inputs bit-identical | yes |" in report
@@ -46,13 +46,14 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
     through, direct, ratio = (float(cell.rstrip("x")) for cell in row.strip("| ").split(" | ")[1:])
     assert through > 0 and direct > 0 and abs(ratio - through / direct) < 0.01
     assert report.strip() in capsys.readouterr().out
-    # --batch1-rounds: torch against each peer, round by round
+    # --batch1-rounds: torch against each peer, round by round (the rounds' order and statistics:
+    # test_batch1_rounds_rotate_and_settle_each_peer)
     settled = report.split("## Batch 1, settled")[1].split("\n## ")[0]
     rows = [line.split(" | ") for line in settled.splitlines() if line.startswith("| mobilenet_v1 (")]
     assert [r[1] for r in rows] == ["OpenVINO", "ONNX Runtime"]  # both are test dependencies
     for r in rows:
         low, high = (float(x.rstrip("x")) for x in r[5].split(", "))
-        assert low <= float(r[4].rstrip("x")) <= high and r[6].endswith(" of 2") and 0 < float(r[7].rstrip(" |")) <= 1
+        assert low <= float(r[4].rstrip("x")) <= high and r[6].endswith(" of 1") and 0 < float(r[7].rstrip(" |")) <= 1
     # --precision: every row against exact fp32 (the first), its flips consistent with its top-1
     section = report.split("## Precision")[1].split("\n## ")[0]
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| mobilenet_v1 (")]
@@ -153,3 +154,31 @@ def test_precision_section_is_one_table_for_several_models():
     table = [i for i, line in enumerate(lines) if line.startswith("|")]
     assert len(table) == 2 + 4 and table == list(range(table[0], table[0] + 6))
     assert lines.count("Not measured: bf16: no bf16.") == 1
+
+
+def test_batch1_rounds_rotate_and_settle_each_peer(monkeypatch, tmp_path):
+    """Each round times every backend once, the order rotated from round to round; per peer, torch's
+    ratio in each round, their median and range, the rounds torch won and the sign test on them."""
+    from benchmark.bench import batch1
+    from benchmark.evaluation.significance import mcnemar_exact
+
+    rates = {"torch": [100, 90, 120, 80], "openvino": [80, 100, 100, 100], "onnxruntime": [50, 45, 60, 40]}
+    timed = []
+
+    def fake(arch, graph, images, kind, onnx, limit, workdir):
+        timed.append(kind)
+        return float(rates[kind][sum(k == kind for k in timed) - 1])
+
+    monkeypatch.setattr(batch1, "onnx_baseline", lambda arch, graph, workdir: tmp_path / "m.onnx")
+    monkeypatch.setattr(batch1, "installed", lambda module: True)
+    monkeypatch.setattr(batch1, "timed_batch1", fake)
+    r = batch1.bench_batch1("mobilenet_v1", tmp_path / "g.pb", tmp_path / "i.npy", 4, 8, tmp_path)
+    assert timed == ["torch", "openvino", "onnxruntime", "openvino", "onnxruntime", "torch",
+                     "onnxruntime", "torch", "openvino", "torch", "openvino", "onnxruntime"]
+    ov, ort = r["peers"]["openvino"], r["peers"]["onnxruntime"]
+    assert (ov["low"], ov["high"], ov["faster"], ov["rounds"]) == (0.8, 1.25, 2, 4)
+    assert ov["median"] == pytest.approx(1.05)  # of 0.8, 0.9, 1.2, 1.25
+    assert (ov["torch_ips"], ov["peer_ips"], ov["sign_p"]) == (95, 100, mcnemar_exact(2, 2))
+    assert (ort["median"], ort["faster"], ort["sign_p"]) == (2.0, 4, mcnemar_exact(4, 0)) and r["missing"] == []
+    lines = batch1.render([{**r, "name": "m"}], 4)
+    assert "| m | OpenVINO | 95.0 | 100.0 | 1.05x | 0.80x, 1.25x | 2 of 4 | 1 |" in lines
