@@ -7,11 +7,16 @@ import pytest
 from tests.helpers import SAMPLES, SLIM_2017, need
 
 
-@pytest.mark.slow  # ten timing processes, two with TensorFlow, a tf2onnx conversion and a LoadGen run
-def test_bench_reports_ratios_and_exactness(tmp_path, capsys):
+@pytest.mark.slow  # timing processes (two with TensorFlow), a tf2onnx conversion, quantizers and a LoadGen run
+def test_bench_reports_ratios_and_exactness(tmp_path, capsys, monkeypatch):
     need(SAMPLES)
     graph = need(SLIM_2017 / "mobilenet_v1_0.25_224" / "frozen_graph.pb")  # the bench crops at 224
     bench = importlib.import_module("benchmark.bench.__main__")
+    from benchmark.bench import startup
+
+    # one command's start-up timed here (each command's imports: test_startup_commands_import_what_exists)
+    cheap = "python -m preprocessing (OpenCV or Pillow pipeline)"
+    monkeypatch.setattr(startup, "STARTUP", {cheap: startup.STARTUP[cheap]})
     out = tmp_path / "bench.md"
     assert bench.main(["--dataset", str(SAMPLES), "--images", "24", "--mobilenet", str(graph), "--repeats", "1",
                        "--loadgen", "--batch1-images", "8", "--startup-repeats", "1", "--end-to-end-images", "30",
@@ -182,3 +187,19 @@ def test_batch1_rounds_rotate_and_settle_each_peer(monkeypatch, tmp_path):
     assert (ort["median"], ort["faster"], ort["sign_p"]) == (2.0, 4, mcnemar_exact(4, 0)) and r["missing"] == []
     lines = batch1.render([{**r, "name": "m"}], 4)
     assert "| m | OpenVINO | 95.0 | 100.0 | 1.05x | 0.80x, 1.25x | 2 of 4 | 1 |" in lines
+
+
+def test_startup_commands_import_what_exists():
+    """Each start-up row's code imports modules that exist (the report test times one of them)."""
+    import ast
+    import importlib.util
+
+    from benchmark.bench.startup import STARTUP
+
+    for name, code in STARTUP.items():
+        tree = ast.parse(code)
+        modules = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        modules += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert modules, name
+        for module in modules:
+            assert importlib.util.find_spec(module) is not None, (name, module)

@@ -37,7 +37,7 @@ def test_real_graphs_read_as_tensorflow_reads_them(size):
     pb = SLIM_2017 / f"mobilenet_v1_0.25_{size}" / "frozen_graph.pb"
     if not has(pb):
         pytest.skip(f"real graph not found at {pb}")
-    assert same_as_tensorflow(pb.read_bytes()) == 166  # 27 layers' weights and batch norms, shapes
+    assert same_as_tensorflow(pb.read_bytes()) == 166  # weights, batch-norm parameters and shapes
 
 
 def test_fixture_graph_reads_as_tensorflow_reads_it(fixture_graphs):
