@@ -22,7 +22,7 @@ if _WORKERS > 1:
 import torchvision  # noqa: E402,F401  (before any test imports TensorFlow: the other order crashes)
 
 from tests import helpers  # noqa: E402
-from tests.helpers import GOLDEN, SAMPLES, need, synthetic_images  # noqa: E402
+from tests.helpers import GOLDEN, SAMPLES, made_once, need, shared_folder, synthetic_images  # noqa: E402
 
 # The tests that depend on the shared data (they looked at it through helpers.has or need, or use a
 # fixture that did), written to $HARNESS_SHARED_USERS.<worker> at the end of the session: CI's second
@@ -67,6 +67,15 @@ def pytest_sessionfinish(session):
         Path(f"{out}.{worker}").write_text("".join(f"{nodeid}\n" for nodeid in USERS))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_float64_references(tmp_path_factory):
+    """TensorFlow's float64 references (helpers.tf_float64_logits, the slowest runs of the ResNet-50
+    tests) made once for both xdist workers."""
+    helpers.FLOAT64_DIR[0] = shared_folder(tmp_path_factory, "float64")
+    yield
+    helpers.FLOAT64_DIR[0] = None
+
+
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     return need(SAMPLES)
@@ -77,24 +86,29 @@ def golden() -> dict:
     return json.loads(need(GOLDEN).read_text())["images"]
 
 
+def _key(kwargs: dict) -> str:
+    """A name for a build's options that is safe in a Hydra override (no '=', ',' or brackets)."""
+    import hashlib
+
+    return hashlib.sha256(repr(sorted(kwargs.items())).encode()).hexdigest()[:12] if kwargs else "default"
+
+
 @pytest.fixture(scope="session")
 def fixture_graphs(tmp_path_factory):
     """Builds 2018-form MobileNet-v1 frozen graphs on demand, once per test run (their batch norms
-    calibrated on synthetic crops: the same graphs with or without the shared data)."""
+    calibrated on synthetic crops: the same graphs with or without the shared data; seeded, so
+    the same bytes whichever worker builds them)."""
     from benchmark.evaluation.normalize import apply_table, lookup_table
     from benchmark.testing.graphs import build_mobilenet_v1_graph
 
-    folder = tmp_path_factory.mktemp("graphs")
-    built: dict = {}
+    folder = shared_folder(tmp_path_factory, "graphs")
 
     def get(multiplier: float, size: int, **kwargs) -> Path:
-        key = (multiplier, size, tuple(sorted(kwargs.items())))
-        if key not in built:
+        def make(tmp):
             calib = apply_table(lookup_table("mobilenet"), synthetic_images(16, size))
-            path = folder / f"mobilenet_v1_{multiplier}_{size}_{len(built)}.pb"
-            path.write_bytes(build_mobilenet_v1_graph(multiplier, size, calib, **kwargs))
-            built[key] = path
-        return built[key]
+            tmp.write_bytes(build_mobilenet_v1_graph(multiplier, size, calib, **kwargs))
+
+        return made_once(folder / f"mobilenet_v1_{multiplier}_{size}_{_key(kwargs)}.pb", make)
 
     return get
 
@@ -106,18 +120,14 @@ def resnet_graphs(tmp_path_factory):
     from benchmark.evaluation.normalize import apply_table, lookup_table
     from benchmark.testing.graphs import build_resnet50_graph
 
-    folder = tmp_path_factory.mktemp("resnet")
-    built: dict = {}
+    folder = shared_folder(tmp_path_factory, "resnet")
 
     def get(**kwargs) -> Path:
-        key = tuple(sorted(kwargs.items()))
-        if key not in built:
-            path = folder / f"resnet50_v1_{len(built)}.pb"
+        def make(tmp):
             calib = apply_table(lookup_table("vgg"), synthetic_images(8, kwargs.get("image_size", 224)))
-            path.write_bytes(build_resnet50_graph(calib,
-                                                  **kwargs))
-            built[key] = path
-        return built[key]
+            tmp.write_bytes(build_resnet50_graph(calib, **kwargs))
+
+        return made_once(folder / f"resnet50_v1_{_key(kwargs)}.pb", make)
 
     return get
 

@@ -291,6 +291,7 @@ def float64_graph_def(graph_def):
 
 
 _FLOAT64: dict = {}  # (graph, batch) -> logits: tests of one graph on one batch share the slow run
+FLOAT64_DIR: list[Path | None] = [None]  # a folder both xdist workers share (conftest sets it): one run each
 
 
 def tf_float64_logits(pb: Path, input_tensor: str, logits_tensor: str, x: np.ndarray) -> np.ndarray:
@@ -298,10 +299,22 @@ def tf_float64_logits(pb: Path, input_tensor: str, logits_tensor: str, x: np.nda
     the exact reference that TensorFlow's and the converted model's float32 logits are both near."""
     import hashlib
 
-    key = (str(pb), Path(pb).stat().st_mtime_ns, x.shape, hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest())
+    key = (str(pb), Path(pb).stat().st_mtime_ns, x.shape, hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(),
+           input_tensor, logits_tensor)
     if key not in _FLOAT64:
-        _FLOAT64[key] = _run_float64(pb, input_tensor, logits_tensor, x)
+        if FLOAT64_DIR[0] is None:
+            _FLOAT64[key] = _run_float64(pb, input_tensor, logits_tensor, x)
+        else:
+            path = FLOAT64_DIR[0] / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:24]}.npy"
+            made_once(path, lambda tmp: tmp.write_bytes(_npy(_run_float64(pb, input_tensor, logits_tensor, x))))
+            _FLOAT64[key] = np.load(path)
     return _FLOAT64[key]
+
+
+def _npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
 
 
 def _run_float64(pb: Path, input_tensor: str, logits_tensor: str, x: np.ndarray) -> np.ndarray:
@@ -320,3 +333,26 @@ def _run_float64(pb: Path, input_tensor: str, logits_tensor: str, x: np.ndarray)
         # move float64 results far below the float32 errors this reference measures.
         with tf.compat.v1.Session(graph=g) as session:
             return session.run(logits, {inp: x.astype(np.float64)}).reshape(len(x), -1)
+
+
+def shared_folder(tmp_path_factory, name: str) -> Path:
+    """A folder every xdist worker of this test run shares (the run's own temporary folder when
+    run in one process): a graph or conversion made by one worker is read by the other."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def made_once(path: Path, make) -> Path:
+    """`path`, written by make(tmp) unless there: one worker makes it while the other waits (a lock
+    file beside it), and it appears only complete (written atomically)."""
+    import fcntl
+
+    from preprocessing.files import write_atomically
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            write_atomically(path, make)
+    return path

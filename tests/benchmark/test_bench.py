@@ -1,18 +1,46 @@
 """The benchmark command runs and reports ratios against its baselines (timings are never asserted)."""
 
+import contextlib
 import importlib
+import io
+import json
 
 import pytest
 
 from tests.helpers import SAMPLES, SLIM_2017, need
 
 
-@pytest.mark.slow  # timing processes (two with TensorFlow), a tf2onnx conversion, quantizers and a LoadGen run
+def in_process_timing(monkeypatch) -> list[str]:
+    """The bench's timing jobs (timed.py) run in this process, their job and JSON line passed as to and
+    from a fresh one: the first in its own process, as the bench runs each, the rest here (no timing is
+    asserted, and a process per job costs the suite a torch import and a runtime's each). The jobs'
+    names, in order."""
+    from benchmark.bench import batch1, evaluation, loadgen, precision, timed
+
+    real, jobs = timed.run_timed, []
+
+    def run_timed(job: dict, what: str) -> dict:
+        jobs.append(what)
+        if len(jobs) == 1:
+            return real(job, what)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert timed.main([json.dumps(job)]) == 0
+        return json.loads(out.getvalue().strip().splitlines()[-1])
+
+    for module in (batch1, evaluation, loadgen, precision):
+        monkeypatch.setattr(module, "run_timed", run_timed)
+    return jobs
+
+
+@pytest.mark.slow  # timing jobs (two with TensorFlow), a tf2onnx conversion, quantizers and a LoadGen run
 def test_bench_reports_ratios_and_exactness(tmp_path, capsys, monkeypatch):
     need(SAMPLES)
     graph = need(SLIM_2017 / "mobilenet_v1_0.25_224" / "frozen_graph.pb")  # the bench crops at 224
     bench = importlib.import_module("benchmark.bench.__main__")
     from benchmark.bench import startup
+
+    jobs = in_process_timing(monkeypatch)
 
     # one command's start-up timed here (each command's imports: test_startup_commands_import_what_exists)
     cheap = "python -m preprocessing (OpenCV or Pillow pipeline)"
@@ -23,6 +51,7 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys, monkeypatch):
                        "--precision", "--calibration-images", "8", "--sweep", "--batch1-rounds", "1",
                        "--out", str(out)]) == 0
     report = out.read_text()
+    assert jobs[0] == "torch on cpu" and "LoadGen's Offline run" in jobs and "tf on cpu" in jobs
     assert "| normalised inputs bit-identical | yes |" in report
     assert "4.00x smaller" in report  # uint8 against float32
     assert "The floor: reading and decoding every image alone in the build's" in report

@@ -29,8 +29,10 @@ from tests.helpers import (
     config,
     crops,
     has,
+    made_once,
     resnet_inputs,
     run_benchmark,
+    shared_folder,
     slim_graph,
     tf_tolerance,
     validation_images,
@@ -41,13 +43,13 @@ from tests.helpers import (
 
 def to_onnx(pb, arch: str, opset: int, nchw: bool, folder):
     """The frozen graph as MLPerf converts it: tf2onnx with its inputs and heads (`--inputs-as-nchw`)."""
-    return mlperf_onnx(pb, arch, folder / f"{pb.parent.name}-{pb.stem}-opset{opset}-{'nchw' if nchw else 'nhwc'}.onnx",
-                       opset, nchw)
+    out = folder / f"{pb.parent.name}-{pb.stem}-opset{opset}-{'nchw' if nchw else 'nhwc'}.onnx"
+    return made_once(out, lambda tmp: mlperf_onnx(pb, arch, tmp, opset, nchw))  # once for both xdist workers
 
 
 @pytest.fixture(scope="session")
 def onnx_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("onnx")
+    return shared_folder(tmp_path_factory, "onnx")
 
 
 def both_models(pb, onnx_path, arch):
@@ -179,7 +181,7 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
     # splits batches of 16 as ONNX Runtime does (it sent them whole and failed at the first batch)
     import onnx as onnx_lib
 
-    fixed = onnx_dir / f"{path.stem}-batch1.onnx"
+    fixed = tmp_path / f"{path.stem}-batch1.onnx"
     model = onnx_lib.load(str(path))
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
     onnx_lib.save(model, str(fixed))
