@@ -103,11 +103,16 @@ def slim_graph(size: int, form: str) -> Path:
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     """Smooth random uint8 images (used when the real samples are absent)."""
+    return np.stack(list(each_synthetic_image(n, size, seed)))
+
+
+def each_synthetic_image(n: int, size: int, seed: int = 0):
+    """synthetic_images' images one by one (many large ones need not be in memory together)."""
     import cv2
 
     rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
-    return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in small])
+    for im in rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8):
+        yield cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
 def validation_images(n: int, real: bool = False) -> list[tuple[str, int, bytes]]:
@@ -345,14 +350,20 @@ def shared_folder(tmp_path_factory, name: str) -> Path:
 
 
 def made_once(path: Path, make) -> Path:
-    """`path`, written by make(tmp) unless there: one worker makes it while the other waits (a lock
-    file beside it), and it appears only complete (written atomically)."""
+    """`path` (a file or a folder), made by make(tmp) unless there: one worker makes it while the
+    other waits (a lock file beside it), and it appears only complete (renamed into place)."""
     import fcntl
-
-    from preprocessing.files import write_atomically
+    import shutil
 
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.exists():
-            write_atomically(path, make)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            try:
+                make(tmp)
+                os.replace(tmp, path)
+            finally:
+                if tmp.is_dir():
+                    shutil.rmtree(tmp)
+                tmp.unlink(missing_ok=True)
     return path

@@ -97,23 +97,24 @@ def test_an_error_is_one_line_and_exit_status_2(tmp_path):
 @pytest.mark.slow
 def test_resnet50_fixture_on_samples_agrees_with_tensorflow(samples_dir, resnet_graphs, tmp_path):
     """Acceptance for ResNet-50: MLPerf-form graph, MLPerf's INTER_AREA pipeline and mean subtraction,
-    torch equal to TF on the first 120 samples, logits within 1e-4 of their range. (The suite's time:
-    ResNet-50 runs at ~30 images/s on 2 cores, and a conversion fault shows on every image at hundreds
-    of times the tolerance; `python -m benchmark.bench --resnet fixture` checks all 1,000.)"""
+    torch equal to TF on the first 64 samples, logits within 1e-4 of their range. (The suite's time:
+    ResNet-50 runs at ~15 images/s on one core, as each xdist worker has, and a conversion fault shows
+    on every image at hundreds of times the tolerance; `python -m benchmark.bench --resnet fixture`
+    checks all 1,000.)"""
     r = run_benchmark("model=resnet50", "preprocess=mlperf", f"model.checkpoint={resnet_graphs()}",
-                      f"dataset.root={samples_dir}", "dataset.limit=120", "reference=tf",
+                      f"dataset.root={samples_dir}", "dataset.limit=64", "reference=tf",
                       f"cache_dir={tmp_path / 'cache'}", f"results_file={tmp_path / 'run.json'}")
     assert r["preprocess"]["interpolation"] == "area" and r["normalization"] == "vgg"
     ref = r["reference"]
     # Random weights leave near-ties that float rounding breaks either way (seen on an AVX-512 CPU:
     # one image whose TF top-2 are 3.4e-5 apart, against a largest logit difference of 5.9e-4).
     # A disagreement is allowed only there (margin <= 2 x the logit difference), a handful at most.
-    assert r["total"] == 120 and ref["agreement"] >= 118
+    assert r["total"] == 64 and ref["agreement"] >= 62
     assert all(m <= 2 * ref["max_abs_logit_diff"] for m in ref["disagreement_margins"]), ref
-    assert abs(ref["good"] - r["good"]) <= 120 - ref["agreement"]
+    assert abs(ref["good"] - r["good"]) <= 64 - ref["agreement"]
     assert ref["max_abs_logit_diff"] < 1e-4 * ref["logit_range"]
     # random weights, but not a degenerate classifier (one answering a few classes for every image;
-    # seen: 47 classes among these 120)
+    # seen: 35 classes among these 64)
     assert len(set(r["predictions"])) > 20
 
 

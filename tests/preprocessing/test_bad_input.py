@@ -17,7 +17,7 @@ from PIL import Image
 from preprocessing.cache import open_cache
 from preprocessing.dataset import load_dataset
 from preprocessing.pipelines import ImageError, crop, make_settings
-from tests.helpers import ENV, run_benchmark, synthetic_images
+from tests.helpers import ENV, each_synthetic_image, made_once, run_benchmark, shared_folder, synthetic_images
 
 SETTINGS = make_settings("mlperf", 64, "linear")
 
@@ -222,16 +222,24 @@ def test_run_stops_or_skips_and_counts(mixed_dataset, fixture_graphs, tmp_path, 
                                                             "'skipped' in the results)")
 
 
+@pytest.fixture(scope="session")
+def sample_images(tmp_path_factory):
+    """800 JPEGs of 600 x 600 (a build of ~0.6 s on 2 cores), written once for both xdist workers."""
+    def make(root):
+        root.mkdir()
+        for i, img in enumerate(each_synthetic_image(800, 600, seed=3)):
+            cv2.imwrite(str(root / f"{i:04d}.JPEG"), img)
+        (root / "val_map.txt").write_text("".join(f"{i:04d}.JPEG {i % 1000}\n" for i in range(800)))
+
+    return made_once(shared_folder(tmp_path_factory, "bad-input") / "val", make)
+
+
 @pytest.fixture
-def sample_dataset(tmp_path):
-    root = tmp_path / "val"
-    root.mkdir()
-    lines = []
-    for i, img in enumerate(synthetic_images(800, 600, seed=3)):  # a build of ~0.6 s on 2 cores
-        cv2.imwrite(str(root / f"{i:04d}.JPEG"), img)
-        lines.append(f"{i:04d}.JPEG {i % 1000}")
-    (root / "val_map.txt").write_text("\n".join(lines) + "\n")
-    return root
+def sample_dataset(sample_images, tmp_path):
+    """Each test's own copy (one edits an image)."""
+    import shutil
+
+    return Path(shutil.copytree(sample_images, tmp_path / "val"))
 
 
 def build_args(root, cache):
