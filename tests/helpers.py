@@ -310,16 +310,13 @@ def tf_float64_logits(pb: Path, input_tensor: str, logits_tensor: str, x: np.nda
         if FLOAT64_DIR[0] is None:
             _FLOAT64[key] = _run_float64(pb, input_tensor, logits_tensor, x)
         else:
+            def make(tmp):
+                with open(tmp, "wb") as f:  # a file object: np.save would add .npy to a path
+                    np.save(f, _run_float64(pb, input_tensor, logits_tensor, x))
+
             path = FLOAT64_DIR[0] / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:24]}.npy"
-            made_once(path, lambda tmp: tmp.write_bytes(_npy(_run_float64(pb, input_tensor, logits_tensor, x))))
-            _FLOAT64[key] = np.load(path)
+            _FLOAT64[key] = np.load(made_once(path, make))
     return _FLOAT64[key]
-
-
-def _npy(array: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    np.save(out, array)
-    return out.getvalue()
 
 
 def _run_float64(pb: Path, input_tensor: str, logits_tensor: str, x: np.ndarray) -> np.ndarray:

@@ -98,9 +98,9 @@ def test_an_error_is_one_line_and_exit_status_2(tmp_path):
 def test_resnet50_fixture_on_samples_agrees_with_tensorflow(samples_dir, resnet_graphs, tmp_path):
     """Acceptance for ResNet-50: MLPerf-form graph, MLPerf's INTER_AREA pipeline and mean subtraction,
     torch equal to TF on the first 64 samples, logits within 1e-4 of their range. (The suite's time:
-    ResNet-50 runs at ~15 images/s on one core, as each xdist worker has, and a conversion fault shows
-    on every image at hundreds of times the tolerance; `python -m benchmark.bench --resnet fixture`
-    checks all 1,000.)"""
+    each xdist worker has one of CI's two cores, and this test took 45 s there on 64; a conversion
+    fault shows on every image at hundreds of times the tolerance; `python -m benchmark.bench
+    --resnet fixture` checks all 1,000.)"""
     r = run_benchmark("model=resnet50", "preprocess=mlperf", f"model.checkpoint={resnet_graphs()}",
                       f"dataset.root={samples_dir}", "dataset.limit=64", "reference=tf",
                       f"cache_dir={tmp_path / 'cache'}", f"results_file={tmp_path / 'run.json'}")
