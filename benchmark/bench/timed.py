@@ -36,6 +36,9 @@ KINDS = {
     "openvino": ("openvino", {}, "OpenVINO (tf2onnx of the graph, batch free)"),
     "tf": ("tf", {}, "TensorFlow"),
 }
+# The rows that run an ONNX model made beforehand (`onnx`: tf2onnx's; ONNX Runtime's QDQ model; the
+# graph NNCF's IR was made from); the others start from the frozen graph.
+FROM_ONNX = ("onnxruntime", "openvino", "onnxruntime-int8", "openvino-int8")
 # The precision section's rows (bench/precision.py): the harness's faster precisions and the peers'
 # own int8 quantizers, each model made beforehand (`quantized`: the harness's TorchScript int8 model,
 # ONNX Runtime's QDQ .onnx, or OpenVINO's IR .xml from NNCF).
@@ -65,8 +68,9 @@ def make_runtime(arch: str, graph: str, normalization: str, input_tensor: str, l
     name, options, _ = {**KINDS, **PRECISION_KINDS}[backend]
     if backend == "onnxruntime-int8":
         onnx = quantized  # ONNX Runtime's own quantized model, run as any .onnx checkpoint
-    source = ModelSource(open_checkpoint(Path(onnx if name in ("onnxruntime", "openvino") else graph)), model,
-                         Path(weights))
+    # By the row, not the runtime: onnxruntime-export is ONNX Runtime too, but starts from the frozen
+    # graph, as backend=onnxruntime does, and exports the converted model by torch.onnx.
+    source = ModelSource(open_checkpoint(Path(onnx if backend in FROM_ONNX else graph)), model, Path(weights))
     if backend == "openvino-int8":  # NNCF's IR, read as the tf2onnx graph it was made from is read
         from benchmark.runtimes.openvino import OpenVINOModel
 
