@@ -115,7 +115,7 @@ def test_bench_reports_ratios_and_exactness(tmp_path, capsys, monkeypatch):
     assert table == list(range(table[0], table[0] + len(table)))  # one table, no line between its rows
 
 
-def test_the_onnx_rows_run_the_models_their_labels_name(fixture_graphs, tmp_path):
+def test_each_evaluation_row_runs_what_its_label_names(fixture_graphs, tmp_path):
     """The evaluation's two ONNX Runtime rows time two models: tf2onnx's conversion of the graph
     (`onnxruntime`) and the harness's converted model exported by torch.onnx, as backend=onnxruntime
     runs it (`onnxruntime-export`). The fault this holds off: both had run tf2onnx's model, so the
@@ -132,13 +132,19 @@ def test_the_onnx_rows_run_the_models_their_labels_name(fixture_graphs, tmp_path
     load_converted("mobilenet_v1", open_checkpoint(graph), None, weights)  # as the bench does, before timing
     onnx = mlperf_onnx(graph, "mobilenet_v1", tmp_path / "tf2onnx.onnx")
 
-    def producer(backend: str) -> str:
-        runtime = make_runtime("mobilenet_v1", str(graph), "mobilenet", "input:0",
-                               "MobilenetV1/Predictions/Reshape:0", backend, "cpu", 1, str(weights), str(onnx))
-        return runtime.model.producer_name
+    def runtime(backend: str):
+        return make_runtime("mobilenet_v1", str(graph), "mobilenet", "input:0", "MobilenetV1/Predictions/Reshape:0",
+                            backend, "cpu", 1, str(weights), str(onnx))
 
-    assert producer("onnxruntime") == "tf2onnx"
-    assert producer("onnxruntime-export") == "pytorch"
+    assert runtime("onnxruntime").model.producer_name == "tf2onnx"
+    assert runtime("onnxruntime-export").model.producer_name == "pytorch"
+    # and the torch rows as their labels say: cpu_fusion, and batch norms folded but for fold_bn=false's
+    # (which keeps the graph's op-by-op arithmetic, so nothing is fused)
+    for backend, fusion, folded in (("torch", "graph", True), ("torch-ops", True, True),
+                                    ("torch-eager", False, True), ("torch-graph-order", False, False)):
+        torch_runtime = runtime(backend)
+        norms = [m for m in torch_runtime.model.modules() if type(m).__name__ == "TFBatchNorm2d"]
+        assert (torch_runtime.cpu_fusion, not norms) == (fusion, folded), backend
 
 
 def test_graph_flops_count_each_conv_at_its_own_kernel():
