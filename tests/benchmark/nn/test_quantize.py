@@ -99,6 +99,11 @@ def test_int8_small_resnet_follows_fp32(resnet_graphs):
     with torch.inference_mode():
         f, i8 = model(x), q(x)
     assert np.corrcoef(f.numpy().ravel(), i8.numpy().ravel())[0, 1] > 0.9
+    # each block's last convolution, residual add and ReLU are one oneDNN op (onednn's backend config)
+    modules = dict(q.named_modules())
+    fused = [type(modules[n.target]).__name__ for n in q.graph.nodes if n.op == "call_module"]
+    blocks = sum(len(stage) for stage in model.spec.layers)
+    assert fused.count("ConvAddReLU2d") == blocks and not [n for n in q.graph.nodes if "add_relu" in str(n.target)]
 
 
 def test_empty_calibration_is_an_error():
