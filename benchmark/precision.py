@@ -121,7 +121,7 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
             "crops": str(crops.folder),
             "quantized_model": str(saved), "reused": reused, "engine": recipe().engine,
             "activation_bits": recipe().activation_bits, "weight_bits": recipe().weight_bits,
-            "bias_correction": recipe().bias_correction,
+            "bias_correction": recipe().bias_correction, "backend_config": recipe().backend_config,
             "seconds": round(time.perf_counter() - clock, 3)}
 
 

@@ -175,5 +175,6 @@ def render(records: list[dict], images: int, batch_size: int, batch1_images: int
               f"The harness's int8 on this CPU: PyTorch's {made['engine']} engine, {made['activation_bits']}-bit "
               f"activations, {made['weight_bits']}-bit weights (benchmark/nn/quantize.py: 8-bit where the CPU has "
               "VNNI, 7-bit where it has not and 8-bit pairs would saturate; depthwise convolutions 8-bit), "
-              f"bias correction {'on' if made['bias_correction'] else 'off'}.", ""]
+              f"bias correction {'on' if made['bias_correction'] else 'off'}, PyTorch's {made['backend_config']} "
+              "backend config (onednn: each ResNet-50 block's last convolution, residual add and ReLU one op).", ""]
     return lines

@@ -26,11 +26,14 @@ class Int8Error(RuntimeError):
 @dataclass(frozen=True)
 class Recipe:
     """The quantized engine a model is made for and runs with, its activations' bits, its weights' bits
-    (depthwise convolutions' aside: 8 always) and whether its biases were corrected."""
+    (depthwise convolutions' aside: 8 always), whether its biases were corrected, and the FX backend
+    config whose patterns it was made with: "onednn" fuses each ResNet-50 block's last convolution,
+    residual add and ReLU into one op, "native" (PyTorch's default) adds after the convolution."""
     engine: str
     activation_bits: int
     weight_bits: int
     bias_correction: bool
+    backend_config: str = "onednn"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,7 +180,7 @@ def quantize_int8(model: torch.nn.Module, image_size: int, batches: Iterable[tor
     # oneDNN's patterns: conv + add + ReLU as one op (ResNet-50's 16 blocks; on its structure, 2 cores
     # with VNNI, 4 % faster at batch 1 and 8 % at 16 than conv, then add + ReLU); on the real 0.25/224
     # graph, which has no add, the int8 model is bit-identical either way
-    config = get_onednn_backend_config() if made.engine == "onednn" else None
+    config = get_onednn_backend_config() if made.backend_config == "onednn" else None
     torch.backends.quantized.engine = made.engine
     # FX traces a fixed graph: TF's SAME padding is fixed for the input size first.
     fp32 = quantizable(static_padding(copy.deepcopy(model).cpu().eval(), image_size))
@@ -248,8 +251,9 @@ def load_int8(path) -> torch.jit.ScriptModule:
         inside = [n for n in archive.namelist() if n.endswith(f"/extra/{RECIPE_FILE}")]
         if not inside:
             raise Int8Error(f"{path}: no {RECIPE_FILE} inside: not an int8 model this harness saved; quantize again")
-        # a file from before bias correction and weight bits says nothing of them
-        made = Recipe(**{"weight_bits": 8, "bias_correction": False, **json.loads(archive.read(inside[0]))})
+        # a file from before bias correction, weight bits and the backend config says nothing of them
+        made = Recipe(**{"weight_bits": 8, "bias_correction": False, "backend_config": "native",
+                         **json.loads(archive.read(inside[0]))})
     if made.activation_bits == 8 and made.weight_bits == 8 and not has_vnni():
         raise Int8Error(f"{path}: made with 8-bit activations and weights for a CPU with VNNI; this CPU has none "
                         f"and its int8 kernels would saturate: quantize again here")

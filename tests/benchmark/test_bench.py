@@ -213,7 +213,8 @@ def test_precision_section_is_one_table_for_several_models():
 
     row = {"label": "torch", "good": 1, "n": 2, "fixed": 0, "broken": 0, "mcnemar_p": 1.0, "same_top1": 2,
            "max_abs_logit_diff": 0.0, "ips": 10.0, "ratio": 1.0, "ips_1": 5.0, "ratio_1": 1.0}
-    recipe = {"engine": "onednn", "activation_bits": 8, "weight_bits": 7, "bias_correction": True}
+    recipe = {"engine": "onednn", "activation_bits": 8, "weight_bits": 7, "bias_correction": True,
+              "backend_config": "onednn"}
     records = [{"name": name, "rows": [row, row], "missing": ["bf16: no bf16"], "recipe": recipe}
                for name in ("mobilenet_v1 (fixture)", "resnet50 (fixture)")]
     lines = render(records, 2, 16, 1, 1, "calibrated on every other crop")

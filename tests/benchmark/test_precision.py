@@ -97,6 +97,9 @@ def test_int8_calibrates_on_listed_images_only(common, exact, dataset, tmp_path,
     assert r["against_exact"]["max_abs_logit_diff"] > 1e-3  # quantized: logits move
     # (that the quantized model follows this one: tests/benchmark/nn/test_quantize.py, on the real graph)
     assert not cal["reused"]
+    # the recipe that made it, in the results: engine, bits, bias correction, FX backend config
+    from benchmark.nn.quantize import recipe
+    assert {k: cal[k] for k in recipe().to_dict()} == recipe().to_dict()
     again = run_benchmark(*common, "precision=int8", "calibration.list=option_1", "calibration.min_images=12",
                           f"results_file={tmp_path / 'again.json'}")
     assert again["calibration"]["reused"] and again["predictions"] == r["predictions"]  # the cached model
