@@ -21,7 +21,7 @@ import copy
 import torch
 from torch import nn
 
-from benchmark.nn.layers import ConvBnReLU6, input_sizes, static_padding
+from benchmark.nn.layers import ConvBnReLU6, input_sizes, runs_own_code, static_padding
 
 
 def available() -> bool:
@@ -96,6 +96,43 @@ def has_rule(model: nn.Module) -> bool:
 
     family = of_module(model)
     return family is not None and family.has("cpu_fusion")
+
+
+def _attributes(m: nn.Module) -> dict:
+    """A module's settings (stride, padding, eps, ...): its plain attributes, tensors left out."""
+    return {k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training"
+            and not isinstance(v, torch.Tensor)}
+
+
+def _equal(a, b) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # an array's elementwise ==: not a setting the rule reads, but not provably equal
+        return False
+
+
+def departure(model: nn.Module, exact: nn.Module) -> str | None:
+    """Where `model` (a transform of `exact`, its family's converted model) computes something its
+    family's fusion rule would not rebuild from its weights, or None where the rule computes what it
+    computes. The rule reads weights and a fixed structure of the family's own layers, so `model`
+    must have `exact`'s modules under the same names, of the same classes (not subclasses), with the
+    same settings and no hook or forward of their own; weights may differ."""
+    mods, exacts = dict(model.named_modules()), dict(exact.named_modules())
+    for name, m in mods.items():
+        where = name or "the model"
+        if name not in exacts:
+            return f"{where} ({type(m).__name__}) is not a module of the converted model"
+        e = exacts[name]
+        if type(m) is not type(e):
+            return f"{where} is {type(m).__name__}, the converted model's {type(e).__name__}"
+        if runs_own_code(m):
+            return f"{where} has a forward hook (or a forward of its own)"
+        a, b = _attributes(m), _attributes(e)
+        changed = sorted(k for k in a.keys() | b.keys() if not _equal(a.get(k), b.get(k)))
+        if changed:
+            return f"{where} has other settings than the converted model's ({', '.join(changed)})"
+    missing = [n for n in exacts if n not in mods]
+    return f"{missing[0]} of the converted model is gone" if missing else None
 
 
 def fuse_for_cpu(model: nn.Module, image_size: int) -> nn.Module:

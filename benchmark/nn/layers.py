@@ -198,18 +198,28 @@ def input_sizes(model: nn.Module, kinds: tuple[type, ...], image_size: int) -> d
     return sizes
 
 
+def runs_own_code(m: nn.Module) -> bool:
+    """Whether calling `m` runs more than its class's forward: a forward hook or pre-hook (its own or
+    a global one), or a forward set on the instance. A module rebuilt from its weights would lose it."""
+    from torch.nn.modules import module as nn_module
+
+    return bool(m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m)
+                or nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks)
+
+
 @torch.no_grad()
 def static_padding(model: nn.Module, image_size: int) -> nn.Module:
     """Replace every TF-SAME conv and pool of `model` by a plain PyTorch one with the padding that
     SAME gives at `image_size`, in place: the same kernels on the same windows (a conv keeps its
-    zero tap, now in its weight), for exporters that need padding fixed ahead of the input."""
-    sizes = input_sizes(model, (Conv2dSame, MaxPool2dSame), image_size)
+    zero tap, now in its weight), for exporters that need padding fixed ahead of the input.
+    Only the harness's own layers are replaced: a subclass (its own forward) or a layer with a hook
+    (a user's transform) stays as it is, so what it computes is kept; a tracer records it as it runs."""
+    kinds = {Conv2dSame: _static_conv, MaxPool2dSame: _static_pool}
+    sizes = input_sizes(model, tuple(kinds), image_size)
     for parent in list(model.modules()):
         for name, m in list(parent.named_children()):
-            if isinstance(m, Conv2dSame):
-                setattr(parent, name, _static_conv(m, *sizes[m]))
-            elif isinstance(m, MaxPool2dSame):
-                setattr(parent, name, _static_pool(m, *sizes[m]))
+            if type(m) in kinds and not runs_own_code(m):
+                setattr(parent, name, kinds[type(m)](m, *sizes[m]))
     return model
 
 

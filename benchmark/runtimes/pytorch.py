@@ -323,7 +323,7 @@ def create(source, options) -> TorchRuntime:
     if options.threads:
         torch.set_num_threads(int(options.threads))
     device = select_device(options.device)
-    model = source.torch_model(options.fold_bn)
+    exact = model = source.torch_model(options.fold_bn)
     image_size = source.resolve_size(getattr(getattr(model, "spec", None), "image_size", None))
     if source.is_module:
         check_classes(model, image_size, source.model.get("classes"), source.ckpt.path)
@@ -331,17 +331,26 @@ def create(source, options) -> TorchRuntime:
         model = options.transform.apply(model)  # a copy transformed; the exact model stays as it is
     fusion = cpu_fusion_mode(options.cpu_fusion)
     fusion = fusion if device.type == "cpu" and (options.fold_bn or source.is_module) else None
-    # per-convolution fusion follows the model's family's rule: a user's module, or a transform that
-    # returns a module of no family, has none (refused here, not at the first batch)
+    # per-convolution fusion rebuilds the model from its weights by its family's rule: a user's module,
+    # or a transform that returns a module of no family, has none (refused here, not at the first
+    # batch); a transform's hook, subclass or new activation would be dropped by it (refused too).
+    # cpu_fusion=graph traces the model as it runs, hooks and subclasses included (nn/layers.py's
+    # static_padding leaves such layers as they are).
+    lost = None if options.transform is None else cpu_fusion.departure(model, exact)
     if fusion == "ops" and not cpu_fusion.has_rule(model):
         raise ConfigError(f"cpu_fusion=true fuses a model by its family's rule, and {type(model).__name__} "
                           f"({'model=module' if source.is_module else 'the transformed model'}) has none: "
                           f"cpu_fusion=graph (any traceable module) or false (eager)")
+    if fusion == "ops" and lost:
+        raise ConfigError(f"cpu_fusion=true rebuilds the model from its weights by its family's rule, which would "
+                          f"not compute what model.transform={options.transform.target} made: {lost}; "
+                          f"cpu_fusion=graph (traces the model as it runs) or false (eager)")
     if fusion == "graph" and not onednn_graph.available():
-        fusion = "ops" if cpu_fusion.has_rule(model) else None
+        fusion = "ops" if cpu_fusion.has_rule(model) and not lost else None
         print("cpu_fusion=graph: this PyTorch has no oneDNN Graph fuser; "
               + ("each convolution runs fused instead (cpu_fusion=true" if fusion else "the eager model runs "
-                 "(cpu_fusion=false") + ", recorded in the results)", file=sys.stderr)
+                 f"(cpu_fusion=false{f', as fused ops would not compute the transformed model: {lost}' if lost else ''}")
+              + ", recorded in the results)", file=sys.stderr)
     if fusion == "ops" and not cpu_fusion.available():
         fusion = None
         print("cpu_fusion: this PyTorch has no oneDNN fused convolution; the eager model runs "

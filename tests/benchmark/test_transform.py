@@ -103,3 +103,44 @@ def test_loadgen_accuracy_and_test01_run_the_transformed_model(common, tmp_path)
 def test_refusals(common, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run_benchmark(*common, *overrides)
+
+
+@pytest.mark.parametrize("transform", [
+    "{_target_:tests.transforms.zero_channels,layer:features.conv2d_1_pointwise.conv,channels:8}",
+    "{_target_:tests.transforms.doubled,layer:features.conv2d_1_pointwise.conv}",
+])
+def test_the_compiled_path_computes_what_a_hook_or_subclass_made(common, exact, tmp_path, transform):
+    """A forward hook, or a subclass's own forward, on a TF-SAME convolution: the default compiled
+    path (cpu_fusion=graph) computes the transformed model the eager one does (it had swapped the
+    layer for a plain convolution: 0 flips and a difference of 0), and the per-convolution rebuild
+    (cpu_fusion=true), which would drop it, is refused."""
+    eager = run_benchmark(*common, f"model.transform={transform}", "cpu_fusion=false",
+                          f"results_file={tmp_path / 'eager.json'}")
+    graph = run_benchmark(*common, f"model.transform={transform}", f"results_file={tmp_path / 'graph.json'}")
+    e, g = eager["against_exact"], graph["against_exact"]
+    assert graph["cpu_fusion"] == "graph" and eager["cpu_fusion"] is False
+    assert e["max_abs_logit_diff"] > 0.1 and e["same_prediction"] < 24  # the transform moves the model
+    assert g["max_abs_logit_diff"] == pytest.approx(e["max_abs_logit_diff"], rel=1e-3)  # oneDNN's own kernels
+    assert graph["predictions"] == eager["predictions"]
+    assert (g["fixed"], g["broken"]) == (e["fixed"], e["broken"])
+    with pytest.raises(ConfigError, match=r"cpu_fusion=true rebuilds the model from its weights .* "
+                                          r"features\.conv2d_1_pointwise\.conv (has a forward hook|is Doubled)"):
+        run_benchmark(*common, f"model.transform={transform}", "cpu_fusion=true")
+
+
+def test_a_replaced_activation_survives_the_fast_paths(resnet_graphs, tmp_path):
+    """Every ReLU of ResNet-50 made a GELU: the compiled path computes it as the eager model does;
+    the per-convolution rebuild (which fuses each ReLU into its convolution) is refused."""
+    from tests.benchmark.nn.test_cpu_fusion import SMALL_RESNET
+
+    root = write_layout(tmp_path / "val", "val_map", validation_images(12))
+    common = ["model=resnet50", f"model.checkpoint={resnet_graphs(**SMALL_RESNET)}", f"dataset.root={root}",
+              f"cache_dir={tmp_path / 'cache'}", "model.transform=tests.transforms:gelu"]
+    eager = run_benchmark(*common, "cpu_fusion=false", f"results_file={tmp_path / 'eager.json'}")
+    graph = run_benchmark(*common, f"results_file={tmp_path / 'graph.json'}")
+    e, g = eager["against_exact"], graph["against_exact"]
+    assert e["max_abs_logit_diff"] > 1e-3
+    assert g["max_abs_logit_diff"] == pytest.approx(e["max_abs_logit_diff"], rel=1e-3)
+    assert graph["predictions"] == eager["predictions"]
+    with pytest.raises(ConfigError, match=r"cpu_fusion=true rebuilds .*: relu is GELU, the converted model's ReLU"):
+        run_benchmark(*common, "cpu_fusion=true")
