@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmark.evaluation.pairs import model_label, pair_runs, pipeline_label, precision_of, variant
+from benchmark.evaluation.pairs import model_key, model_names, pair_runs, pipeline_label, precision_of, variant
 from preprocessing.errors import UserError
 
 COLUMNS = ["model", "checkpoint", "image_size", "pipeline", "decoder", "resize", "interpolation",
@@ -30,10 +30,11 @@ class TableError(UserError, ValueError):
     pass
 
 
-def row(r: dict, path: Path) -> dict:
+def row(r: dict, path: Path, model: str) -> dict:
+    """`model`: the run's model label (pairs.model_names)."""
     p = r["preprocess"]
     return {
-        "model": model_label(r), "checkpoint": r["checkpoint"]["sha256"][:12], "image_size": r["image_size"],
+        "model": model, "checkpoint": r["checkpoint"]["sha256"][:12], "image_size": r["image_size"],
         "pipeline": pipeline_label(p) + variant(r),
         "precision": precision_of(r), "decoder": p.get("decoder", "opencv"), "resize": p.get("resize", "opencv"),
         "interpolation": p["interpolation"], "antialias": p.get("antialias", True),
@@ -83,7 +84,8 @@ def markdown(header: list[str], body: list[list]) -> str:
 
 
 def write_tables(runs: list[tuple[dict, Path]], out: Path, backend: str | None, title: str) -> list[Path]:
-    rows = [row(r, p) for r, p in runs if backend is None or r["backend"] == backend]
+    names = model_names(runs)
+    rows = [row(r, p, names[model_key(r)]) for r, p in runs if backend is None or r["backend"] == backend]
     if not rows:
         raise TableError(f"no runs with backend={backend}")
     rows.sort(key=lambda r: (r["model"], r["pipeline"], r["backend"]))

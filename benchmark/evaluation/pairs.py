@@ -30,6 +30,20 @@ def model_label(r: dict) -> str:
     return f"{r['model']}{f' {module}' if module else ''} ({name}, {r['image_size']}px)"
 
 
+def model_key(r: dict) -> tuple:
+    """What makes two runs' models one model: the checkpoint's bytes (sha256), its image size and, for
+    model=module, the user's module; never its file name (every TF-slim graph is frozen_graph.pb)."""
+    return model_label(r), r["checkpoint"].get("sha256") or r["checkpoint"]["path"]
+
+
+def model_names(runs) -> dict[tuple, str]:
+    """Each model (model_key) of `runs` ((results, path) pairs) its label: the short one, with the
+    checkpoint's first sha256 digits where two models would share it."""
+    keys = {model_key(r) for r, _ in runs}
+    shared = {label for label, _ in keys if sum(k[0] == label for k in keys) > 1}
+    return {key: f"{key[0][:-1]}, sha256 {key[1][:12]})" if key[0] in shared else key[0] for key in keys}
+
+
 def precision_of(r: dict) -> str:
     """The precision a run ran in: recorded as a string; older files held it in their comparison with
     fp32 (a dict) or, for LoadGen runs, only in their config."""
@@ -59,6 +73,11 @@ def variant(r: dict) -> str:
 
 def run_label(r: dict) -> str:
     return f"{pipeline_label(r['preprocess'])}, {r['backend']}{variant(r)}"
+
+
+def is_exact(r: dict) -> bool:
+    """A run of the exact model: fp32, no transform (a baseline may be nothing else)."""
+    return precision_of(r) == "fp32" and not r.get("transform")
 
 
 def is_mlperfs(r: dict) -> bool:
@@ -162,38 +181,45 @@ def exact_side(r: dict, path: Path) -> Side | None:
 
 
 def pair_runs(runs: list[tuple[dict, Path]]) -> tuple[list[Pair], list[str]]:
-    """Per model and image list, every run against the baseline: the run of MLPerf's pipeline (its
-    interpolation for the model, torch, fp32) where there is one, else the first file by name. A
-    precision or transform run alone on its image list is paired with the exact model inside its
-    file. Images a side skipped are left out of its pair. Also the runs that could not be paired, and
-    why: a run alone on its image list among other runs of its model is one of them."""
+    """Per model (its checkpoint's sha256, not its file name) and image list, every run against the
+    baseline: an exact run (fp32, no transform), MLPerf's pipeline (its interpolation for the model,
+    torch) where there is one, else the first exact file by name. A precision or transform run is
+    paired with the baseline where that read its crops (the same pipeline), else with the exact model
+    inside its own file (the same crops); with neither, it is not paired. Images a side skipped are
+    left out of its pair. Also the runs that could not be paired, and why: a run alone on its image
+    list among other runs of its model is one of them."""
+    names = model_names(runs)
     groups: dict = {}
     for r, path in sorted(runs, key=lambda rp: rp[1].name):
-        groups.setdefault((model_label(r), tuple(r["images"])), []).append((r, path))
+        groups.setdefault((names[model_key(r)], tuple(r["images"])), []).append((r, path))
     lists: dict = {}  # model -> how many image lists its runs have
     for model, images in groups:
         lists[model] = lists.get(model, 0) + 1
     pairs, unpaired = [], []
     for (model, images), members in sorted(groups.items(), key=lambda g: g[0][0]):
-        if len(members) == 1:
-            r, path = members[0]
-            exact = exact_side(r, path)
-            if exact is not None and r.get("ground_truth"):
-                pairs.append(make_pair(model, side(r, path), exact, r["ground_truth"], list(images)))
-            elif lists[model] > 1:  # the model's other runs read other images
-                unpaired.append(f"{path.name}: no other run of {model} on the same {len(images)} images "
-                                f"(a different image list, such as another dataset.limit)")
-            continue
-        base_r, base_path = next(((r, p) for r, p in members if is_mlperfs(r)), members[0])
-        labels = base_r.get("ground_truth")
+        exacts = [(r, p) for r, p in members if is_exact(r)]
+        base_r, base_path = next(((r, p) for r, p in exacts if is_mlperfs(r)), exacts[0] if exacts else (None, None))
         for r, path in members:
             if r is base_r:
                 continue
-            pair = make_pair(model, side(r, path), side(base_r, base_path), labels, list(images)) if labels else None
+            own = exact_side(r, path) if not is_exact(r) else None
+            if base_r is not None and (own is None or r["preprocess"] == base_r["preprocess"]):
+                baseline, labels = side(base_r, base_path), base_r.get("ground_truth")
+            elif own is not None:
+                baseline, labels = own, r.get("ground_truth")
+            else:
+                if len(members) > 1 or lists[model] > 1:
+                    why = ("no exact run (fp32, no transform) of it on these images, and its file holds no "
+                           "exact fp32 side" if len(members) > 1 else
+                           f"no other run of {model} on the same {len(images)} images (a different image "
+                           f"list, such as another dataset.limit)")
+                    unpaired.append(f"{path.name}: {why}")
+                continue
+            pair = make_pair(model, side(r, path), baseline, labels, list(images)) if labels else None
             if pair is None or not pair.both:
                 why = "its results hold no ground_truth (written by an older version)" if not labels \
                     else "no image was read by both runs"
-                unpaired.append(f"{path.name} against {base_path.name}: {why}")
+                unpaired.append(f"{path.name} against {baseline.path.name}: {why}")
                 continue
             pairs.append(pair)
     return pairs, unpaired

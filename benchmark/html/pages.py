@@ -13,7 +13,7 @@ import shutil
 from html import escape
 from pathlib import Path
 
-from benchmark.evaluation.pairs import NEAR_TIE, Pair, model_label, pair_runs, run_label
+from benchmark.evaluation.pairs import NEAR_TIE, Pair, model_key, model_names, pair_runs, run_label
 from benchmark.html.thumbnails import Crops, original_name, original_source, write_original
 from preprocessing.dataset import shipped
 
@@ -266,7 +266,8 @@ def write_report(runs: list[tuple[dict, Path]], out: Path, title: str, max_flips
     """report/index.html and one page per model (with its image folder) under `out`."""
     report = out / "report"
     pairs, unpaired = pair_runs(runs)
-    models = sorted({model_label(r) for r, _ in runs})
+    names = model_names(runs)
+    models = sorted(set(names.values()))
     written, links = [], []
     for model in models:
         name = slug(model)
@@ -274,7 +275,7 @@ def write_report(runs: list[tuple[dict, Path]], out: Path, title: str, max_flips
         if folder.exists():
             shutil.rmtree(folder)  # images of an earlier report: none may outlive it
         folder.mkdir(parents=True)
-        mine = [(r, p) for r, p in runs if model_label(r) == model]
+        mine = [(r, p) for r, p in runs if names[model_key(r)] == model]
         files = {p.name for _, p in mine}
         page = model_page(model, mine, [p for p in pairs if p.model == model],
                           [u for u in unpaired if u.split(":")[0].split(" ")[0] in files], title, folder, max_flips)

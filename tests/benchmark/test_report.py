@@ -24,8 +24,9 @@ PIPELINES = ("mlperf", "torchvision", "tf")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, fixture_graphs):
     """Three pipelines' runs of a fixture model on 48 synthetic validation images, and a reference=tf
-    run. A random-weight model gets nearly nothing right, so the labels are the MLPerf pipeline's
-    own answers: every image is right there, and each the other pipelines answer otherwise is a flip."""
+    run. A random-weight model gets nearly nothing right, so the labels are the torchvision
+    pipeline's own answers: against MLPerf's pipeline (the baseline) it only fixes images, a
+    difference above zero drawn green, while the tf pipeline's run breaks some."""
     tmp = tmp_path_factory.mktemp("report")
     images = validation_images(48)
     root = write_layout(tmp / "flat", "val_map", images)
@@ -33,8 +34,8 @@ def runs(tmp_path_factory, fixture_graphs):
     common = (f"model.checkpoint={graph}", f"dataset.root={root}", f"cache_dir={tmp / 'cache'}")
     first = run_benchmark(*common, f"results_file={tmp / 'first.json'}")
     assert varied(first["predictions"])
-    (root / "val_map.txt").write_text("".join(f"{name} {max(p, 0)}\n" for name, p in zip(first["images"],
-                                                                                        first["predictions"])))
+    answers = run_benchmark(*common, "preprocess=torchvision", f"results_file={tmp / 'answers.json'}")["predictions"]
+    (root / "val_map.txt").write_text("".join(f"{name} {max(p, 0)}\n" for name, p in zip(first["images"], answers)))
     paths = []
     for pipeline in PIPELINES:
         paths.append(tmp / "runs" / f"{pipeline}.json")
@@ -63,6 +64,9 @@ def test_one_figure_per_flip_showing_the_crops_each_model_saw(runs):
     page = report(tmp, paths)
     html = page.read_text()
     flips = flips_in(paths)
+    # the torchvision run only fixes: its interval lies above zero, drawn green
+    (mark,) = re.findall(r'<g class="pair" data-run="torchvision[^"]*"[^>]*>.*?</g>', html, re.S)
+    assert 'stroke="#17702a"' in mark and float(re.search(r'data-low="([-0-9.]+)"', mark).group(1)) > 0
     assert flips > 0 and html.count('<figure class="flip') == flips
     assert not re.search(r"(src|href)=\"(https?:|/)", html)  # nothing fetched from elsewhere
     for src in re.findall(r'src="([^"]+)"', html) + re.findall(r'<a href="([^"#][^"]*)"', html):
@@ -87,6 +91,8 @@ def test_flips_closest_first_and_classes_counted(runs):
     _, paths = runs
     pairs, unpaired = pair_runs([(json.loads(p.read_text()), p) for p in paths])
     assert not unpaired and {p.baseline.path.name for p in pairs} == {"mlperf.json"}
+    kinds = {p.run.path.name: {f["kind"] for f in p.flips()} for p in pairs}
+    assert kinds["torchvision.json"] == {"fixed"} and kinds["tf.json"] == {"broken"}
     for p in pairs:
         flips = p.flips()
         assert len(flips) == p.comparison["fixed"] + p.comparison["broken"]

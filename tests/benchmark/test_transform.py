@@ -60,18 +60,70 @@ def test_a_transform_that_moves_the_logits_lists_its_flips(common, exact, tmp_pa
     assert r["transform"]["kwargs"] == {"layer": "features.conv2d_0.conv", "sigma": 0.5, "seed": 1}
 
 
-def test_tables_tell_a_transformed_run_apart(common, exact, tmp_path):
-    """Never the exact baseline, even first by name; its transform in its label."""
+def test_tables_tell_a_transformed_run_apart(common, tmp_path):
+    """Never the exact baseline, even first by name and with no run of MLPerf's pipeline among the
+    files (the fault: the first file by name became the baseline); its transform in its label."""
     from benchmark.table import main as table_main
 
-    r = run_benchmark(*common, "model.transform=tests.transforms:bf16_weights", f"results_file={tmp_path / 'a.json'}")
-    (tmp_path / "b-exact.json").write_text(json.dumps(exact))
+    exact = run_benchmark(*common, "preprocess=torchvision", f"results_file={tmp_path / 'b-exact.json'}")
+    r = run_benchmark(*common, "preprocess=torchvision", "model.transform=tests.transforms:bf16_weights",
+                      f"results_file={tmp_path / 'a.json'}")
     assert table_main([str(tmp_path / "a.json"), str(tmp_path / "b-exact.json"), "--out", str(tmp_path / "t")]) == 0
     (row,) = [line.split(" | ") for line in (tmp_path / "t" / "paired.md").read_text().splitlines()
               if line.startswith("| mobilenet_v1")]
-    assert row[1] == f"mlperf linear, torch, bf16_weights() {SOURCE[:8]} (a.json)" and row[2].endswith("(b-exact.json)")
-    c = r["against_exact"]
-    assert int(row[6]) == len(c["fixed_images"]) and int(row[7]) == len(c["broken_images"])
+    assert row[1] == f"torchvision linear, torch, bf16_weights() {SOURCE[:8]} (a.json)" and row[2].endswith("(b-exact.json)")
+    truth = exact["ground_truth"]
+    fixed = sum(a != t and b == t for a, b, t in zip(exact["predictions"], r["predictions"], truth))
+    broken = sum(a == t and b != t for a, b, t in zip(exact["predictions"], r["predictions"], truth))
+    assert (int(row[6]), int(row[7])) == (fixed, broken)
+
+
+def test_a_transformed_run_is_no_other_runs_baseline(common, exact, tmp_path):
+    """A noise transform of MLPerf's pipeline (first by name) and an exact run of another pipeline:
+    the transformed run is paired with the exact model its own run computed (same crops), and the
+    exact run is never paired against it (the fault: +36 points "gained" against a noisy baseline)."""
+    from benchmark.evaluation.pairs import pair_runs
+
+    noisy = run_benchmark(*common, "model.transform={_target_:tests.transforms.noise,layer:features.conv2d_0.conv,"
+                          "sigma:2.0,seed:1}", f"results_file={tmp_path / 'a-noise.json'}")
+    other = run_benchmark(*common, "preprocess=torchvision", f"results_file={tmp_path / 'b-torchvision.json'}")
+    pairs, unpaired = pair_runs([(noisy, tmp_path / "a-noise.json"), (other, tmp_path / "b-torchvision.json")])
+    assert not unpaired and len(pairs) == 1
+    (pair,) = pairs
+    assert pair.run.path.name == "a-noise.json" and pair.baseline.label.startswith("exact fp32 of a-noise.json")
+    c = noisy["against_exact"]
+    assert (pair.comparison["fixed"], pair.comparison["broken"]) == (len(c["fixed_images"]), len(c["broken_images"]))
+
+
+def test_two_checkpoints_of_one_file_name_are_two_models(common, fixture_graphs, tmp_path):
+    """Two graphs both called frozen_graph.pb at one image size: two models (their sha256), each its
+    own row, page and pairs; never paired with each other (the fault: one model, "-49 points", and a
+    crash on two runs of one pipeline)."""
+    import shutil
+
+    from benchmark.evaluation.pairs import pair_runs
+    from benchmark.table import main as table_main
+
+    runs = []
+    for seed in (0, 1):
+        graph = tmp_path / f"graph{seed}" / "frozen_graph.pb"
+        graph.parent.mkdir()
+        shutil.copy(fixture_graphs(0.25, 96, read_identities=False, seed=seed), graph)
+        for pipeline in ("mlperf", "torchvision"):
+            path = tmp_path / "runs" / f"{pipeline}-{seed}.json"
+            runs.append((run_benchmark(*common, f"model.checkpoint={graph}", f"preprocess={pipeline}",
+                                       f"results_file={path}"), path))
+    pairs, unpaired = pair_runs(runs)
+    assert not unpaired and len(pairs) == 2
+    for p in pairs:  # each torchvision run against the MLPerf pipeline's run of its own graph
+        assert p.baseline.results["checkpoint"]["sha256"] == p.run.results["checkpoint"]["sha256"]
+        assert p.baseline.path.name.split("-")[1] == p.run.path.name.split("-")[1]
+    assert len({p.model for p in pairs}) == 2 and all("sha256 " in p.model for p in pairs)
+    assert table_main([str(p) for _, p in runs] + ["--out", str(tmp_path / "t"), "--html"]) == 0
+    pivot = [line for line in (tmp_path / "t" / "pivot.md").read_text().splitlines() if line.startswith("| mobilenet")]
+    assert len(pivot) == 2
+    pages = [p for p in (tmp_path / "t" / "report").glob("*.html") if p.name != "index.html"]
+    assert len(pages) == 2
 
 
 def test_loadgen_accuracy_and_test01_run_the_transformed_model(common, tmp_path):
