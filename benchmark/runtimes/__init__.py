@@ -23,6 +23,15 @@ RUNTIMES = {
     "onnxruntime": "benchmark.runtimes.ort",
     "openvino": "benchmark.runtimes.openvino",
 }
+# Each runtime's library, as a person names it (a submission's `framework`), and its key in the
+# results' library versions where it has one.
+LIBRARIES = {"torch": ("PyTorch", "torch"), "tf": ("TensorFlow", "tensorflow"), "onnxruntime": ("ONNX Runtime", None),
+             "openvino": ("OpenVINO", None)}
+
+
+def framework(name: str, version: str | None) -> str:
+    """The library that ran the model, with its version: 'TensorFlow 2.21.0' for backend=tf."""
+    return f"{LIBRARIES[name][0]} {version or ''}".strip()
 
 
 class Runtime(Protocol):

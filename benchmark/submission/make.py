@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark import runtimes
 from benchmark.families import judged_as
 from benchmark.submission import package
 from benchmark.submission.system import STATUSES, SYSTEM_TYPES, description, machine
@@ -73,6 +74,36 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset.root={cfg.dataset.root} lists {listed:,} images: a submission's accuracy run "
                           f"covers all {WHOLE_SET:,} validation images (submission.dry_run=true makes the same layout "
                           f"from any data, marked as not a submission)")
+
+
+def input_digests(cfg: DictConfig) -> dict:
+    """The sha256 of each file a run reads that the overrides name only by its path: the checkpoint (a
+    local file), the transform's and the user module's source files. A file replaced under the same
+    name is then a change of settings, not a resumed run of other bytes."""
+    from benchmark.formats.checkpoint import file_digest
+    from benchmark.nn.transform import load_callable
+
+    out = {}
+    ckpt = cfg.model.get("checkpoint")
+    if ckpt and "://" not in str(ckpt) and Path(str(ckpt)).expanduser().is_file():
+        out["model.checkpoint"] = file_digest(Path(str(ckpt)).expanduser())
+    for key in ("transform", "module"):
+        if not OmegaConf.is_missing(cfg.model, key) and cfg.model.get(key) is not None:
+            out[f"model.{key}"] = load_callable(cfg.model[key], f"model.{key}").source_sha256
+    return out
+
+
+def changes(before: dict, now: dict) -> str:
+    """What differs between two work folders' settings, named: 'model.checkpoint's sha256 (abc... now def...)'."""
+    said = []
+    for key in sorted(before.keys() | now.keys()):
+        if key == "inputs":
+            a, b = before.get(key) or {}, now[key]
+            said += [f"{k}'s sha256 ({str(a.get(k))[:12]} then, {str(b.get(k))[:12]} now)"
+                     for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+        elif before.get(key) != now.get(key):
+            said.append(key)
+    return ", ".join(said)
 
 
 def child_overrides(overrides: list[str]) -> list[str]:
@@ -208,14 +239,21 @@ def measurements(cfg: DictConfig, accuracy: dict) -> dict:
     if accuracy.get("calibration"):
         c = accuracy["calibration"]
         done.append(f"post-training int8 quantization calibrated on {c['list']} ({c['images']} images)")
+    elif precision == "tf32":
+        done.append("matrix products and convolutions on TF32 tensor cores, weights stored in float32")
     elif precision != "fp32":
-        done.append(f"computed in {precision} (PyTorch autocast or TF32), weights stored in float32")
+        dtype = {"bf16": "bfloat16", "fp16": "float16"}[precision]
+        frozen = accuracy.get("cpu_fusion") == "graph" and accuracy.get("device") == "cpu"
+        done.append(f"weights rounded to {dtype}: " + (
+            f"frozen as {dtype} constants in the compiled CPU model (traced under autocast)" if frozen
+            else f"cast to {dtype} at each layer by PyTorch autocast from float32 copies"))
     module = (accuracy.get("conversion") or {}).get("module")
     return {
         "input_data_types": "fp32",  # MLPerf's normalised float32 image
         "retraining": "No",
         "starting_weights_filename": Path(accuracy["checkpoint"]["path"]).name,
-        "weight_data_types": "int8" if precision == "int8" else "fp32",
+        # what the arithmetic reads: bf16 and fp16 weights are rounded to the type they are computed in
+        "weight_data_types": {"int8": "int8", "bf16": "bf16", "fp16": "fp16"}.get(precision, "fp32"),
         "weight_transformations": "; ".join(done) or "none: the graph's weights as they are",
         "harness": {"precision": precision, "module": module, "checkpoint_sha256": accuracy["checkpoint"]["sha256"],
                     "transform": accuracy.get("transform"),
@@ -250,20 +288,27 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
     from benchmark.evaluation.report import library_versions
 
     versions = {**library_versions(), "mlcommons-loadgen": _loadgen_version()}
-    device = "cuda" if str(cfg.device).startswith("cuda") else "cpu"
-    system, missing = description(OmegaConf.to_container(sub.system_desc, resolve=True), machine(device, versions),
-                                  sub.division, sub.submitter, sub.status, sub.system_type, sub.system)
+    device = str(cfg.device) if str(cfg.device).startswith("cuda") and cfg.backend == "torch" else "cpu"
+
+    def system_description(device: str, version: str | None):
+        library = runtimes.LIBRARIES[cfg.backend][1]
+        facts = machine(device, versions, runtimes.framework(cfg.backend, version), library)
+        return description(OmegaConf.to_container(sub.system_desc, resolve=True), facts, sub.division,
+                           sub.submitter, sub.status, sub.system_type, sub.system)
+
+    version = versions.get(runtimes.LIBRARIES[cfg.backend][1] or "")
+    system, missing = system_description(device, version)
     if missing:
         raise ConfigError(f"the system description needs {', '.join(missing)}: the machine cannot tell them; give "
                           f"each as submission.system_desc.<field>=... (e.g. submission.system_desc.{missing[0]}=...)")
 
     runs = child_overrides(overrides)
     settings = {"overrides": runs, "dry_run": bool(sub.dry_run), "scenarios": list(sub.scenarios),
-                "compliance": list(sub.compliance)}
+                "compliance": list(sub.compliance), "inputs": input_digests(cfg)}
     saved = work / "settings.json"
-    if saved.is_file() and json.loads(saved.read_text()) != settings:
-        raise ConfigError(f"{work} holds runs made with other settings ({saved}): give another submission.work, "
-                          f"or remove it to start again")
+    if saved.is_file() and (before := json.loads(saved.read_text())) != settings:
+        raise ConfigError(f"{work} holds runs made with other settings ({saved}: {changes(before, settings)}): give "
+                          f"another submission.work, or remove it to start again")
     work.mkdir(parents=True, exist_ok=True)
     write_text_atomically(saved, json.dumps(settings, indent=1))
     command = "python -m benchmark.submission " + " ".join(overrides)
@@ -310,6 +355,8 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
         package.write_json(folder / "measurements.json", measurements(cfg, accuracy))
         write_text_atomically(folder / "README.md", readme(cfg, scenario, command, accuracy, performance))
         packaged.append(folder)
+    # what ran the model, as the accuracy run recorded it (backend=tf runs on the CPU, whatever device says)
+    system, _ = system_description(accuracy["device"], accuracy.get("runtime_version"))
     package.write_json(root / "systems" / f"{sub.system}.json", system)
     (root / "src").mkdir(parents=True, exist_ok=True)
     write_text_atomically(root / "src" / "README.md", _source(command, accuracy))

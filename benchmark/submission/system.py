@@ -77,9 +77,11 @@ def _operating_system() -> str:
     return f"{name or platform.system()} (kernel {platform.release()})"
 
 
-def machine(device: str, versions: dict[str, str]) -> dict[str, str]:
+def machine(device: str, versions: dict[str, str], framework: str, library: str | None = None) -> dict[str, str]:
     """What this machine tells of itself, as the checker's fields (strings: a number 0 counts as empty).
-    `device`: where the model ran (cpu, cuda:N); `versions`: the libraries that ran it."""
+    `device`: where the model ran (cpu, cuda:N: one GPU, the one a run uses); `versions`: the libraries
+    installed; `framework`: the one that ran the model, with its version (runtimes.framework), whose
+    key in `versions` is `library` (left out of the other software)."""
     cpus = _cpuinfo()
     info = cpus[0] if cpus else {}
     sockets, cores = _sockets_and_cores(cpus)
@@ -93,8 +95,8 @@ def machine(device: str, versions: dict[str, str]) -> dict[str, str]:
         "host_memory_capacity": _memory_gb(),
         "host_storage_capacity": f"{shutil.disk_usage('/').total / 1e9:.0f} GB",
         "operating_system": _operating_system(),
-        "framework": f"PyTorch {versions.get('torch', '')}",
-        "other_software_stack": ", ".join(f"{k} {v}" for k, v in versions.items() if k != "torch" and v),
+        "framework": framework,
+        "other_software_stack": ", ".join(f"{k} {v}" for k, v in versions.items() if k != library and v),
         "host_processor_interconnect": "", "accelerator_frequency": "", "accelerator_interconnect_topology": "",
         "accelerator_on-chip_memories": "", "hw_notes": "", "sw_notes": "", "system_type_detail": "",
     }
@@ -102,7 +104,8 @@ def machine(device: str, versions: dict[str, str]) -> dict[str, str]:
         import torch
 
         props = torch.cuda.get_device_properties(torch.device(device))
-        facts.update({"accelerators_per_node": str(torch.cuda.device_count()), "accelerator_model_name": props.name,
+        # the runs use one device (a LoadGen run is one process on one GPU), whatever else is visible
+        facts.update({"accelerators_per_node": "1", "accelerator_model_name": props.name,
                       "accelerator_memory_capacity": f"{props.total_memory / 2**30:.0f} GB"})
     else:  # no accelerator: the checker still wants each accelerator field answered
         facts.update({k: "N/A" for k in ("accelerator_model_name", "accelerator_memory_capacity",

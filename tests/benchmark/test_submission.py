@@ -46,6 +46,7 @@ def test_a_dry_run(fixture_graphs, tmp_path, monkeypatch):
     every_file_and_field(dry)
     the_hash_and_the_truncation(dry)
     finished_runs_are_not_run_again(dry, monkeypatch)
+    a_replaced_checkpoint_is_not_resumed(dry, tmp_path, monkeypatch)
 
 
 def every_file_and_field(dry):
@@ -71,6 +72,13 @@ def every_file_and_field(dry):
                 "weight_transformations"):
         assert isinstance(measurements[key], str) and measurements[key], key
     assert measurements["starting_weights_filename"] == "m.safetensors"
+    # tied to what ran: the accuracy run's precision, backend and library
+    ran = json.loads((dry["work"] / "Offline" / "accuracy" / "results.json").read_text())
+    assert (ran["precision"], ran["backend"], ran["device"]) == ("fp32", "torch", "cpu")
+    assert measurements["weight_data_types"] == "fp32" and measurements["harness"]["precision"] == "fp32"
+    assert measurements["weight_transformations"] == ("batch norms folded into the convolutions (as TensorFlow's "
+                                                      "optimizer folds them)" if ran["fold_bn"] else
+                                                      "none: the graph's weights as they are")
     conf = (scenario / "user.conf").read_text()
     assert "mobilenet.Offline.target_qps = " in conf and "mobilenet.SingleStream.target_latency = " in conf
     assert submission.settings_of(conf, "Offline") == {line.replace(" ", "") for line in conf.splitlines() if
@@ -80,6 +88,7 @@ def every_file_and_field(dry):
     assert all(isinstance(system[k], str) and system[k].strip() for k in MEANINGFUL)  # a 0 counts as empty
     assert (system["division"], system["submitter"], system["status"]) == ("open", "Tester", "available")
     assert system["host_network_card_count"] == "1" and system["accelerators_per_node"] == "0"
+    assert system["framework"] == f"PyTorch {ran['runtime_version']}" and "torch " not in system["other_software_stack"]
     assert (root / "src" / "README.md").read_text().startswith("# Source")
     assert "TEST PASS" in (scenario / "TEST01" / "verify_accuracy.txt").read_text().splitlines()
     # a dry run's sub-second runs: their speeds compared, the verdict written, not judged
@@ -121,6 +130,66 @@ def finished_runs_are_not_run_again(dry, monkeypatch):
     with pytest.raises(AssertionError, match=r"ran again: \(\[.*loadgen.output_dir=\S*/Offline/TEST01'"):
         submission.make(config(*dry["overrides"], name="submission"), dry["overrides"])
     assert not (dry["work"] / "Offline" / "TEST01").exists()
+
+
+def a_replaced_checkpoint_is_not_resumed(dry, tmp_path, monkeypatch):
+    """Another file at model.checkpoint's path (the fault: the folder repackaged from runs of the old
+    file, with its accuracy and sha256): refused before any run, the change named."""
+    monkeypatch.setattr(submission, "loadgen_run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(model.read_bytes() + b" ")
+    with pytest.raises(ConfigError, match=r"holds runs made with other settings .*: model\.checkpoint's sha256 \("):
+        submission.make(config(*dry["overrides"], name="submission"), dry["overrides"])
+    # so is another transform source
+    with pytest.raises(ConfigError, match=r"model\.transform's sha256 \(None then, [0-9a-f]{12} now\)"):
+        model.write_bytes(model.read_bytes()[:-1])
+        overrides = [*dry["overrides"], "model.transform=tests.transforms:identity"]
+        submission.make(config(*overrides, name="submission"), overrides)
+
+
+def accuracy_run(**fields) -> dict:
+    return {"checkpoint": {"path": "/m/resnet50_v1.pb", "sha256": "ab" * 32}, "fold_bn": False, **fields}
+
+
+@pytest.mark.parametrize("fields,types,transformations", [
+    ({"precision": "fp32"}, "fp32", "none: the graph's weights as they are"),
+    ({"precision": "bf16", "cpu_fusion": "graph", "device": "cpu"}, "bf16",
+     "weights rounded to bfloat16: frozen as bfloat16 constants in the compiled CPU model (traced under autocast)"),
+    ({"precision": "bf16", "cpu_fusion": False, "device": "cpu"}, "bf16",
+     "weights rounded to bfloat16: cast to bfloat16 at each layer by PyTorch autocast from float32 copies"),
+    ({"precision": "fp16", "device": "cuda:0"}, "fp16",
+     "weights rounded to float16: cast to float16 at each layer by PyTorch autocast from float32 copies"),
+    ({"precision": "tf32", "device": "cuda:0"}, "fp32",
+     "matrix products and convolutions on TF32 tensor cores, weights stored in float32"),
+    ({"precision": "int8", "calibration": {"list": "option_1", "images": 500}}, "int8",
+     "post-training int8 quantization calibrated on option_1 (500 images)"),
+])
+def test_measurements_say_what_ran(fields, types, transformations):
+    """The weights' data type is the one the arithmetic reads (the fault: fp32 for bf16, whose compiled
+    CPU model freezes bfloat16 weights)."""
+    m = submission.measurements(None, accuracy_run(**fields))
+    assert (m["weight_data_types"], m["weight_transformations"]) == (types, transformations)
+
+
+def test_the_system_names_the_framework_that_ran_and_the_gpus_used(monkeypatch):
+    """backend=tf is TensorFlow, not PyTorch; a run on one of four visible GPUs uses one."""
+    import types
+
+    import torch
+
+    from benchmark import runtimes
+    from benchmark.submission.system import machine
+
+    versions = {"torch": "2.14.1", "tensorflow": "2.21.0", "numpy": "2.3"}
+    facts = machine("cpu", versions, runtimes.framework("tf", "2.21.0"), runtimes.LIBRARIES["tf"][1])
+    assert facts["framework"] == "TensorFlow 2.21.0" and facts["other_software_stack"] == "torch 2.14.1, numpy 2.3"
+    assert runtimes.framework("onnxruntime", "1.23.2") == "ONNX Runtime 1.23.2"
+    assert machine("cpu", versions, "OpenVINO 2025.3")["framework"] == "OpenVINO 2025.3"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda d: types.SimpleNamespace(name="NVIDIA H100", total_memory=80 * 2**30))
+    facts = machine("cuda:2", versions, "PyTorch 2.14.1", "torch")
+    assert (facts["accelerators_per_node"], facts["accelerator_model_name"]) == ("1", "NVIDIA H100")
 
 
 def test_refusals(tmp_path, monkeypatch):
