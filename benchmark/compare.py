@@ -281,8 +281,15 @@ def against_exact(cfg: DictConfig) -> dict:
     check_reference(cfg)
     source = model_source(cfg)
     exact_source = reference_source(cfg, source) if source.is_module else source
-    exact = exact_source.torch_model(fold_bn=False)  # each batch norm a layer of its own, as a port has it
-    model = source.torch_model() if source.is_module else exact
+    if source.is_module:
+        model = source.torch_model()
+        # a port with batch-norm layers against the exact model's own, one whose convolutions hold
+        # them (folded) against the folded exact model: each conv pairs with what it computes
+        fold = not any(kind(m) == "norm" for m in model.modules())
+    else:  # the model the run hands a transform: folded as fold_bn says
+        fold = bool(cfg.fold_bn)
+        model = source.torch_model(fold_bn=fold)
+    exact = exact_source.torch_model(fold_bn=fold)
     transform = load_transform(cfg.model.get("transform"))
     if transform is not None:
         model = transform.apply(model)
@@ -298,7 +305,7 @@ def against_exact(cfg: DictConfig) -> dict:
                    "reference": f"the exact conversion of {exact_source.ckpt.source}",
                    "module": (source.conversion or {}).get("module"),
                    "transform": transform.to_dict() if transform is not None else None,
-                   "preprocess": inputs.settings.to_dict()})
+                   "exact_folded": fold, "preprocess": inputs.settings.to_dict()})
     return report
 
 

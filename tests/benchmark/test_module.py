@@ -4,6 +4,7 @@ and judged image by image against the exact conversion of the MLPerf checkpoint 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -24,6 +25,7 @@ def mobilenet(fixture_graphs, tmp_path_factory):
     from benchmark.convert import load_converted
     from benchmark.export import export
     from benchmark.formats.checkpoint import open_checkpoint
+    from benchmark.nn.layers import fold_batch_norms
 
     folder = tmp_path_factory.mktemp("port")
     pb = fixture_graphs(0.25, SIZE)
@@ -32,6 +34,8 @@ def mobilenet(fixture_graphs, tmp_path_factory):
     export(model, "mobilenet_v1", ckpt, folder / "exact.safetensors", {})
     exact = {k: v for k, v in model.state_dict().items()}
     save_file(ports.mobilenet_v1_state(exact), str(folder / "port.safetensors"))
+    folded = fold_batch_norms(copy.deepcopy(model)).state_dict()
+    save_file(ports.mobilenet_v1_state(folded), str(folder / "folded.safetensors"))
     torch.save({"state_dict": ports.mobilenet_v1_state(exact)}, folder / "port.pt")
     root = write_layout(tmp_path_factory.mktemp("val"), "val_map", validation_images(24))
     common = ["model=module", "model.ports=mobilenet_v1", f"model.image_size={SIZE}", f"dataset.root={root}",
@@ -147,6 +151,29 @@ def test_compare_finds_a_faithful_port_equal_and_names_the_slip(mobilenet, tmp_p
     assert row["tensor"] == "features.conv2d_2_depthwise.conv" and row["max_rel_diff"] > 1e-2
     assert "first departure at blocks.1.0.1 (the exact model's features.conv2d_2_depthwise.conv)" \
         in capsys.readouterr().out
+
+
+def test_compare_finds_a_folded_port_equal(mobilenet, tmp_path):
+    """A port whose batch norms are folded into its convolutions: each conv paired with the folded
+    exact model's (the fault: against the unfolded model, "first departure at stem.1", a conv without
+    its batch norm, although every later layer agrees)."""
+    report = compare_report(*port_args(mobilenet, "folded.safetensors", folded="true"), tmp_path=tmp_path)
+    assert report["first_divergence"] is None and report["exact_folded"] is True
+    rows = report["layers"]
+    assert len(rows) == 1 + 27 * 2 + 1 and max(r["max_rel_diff"] for r in rows) < 5e-5  # conv, ReLU6
+    assert compare_report(*port_args(mobilenet), tmp_path=tmp_path)["exact_folded"] is False
+
+
+def test_compare_transforms_the_model_the_run_transforms(mobilenet, tmp_path):
+    """Noise scaled by a layer's weights' spread: the folded model's weights (the run's, fold_bn=true)
+    are not the unfolded ones, so compare hands the transform the folded model too; its logits'
+    difference from the exact model is the run's on the same images."""
+    common = ["model=mobilenet_v1", f"model.checkpoint={mobilenet['pb']}", *mobilenet["common"][3:5],
+              "model.transform={_target_:tests.transforms.noise,layer:features.conv2d_3_depthwise.conv,sigma:0.5}"]
+    run = run_benchmark(*common, "dataset.limit=4", "cpu_fusion=false", f"results_file={tmp_path / 'r.json'}")
+    report = compare_report(*common, tmp_path=tmp_path)
+    assert report["layers"][-1]["max_abs_diff"] == pytest.approx(run["against_exact"]["max_abs_logit_diff"], rel=1e-4)
+    assert report["exact_folded"] is True
 
 
 def test_compare_names_the_layer_a_transform_changed(mobilenet, tmp_path):
