@@ -52,8 +52,9 @@ def recipe() -> Recipe:
     Such a CPU sums uint8 x int8 products in pairs into int16 (vpmaddubsw), which saturates with
     8-bit activations and weights: on the real 0.25/224 graph on AVX2, 1,000 images, oneDNN's 8-bit
     kernels kept 447 top-1s where the same quantized values in float arithmetic keep 528. A pair of
-    255 x 64 products fits in int16, so 7-bit weights never saturate; oneDNN's depthwise kernels
-    widen each product to int32 and keep 8-bit weights (both shown at their extremes by a test).
+    255 x 63 products fits in int16, so 7-bit weights (-63..63: `weight_range`) never saturate;
+    oneDNN's depthwise kernels widen each product to int32 and keep 8-bit weights (both shown at
+    their extremes by a test).
     Measured there with bias correction: 567 top-1s kept with 7-bit weights, 569 with the earlier
     recipe of 7-bit activations (the same, within the flips), and 16 % faster at batch 1, 11 % at
     16, since every ReLU6 can then go (`without_idle_relu6`). (The x86 engine, 7-bit activations,
@@ -62,13 +63,23 @@ def recipe() -> Recipe:
     return Recipe("onednn", activation_bits=8, weight_bits=8 if vnni else 7, bias_correction=True)
 
 
+def weight_range(bits: int) -> tuple[int, int]:
+    """The int8 values a weight of `bits` bits takes in the converted model. 8: -128..127 (PyTorch's
+    default; a channel's largest weight, at 127.5 levels, saturates to 127 in the qint8 type, as the
+    observer's own rounding clamps it). 7: -63..63, symmetric, so the largest maps to 63 exactly:
+    PyTorch's FX conversion quantizes the weights without clamping them to the observer's range, and
+    a [-64, 63] observer's largest weight became 64 in the converted layer, where bias correction
+    (`rounded`) had measured it clamped at 63."""
+    return (-128, 127) if bits == 8 else (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1)
+
+
 def weight_observer(bits: int):
-    """Per-channel symmetric int8 weights on `bits` bits (8: PyTorch's default, -128..127)."""
+    """Per-channel symmetric int8 weights on `bits` bits, in `weight_range(bits)`."""
     from torch.ao.quantization.observer import PerChannelMinMaxObserver
 
-    half = 2 ** (bits - 1)
+    low, high = weight_range(bits)
     return PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
-                                              quant_min=-half, quant_max=half - 1)
+                                              quant_min=low, quant_max=high)
 
 
 def depthwise(layer: torch.nn.Module) -> bool:

@@ -55,34 +55,39 @@ def test_int8_follows_fp32_on_the_real_graph(monkeypatch):
     assert uncorrected <= top1 - 0.1, (uncorrected, top1)
 
 
-@pytest.mark.parametrize("layer", [torch.nn.Conv2d(4, 6, 3, padding=1, groups=2), torch.nn.Linear(5, 3, bias=False)])
-def test_bias_correction_takes_the_rounding_shift_off(layer):
-    """On its calibration inputs, the corrected layer with rounded weights has the float layer's mean
-    output per channel (the bias made where the layer had none)."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import prepare_fx
-
+@pytest.mark.parametrize("conv", [True, False])
+def test_bias_correction_takes_the_rounding_shift_off(conv, monkeypatch):
+    """On its calibration inputs, the converted layer (its int8 weights and corrected bias, as the
+    quantized model holds them: not the correction's own idea of the rounding) has the float layer's
+    mean output per channel (a conv with a bias, a linear layer without), with 8-bit and with 7-bit
+    weights, which reach the ends of their stated range; without the correction the mean is off.
+    (The fault this holds: 7-bit weights converted to 64 where the correction had clamped them at 63.)"""
     torch.manual_seed(0)
-    conv = isinstance(layer, torch.nn.Conv2d)
-    x = torch.rand(8, 4, 6, 6) + 0.5 if conv else torch.rand(8, 5) + 0.5  # a positive mean, as after a ReLU
-    model = torch.nn.Sequential(layer)
-    prepared = prepare_fx(model, get_default_qconfig_mapping("onednn"), (x,))
-    correction = quantize.BiasCorrection(prepared)
-    with torch.inference_mode():
-        prepared(x)
-    inner = correction.layers[0]
-    w = inner.weight.detach().clone()
-    b = None if inner.bias is None else inner.bias.detach().clone()
-    wq = quantize.rounded(inner)
-    assert not torch.equal(wq, w)
-    correction.apply()
+    size = 6 if conv else 2
+    layer = torch.nn.Conv2d(3, 6, 3, padding=1) if conv else torch.nn.Linear(12, 3, bias=False)
+    model = torch.nn.Sequential(layer) if conv else torch.nn.Sequential(torch.nn.Flatten(), layer)
+    x = torch.rand(8, 3, size, size) + 0.5  # a positive mean, as after a ReLU
+    inputs = x if conv else x.flatten(1)
     dims = (0, 2, 3) if conv else (0,)
     with torch.no_grad():
-        exact = (inner._conv_forward(x, w, b) if conv else x @ w.T).double().mean(dims)
-        corrected = (inner._conv_forward(x, wq, inner.bias) if conv else x @ wq.T + inner.bias).double().mean(dims)
-        uncorrected = (inner._conv_forward(x, wq, b) if conv else x @ wq.T).double().mean(dims)
-    assert torch.allclose(corrected, exact, atol=1e-6)  # float32 sums: 1e-6 of outputs near 1
-    assert not torch.allclose(uncorrected, exact, atol=1e-4)
+        exact = layer(inputs).double().mean(dims)
+
+    def converted(bits: int, correct: bool):
+        monkeypatch.setattr(quantize, "recipe", lambda: quantize.Recipe("onednn", 8, bits, correct))
+        q = quantize.quantize_int8(model, size, [x])
+        (inner,) = [m for m in q.modules() if callable(getattr(m, "weight", None))]
+        ints = inner.weight().int_repr()
+        low, high = quantize.weight_range(bits)
+        assert low <= int(ints.min()) and int(ints.max()) <= high, (bits, int(ints.min()), int(ints.max()))
+        assert int(ints.max()) == high or int(ints.min()) == low  # a channel's largest weight at an end
+        w, b = inner.weight().dequantize(), inner.bias()  # None: no bias made (uncorrected linear)
+        with torch.no_grad():
+            out = torch.nn.functional.conv2d(inputs, w, b, padding=1) if conv else torch.nn.functional.linear(inputs, w, b)
+        return out.double().mean(dims)
+
+    for bits in (8, 7):
+        assert torch.allclose(converted(bits, True), exact, atol=1e-5), bits  # float32 sums of outputs near 1
+        assert not torch.allclose(converted(bits, False), exact, atol=1e-4), bits
 
 
 def test_int8_without_relu6_ranges_is_caught(monkeypatch):
@@ -190,8 +195,8 @@ def test_the_recipes_kernels_do_not_saturate_at_their_extremes():
     """Full activations times the recipe's largest weights, in a full and a depthwise convolution: the
     kernel's sum is the exact one (within one output level). On a CPU without VNNI, 8-bit weights in a
     full convolution are shown saturating (int16 pairs), which is why the recipe has 7 there."""
-    bits = quantize.recipe().weight_bits
-    for weight, groups in ((2 ** (bits - 1) - 1, 1), (-(2 ** (bits - 1)), 1), (127, 8), (-128, 8)):
+    low, high = quantize.weight_range(quantize.recipe().weight_bits)  # the values the converted layers hold
+    for weight, groups in ((high, 1), (low, 1), (127, 8), (-128, 8)):
         got, exact = extreme_conv(weight, groups)
         assert abs(got - exact) <= abs(exact) / 100, (weight, groups, got, exact)
     if not quantize.has_vnni():
