@@ -82,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, json.JSONDecodeError) as e:
                 raise LogError(f"{args.compare}: cannot read the results file ({e})") from e
         print(result.mlperf_line())
-        arch = args.model or (results or {}).get("arch")
-        # judged with the run's model: its reservations (a checkpoint or calibration list not MLPerf's) too
-        caveats = tuple(((results or {}).get("mlperf_target") or {}).get("reservations", ())) \
-            if arch == (results or {}).get("arch") else ()
+        # the run's model is judged as the family whose target applies: a user's module (arch "module")
+        # as the one it ports (judged_as), with the run's reservations (a checkpoint, calibration list
+        # or module not MLPerf's) kept
+        ran = (results or {}).get("judged_as") or (results or {}).get("arch")
+        arch = args.model or ran
+        caveats = tuple(((results or {}).get("mlperf_target") or {}).get("reservations", ())) if arch == ran else ()
         target = gate(arch, result.top1, result.total, caveats) if arch else None
         print(target.line() if target else "mlperf target: not judged (give --model "
               + " or ".join(with_target()) + ")")

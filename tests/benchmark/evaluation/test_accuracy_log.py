@@ -135,3 +135,17 @@ def test_compare_with_a_run(tmp_path, capsys):
     results.write_text(json.dumps({"predictions": run}))
     assert main([str(log), "--compare", str(results)]) == 2
     assert "no 'images' and 'predictions'" in capsys.readouterr().err
+
+
+def test_a_module_run_is_judged_as_the_model_it_ports(tmp_path, capsys):
+    """A model=module run records arch "module": the log is judged as the family it ports (judged_as),
+    with the run's reservations kept (the fault: "mlperf target: not judged", or no reservation)."""
+    log = write(tmp_path, [entry(i, label) for i, (_, label) in enumerate(LABELS)])
+    results = tmp_path / "run.json"
+    why = "the model is your module tests.ports:MobileNetV1Port, not MLPerf's conversion of its checkpoint"
+    results.write_text(json.dumps({"images": [n for n, _ in LABELS], "predictions": [label for _, label in LABELS],
+                                   "arch": "module", "judged_as": "mobilenet_v1",
+                                   "mlperf_target": {"reservations": [why]}}))
+    assert main([str(log), "--compare", str(results)]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.startswith("mlperf target 70.246% (MLPerf's MobileNet-v1 1.0/224: 98% of 71.68)") and why in line
