@@ -230,11 +230,12 @@ def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,
         print(f"evaluation: {s.timing['eval_images_per_s']:.1f} images/s after the first batch, "
               f"{s.timing['eval_s']:.1f} s in all", file=sys.stderr)
     if reference:
-        ties = sum(m <= 2 * reference["max_abs_logit_diff"] for m in reference["disagreement_margins"])
-        differ = result.total - reference["agreement"]
+        ties, differ = reference["near_ties"], result.total - reference["agreement"]
+        noise = f"the reference's margin under {reference['near_tie_margin']:.2g}, within numerical noise"
         print(f"reference {reference['backend']}: accuracy={reference['top1']:.3f}%, good={reference['good']}; "
               f"agreement {reference['agreement']}/{result.total}"
-              + (f" ({ties} of the {differ} differing are near-ties)" if differ else "")
+              + ((f" ({ties} of the {differ} differing are near-ties: {noise})" if ties else
+                  f" (none of the {differ} differing is a near-tie, {noise})") if differ else "")
               + f", max_abs_logit_diff={reference['max_abs_logit_diff']:.3g}")
     print(f"results: {path}", file=sys.stderr)
 

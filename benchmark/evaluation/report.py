@@ -54,6 +54,16 @@ def git_commit() -> dict:
     return {"commit": commit or None, "dirty": dirty if commit else None}
 
 
+def near_tie_margin(ref_logits: np.ndarray) -> float:
+    """The reference's top-1 margin under which a disagreement is a near-tie: a tie within numerical
+    noise, which any correct computation of the same model may break either way. Twice the larger of
+    1e-4 (the largest logit difference a correct conversion shows against TensorFlow: 7e-5 on the real
+    0.25/224 graph) and 16 float32 ulps of the reference's largest logit. It never grows with the
+    difference under test: a port 15 logits off does not make its disagreements near-ties."""
+    scale = float(np.abs(ref_logits).max()) if ref_logits.size else 0.0
+    return 2 * max(1e-4, 16 * float(np.finfo(np.float32).eps) * scale)
+
+
 def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list[str]) -> dict:
     """Image-by-image agreement of two backends' top-1 and the largest logit difference (over the
     1000 classes where one has MLPerf's background output at index 0 and the other not)."""
@@ -62,14 +72,16 @@ def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list
     same = result.predictions == ref.predictions
     differ = np.flatnonzero(~same)
     top2 = np.sort(ref_logits[differ], axis=1)[:, -2:]
+    margins, tie = top2[:, 1] - top2[:, 0], near_tie_margin(ref_logits)
     return {
         "top1": ref.top1, "top5": ref.top5, "good": ref.good, "total": ref.total,
         "agreement": int(same.sum()),
         "disagreements": [names[i] for i in differ],
         # The reference's top-1 minus its runner-up on each. Logits that differ by at most d can
-        # change the top-1 only where that margin is at most 2d: a near-tie that rounding breaks
-        # either way. A larger margin cannot be explained by the logit difference reported.
-        "disagreement_margins": (top2[:, 1] - top2[:, 0]).tolist(),
+        # change the top-1 only where that margin is at most 2d; a margin within numerical noise
+        # (near_tie_margin) is a near-tie that any correct computation may break either way.
+        "disagreement_margins": margins.tolist(),
+        "near_tie_margin": tie, "near_ties": int((margins <= tie).sum()),
         "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - ref_logits).max()),
         "logit_range": float(ref_logits.max() - ref_logits.min()),
     }
