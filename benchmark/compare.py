@@ -290,10 +290,14 @@ def against_exact(cfg: DictConfig) -> dict:
         fold = bool(cfg.fold_bn)
         model = source.torch_model(fold_bn=fold)
     exact = exact_source.torch_model(fold_bn=fold)
+    size = source.resolve_size(getattr(getattr(model, "spec", None), "image_size", None))
+    if source.is_module:  # refused as the run refuses it: one line, before any image is read
+        from benchmark.runtimes.pytorch import check_classes
+
+        check_classes(model, size, source.model.get("classes"), source.ckpt.path)
     transform = load_transform(cfg.model.get("transform"))
     if transform is not None:
         model = transform.apply(model)
-    size = source.resolve_size(getattr(getattr(model, "spec", None), "image_size", None))
     inputs = prepare(cfg, size)
     crops = np.asarray(build_cache(cfg, inputs).images)
 
