@@ -244,17 +244,18 @@ def compare(cfg: DictConfig) -> dict:
 
     from benchmark import runtimes
     from benchmark.run import model_source
-    from preprocessing.stage import build_cache, prepare
+    from preprocessing.stage import build_cache, listed, prepare
 
+    dataset = listed(cfg)  # before a checkpoint is opened (downloaded): a wrong dataset.root said first
     if cfg.model.arch == "module" or cfg.model.get("transform"):
-        return save(cfg, against_exact(cfg))
+        return save(cfg, against_exact(cfg, dataset))
     source = model_source(cfg)
     # An ONNX model's tensors come from ONNX Runtime, a frozen graph's from TensorFlow (Grappler off:
     # an intermediate tensor of the rewritten graph need not be the graph's own).
     reference = runtimes.create("onnxruntime" if source.ckpt.is_onnx else "tf", source,
                                 runtimes.Options(threads=cfg.threads, role="reference", optimize=False))
     model = source.torch_model(fold_bn=False)  # each layer as the graph has it (an ONNX model: folded)
-    inputs = prepare(cfg, reference.image_size)
+    inputs = prepare(cfg, reference.image_size, dataset)
     normalize = source.normalize
     tf_crops = np.asarray(build_cache(cfg, inputs).images)
     torch_crops = tf_crops
@@ -271,7 +272,7 @@ def compare(cfg: DictConfig) -> dict:
     return save(cfg, report)
 
 
-def against_exact(cfg: DictConfig) -> dict:
+def against_exact(cfg: DictConfig, dataset=None) -> dict:
     """A user's module or a transformed model against the exact conversion, layer by layer, on the
     dataset's first images (dataset.limit) as MLPerf's pipeline crops them for the ported model."""
     from benchmark.nn.transform import load_transform
@@ -298,7 +299,7 @@ def against_exact(cfg: DictConfig) -> dict:
     transform = load_transform(cfg.model.get("transform"))
     if transform is not None:
         model = transform.apply(model)
-    inputs = prepare(cfg, size)
+    inputs = prepare(cfg, size, dataset)
     crops = np.asarray(build_cache(cfg, inputs).images)
 
     def nchw(normalize):

@@ -21,7 +21,7 @@ from benchmark.nn.transform import Transform, load_transform
 from benchmark.runtimes.source import ModelSource, is_mlperfs, open_model_checkpoint
 from preprocessing.cache import CropCache
 from preprocessing.errors import ConfigError
-from preprocessing.stage import Inputs, build_cache, default_cache_dir, prepare
+from preprocessing.stage import Inputs, build_cache, default_cache_dir, listed, prepare
 
 
 def checkpoint_dir(cfg: DictConfig) -> Path:
@@ -130,6 +130,13 @@ def setup(cfg: DictConfig) -> Setup:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     threads = torch.get_num_threads()
+    # Every local input is checked before a checkpoint is opened (a first run downloads it): the
+    # dataset listed, int8's calibration list read.
+    dataset = listed(cfg)
+    if str(cfg.get("precision", "fp32")) == "int8":
+        from preprocessing.calibration import read_list
+
+        read_list(str(cfg.calibration.list))
     clock = time.perf_counter()
     source = model_source(cfg)
     opened = time.perf_counter() - clock
@@ -150,7 +157,7 @@ def setup(cfg: DictConfig) -> Setup:
               "convert_s": source.timing.get("convert_s")}  # from the weight cache when there
     batch_size = cfg.batch_size or runtimes.default_batch_size(runtime.device)
     clock = time.perf_counter()
-    inputs = prepare(cfg, runtime.image_size)
+    inputs = prepare(cfg, runtime.image_size, dataset)
     if real.asked(cfg):
         real.check(inputs.dataset.names)  # before any image is read
     cache = build_cache(cfg, inputs)

@@ -38,10 +38,17 @@ class Inputs:
     settings: PipelineSettings
 
 
-def prepare(cfg: DictConfig, image_size: int) -> Inputs:
-    """The dataset (dataset.*) and preprocessing settings (preprocess.*) for `image_size`."""
-    dataset = load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, cfg.dataset.limit,
-                           allow_missing=cfg.dataset.on_error == "skip", layout=cfg.dataset.layout)
+def listed(cfg: DictConfig) -> Dataset:
+    """The dataset (dataset.*): its images and labels listed, none read. Commands list it before they
+    open a checkpoint, so a wrong dataset.root is said before a download starts."""
+    return load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, cfg.dataset.limit,
+                        allow_missing=cfg.dataset.on_error == "skip", layout=cfg.dataset.layout)
+
+
+def prepare(cfg: DictConfig, image_size: int, dataset: Dataset | None = None) -> Inputs:
+    """The dataset (dataset.*; `dataset`: already listed) and preprocessing settings (preprocess.*)
+    for `image_size`."""
+    dataset = dataset if dataset is not None else listed(cfg)
     pre = cfg.preprocess
     try:
         settings = make_settings(pre.name, image_size, pre.interpolation, pre.crop_percent, pre.decoder,

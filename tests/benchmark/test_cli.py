@@ -87,8 +87,34 @@ def test_clear_errors(fixture_graphs, tmp_path, overrides, message):
         run_benchmark(f"model.checkpoint={ckpt}", f"dataset.root={root}", f"cache_dir={tmp_path}", *overrides)
 
 
+def test_local_inputs_are_checked_before_the_checkpoint_is_opened(tmp_path, monkeypatch):
+    """A first run with a wrong dataset.root (or int8 calibration list) says so before it opens the
+    checkpoint, which for MLPerf's URL (the default) starts a 100 MB download; compare too."""
+    import benchmark.run
+    from benchmark.compare import compare
+    from preprocessing.calibration import CalibrationError
+    from preprocessing.dataset import DatasetError
+    from tests.helpers import config
+
+    monkeypatch.setattr(benchmark.run, "model_source", lambda cfg: pytest.fail("the checkpoint was opened first"))
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(DatasetError, match=f"{missing}: dataset folder or archive not found"):
+        run_benchmark("model=mobilenet_v1", f"dataset.root={missing}", f"cache_dir={tmp_path}")
+    with pytest.raises(DatasetError, match=f"{missing}: dataset folder or archive not found"):
+        compare(config("model=resnet50", f"dataset.root={missing}", f"cache_dir={tmp_path}", name="compare"))
+    root = tmp_path / "val"
+    root.mkdir()
+    (root / "val_map.txt").write_text("a.JPEG 1\n")
+    (root / "a.JPEG").write_bytes(b"x")
+    with pytest.raises(CalibrationError, match="calibration=/no/list.txt: neither"):
+        run_benchmark("model=mobilenet_v1", f"dataset.root={root}", f"cache_dir={tmp_path}", "precision=int8",
+                      "calibration.list=/no/list.txt")
+
+
 def test_an_error_is_one_line_and_exit_status_2(tmp_path):
     """Through the command line: a user's error is one line on stderr, no traceback, status 2."""
+    (tmp_path / "val_map.txt").write_text("a.JPEG 1\n")
+    (tmp_path / "a.JPEG").write_bytes(b"x")
     proc = run("benchmark", "model.checkpoint=/nonexistent.pb", f"dataset.root={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: /nonexistent.pb: checkpoint file not found"], proc.stderr
