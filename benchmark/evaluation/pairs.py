@@ -204,7 +204,8 @@ def pair_runs(runs: list[tuple[dict, Path]]) -> tuple[list[Pair], list[str]]:
                 continue
             own = exact_side(r, path) if not is_exact(r) else None
             if base_r is not None and (own is None or r["preprocess"] == base_r["preprocess"]):
-                baseline, labels = side(base_r, base_path), base_r.get("ground_truth")
+                labels = base_r.get("ground_truth")
+                baseline = side(base_r, base_path) if labels else Side("", base_path, base_r, [], None)
             elif own is not None:
                 baseline, labels = own, r.get("ground_truth")
             else:

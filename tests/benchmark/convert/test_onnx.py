@@ -262,7 +262,11 @@ def test_bad_onnx_models_are_errors_before_preprocessing(fixture_graphs, onnx_di
         del node.input[1:]
 
     odd = onnx_edit(path, swap_first_clip, tmp_path / "odd.onnx")
-    absent = tmp_path / "no-images-here"  # the errors come before the dataset is read
+    # the errors come before any image is read: the one listed is no JPEG, and cropping it would fail
+    absent = tmp_path / "unread"
+    absent.mkdir()
+    (absent / "val_map.txt").write_text("ILSVRC2012_val_00000001.JPEG 65\n")
+    (absent / "ILSVRC2012_val_00000001.JPEG").write_bytes(b"not a JPEG")
     cases = [
         ([f"model.checkpoint={truncated}"], f"{truncated}: not an ONNX model, or a truncated one"),
         ([f"model.checkpoint={path}", "model=resnet50"], "does not have the structure of model=resnet50"),
