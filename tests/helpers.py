@@ -224,6 +224,15 @@ def run_benchmark(*overrides) -> dict:
     return run(config(*overrides))
 
 
+def unread_dataset(folder: Path) -> Path:
+    """A dataset that lists one image which is no JPEG: an error raised before any image is read
+    (a checkpoint refused) shows as itself; cropping the image would fail instead."""
+    folder.mkdir()
+    (folder / "val_map.txt").write_text("ILSVRC2012_val_00000001.JPEG 65\n")
+    (folder / "ILSVRC2012_val_00000001.JPEG").write_bytes(b"not a JPEG")
+    return folder
+
+
 def varied(predictions) -> bool:
     """More than one class among `predictions`: only then can two runs' equal predictions fail to
     be equal (a random-weight model may answer one class for every image)."""

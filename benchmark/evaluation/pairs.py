@@ -197,6 +197,15 @@ def pair_runs(runs: list[tuple[dict, Path]]) -> tuple[list[Pair], list[str]]:
         lists[model] = lists.get(model, 0) + 1
     pairs, unpaired = [], []
     for (model, images), members in sorted(groups.items(), key=lambda g: g[0][0]):
+        if len(members) == 1:  # alone on its image list: a variant run against its own exact side
+            r, path = members[0]
+            own = exact_side(r, path) if not is_exact(r) else None
+            if own is not None and r.get("ground_truth"):
+                pairs.append(make_pair(model, side(r, path), own, r["ground_truth"], list(images)))
+            elif lists[model] > 1:  # the model's other runs read other images
+                unpaired.append(f"{path.name}: no other run of {model} on the same {len(images)} images "
+                                f"(a different image list, such as another dataset.limit)")
+            continue
         exacts = [(r, p) for r, p in members if is_exact(r)]
         base_r, base_path = next(((r, p) for r, p in exacts if is_mlperfs(r)), exacts[0] if exacts else (None, None))
         for r, path in members:
@@ -209,12 +218,8 @@ def pair_runs(runs: list[tuple[dict, Path]]) -> tuple[list[Pair], list[str]]:
             elif own is not None:
                 baseline, labels = own, r.get("ground_truth")
             else:
-                if len(members) > 1 or lists[model] > 1:
-                    why = ("no exact run (fp32, no transform) of it on these images, and its file holds no "
-                           "exact fp32 side" if len(members) > 1 else
-                           f"no other run of {model} on the same {len(images)} images (a different image "
-                           f"list, such as another dataset.limit)")
-                    unpaired.append(f"{path.name}: {why}")
+                unpaired.append(f"{path.name}: no exact run (fp32, no transform) of {model} on these images, and "
+                                f"its file holds no exact fp32 side")
                 continue
             pair = make_pair(model, side(r, path), baseline, labels, list(images)) if labels else None
             if pair is None or not pair.both:

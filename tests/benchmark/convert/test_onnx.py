@@ -28,6 +28,7 @@ from tests.helpers import (
     assert_same_predictions,
     config,
     crops,
+    unread_dataset,
     has,
     made_once,
     resnet_inputs,
@@ -262,11 +263,7 @@ def test_bad_onnx_models_are_errors_before_preprocessing(fixture_graphs, onnx_di
         del node.input[1:]
 
     odd = onnx_edit(path, swap_first_clip, tmp_path / "odd.onnx")
-    # the errors come before any image is read: the one listed is no JPEG, and cropping it would fail
-    absent = tmp_path / "unread"
-    absent.mkdir()
-    (absent / "val_map.txt").write_text("ILSVRC2012_val_00000001.JPEG 65\n")
-    (absent / "ILSVRC2012_val_00000001.JPEG").write_bytes(b"not a JPEG")
+    absent = unread_dataset(tmp_path / "unread")  # the errors come before any image is read
     cases = [
         ([f"model.checkpoint={truncated}"], f"{truncated}: not an ONNX model, or a truncated one"),
         ([f"model.checkpoint={path}", "model=resnet50"], "does not have the structure of model=resnet50"),

@@ -20,6 +20,7 @@ from tests.helpers import (
     inputs,
     tf_logits,
     tf_tolerance,
+    unread_dataset,
     torch_model,
     validation_images,
     varied,
@@ -103,7 +104,7 @@ def test_backend_onnxruntime_on_a_frozen_graph(arch, fixture_graphs, resnet_grap
 
 def test_onnxruntime_backend_errors(fixture_graphs, tmp_path):
     pb = fixture_graphs(0.25, 128, read_identities=False)
-    absent = tmp_path / "no-images-here"  # the errors come before the dataset is read
+    absent = unread_dataset(tmp_path / "unread")  # the errors come before any image is read
     for overrides, message in [(["backend=onnxruntime", "reference=onnxruntime"], "compares the torch backend"),
                                (["reference=onnxruntime"], "ONNX Runtime needs an .onnx checkpoint to be a reference"),
                                (["backend=openvino"], "backend=openvino runs an .onnx checkpoint"),
