@@ -32,9 +32,7 @@ def check_transform(cfg: DictConfig, transform) -> None:
                           "recipe, not your module; quantize in the module or a transform (precision=fp32)")
     if transform is None:
         return
-    if cfg.backend != "torch":
-        raise ConfigError(f"model.transform={transform.target} transforms the converted PyTorch model: it runs "
-                          f"with backend=torch, not backend={cfg.backend}")
+    runtimes.supports(cfg.backend, transform=transform)
     if str(cfg.get("precision", "fp32")) == "int8":
         raise ConfigError(f"model.transform={transform.target} with precision=int8: the harness quantizes its own "
                           f"conversion with its own recipe, not a transformed model; quantize in the transform "
@@ -47,8 +45,7 @@ def exact_runtime(cfg: DictConfig, source, options: runtimes.Options, transform=
     chosen = str(cfg.get("precision", "fp32"))
     if chosen == "fp32" and transform is None:
         return None
-    if cfg.backend != "torch":
-        raise ConfigError(f"precision={chosen} is a precision of the torch backend, not backend={cfg.backend}")
+    runtimes.supports(cfg.backend, precision=chosen)
     return runtimes.create("torch", source, options)
 
 

@@ -67,21 +67,13 @@ def check_reference(cfg: DictConfig) -> None:
             raise ConfigError("model.module is not set: the factory of your module (package.module:callable, "
                               "e.g. torchvision.models:resnet50)")
         judged_as(cfg.model)  # a module ports one of MLPerf's models
-        if cfg.backend != "torch":
-            raise ConfigError(f"model=module runs your module in PyTorch: backend=torch, not backend={cfg.backend}")
-    if cfg.reference is not None and cfg.reference not in runtimes.RUNTIMES:
-        raise ConfigError(f"reference={cfg.reference}: expected one of {', '.join(runtimes.RUNTIMES)} or null")
+    runtimes.supports(cfg.backend, module=module)
     if cfg.get("reference_checkpoint") and not module:
         raise ConfigError(f"reference_checkpoint= names the MLPerf checkpoint a model=module ports; "
                           f"model={cfg.model.name}'s reference is its own checkpoint")
-    if module:
-        return  # torch (the exact conversion), tf or onnxruntime of the ported checkpoint
-    if cfg.reference == "torch":
-        raise ConfigError(f"reference=torch is the exact conversion a model=module is compared with; "
-                          f"model={cfg.model.name} runs it as backend=torch")
-    if cfg.reference and (cfg.backend == "tf" or cfg.reference == cfg.backend):
-        raise ConfigError(f"reference={cfg.reference} compares the torch backend (or onnxruntime running the "
-                          f"converted model) with it, not backend={cfg.backend}")
+    if cfg.reference is not None:
+        # a module's: the exact conversion (torch), tf or onnxruntime of the ported checkpoint
+        runtimes.supports(cfg.reference, "reference", module=module, backend=cfg.backend)
 
 
 @dataclass
@@ -116,7 +108,7 @@ class Setup:
     @property
     def cpu_fusion(self) -> bool | str | None:
         """How the torch model's convolutions ran: "graph", true, false (None: another runtime)."""
-        return getattr(self.runtime, "cpu_fusion", None)
+        return self.runtime.cpu_fusion
 
 
 def setup(cfg: DictConfig) -> Setup:
@@ -168,7 +160,7 @@ def setup(cfg: DictConfig) -> Setup:
         raise ConfigError(f"none of the {len(inputs.dataset)} listed images could be read")
     images = cache.images if not cache.failed else loop.Rows(cache.images, readable)
     calibration = precision.calibrate(cfg, runtime, source.ckpt.sha256, inputs, batch_size) \
-        if getattr(runtime, "precision", "fp32") == "int8" else None
+        if runtime.precision == "int8" else None
     checkpoint = source.ckpt.source  # the file (and archive member) as given
     mlperfs = is_mlperfs(cfg.model, source.ckpt)
     judged = judged_as(cfg.model)
@@ -206,7 +198,7 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
         timing = {}
         ref_logits = evaluate(cfg, s, s.reference, timing)
     model = s.reference_source.model
-    tensor = getattr(s.reference, "logits", None) if s.reference.name == "onnxruntime" else model.get("logits_tensor")
+    tensor = s.reference.logits_tensor or model.get("logits_tensor")  # torch's (a module's exact model): the graph's
     ckpt = s.reference_source.ckpt
     ref = score(ref_logits, s.labels)
     return {**report.compare(result, ref, logits, ref_logits, s.names),
@@ -214,9 +206,9 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
             "backend": cfg.reference, "tensor": tensor, "timing": timing,
             "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256,
                            "model": model.name, "mlperfs": is_mlperfs(model, ckpt)},
-            "device": s.reference.device, "devices": getattr(s.reference, "devices", None),  # where it ran
-            "cpu_fusion": getattr(s.reference, "cpu_fusion", None),  # torch's: how the exact model ran
-            "version": getattr(s.reference, "version", None)}
+            "device": s.reference.device, "devices": s.reference.devices,  # where it ran
+            "cpu_fusion": s.reference.cpu_fusion,  # torch's: how the exact model ran
+            "version": s.reference.version}
 
 
 def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,

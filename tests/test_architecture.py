@@ -5,6 +5,7 @@ function, goes to the module's own layer or a lower one; `preprocessing` imports
 from __future__ import annotations
 
 import ast
+import re
 
 import pytest
 
@@ -129,3 +130,25 @@ def test_the_checks_catch_their_faults(tmp_path):
     found = imports(bad, set(GRAPH))
     assert found == {"benchmark.run"} and layer("benchmark.run") > layer("preprocessing.cache")
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# Runtimes declare what they can do (runtimes.RUNTIMES: Capabilities; runtimes.RuntimeBase: the members
+# every runtime has): a capability is never found by probing a runtime, nor a runtime told by its
+# name, outside benchmark/runtimes/. The bench's rows (bench/timed.py's KINDS) are named rows of
+# its own (several rows run one runtime), so bench/ is left out of the name rule.
+PROBE = re.compile(r"(getattr|hasattr)\(\s*[\w.]*(runtime|reference|exact)\b")
+NAMES = "torch|tf|onnxruntime|openvino"
+NAME_TEST = re.compile(rf"[!=]=\s*[\"']({NAMES})[\"']|[\"']({NAMES})[\"']\s*[!=]=|\bin \([\"']({NAMES})[\"']")
+
+
+def test_no_runtime_is_probed_or_told_by_its_name_outside_runtimes():
+    found = []
+    for path in sorted((REPO / "benchmark").rglob("*.py")):
+        relative = path.relative_to(REPO).as_posix()
+        if relative.startswith("benchmark/runtimes/"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if PROBE.search(line) or (NAME_TEST.search(line) and not relative.startswith("benchmark/bench/")):
+                found.append(f"{relative}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+    assert PROBE.search('x = getattr(s.runtime, "padding", None)') and NAME_TEST.search('if cfg.backend != "torch":')

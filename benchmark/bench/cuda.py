@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.runtimes import RuntimeBase
+
 
 def random_model(arch: str, seed: int = 0):
     """The architecture of MLPerf's graph for `arch` with seeded random weights, batch norms folded
@@ -83,8 +85,9 @@ VARIANTS = [
 ]
 
 
-class Synchronous:
-    """A runtime without `submit`: the evaluation loop waits for each batch's logits."""
+class Synchronous(RuntimeBase):
+    """The runtime's forward alone, without its own `submit`: the evaluation loop waits for each
+    batch's logits."""
 
     def __init__(self, runtime):
         self.runtime, self.name, self.device = runtime, runtime.name, runtime.device

@@ -64,24 +64,6 @@ class LoopTimer:
         return {"eval_s": round(end - self.start, 3), "eval_images_per_s": round(rate, 2)}
 
 
-class Computed:
-    """A runtime's logits for a batch, computed when it was called."""
-    done = True
-
-    def __init__(self, logits: np.ndarray):
-        self.logits = logits
-
-    def result(self) -> np.ndarray:
-        return self.logits
-
-
-def submit(runtime, inputs):
-    """Start the batch's logits: runtimes with `submit` (torch on CUDA) return before the device is
-    done; the others compute them here."""
-    start = getattr(runtime, "submit", None)
-    return start(inputs) if start is not None else Computed(runtime(inputs))
-
-
 def logits(runtime, images, batch_size: int, progress: bool = True, timing: dict | None = None) -> np.ndarray:
     """Every image's logits from `runtime` (runtimes.Runtime); `timing`, if given, gets the loop's
     eval_s and eval_images_per_s; no image gives an array of shape (0, 0). A batch still computing
@@ -106,7 +88,8 @@ def logits(runtime, images, batch_size: int, progress: bool = True, timing: dict
 
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            in_flight.append((start, stop, submit(runtime, runtime.inputs(read_batch(images, start, stop)))))
+            # torch on CUDA returns before the device is done; the other runtimes compute the batch here
+            in_flight.append((start, stop, runtime.submit(runtime.inputs(read_batch(images, start, stop)))))
             # the previous batch is collected once this one is sent: its device work overlapped the reading
             while in_flight and (in_flight[0][2].done or len(in_flight) > 1):
                 collect()

@@ -81,11 +81,11 @@ def is_exact(r: dict) -> bool:
 
 
 def is_mlperfs(r: dict) -> bool:
-    """MLPerf's own run of its model: its pipeline with the model's interpolation, torch, fp32, no
-    transform."""
+    """MLPerf's own run of its model: its pipeline with the model's interpolation, exact (fp32, no
+    transform), whichever runtime computed it (the tables pick one backend's runs: --backend)."""
     p, model = r["preprocess"], (r.get("config") or {}).get("model") or {}
     return (p["name"] == "mlperf" and p["interpolation"] == model.get("mlperf_interpolation", p["interpolation"])
-            and r["backend"] == "torch" and precision_of(r) == "fp32" and not r.get("transform"))
+            and is_exact(r))
 
 
 @dataclass

@@ -89,7 +89,7 @@ def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list
 
 def run_facts(cfg: DictConfig, s) -> dict:
     """What was run, on what, with what (run.Setup): the fields every results JSON has."""
-    inputs, cache, ckpt, torch_backend = s.inputs, s.cache, s.ckpt, cfg.backend == "torch"
+    inputs, cache, ckpt = s.inputs, s.cache, s.ckpt
     return {
         "model": cfg.model.name,
         "arch": cfg.model.arch,
@@ -100,17 +100,17 @@ def run_facts(cfg: DictConfig, s) -> dict:
         "normalization": cfg.model.normalization,
         "backend": cfg.backend,
         "device": s.runtime.device,
-        "runtime_version": getattr(s.runtime, "version", None),  # the library that ran the model
+        "runtime_version": s.runtime.version,  # the library that ran the model
         # what ran: the torch runtime's precision and the arithmetic read inside its forward; the other
         # runtimes run the model's float32 graph
-        "precision": getattr(s.runtime, "precision", "fp32"),
-        "numerics": getattr(s.runtime, "numerics", None),
+        "precision": s.runtime.precision,
+        "numerics": s.runtime.numerics,
         "transform": s.transform.to_dict() if s.transform is not None else None,
         "batch_size": s.batch_size,
-        # folded by the harness (a user's module runs as it is: never)
-        "fold_bn": (bool(cfg.fold_bn) and not s.source.is_module) if torch_backend else None,
-        "cpu_fusion": s.cpu_fusion if torch_backend else None,
-        "cuda_graphs": getattr(s.runtime, "cuda_graphs", None) if torch_backend else None,
+        # folded by the harness (a user's module runs as it is: never); None: a runtime of the graph's own
+        "fold_bn": s.runtime.folded,
+        "cpu_fusion": s.runtime.cpu_fusion,
+        "cuda_graphs": s.runtime.cuda_graphs,
         "threads": s.threads,
         "distributed": s.world.to_dict() if s.world.size > 1 else None,
         "dataset": {"root": str(inputs.dataset.root), "layout": inputs.dataset.layout,

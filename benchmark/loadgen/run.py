@@ -139,11 +139,9 @@ def run(cfg: DictConfig) -> dict:
 
     library = SampleLibrary(s.cache.images, s.readable, s.runtime)
     sizes = query_batch_sizes(p.scenario, s.batch_size, settings)
-    if hasattr(s.runtime, "expect_batch_sizes"):
-        s.runtime.expect_batch_sizes(sizes)
+    s.runtime.expect_batch_sizes(sizes)
     logits, measured = warm_up(library, s.runtime, s.batch_size, sizes)
-    if hasattr(s.runtime, "padding"):
-        s.runtime.padding(reset=True)  # the run's own padded rows, not the warm-up's
+    s.runtime.padding(reset=True)  # the run's own padded rows, not the warm-up's
     offset = class_offset(logits)  # 1001 outputs: background first
     sut = SystemUnderTest(lgm, library, s.runtime, s.batch_size, offset, keep_logits=p.mode == "accuracy",
                           on_failure=failure_handler(folder), inline=p.scenario in ("SingleStream", "MultiStream"))
@@ -170,7 +168,7 @@ def run(cfg: DictConfig) -> dict:
         lgm.DestroyQSL(qsl)
         s.runtime.close()
 
-    padding = s.runtime.padding() if hasattr(s.runtime, "padding") else None
+    padding = s.runtime.padding()
     facts = {"scenario": p.scenario, "mode": p.mode, "log_dir": str(folder), "val_map": str(labels_file),
              "batch_sizes": sorted({s.batch_size, 1, *sizes}), "padding": padding,
              "performance_sample_count": sample_count, "settings": p.to_dict(),

@@ -27,7 +27,7 @@ class OpenVINOModel(NumpyInputs):
             raise ConfigError('backend=openvino needs OpenVINO: python -m pip install -e ".[bench]"') from e
         self.graph, self.normalize, self.image_size, self.device = g, normalize, image_size, "cpu"
         self.version = ov.get_version()
-        self.logits = logits_tensor(g)
+        self.logits = self.logits_tensor = logits_tensor(g)
         dims = [d.dim_value or None for d in g.inputs[0].type.tensor_type.shape.dim]
         self.nchw = dims[1] == 3
         # A graph fixed to batch 1 (tf2onnx of a graph whose input has a fixed batch) may hold that

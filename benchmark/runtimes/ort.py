@@ -43,7 +43,7 @@ class OrtModel(NumpyInputs):
         self.graph, self.normalize, self.image_size = g, normalize, image_size
         self.device = "cuda" if str(device).startswith("cuda") else "cpu"
         self.version = ort.__version__
-        self.logits = logits_tensor(g)
+        self.logits = self.logits_tensor = logits_tensor(g)
         inp = g.inputs[0]
         dims = [d.dim_value or None for d in inp.type.tensor_type.shape.dim]
         self.nchw = dims[1] == 3

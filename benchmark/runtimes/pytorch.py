@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from benchmark.evaluation.normalize import Normalizer, TorchNormalizer
+from benchmark.nn.compiled import CompiledPerBatchSize
 from benchmark.nn.numerics import applied, in_force, wanted
+from benchmark.runtimes import RuntimeBase
 from preprocessing.errors import ConfigError
 
 
@@ -84,7 +86,7 @@ class Pending:
         return self.logits.numpy()
 
 
-class TorchRuntime:
+class TorchRuntime(RuntimeBase):
     """The converted model on its device: cached crops to input tensors, input tensors to logits.
     `fusion` (CPU, fp32; bf16 "graph" only): "graph", the model compiled into oneDNN Graph partitions
     (nn/onednn_graph.py), or "ops", each convolution fused with its activation through oneDNN
@@ -155,14 +157,14 @@ class TorchRuntime:
         """Batch sizes a caller will send (LoadGen's MultiStream queries): compiled for as they are,
         not padded to the run's batch size (cpu_fusion=graph, CUDA graphs)."""
         self.sizes |= {int(n) for n in sizes}
-        if self.fused is not None and hasattr(self.fused, "sizes"):
+        if isinstance(self.fused, CompiledPerBatchSize):
             self.fused.sizes |= self.sizes
 
     def padding(self, reset: bool = False) -> dict | None:
         """Rows computed by the compiled model and how many were zero padding (batches of a size
         not compiled for run padded to the run's); None for a model that never pads."""
         f = self.fused
-        if f is None or not hasattr(f, "padding"):
+        if not isinstance(f, CompiledPerBatchSize):
             return None
         counts = {"rows_computed": f.rows, "padding_rows": f.padding, "padded_to": f.main}
         if reset:
@@ -357,4 +359,7 @@ def create(source, options) -> TorchRuntime:
               "(cpu_fusion=false, recorded in the results)", file=sys.stderr)
     if not isinstance(options.cuda_graphs, bool):
         raise ConfigError(f"cuda_graphs={options.cuda_graphs}: expected true or false")
-    return TorchRuntime(model, source.normalize, device, fusion, image_size, options.precision, options.cuda_graphs)
+    runtime = TorchRuntime(model, source.normalize, device, fusion, image_size, options.precision,
+                           options.cuda_graphs)
+    runtime.folded = bool(options.fold_bn) and not source.is_module  # a user's module runs as it is
+    return runtime

@@ -35,6 +35,7 @@ class TFGraphModel(NumpyInputs):
         tf = import_tensorflow()
 
         self.image_size, self.normalize, self.version = image_size, normalize, tf.__version__
+        self.logits_tensor = logits_tensor
 
         graph.node(input_tensor)  # clear errors for misnamed tensors
         graph.node(logits_tensor)

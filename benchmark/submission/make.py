@@ -288,15 +288,15 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
     from benchmark.evaluation.report import library_versions
 
     versions = {**library_versions(), "mlcommons-loadgen": _loadgen_version()}
-    device = str(cfg.device) if str(cfg.device).startswith("cuda") and cfg.backend == "torch" else "cpu"
+    caps = runtimes.supports(cfg.backend)
+    device = str(cfg.device) if str(cfg.device).startswith("cuda") and caps.cuda else "cpu"
 
     def system_description(device: str, version: str | None):
-        library = runtimes.LIBRARIES[cfg.backend][1]
-        facts = machine(device, versions, runtimes.framework(cfg.backend, version), library)
+        facts = machine(device, versions, runtimes.framework(cfg.backend, version), caps.library_key)
         return description(OmegaConf.to_container(sub.system_desc, resolve=True), facts, sub.division,
                            sub.submitter, sub.status, sub.system_type, sub.system)
 
-    version = versions.get(runtimes.LIBRARIES[cfg.backend][1] or "")
+    version = versions.get(caps.library_key or "")
     system, missing = system_description(device, version)
     if missing:
         raise ConfigError(f"the system description needs {', '.join(missing)}: the machine cannot tell them; give "

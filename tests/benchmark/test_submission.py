@@ -181,7 +181,7 @@ def test_the_system_names_the_framework_that_ran_and_the_gpus_used(monkeypatch):
     from benchmark.submission.system import machine
 
     versions = {"torch": "2.14.1", "tensorflow": "2.21.0", "numpy": "2.3"}
-    facts = machine("cpu", versions, runtimes.framework("tf", "2.21.0"), runtimes.LIBRARIES["tf"][1])
+    facts = machine("cpu", versions, runtimes.framework("tf", "2.21.0"), runtimes.RUNTIMES["tf"].library_key)
     assert facts["framework"] == "TensorFlow 2.21.0" and facts["other_software_stack"] == "torch 2.14.1, numpy 2.3"
     assert runtimes.framework("onnxruntime", "1.23.2") == "ONNX Runtime 1.23.2"
     assert machine("cpu", versions, "OpenVINO 2025.3")["framework"] == "OpenVINO 2025.3"
