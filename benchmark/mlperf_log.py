@@ -77,10 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         result = score(entries, labels, args.dtype, args.log)
         results = None
         if args.compare:
-            try:
-                results = json.loads(args.compare.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise LogError(f"{args.compare}: cannot read the results file ({e})") from e
+            from benchmark.evaluation.results import read_results
+
+            results = read_results(args.compare, command="mlperf_log --compare")
         print(result.mlperf_line())
         # the run's model is judged as the family whose target applies: a user's module (arch "module")
         # as the one it ports (judged_as), with the run's reservations (a checkpoint, calibration list

@@ -15,7 +15,7 @@ from benchmark.evaluation import distributed, loop, real, report
 from benchmark.evaluation.distributed import World
 from benchmark.evaluation.gate import gate, reservations
 from benchmark.evaluation.scoring import Score, score
-from benchmark.families import judged_as
+from benchmark.families import judged_as, mlperf_departures, with_target
 from benchmark.formats.checkpoint import Checkpoint
 from benchmark.nn.transform import Transform, load_transform
 from benchmark.runtimes.source import ModelSource, is_mlperfs, open_model_checkpoint
@@ -164,11 +164,12 @@ def setup(cfg: DictConfig) -> Setup:
     checkpoint = source.ckpt.source  # the file (and archive member) as given
     mlperfs = is_mlperfs(cfg.model, source.ckpt)
     judged = judged_as(cfg.model)
+    pipeline = mlperf_departures(judged, inputs.settings) if judged in with_target() else []
     module = source.conversion["module"]["target"] if source.is_module else None
     return Setup(source, runtime, reference, exact, calibration, threads, batch_size, inputs, cache, readable, images,
                  np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing,
-                 world, reservations(judged, checkpoint, mlperfs, calibration, transform, module),
-                 reservations(judged, checkpoint, mlperfs, None, None, module), transform, judged, ref_source)
+                 world, reservations(judged, checkpoint, mlperfs, calibration, transform, module, pipeline),
+                 reservations(judged, checkpoint, mlperfs, None, None, module, pipeline), transform, judged, ref_source)
 
 
 def evaluate(cfg: DictConfig, s: Setup, runtime: runtimes.Runtime, timing: dict) -> np.ndarray | None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
+from benchmark.evaluation.results import ResultsError, read_results
 from benchmark.evaluation.pairs import model_key, model_names, pair_runs, pipeline_label, precision_of, variant
 from preprocessing.errors import UserError
 
@@ -55,9 +55,9 @@ def load(paths: list[Path]) -> list[tuple[dict, Path]]:
     runs = []
     for path in paths:
         try:
-            runs.append((json.loads(path.read_text()), path))
-        except (OSError, json.JSONDecodeError) as e:
-            raise TableError(f"{path}: not a readable results file ({e})") from e
+            runs.append((read_results(path, command="benchmark.table"), path))
+        except ResultsError as e:
+            raise TableError(str(e)) from e
     if not runs:
         raise TableError("no results files given or found")
     return runs

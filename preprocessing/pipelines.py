@@ -249,6 +249,26 @@ def resize_and_crop(img: np.ndarray, settings: PipelineSettings) -> np.ndarray:
     return np.ascontiguousarray(center_crop(img, settings.image_size, settings.crop_rounding))
 
 
+# MLPerf's reference pipeline (pre_process_vgg / pre_process_mobilenet): every setting that changes a
+# pixel, but the interpolation, which is the model's (its family record: mlperf_interpolation)
+MLPERF_PIPELINE = {"decoder": "opencv", "resize": "opencv", "crop_percent": 87.5, "crop_rounding": "floor"}
+
+
+def mlperf_departures(settings: "PipelineSettings | dict", interpolation: str) -> list[str]:
+    """Where a pipeline departs from MLPerf's for a model MLPerf resizes with `interpolation`: each
+    setting that differs, as 'key=value (MLPerf's: value)'; [] for MLPerf's pipeline, whatever its
+    config is called (a results file's preprocess dict too; a key it lacks has the default)."""
+    given = settings.to_dict() if isinstance(settings, PipelineSettings) else dict(settings)
+    defaults = PipelineSettings("", 0, interpolation).to_dict()
+    out = []
+    for key, expected in {**MLPERF_PIPELINE, "interpolation": interpolation}.items():
+        value = given.get(key, defaults[key])
+        if value != expected:
+            out.append(f"{key}={value:g} (MLPerf's: {expected:g})" if isinstance(value, float)
+                       else f"{key}={value} (MLPerf's: {expected})")
+    return out
+
+
 def make_settings(name: str, image_size: int, interpolation: str, crop_percent: float = 87.5,
                   decoder: str = "opencv", resize: str = "opencv", antialias: bool = True,
                   crop_rounding: str = "floor") -> PipelineSettings:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmark.families import family, with_target
 from preprocessing.dataset import imagenet_synsets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,8 +42,8 @@ SLIM_2017 = SHARED / "models" / "tf-slim-frozen-2017"
 # cases, this session). A conversion fault is hundreds of times the tolerance (tested).
 FLOAT32_NOISE_FACTOR = 4
 
-TENSORS = {"mobilenet_v1": ("input:0", "MobilenetV1/Predictions/Reshape:0"),
-           "resnet50": ("input_tensor:0", "resnet_model/dense/BiasAdd:0")}
+# MLPerf's graphs' input and logits tensors, as their family records hold them
+TENSORS = {name: (family(name).input_tensor, family(name).logits_tensor) for name in with_target()}
 
 
 def tf_logits(pb: Path, arch: str, x: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -67,12 +67,15 @@ def gate(arch: str, accuracy: float, total: int, reservations: tuple[str, ...] =
 
 
 def reservations(arch: str, checkpoint: str, mlperfs: bool, calibration: dict | None,
-                 transform=None, module: str | None = None) -> tuple[str, ...]:
+                 transform=None, module: str | None = None, pipeline: list[str] | tuple = ()) -> tuple[str, ...]:
     """Why a run's verdict against `arch`'s target is not a submission's: its checkpoint (named
     `checkpoint`) is not MLPerf's published one (`mlperfs`), its int8 model was calibrated on a
-    list that is not one of MLPerf's, the model ran transformed by a user's `transform`, or it is a
-    user's `module` (model=module) with weights of its own."""
+    list that is not one of MLPerf's, the model ran transformed by a user's `transform`, it is a
+    user's `module` (model=module) with weights of its own, or its preprocessing departs from
+    MLPerf's pipeline (`pipeline`: families.mlperf_departures, whatever the config is called)."""
     out = []
+    if pipeline:
+        out.append(f"the preprocessing is not MLPerf's pipeline ({', '.join(pipeline)})")
     if module is not None:
         out.append(f"the model is your module {module} with the weights {checkpoint} (model=module), "
                    f"not MLPerf's published {title(arch)} checkpoint")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.evaluation.significance import paired, paired_difference_ci
+from benchmark.families import FAMILIES, mlperf_departures
+from preprocessing.pipelines import mlperf_departures as pipeline_departures
 
 NEAR_TIE = 0.05  # a call decided by less than this much probability (5 points) is a near-tie
 
@@ -81,11 +83,17 @@ def is_exact(r: dict) -> bool:
 
 
 def is_mlperfs(r: dict) -> bool:
-    """MLPerf's own run of its model: its pipeline with the model's interpolation, exact (fp32, no
-    transform), whichever runtime computed it (the tables pick one backend's runs: --backend)."""
-    p, model = r["preprocess"], (r.get("config") or {}).get("model") or {}
-    return (p["name"] == "mlperf" and p["interpolation"] == model.get("mlperf_interpolation", p["interpolation"])
-            and is_exact(r))
+    """MLPerf's own run of its model: MLPerf's pipeline for the family it is judged as, every setting
+    (not the config's name: families.mlperf_departures), exact (fp32, no transform), whichever
+    runtime computed it (the tables pick one backend's runs: --backend). A model of no family the
+    harness knows: the interpolation its config named MLPerf's, else its own."""
+    arch, p = r.get("judged_as") or r.get("arch"), r["preprocess"]
+    if arch in FAMILIES and FAMILIES[arch].mlperf_interpolation:
+        departs = mlperf_departures(arch, p)
+    else:
+        model = (r.get("config") or {}).get("model") or {}
+        departs = pipeline_departures(p, model.get("mlperf_interpolation", p["interpolation"]))
+    return not departs and is_exact(r)
 
 
 @dataclass

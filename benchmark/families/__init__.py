@@ -35,6 +35,12 @@ class Family:
     # MLPerf's FP32 reference top-1 (%) and the fraction of it a submission must reach (its checker's constants)
     target: tuple[float, float] | None = None
     bench_flag: str | None = None  # the bench's option naming a graph of this family (--mobilenet, --resnet)
+    mlperf_interpolation: str | None = None  # OpenCV's interpolation in MLPerf's pipeline for it
+    loadgen_name: str | None = None  # the model in MLPerf's LoadGen configs (mlperf.conf, user.conf)
+    submission_benchmark: str | None = None  # the benchmark's folder in a submission (the checker's name)
+    input_tensor: str | None = None  # MLPerf's graph's input, and its logits (before any softmax)
+    logits_tensor: str | None = None
+    onnx_outputs: tuple[str, ...] = ()  # the outputs MLPerf's tf2onnx conversion names (its heads)
 
     def load(self, field: str) -> Any:
         """The code a field names, imported now; an error where this family has none."""
@@ -57,7 +63,9 @@ FAMILIES = {f.name: f for f in [
         cpu_fusion="benchmark.nn.cpu_fusion:fuse_mobilenet_v1",
         random_model="benchmark.nn.mobilenet_v1:random_model",
         fixture_graph="benchmark.testing.graphs:mlperf_mobilenet_v1_graph",
-        target=(71.68, 0.98), bench_flag="mobilenet"),
+        target=(71.68, 0.98), bench_flag="mobilenet", mlperf_interpolation="linear", loadgen_name="mobilenet",
+        submission_benchmark="mobilenet", input_tensor="input:0", logits_tensor="MobilenetV1/Predictions/Reshape:0",
+        onnx_outputs=("MobilenetV1/Predictions/Reshape_1:0",)),
     Family(
         name="resnet50", title="ResNet-50 v1.5", config="resnet50",
         module="benchmark.nn.resnet50:ResNet50", spec="benchmark.nn.resnet50:ResNetSpec",
@@ -66,7 +74,9 @@ FAMILIES = {f.name: f for f in [
         cpu_fusion="benchmark.nn.cpu_fusion:fuse_resnet50",
         random_model="benchmark.nn.resnet50:random_model",
         fixture_graph="benchmark.testing.graphs:build_resnet50_graph",
-        target=(76.46, 0.99), bench_flag="resnet"),
+        target=(76.46, 0.99), bench_flag="resnet", mlperf_interpolation="area", loadgen_name="resnet50",
+        submission_benchmark="resnet", input_tensor="input_tensor:0", logits_tensor="resnet_model/dense/BiasAdd:0",
+        onnx_outputs=("ArgMax:0", "softmax_tensor:0")),
     # A user's torch.nn.Module (model.module=), with weights of its own; it stands for the MLPerf
     # family named by model.ports, whose target, preprocessing and exact model it is judged by.
     Family(name="module", title="your own module", config="module"),
@@ -97,6 +107,16 @@ def of_module(model) -> Family | None:
             if any(c.__module__ == module and c.__qualname__ == name for c in type(model).__mro__):
                 return f
     return None
+
+
+def mlperf_departures(arch: str, settings) -> list[str]:
+    """Where a pipeline (PipelineSettings, or a results file's preprocess dict) departs from MLPerf's
+    own for the family `arch` (a converted family: a module's is the one it ports); [] where it is
+    MLPerf's pipeline. The one predicate the tables' baseline, the target's reservations and the
+    submission read."""
+    from preprocessing.pipelines import mlperf_departures as departures
+
+    return departures(settings, family(arch).mlperf_interpolation)
 
 
 def judged_as(model) -> str:

@@ -15,6 +15,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from benchmark.evaluation import accuracy_log, report
+from benchmark.evaluation.results import stamped
+from benchmark.families import family
 from benchmark.loadgen import settings as lgs
 from benchmark.loadgen.sut import SampleLibrary, SystemUnderTest
 from benchmark.run import Setup, print_outcome, reference_comparison, setup
@@ -130,7 +132,7 @@ def run(cfg: DictConfig) -> dict:
     s = setup(cfg)
     if s.exact is not None:  # precision=: LoadGen runs the faster model; compare with fp32 by python -m benchmark
         s.exact.close()
-    settings, sample_count = lgs.make_test_settings(lgm, p, cfg.model.mlperf_name, len(s.readable))
+    settings, sample_count = lgs.make_test_settings(lgm, p, family(s.judged).loadgen_name, len(s.readable))
     val_map = val_map_text(s)
     folder = log_folder(cfg, p)
     (folder / INCOMPLETE).write_text("the run has not finished (or was killed): LoadGen's logs are partial\n")
@@ -198,10 +200,11 @@ def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_f
         raise RuntimeError(f"LoadGen's accuracy log ({logged.mlperf_line()}) does not hold what the system "
                            f"under test answered ({result.mlperf_line()}) in {folder}")
     reference = reference_comparison(cfg, s, result, sut.logits)
-    results = {**report.results_dict(cfg, s, result, reference, time.time() - started),
-               "loadgen": {**facts, "accuracy_log": str(folder / "mlperf_log_accuracy.json"),
-                           "log_accuracy_line": logged.mlperf_line(),
-                           "answered_again": logged.duplicates}}  # LoadGen's repeats, counted once
+    results = stamped({**report.results_dict(cfg, s, result, reference, time.time() - started),
+                       "loadgen": {**facts, "accuracy_log": str(folder / "mlperf_log_accuracy.json"),
+                                   "log_accuracy_line": logged.mlperf_line(),
+                                   "answered_again": logged.duplicates}},  # LoadGen's repeats, counted once
+                      "loadgen-accuracy")
     path = report.write_results(results, cfg, folder / "results.json")
     print_outcome(result, s, reference, path, real_score=results["real"])
     return results
@@ -210,9 +213,9 @@ def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_f
 def performance_results(cfg, s: Setup, folder: Path, facts: dict, started: float) -> dict:
     detail = lgs.read_detail_log(folder / "mlperf_log_detail.txt")
     outcome = lgs.outcome(detail, facts["scenario"])
-    results = {**report.run_facts(cfg, s), "loadgen": {**facts, **outcome,
-                                                         "summary": str(folder / "mlperf_log_summary.txt")},
-               "elapsed_s": round(time.time() - started, 3)}
+    results = stamped({**report.run_facts(cfg, s), "loadgen": {**facts, **outcome,
+                                                                 "summary": str(folder / "mlperf_log_summary.txt")},
+                       "elapsed_s": round(time.time() - started, 3)}, "loadgen-performance")
     path = report.write_results(results, cfg, folder / "results.json")
     print(f"results: {path}", file=sys.stderr)
     if line := padding_line(facts["padding"]):

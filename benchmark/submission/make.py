@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import runtimes
-from benchmark.families import judged_as
+from benchmark.families import family, judged_as, mlperf_departures
 from benchmark.submission import package
 from benchmark.submission.system import STATUSES, SYSTEM_TYPES, description, machine
 from preprocessing.errors import ConfigError, UserError
@@ -210,7 +210,7 @@ def settings_of(conf: str, scenario: str) -> set[str]:
 
 def user_conf(cfg: DictConfig, qps: float) -> str:
     """The user.conf of the performance runs: what the harness sets beside MLPerf's mlperf.conf."""
-    name, sub = cfg.model.mlperf_name, cfg.submission
+    name, sub = family(judged_as(cfg.model)).loadgen_name, cfg.submission
     margin = float(sub.margin)
     # LoadGen plans a run's samples (Offline) or queries (Single/MultiStream) from these; a plan too
     # short ends before the minimum duration (INVALID), one too long only costs memory
@@ -256,15 +256,23 @@ def measurements(cfg: DictConfig, accuracy: dict) -> dict:
         "weight_data_types": {"int8": "int8", "bf16": "bf16", "fp16": "fp16"}.get(precision, "fp32"),
         "weight_transformations": "; ".join(done) or "none: the graph's weights as they are",
         "harness": {"precision": precision, "module": module, "checkpoint_sha256": accuracy["checkpoint"]["sha256"],
+                    # where the open division's preprocessing departs from MLPerf's ([]: MLPerf's pipeline)
+                    "preprocessing": {**accuracy["preprocess"], "departs_from_mlperf": pipeline_departures(accuracy)},
                     "transform": accuracy.get("transform"),
                     "calibration_list": (accuracy.get("calibration") or {}).get("list")},
     }
+
+
+def pipeline_departures(accuracy: dict) -> list[str]:
+    """How the run's preprocessing departs from MLPerf's pipeline for the model it is judged as."""
+    return mlperf_departures(accuracy.get("judged_as") or accuracy["arch"], accuracy["preprocess"])
 
 
 def readme(cfg: DictConfig, scenario: str, command: str, accuracy: dict, performance: dict) -> str:
     mark = "**DRY RUN: NOT A SUBMISSION.** Short runs on a dataset of any size, for checking the layout.\n\n" \
         if cfg.submission.dry_run else ""
     lg = performance["loadgen"]
+    pipeline = ", ".join(pipeline_departures(accuracy)) or "MLPerf's pipeline"
     return (f"# {cfg.model.name}, {scenario}\n\n{mark}Made by the ImageNet MLPerf harness "
             f"(`python -m benchmark.submission`):\n\n```\n{command}\n```\n\n"
             f"- accuracy: `{accuracy['accuracy_line']}` ({accuracy['dataset']['listed']:,} images listed)\n"
@@ -272,7 +280,9 @@ def readme(cfg: DictConfig, scenario: str, command: str, accuracy: dict, perform
             f"- model: {accuracy['model']} ({accuracy['arch']}), "
             f"checkpoint `{Path(accuracy['checkpoint']['path']).name}` "
             f"(sha256 {accuracy['checkpoint']['sha256']}), backend {accuracy['backend']} on {accuracy['device']}, "
-            f"precision {accuracy.get('precision')}\n")
+            f"precision {accuracy.get('precision')}\n"
+            f"- preprocessing: {pipeline} ({accuracy['preprocess']['name']}: "
+            f"{accuracy['preprocess']['interpolation']})\n")
 
 
 def make(cfg: DictConfig, overrides: list[str]) -> Path:
@@ -281,7 +291,7 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
     check(cfg)
     sub = cfg.submission
     judged = judged_as(cfg.model)
-    benchmark = sub.benchmark or {"resnet50": "resnet", "mobilenet_v1": "mobilenet"}[judged]
+    benchmark = sub.benchmark or family(judged).submission_benchmark
     out = Path(sub.out).expanduser().absolute()
     work = Path(sub.work).expanduser().absolute() if sub.work else out.with_name(out.name + "-runs")
     # The system description first: a missing field is refused before hours of runs.

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# MLPerf's tf2onnx inputs and outputs for each model
-MLPERF_ONNX = {"mobilenet_v1": ("input:0", ["MobilenetV1/Predictions/Reshape_1:0"]),
-               "resnet50": ("input_tensor:0", ["ArgMax:0", "softmax_tensor:0"])}
+from benchmark.families import family
+
 
 
 def free_batch(graph_def, name: str):
@@ -32,7 +31,8 @@ def mlperf_onnx(graph: Path, arch: str, out: Path, opset: int = 11, nchw: bool =
     from preprocessing.files import write_atomically
 
     if not out.exists():
-        name, outputs = MLPERF_ONNX[arch]
+        f = family(arch)  # MLPerf's tf2onnx input and outputs for the model
+        name, outputs = f.input_tensor, list(f.onnx_outputs)
         graph_def = free_batch(tf_graph_def(parse_graph_def(Path(graph).read_bytes(), str(graph))), name)
         model, _ = convert.from_graph_def(graph_def, input_names=[name],
                                           output_names=outputs, opset=opset, inputs_as_nchw=[name] if nchw else None)

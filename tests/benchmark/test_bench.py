@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.helpers import SAMPLES, SLIM_2017, need
+from tests.helpers import SAMPLES, SLIM_2017, TENSORS, need
 
 
 def in_process_timing(monkeypatch) -> list[str]:
@@ -133,8 +133,8 @@ def test_each_evaluation_row_runs_what_its_label_names(fixture_graphs, tmp_path)
     onnx = mlperf_onnx(graph, "mobilenet_v1", tmp_path / "tf2onnx.onnx")
 
     def runtime(backend: str):
-        return make_runtime("mobilenet_v1", str(graph), "mobilenet", "input:0", "MobilenetV1/Predictions/Reshape:0",
-                            backend, "cpu", 1, str(weights), str(onnx))
+        return make_runtime("mobilenet_v1", str(graph), "mobilenet", *TENSORS["mobilenet_v1"], backend, "cpu", 1,
+                            str(weights), str(onnx))
 
     assert runtime("onnxruntime").model.producer_name == "tf2onnx"
     assert runtime("onnxruntime-export").model.producer_name == "pytorch"

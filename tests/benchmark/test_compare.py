@@ -15,16 +15,14 @@ from benchmark.evaluation.normalize import Normalizer
 from benchmark.formats.checkpoint import open_checkpoint
 from benchmark.formats.frozen_graph import FrozenGraph
 from benchmark.runtimes.tf import TFGraphModel
-from tests.helpers import ENV, config, crops, resnet_inputs, slim_graph
+from tests.helpers import ENV, TENSORS, config, crops, resnet_inputs, slim_graph
 
 
 def setup(path, arch, size, x):
     ckpt = open_checkpoint(path)
     graph = FrozenGraph.from_checkpoint(ckpt)
     model, _ = load_converted(arch, ckpt, graph, None)
-    logits = {"mobilenet_v1": "MobilenetV1/Predictions/Reshape:0", "resnet50": "resnet_model/dense/BiasAdd:0"}
-    inputs = {"mobilenet_v1": "input:0", "resnet50": "input_tensor:0"}
-    tf_model = TFGraphModel(graph, inputs[arch], logits[arch], size, optimize=False)
+    tf_model = TFGraphModel(graph, *TENSORS[arch], size, optimize=False)
     return model, tf_model
 
 

@@ -147,8 +147,13 @@ def a_replaced_checkpoint_is_not_resumed(dry, tmp_path, monkeypatch):
         submission.make(config(*overrides, name="submission"), overrides)
 
 
+MLPERF_RESNET = {"name": "mlperf", "image_size": 224, "interpolation": "area", "crop_percent": 87.5, "decoder": "opencv",
+                 "resize": "opencv", "antialias": True, "crop_rounding": "floor"}
+
+
 def accuracy_run(**fields) -> dict:
-    return {"checkpoint": {"path": "/m/resnet50_v1.pb", "sha256": "ab" * 32}, "fold_bn": False, **fields}
+    return {"checkpoint": {"path": "/m/resnet50_v1.pb", "sha256": "ab" * 32}, "fold_bn": False, "arch": "resnet50",
+            "judged_as": "resnet50", "preprocess": MLPERF_RESNET, **fields}
 
 
 @pytest.mark.parametrize("fields,types,transformations", [
@@ -169,6 +174,15 @@ def test_measurements_say_what_ran(fields, types, transformations):
     CPU model freezes bfloat16 weights)."""
     m = submission.measurements(None, accuracy_run(**fields))
     assert (m["weight_data_types"], m["weight_transformations"]) == (types, transformations)
+    assert m["harness"]["preprocessing"]["departs_from_mlperf"] == []
+
+
+def test_the_preprocessing_is_said_where_it_is_not_mlperfs():
+    """An open-division run whose pipeline is called mlperf but crops 80 %: its departure written in
+    measurements.json, whatever the config's name."""
+    cropped = {**MLPERF_RESNET, "crop_percent": 80.0}
+    m = submission.measurements(None, accuracy_run(precision="fp32", preprocess=cropped))
+    assert m["harness"]["preprocessing"]["departs_from_mlperf"] == ["crop_percent=80 (MLPerf's: 87.5)"]
 
 
 def test_the_system_names_the_framework_that_ran_and_the_gpus_used(monkeypatch):

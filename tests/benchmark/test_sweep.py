@@ -67,7 +67,9 @@ def test_paired_table_counts_flips_against_mlperfs_pipeline(tmp_path):
     paths = []
     for name, (pipeline, predictions) in runs.items():
         good = sum(p == t for p, t in zip(predictions, truth))
-        run = {**base, "preprocess": {"name": pipeline, "interpolation": "linear"}, "predictions": predictions,
+        # MLPerf's pipeline is told by its settings, not its name: torchvision's as its config has them
+        settings = {"decoder": "pil", "resize": "torchvision", "crop_rounding": "round"} if pipeline == "torchvision" else {}
+        run = {**base, "preprocess": {"name": pipeline, "interpolation": "linear", **settings}, "predictions": predictions,
                "top1": 25.0 * good, "good": good, **({"precision": {"precision": "bf16"}} if "bf16" in name else {})}
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(run))

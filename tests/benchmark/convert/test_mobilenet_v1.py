@@ -14,9 +14,9 @@ from benchmark.formats.checkpoint import CheckpointError, open_checkpoint
 from benchmark.formats.frozen_graph import FrozenGraph, GraphError, parse_graph_def
 from benchmark.nn.layers import Conv2dSame, TFBatchNorm2d, fold_batch_norms
 from benchmark.runtimes.tf import TFGraphModel, tf_graph_def
-from tests.helpers import assert_same_predictions, crops, slim_graph, synthetic_images, tf_tolerance
+from tests.helpers import TENSORS, assert_same_predictions, crops, slim_graph, synthetic_images, tf_tolerance
 
-LOGITS = "MobilenetV1/Predictions/Reshape:0"
+INPUT, LOGITS = TENSORS["mobilenet_v1"]
 
 
 def torch_vs_tf(path, size, n=24, fold=False, x=None, fault=None, real=False):
@@ -33,7 +33,7 @@ def torch_vs_tf(path, size, n=24, fold=False, x=None, fault=None, real=False):
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     if fault:
         fault(model)
-    expected = TFGraphModel(FrozenGraph.from_checkpoint(ckpt), "input:0", LOGITS, size)(x)
+    expected = TFGraphModel(FrozenGraph.from_checkpoint(ckpt), INPUT, LOGITS, size)(x)
     tol = tf_tolerance(path, "mobilenet_v1", x, expected)  # from TensorFlow alone: a fault cannot widen it
     with torch.inference_mode():
         got = model(xt).numpy()

@@ -25,6 +25,7 @@ from tests.helpers import (
     ENV,
     SAMPLES,
     SMALL_RESNET,
+    TENSORS,
     assert_same_predictions,
     config,
     crops,
@@ -108,7 +109,7 @@ def check_resnet_onnx(pb, path):
     ours, theirs, spec, tf_spec = both_models(pb, path, "resnet50")
     same_structure(spec, tf_spec, "resnet50")
     check_agreement(ours, theirs, path, resnet_inputs(4, offset=2), pb, "resnet50")
-    assert logits_tensor(OnnxGraph.from_file(path)) == "resnet_model/dense/BiasAdd:0"  # the logits, not the softmax
+    assert logits_tensor(OnnxGraph.from_file(path)) == TENSORS["resnet50"][1]  # the logits, not the softmax
 
 
 # The full structure (opset 11, NCHW, as MLPerf publishes it) is checked in the slow acceptance test
@@ -130,8 +131,7 @@ def test_real_slim_graphs_through_onnx_equal_through_tf(onnx_dir):
         same_structure(spec, tf_spec, "mobilenet_v1")
         x = apply_table(lookup_table("mobilenet"), crops(6, size, offset=5, real=True))
         check_agreement(ours, theirs, path, x, pb, "mobilenet_v1")
-        tf = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), "input:0",
-                          "MobilenetV1/Predictions/Reshape:0", size)(x)
+        tf = TFGraphModel(FrozenGraph.from_checkpoint(open_checkpoint(pb)), *TENSORS["mobilenet_v1"], size)(x)
         nchw = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
         with torch.inference_mode():
             assert_same_predictions(ours(nchw).numpy(), tf, tf_tolerance(pb, "mobilenet_v1", x, tf))
@@ -166,7 +166,7 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
     ref = onnx["reference"]
     assert ref["backend"] == "onnxruntime" and ref["agreement"] == 24 and ref["disagreements"] == []
     assert ref["tensor"] == {"mobilenet_v1": "MobilenetV1/Logits/SpatialSqueeze:0",
-                             "resnet50": "resnet_model/dense/BiasAdd:0"}[arch]
+                             "resnet50": TENSORS["resnet50"][1]}[arch]
     assert f"reference onnxruntime: accuracy={ref['top1']:.3f}%" in onnx["stdout"]
     assert onnx["predictions"] == runs["graph"]["predictions"] == runs["ort"]["predictions"]
     assert runs["openvino"]["predictions"] == onnx["predictions"] and runs["openvino"]["backend"] == "openvino"

@@ -9,9 +9,9 @@ from benchmark.formats.checkpoint import open_checkpoint
 from benchmark.formats.frozen_graph import FrozenGraph, GraphError, parse_graph_def
 from benchmark.nn.layers import fold_batch_norms
 from benchmark.runtimes.tf import TFGraphModel
-from tests.helpers import resnet_inputs, tf_tolerance
+from tests.helpers import TENSORS, resnet_inputs, tf_tolerance
 
-LOGITS = "resnet_model/dense/BiasAdd:0"
+INPUT, LOGITS = TENSORS["resnet50"]
 SMALL = dict(width=16, depth=(1, 2, 1, 1))  # same structure, quick to run
 
 
@@ -26,7 +26,7 @@ def run_both(path, x, fold=False):
     model = build_model("resnet50", spec, state)
     if fold:
         fold_batch_norms(model)
-    expected = TFGraphModel(graph, "input_tensor:0", LOGITS, x.shape[1])(x)
+    expected = TFGraphModel(graph, INPUT, LOGITS, x.shape[1])(x)
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     with torch.inference_mode():
         got = model(xt).numpy()

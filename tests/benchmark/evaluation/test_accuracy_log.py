@@ -119,7 +119,7 @@ def test_compare_with_a_run(tmp_path, capsys):
     run = [65, 970, 5, 4, 3, 57, None, 415]  # 2: run wrong; 6 skipped in the run; 7 only in the run
     log = write(tmp_path, [entry(i, a) for i, a in enumerate(answers)])
     results = tmp_path / "run.json"
-    results.write_text(json.dumps({"images": [n for n, _ in LABELS[:8]], "predictions": run}))
+    results.write_text(json.dumps({"kind": "accuracy", "images": [n for n, _ in LABELS[:8]], "predictions": run}))
     c = compare_with_run(score_file(log, tmp_path / "val_map.txt"), LABELS, json.loads(results.read_text()))
     assert [r["image"][-10:-5] for r in c["log_wrong_run_right"]] == ["00002"]
     assert c["log_wrong_run_right"][0] == {"image": LABELS[1][0], "label": 970, "log": 1, "run": 970}
@@ -132,9 +132,13 @@ def test_compare_with_a_run(tmp_path, capsys):
     assert out[2] == f"compared with {results}: 6 images in both, 3 answered the same"
     assert "1 the log gets wrong, the run right:" in out
     assert f"  {LABELS[1][0]}: label 970, log 1, run 970" in out
-    results.write_text(json.dumps({"predictions": run}))
+    results.write_text(json.dumps({"kind": "accuracy", "predictions": run}))
     assert main([str(log), "--compare", str(results)]) == 2
     assert "no 'images' and 'predictions'" in capsys.readouterr().err
+    results.write_text(json.dumps({"kind": "loadgen-performance", "loadgen": {"mode": "performance"}}))
+    assert main([str(log), "--compare", str(results)]) == 2
+    assert "a LoadGen performance run's results (its speed: no prediction); mlperf_log --compare reads an " \
+           "accuracy run's results" in capsys.readouterr().err
 
 
 def test_a_module_run_is_judged_as_the_model_it_ports(tmp_path, capsys):
@@ -143,7 +147,8 @@ def test_a_module_run_is_judged_as_the_model_it_ports(tmp_path, capsys):
     log = write(tmp_path, [entry(i, label) for i, (_, label) in enumerate(LABELS)])
     results = tmp_path / "run.json"
     why = "the model is your module tests.ports:MobileNetV1Port, not MLPerf's conversion of its checkpoint"
-    results.write_text(json.dumps({"images": [n for n, _ in LABELS], "predictions": [label for _, label in LABELS],
+    results.write_text(json.dumps({"kind": "accuracy", "images": [n for n, _ in LABELS],
+                                   "predictions": [label for _, label in LABELS],
                                    "arch": "module", "judged_as": "mobilenet_v1",
                                    "mlperf_target": {"reservations": [why]}}))
     assert main([str(log), "--compare", str(results)]) == 0
