@@ -17,13 +17,17 @@ import csv
 import sys
 from pathlib import Path
 
-from benchmark.evaluation.results import ResultsError, read_results
+from benchmark.evaluation.metrics import METRICS
 from benchmark.evaluation.pairs import model_key, model_names, pair_runs, pipeline_label, precision_of, variant
+from benchmark.evaluation.results import ResultsError, read_results
 from preprocessing.errors import UserError
 
+# every metric's column after top-1 and top-5 (evaluation/metrics.py: a new metric is a new column)
+EXTRA = [m for m in METRICS if m.name not in ("top1", "top5")]
 COLUMNS = ["model", "checkpoint", "image_size", "pipeline", "decoder", "resize", "interpolation",
-           "antialias", "crop_percent", "crop_rounding", "precision", "backend", "device", "top1", "top5", "good",
-           "total", "label_set", "real_top1", "real_top5", "real_total", "images_per_s", "opencv", "pillow", "torch", "file"]
+           "antialias", "crop_percent", "crop_rounding", "precision", "backend", "device", "top1", "top5",
+           *(m.name for m in EXTRA), "good", "total", "label_set", "real_top1", "real_top5", "real_total",
+           "images_per_s", "opencv", "pillow", "torch", "file"]
 
 
 class TableError(UserError, ValueError):
@@ -40,6 +44,7 @@ def row(r: dict, path: Path, model: str) -> dict:
         "interpolation": p["interpolation"], "antialias": p.get("antialias", True),
         "crop_percent": p.get("crop_percent", 87.5), "crop_rounding": p.get("crop_rounding", "floor"),
         "backend": r["backend"], "device": r["device"], "top1": f"{r['top1']:.3f}", "top5": f"{r['top5']:.3f}",
+        **{m.name: m.text(r) for m in EXTRA},
         "good": r["good"], "total": r["total"],
         # ImageNet-ReaL (labels.real=true): empty where the run was not scored against it
         "label_set": (r.get("dataset") or {}).get("label_set", ""),

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark.evaluation import real
 from benchmark.evaluation.gate import gate
+from benchmark.evaluation.metrics import measured
 from benchmark.evaluation.results import stamped
 from benchmark.evaluation.scoring import NUM_CLASSES
 from preprocessing.files import write_text_atomically
@@ -137,7 +138,7 @@ def results_dict(cfg: DictConfig, s, result, reference, elapsed: float, against_
     for i, p in zip(s.readable.tolist(), result.predictions.tolist()):
         predictions[i] = p
     calls = result.calls(s.readable.tolist(), len(s.inputs.dataset))
-    return stamped({
+    results = stamped({
         **run_facts(cfg, s),
         "top1": result.top1,
         "top5": result.top5,
@@ -159,6 +160,7 @@ def results_dict(cfg: DictConfig, s, result, reference, elapsed: float, against_
         "timing": s.timing,  # seconds per stage; the evaluation's images/s after its first batch
         "elapsed_s": round(elapsed, 3),
     }, "accuracy")
+    return {**results, "metrics": measured(results)}  # every metric (evaluation/metrics.py), by name
 
 
 def write_results(results: dict, cfg: DictConfig, default: Path | None = None) -> Path:

@@ -13,6 +13,7 @@ import shutil
 from html import escape
 from pathlib import Path
 
+from benchmark.evaluation.metrics import METRICS
 from benchmark.evaluation.pairs import NEAR_TIE, Pair, model_key, model_names, pair_runs, run_label
 from benchmark.html.thumbnails import Crops, original_name, original_source, write_original
 from preprocessing.dataset import shipped
@@ -218,14 +219,15 @@ def reference_section(r: dict, path: Path, names: list[str], images: Images) -> 
 
 def accuracy_rows(runs: list[tuple[dict, Path]]) -> tuple[list[str], list[list]]:
     real = any(r.get("real") for r, _ in runs)
-    header = ["run", "file", "label set (layout)", "images", "top-1", "good", "top-5"] + \
+    extra = [m for m in METRICS if m.name not in ("top1", "top5")]  # evaluation/metrics.py
+    header = ["run", "file", "label set (layout)", "images", "top-1", "good", "top-5"] + [m.title for m in extra] + \
         (["ReaL top-1", "ReaL top-5", "ReaL images"] if real else []) + ["images/s"]
     rows = []
     for r, path in runs:
         d = r.get("dataset") or {}
         ips = (r.get("timing") or {}).get("eval_images_per_s")
         row = [escape(run_label(r)), escape(path.name), escape(f"{d.get('label_set', '')} ({d.get('layout', '')})"),
-               r["total"], pct(r["top1"]), r["good"], pct(r["top5"])]
+               r["total"], pct(r["top1"]), r["good"], pct(r["top5"]), *(m.text(r) for m in extra)]
         if real:
             rr = r.get("real") or {}
             row += [pct(rr.get("top1")), pct(rr.get("top5")), rr.get("total", "not scored")]
@@ -238,8 +240,8 @@ def model_page(model: str, runs: list[tuple[dict, Path]], pairs: list[Pair], unp
     names = class_names()
     images = Images(folder)
     header, rows = accuracy_rows(runs)
-    numeric = {i for i, h in enumerate(header) if h in ("images", "top-1", "good", "top-5", "ReaL top-1",
-                                                          "ReaL top-5", "ReaL images", "images/s")}
+    numeric = {i for i, h in enumerate(header) if h in ("images", "good", "ReaL top-1", "ReaL top-5", "ReaL images",
+                                                          "images/s", *(m.title for m in METRICS))}
     pair_rows = [[f'<a href="#pair-{k}">{escape(p.run.label)}</a>', escape(p.baseline.label), p.images,
                   f"{100 * p.comparison['good_b'] / p.images:.3f}", f"{100 * p.comparison['good_a'] / p.images:.3f}",
                   f"{p.difference:+.2f}", f"[{p.interval[0]:+.2f}, {p.interval[1]:+.2f}]", p.comparison["fixed"],
