@@ -150,7 +150,7 @@ def setup(cfg: DictConfig) -> Setup:
     batch_size = cfg.batch_size or runtimes.default_batch_size(runtime.device)
     clock = time.perf_counter()
     inputs = prepare(cfg, runtime.image_size, dataset)
-    if real.asked(cfg):
+    if real_asked(cfg):
         real.check(inputs.dataset.names)  # before any image is read
     cache = build_cache(cfg, inputs)
     timing["cache_s"] = round(time.perf_counter() - clock, 3)  # checking a built cache, or building it
@@ -170,6 +170,48 @@ def setup(cfg: DictConfig) -> Setup:
                  np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing,
                  world, reservations(judged, checkpoint, mlperfs, calibration, transform, module, pipeline),
                  reservations(judged, checkpoint, mlperfs, None, None, module, pipeline), transform, judged, ref_source)
+
+
+def real_asked(cfg: DictConfig) -> bool:
+    """labels.real=true: ImageNet-ReaL's scores too."""
+    return bool((cfg.get("labels") or {}).get("real"))
+
+
+def run_facts(cfg: DictConfig, s: Setup) -> report.RunFacts:
+    """What was run, on what, with what: the config and the Setup read here, once, for the results."""
+    inputs, cache, ckpt, runtime = s.inputs, s.cache, s.ckpt, s.runtime
+    return report.RunFacts(
+        model=cfg.model.name, arch=cfg.model.arch, judged_as=s.judged,
+        checkpoint={"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256},
+        image_size=inputs.image_size, preprocess={**inputs.settings.to_dict(), "cache": str(cache.folder)},
+        normalization=cfg.model.normalization, backend=cfg.backend, device=runtime.device,
+        runtime_version=runtime.version, precision=runtime.precision, numerics=runtime.numerics,
+        transform=s.transform.to_dict() if s.transform is not None else None, batch_size=s.batch_size,
+        fold_bn=runtime.folded, cpu_fusion=runtime.cpu_fusion, cuda_graphs=runtime.cuda_graphs, threads=s.threads,
+        distributed=s.world.to_dict() if s.world.size > 1 else None,
+        dataset={"root": str(inputs.dataset.root), "layout": inputs.dataset.layout,
+                 "label_set": inputs.dataset.label_set, "labels_from": inputs.dataset.labels_from,
+                 "labels": str(inputs.dataset.labels_file) if inputs.dataset.labels_file else None,
+                 "absent_validation_images": inputs.dataset.absent, "limit": cfg.dataset.limit,
+                 "listed": len(inputs.dataset), "on_error": cfg.dataset.on_error},
+        skipped=[{"file": inputs.dataset.names[i], "reason": reason} for i, reason in sorted(cache.failed.items())],
+        conversion=s.source.conversion, config=OmegaConf.to_container(cfg, resolve=True))
+
+
+def results_dict(cfg: DictConfig, s: Setup, result: Score, reference: dict | None, elapsed: float,
+                 against_exact: dict | None = None) -> dict:
+    """The results JSON of an accuracy run (evaluation/report.py), from the config and the Setup."""
+    return report.results_dict(run_facts(cfg, s), result, s.inputs.dataset.names, s.inputs.dataset.labels,
+                               s.readable.tolist(), gate(s.judged, result.top1, result.total, s.reservations),
+                               real_asked(cfg), reference, elapsed, against_exact, s.calibration, s.timing)
+
+
+def results_path(cfg: DictConfig, default: Path | None = None) -> Path:
+    """Where the results go: results_file=, else `default` (a LoadGen run's folder), else results/runs/."""
+    if cfg.results_file:
+        return Path(cfg.results_file).expanduser()
+    return default if default is not None else report.default_results_path(cfg.model.name, cfg.preprocess.name,
+                                                                           cfg.backend)
 
 
 def evaluate(cfg: DictConfig, s: Setup, runtime: runtimes.Runtime, timing: dict) -> np.ndarray | None:
@@ -257,7 +299,7 @@ def run(cfg: DictConfig) -> dict | None:
     against_exact = precision.against_exact(cfg, s, result, logits, exact_logits, exact_timing) \
         if s.exact is not None else None
     reference = reference_comparison(cfg, s, result, logits, ref_logits, ref_timing)
-    results = report.results_dict(cfg, s, result, reference, time.time() - started, against_exact)
-    path = report.write_results(results, cfg)
+    results = results_dict(cfg, s, result, reference, time.time() - started, against_exact)
+    path = report.write_results(results, results_path(cfg))
     print_outcome(result, s, reference, path, against_exact, results["real"])
     return results

@@ -152,3 +152,28 @@ def test_no_runtime_is_probed_or_told_by_its_name_outside_runtimes():
                 found.append(f"{relative}:{number}: {line.strip()}")
     assert not found, "\n".join(found)
     assert PROBE.search('x = getattr(s.runtime, "padding", None)') and NAME_TEST.search('if cfg.backend != "torch":')
+
+
+# The layers below the commands' stages read typed parts, never the Hydra config or a run's Setup:
+# evaluation/ and html/ take explicit fields (report.RunFacts, a Score, lists), so no parameter there
+# may be the config (named cfg, or a DictConfig) or a Setup, typed or not (named s, the name an
+# untyped Setup went by: it hid report.run_facts' dependency on run.py from the import rule).
+EXPLICIT = ("benchmark/evaluation", "benchmark/html")
+
+
+def test_evaluation_takes_no_config_and_no_setup():
+    found = []
+    for folder in EXPLICIT:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                    found += [f"{path.name}: imports {n}" for n in names if n.split(".")[0] == "omegaconf"
+                              or n == "benchmark.run"]
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    for a in node.args.args + node.args.kwonlyargs:
+                        note = ast.unparse(a.annotation) if a.annotation is not None else ""
+                        if a.arg in ("cfg", "s") or "DictConfig" in note or "Setup" in note:
+                            found.append(f"{path.name}: {node.name}({a.arg}{': ' + note if note else ''})")
+    assert not found, found

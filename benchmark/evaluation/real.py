@@ -42,10 +42,6 @@ def set_of(name: str, sets: tuple[frozenset, ...]) -> frozenset:
     return sets[number - 1]
 
 
-def asked(cfg) -> bool:
-    return bool((cfg.get("labels") or {}).get("real"))
-
-
 def check(names: list[str]) -> None:
     """Before any image is read: every image must be a validation image (the error names the first
     that is not)."""

@@ -6,14 +6,12 @@ import json
 import os
 import platform
 import subprocess
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
-
 from benchmark.evaluation import real
-from benchmark.evaluation.gate import gate
 from benchmark.evaluation.metrics import measured
 from benchmark.evaluation.results import stamped
 from benchmark.evaluation.scoring import NUM_CLASSES
@@ -89,89 +87,86 @@ def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list
     }
 
 
-def run_facts(cfg: DictConfig, s) -> dict:
-    """What was run, on what, with what (run.Setup): the fields every results JSON has."""
-    inputs, cache, ckpt = s.inputs, s.cache, s.ckpt
-    return {
-        "model": cfg.model.name,
-        "arch": cfg.model.arch,
-        "judged_as": s.judged,  # the family whose MLPerf target applies (a module's: the one it ports)
-        "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256},
-        "image_size": inputs.image_size,
-        "preprocess": {**inputs.settings.to_dict(), "cache": str(cache.folder)},
-        "normalization": cfg.model.normalization,
-        "backend": cfg.backend,
-        "device": s.runtime.device,
-        "runtime_version": s.runtime.version,  # the library that ran the model
-        # what ran: the torch runtime's precision and the arithmetic read inside its forward; the other
-        # runtimes run the model's float32 graph
-        "precision": s.runtime.precision,
-        "numerics": s.runtime.numerics,
-        "transform": s.transform.to_dict() if s.transform is not None else None,
-        "batch_size": s.batch_size,
-        # folded by the harness (a user's module runs as it is: never); None: a runtime of the graph's own
-        "fold_bn": s.runtime.folded,
-        "cpu_fusion": s.runtime.cpu_fusion,
-        "cuda_graphs": s.runtime.cuda_graphs,
-        "threads": s.threads,
-        "distributed": s.world.to_dict() if s.world.size > 1 else None,
-        "dataset": {"root": str(inputs.dataset.root), "layout": inputs.dataset.layout,
-                    "label_set": inputs.dataset.label_set,
-                    "labels_from": inputs.dataset.labels_from,
-                    "labels": str(inputs.dataset.labels_file) if inputs.dataset.labels_file else None,
-                    "absent_validation_images": inputs.dataset.absent,
-                    "limit": cfg.dataset.limit, "listed": len(inputs.dataset),
-                    "on_error": cfg.dataset.on_error},
-        "skipped": [{"file": inputs.dataset.names[i], "reason": reason}
-                    for i, reason in sorted(cache.failed.items())],
-        "conversion": s.source.conversion,
-        "versions": library_versions(),
-        "git": git_commit(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+@dataclass(frozen=True)
+class RunFacts:
+    """What was run, on what, with what: the fields every results file has, each resolved by the
+    command that ran it (run.run_facts) and given here explicitly."""
+    model: str
+    arch: str
+    judged_as: str  # the family whose MLPerf target applies (a module's: the one it ports)
+    checkpoint: dict  # path, member, sha256
+    image_size: int
+    preprocess: dict  # every setting of the pipeline and the cache folder
+    normalization: str
+    backend: str
+    device: str
+    runtime_version: str | None  # the library that ran the model
+    # what ran: the torch runtime's precision and the arithmetic read inside its forward; the other
+    # runtimes run the model's float32 graph
+    precision: str
+    numerics: dict | None
+    transform: dict | None
+    batch_size: int
+    fold_bn: bool | None  # folded by the harness (a user's module runs as it is: never); None: the graph's own
+    cpu_fusion: bool | str | None
+    cuda_graphs: bool | None
+    threads: int
+    distributed: dict | None
+    dataset: dict
+    skipped: list  # each image skipped as unreadable: its file and the reason
+    conversion: dict | None
+    config: dict  # the whole resolved config, as the command read it
+
+    def to_dict(self) -> dict:
+        """The fields, with the library versions, the harness's commit and the time."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "config"},
+                "versions": library_versions(), "git": git_commit(), "config": self.config,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def results_dict(cfg: DictConfig, s, result, reference, elapsed: float, against_exact: dict | None = None) -> dict:
-    """The results JSON of an accuracy run: its facts, scores, predictions and reference comparison."""
-    predictions = [None] * len(s.inputs.dataset)  # None: skipped as unreadable
-    for i, p in zip(s.readable.tolist(), result.predictions.tolist()):
+def results_dict(facts: RunFacts, result, images: list[str], labels: list[int], readable: list[int],
+                 target, real_scored: bool, reference: dict | None, elapsed: float,
+                 against_exact: dict | None = None, calibration: dict | None = None,
+                 timing: dict | None = None) -> dict:
+    """The results JSON of an accuracy run: its facts, scores (`result`: scoring.Score of the images
+    at `readable` among the listed `images`), MLPerf's target (`target`: gate.Gate or None),
+    predictions and comparisons; ImageNet-ReaL's scores where `real_scored` (labels.real=true)."""
+    predictions = [None] * len(images)  # None: skipped as unreadable
+    for i, p in zip(readable, result.predictions.tolist()):
         predictions[i] = p
-    calls = result.calls(s.readable.tolist(), len(s.inputs.dataset))
+    calls = result.calls(readable, len(images))
     results = stamped({
-        **run_facts(cfg, s),
+        **facts.to_dict(),
         "top1": result.top1,
         "top5": result.top5,
         "good": result.good,
         "top5_good": result.top5_good,
         "total": result.total,
         "accuracy_line": result.mlperf_line(),
-        "mlperf_target": target.to_dict() if (target := gate(s.judged, result.top1, result.total,
-                                                             s.reservations)) else None,
+        "mlperf_target": target.to_dict() if target else None,
         "predictions": predictions,
-        "images": s.inputs.dataset.names,  # the file of each prediction
-        "ground_truth": [int(x) for x in s.inputs.dataset.labels],  # its label
+        "images": list(images),  # the file of each prediction
+        "ground_truth": [int(x) for x in labels],  # its label
         # each image's five best classes, their probabilities and the label's (how close each call was)
         "calls": calls,
-        "real": real.score(s.inputs.dataset.names, calls["top5"]) if real.asked(cfg) else None,  # labels.real
+        "real": real.score(list(images), calls["top5"]) if real_scored else None,  # labels.real
         "reference": reference,
         "against_exact": against_exact,  # precision= other than fp32, model.transform=: against exact fp32
-        "calibration": s.calibration,
-        "timing": s.timing,  # seconds per stage; the evaluation's images/s after its first batch
+        "calibration": calibration,
+        "timing": timing,  # seconds per stage; the evaluation's images/s after its first batch
         "elapsed_s": round(elapsed, 3),
     }, "accuracy")
     return {**results, "metrics": measured(results)}  # every metric (evaluation/metrics.py), by name
 
 
-def write_results(results: dict, cfg: DictConfig, default: Path | None = None) -> Path:
-    if cfg.results_file:
-        path = Path(cfg.results_file).expanduser()
-    elif default is not None:
-        path = default
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")  # sweep jobs can share a second and a pid
-        path = Path("results/runs") / (f"{cfg.model.name}-{cfg.preprocess.name}-{cfg.backend}-"
-                                       f"{stamp}-{os.getpid()}.json")
+def default_results_path(model: str, pipeline: str, backend: str) -> Path:
+    """results/runs/<model>-<pipeline>-<backend>-<time>-<pid>.json."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")  # sweep jobs can share a second and a pid
+    return Path("results/runs") / f"{model}-{pipeline}-{backend}-{stamp}-{os.getpid()}.json"
+
+
+def write_results(results: dict, path: Path) -> Path:
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, to_json(results))
     return path

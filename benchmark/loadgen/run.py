@@ -19,7 +19,8 @@ from benchmark.evaluation.results import stamped
 from benchmark.families import family
 from benchmark.loadgen import settings as lgs
 from benchmark.loadgen.sut import SampleLibrary, SystemUnderTest
-from benchmark.run import Setup, print_outcome, reference_comparison, setup
+from benchmark.run import (Setup, print_outcome, reference_comparison, results_dict, results_path, run_facts,
+                           setup)
 from preprocessing.errors import ConfigError
 
 INCOMPLETE = "INCOMPLETE"  # in a log folder whose run did not finish; removed when it does
@@ -200,12 +201,12 @@ def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_f
         raise RuntimeError(f"LoadGen's accuracy log ({logged.mlperf_line()}) does not hold what the system "
                            f"under test answered ({result.mlperf_line()}) in {folder}")
     reference = reference_comparison(cfg, s, result, sut.logits)
-    results = stamped({**report.results_dict(cfg, s, result, reference, time.time() - started),
+    results = stamped({**results_dict(cfg, s, result, reference, time.time() - started),
                        "loadgen": {**facts, "accuracy_log": str(folder / "mlperf_log_accuracy.json"),
                                    "log_accuracy_line": logged.mlperf_line(),
                                    "answered_again": logged.duplicates}},  # LoadGen's repeats, counted once
                       "loadgen-accuracy")
-    path = report.write_results(results, cfg, folder / "results.json")
+    path = report.write_results(results, results_path(cfg, folder / "results.json"))
     print_outcome(result, s, reference, path, real_score=results["real"])
     return results
 
@@ -213,10 +214,10 @@ def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_f
 def performance_results(cfg, s: Setup, folder: Path, facts: dict, started: float) -> dict:
     detail = lgs.read_detail_log(folder / "mlperf_log_detail.txt")
     outcome = lgs.outcome(detail, facts["scenario"])
-    results = stamped({**report.run_facts(cfg, s), "loadgen": {**facts, **outcome,
+    results = stamped({**run_facts(cfg, s).to_dict(), "loadgen": {**facts, **outcome,
                                                                  "summary": str(folder / "mlperf_log_summary.txt")},
                        "elapsed_s": round(time.time() - started, 3)}, "loadgen-performance")
-    path = report.write_results(results, cfg, folder / "results.json")
+    path = report.write_results(results, results_path(cfg, folder / "results.json"))
     print(f"results: {path}", file=sys.stderr)
     if line := padding_line(facts["padding"]):
         print(line, file=sys.stderr)
