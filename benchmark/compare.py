@@ -244,9 +244,9 @@ def compare(cfg: DictConfig) -> dict:
 
     from benchmark import runtimes
     from benchmark.run import model_source
-    from preprocessing.stage import build_cache, listed, prepare
+    from preprocessing.stage import CacheSpec, DatasetSpec, PipelineSpec, build_cache, prepare
 
-    dataset = listed(cfg)  # before a checkpoint is opened (downloaded): a wrong dataset.root said first
+    dataset = DatasetSpec.from_config(cfg).listed()  # before a checkpoint is opened (downloaded)
     if cfg.model.arch == "module" or cfg.model.get("transform"):
         return save(cfg, against_exact(cfg, dataset))
     source = model_source(cfg)
@@ -255,15 +255,17 @@ def compare(cfg: DictConfig) -> dict:
     reference = runtimes.create("onnxruntime" if source.ckpt.is_onnx else "tf", source,
                                 runtimes.Options(threads=cfg.threads, role="reference", optimize=False))
     model = source.torch_model(fold_bn=False)  # each layer as the graph has it (an ONNX model: folded)
-    inputs = prepare(cfg, reference.image_size, dataset)
+    inputs = prepare(dataset, PipelineSpec.from_config(cfg), reference.image_size)
     normalize = source.normalize
-    tf_crops = np.asarray(build_cache(cfg, inputs).images)
+    caches = CacheSpec.from_config(cfg)
+    tf_crops = np.asarray(build_cache(caches, inputs).images)
     torch_crops = tf_crops
     if cfg.compare_preprocess:
         other = cfg.copy()
         with open_dict(other):
             other.preprocess = _preprocess_config(cfg.compare_preprocess, cfg)
-        torch_crops = np.asarray(build_cache(other, prepare(other, reference.image_size)).images)
+        other_inputs = prepare(dataset, PipelineSpec.from_config(other), reference.image_size)
+        torch_crops = np.asarray(build_cache(caches, other_inputs).images)
     report = compare_layers(model, model.spec.taps, reference, normalize(torch_crops), normalize(tf_crops))
     reference.close()
     report.update({"model": cfg.model.name, "checkpoint": str(source.ckpt.path), "images": len(tf_crops),
@@ -272,12 +274,12 @@ def compare(cfg: DictConfig) -> dict:
     return save(cfg, report)
 
 
-def against_exact(cfg: DictConfig, dataset=None) -> dict:
+def against_exact(cfg: DictConfig, dataset) -> dict:
     """A user's module or a transformed model against the exact conversion, layer by layer, on the
     dataset's first images (dataset.limit) as MLPerf's pipeline crops them for the ported model."""
     from benchmark.nn.transform import load_transform
     from benchmark.run import check_reference, model_source, reference_source
-    from preprocessing.stage import build_cache, prepare
+    from preprocessing.stage import CacheSpec, PipelineSpec, build_cache, prepare
 
     check_reference(cfg)
     source = model_source(cfg)
@@ -299,8 +301,8 @@ def against_exact(cfg: DictConfig, dataset=None) -> dict:
     transform = load_transform(cfg.model.get("transform"))
     if transform is not None:
         model = transform.apply(model)
-    inputs = prepare(cfg, size, dataset)
-    crops = np.asarray(build_cache(cfg, inputs).images)
+    inputs = prepare(dataset, PipelineSpec.from_config(cfg), size)
+    crops = np.asarray(build_cache(CacheSpec.from_config(cfg), inputs).images)
 
     def nchw(normalize):
         return torch.from_numpy(normalize(crops)).permute(0, 3, 1, 2).contiguous()

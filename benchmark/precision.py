@@ -11,41 +11,38 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
 from benchmark import runtimes
 from benchmark.evaluation.gate import gate
 from benchmark.evaluation.scoring import score
 from benchmark.evaluation.significance import paired
 from preprocessing.calibration import calibration_dataset, needed, read_list
-from preprocessing.dataset import load_dataset
 from preprocessing.errors import ConfigError
-from preprocessing.stage import Inputs, build_cache, cache_dir, require
+from preprocessing.stage import CacheSpec, DatasetSpec, Inputs, build_cache
 
 
-def check_transform(cfg: DictConfig, transform) -> None:
+def check_transform(arch: str, precision: str, backend: str, transform) -> None:
     """A transform is of the torch backend's converted model; with int8 it is refused (the harness
     quantizes its own conversion with its own recipe: quantize in the transform instead), and so is
     int8 of a user's module (model=module)."""
-    if cfg.model.arch == "module" and str(cfg.get("precision", "fp32")) == "int8":
+    if arch == "module" and precision == "int8":
         raise ConfigError("precision=int8 with model=module: the harness quantizes its own conversion with its own "
                           "recipe, not your module; quantize in the module or a transform (precision=fp32)")
     if transform is None:
         return
-    runtimes.supports(cfg.backend, transform=transform)
-    if str(cfg.get("precision", "fp32")) == "int8":
+    runtimes.supports(backend, transform=transform)
+    if precision == "int8":
         raise ConfigError(f"model.transform={transform.target} with precision=int8: the harness quantizes its own "
                           f"conversion with its own recipe, not a transformed model; quantize in the transform "
                           f"(precision=fp32), or run precision=int8 without it")
 
 
-def exact_runtime(cfg: DictConfig, source, options: runtimes.Options, transform=None):
+def exact_runtime(precision: str, backend: str, source, options: runtimes.Options, transform=None):
     """The exact fp32 torch model a precision= or model.transform= run is compared with (None for an
     exact run)."""
-    chosen = str(cfg.get("precision", "fp32"))
-    if chosen == "fp32" and transform is None:
+    if precision == "fp32" and transform is None:
         return None
-    runtimes.supports(cfg.backend, precision=chosen)
+    runtimes.supports(backend, precision=precision)
     return runtimes.create("torch", source, options)
 
 
@@ -68,32 +65,34 @@ def code_digest(module_file: str) -> str:
     return h.hexdigest()
 
 
-def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, batch_size: int) -> dict:
-    """int8: the listed images of dataset.root (all of it, not dataset.limit's part) cropped by the
-    evaluation's pipeline and cached, the model quantized on them; the quantized model is kept in
-    the cache, keyed on what it was made from: the checkpoint, the converted model itself, the
-    normalisation, the list, the pipeline's crops, the model and quantization code, the library
-    versions and the engine."""
+def calibrate(runtime, checkpoint_sha256: str, inputs: Inputs, batch_size: int, listed: str,
+              min_images: int | None, dataset: DatasetSpec, caches: CacheSpec, model_name: str, fold_bn: bool) -> dict:
+    """int8: the images of the calibration list `listed` (calibration.list; `min_images`: how few may
+    do) found in the dataset (all of it, not dataset.limit's part) cropped by the evaluation's
+    pipeline and cached, the model quantized on them; the quantized model is kept in the cache,
+    keyed on what it was made from: the checkpoint, the converted model itself, the normalisation,
+    the list, the pipeline's crops, the model and quantization code, the library versions and the
+    engine."""
     import torch
 
     from benchmark.nn import quantize
     from benchmark.nn.quantize import recipe
 
     clock = time.perf_counter()
-    cal = read_list(str(cfg.calibration.list))
+    cal = read_list(str(listed))
     if cal.note:
         print(f"calibration: {cal.note}", file=sys.stderr)
-    full = load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, None, layout=cfg.dataset.layout)
-    subset, missing = calibration_dataset(full, cal, cfg.calibration.min_images)
+    full = dataset.listed(whole=True)
+    subset, missing = calibration_dataset(full, cal, min_images)
     if missing:
         print(f"calibration: {len(missing)} of the {len(cal.names)} images of {cal.path} are not in "
               f"{full.root}: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""), file=sys.stderr)
-    crops = build_cache(cfg, Inputs(inputs.image_size, subset, inputs.settings))
+    crops = build_cache(caches, Inputs(inputs.image_size, subset, inputs.settings))
     # An image that could not be read (dataset.on_error=skip) is a blank crop in the cache: left out
     # of calibration, counted and named, never fed to the observers.
     unreadable = [subset.names[i] for i in sorted(crops.failed)]
     readable = np.array([i for i in range(len(subset)) if i not in crops.failed], dtype=np.int64)
-    need = needed(cal, cfg.calibration.min_images)
+    need = needed(cal, min_images)
     if unreadable:
         print(f"calibration: {len(unreadable)} listed image(s) could not be read and are left out: "
               f"{', '.join(unreadable[:10])}" + (" ..." if len(unreadable) > 10 else ""), file=sys.stderr)
@@ -103,14 +102,14 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
                           f"(calibration.min_images= allows fewer)")
     key = hashlib.sha256(json.dumps({
         "checkpoint": checkpoint_sha256, "list": cal.sha256, "crops": crops.folder.name,
-        "torch": torch.__version__, "recipe": recipe().to_dict(), "fold_bn": bool(cfg.fold_bn),
+        "torch": torch.__version__, "recipe": recipe().to_dict(), "fold_bn": bool(fold_bn),
         # what was quantized: the converted model (a converter fix changes it) and its input's normalisation
         "model": model_digest(runtime.model),
         "normalizer": hashlib.sha256(runtime.normalize.table.tobytes()).hexdigest(),
         # the code that runs it and the recipe: a change to either never reuses a model made before
         "code": code_digest(quantize.__file__)},
         sort_keys=True).encode()).hexdigest()
-    saved = cache_dir(cfg) / "int8" / f"{cfg.model.name}-{key[:20]}.pt"
+    saved = caches.folder / "int8" / f"{model_name}-{key[:20]}.pt"
     reused = saved.is_file()
     saved.parent.mkdir(parents=True, exist_ok=True)
     runtime.quantize(np.asarray(crops.images)[readable], batch_size, saved)
@@ -122,17 +121,22 @@ def calibrate(cfg: DictConfig, runtime, checkpoint_sha256: str, inputs: Inputs, 
             "seconds": round(time.perf_counter() - clock, 3)}
 
 
-def against_exact(cfg: DictConfig, s, result, logits: np.ndarray, exact_logits: np.ndarray, timing: dict) -> dict:
-    """The exact fp32 model's logits on the same crops against the run's: both top-1s, the images the
-    precision fixes and breaks (McNemar's p), the largest logit difference, MLPerf's gate for both,
-    and both speeds."""
-    exact = score(exact_logits, s.labels)
-    flips = paired(s.labels, exact.predictions, result.predictions, s.names)
-    gates = {"fp32": gate(s.judged, exact.top1, exact.total, s.exact_reservations),
-             "run": gate(s.judged, result.top1, result.total, s.reservations)}
+def against_exact(precision: str, transform, result, logits: np.ndarray, exact_logits: np.ndarray, labels: np.ndarray,
+                  names: list[str], readable: list[int], listed: int, judged: str, reservations: tuple[str, ...],
+                  exact_reservations: tuple[str, ...], speed: float | None, timing: dict,
+                  exact_numerics: dict | None) -> dict:
+    """The exact fp32 model's logits on the same crops against the run's (`precision`, `transform`):
+    both top-1s, the images the run fixes and breaks (McNemar's p), the largest logit difference,
+    MLPerf's gate for both (the family `judged`, each side's reservations), and both speeds (the
+    run's `speed`, the exact model's in `timing`). `labels`/`names`: of the images scored, at
+    `readable` among the `listed` ones."""
+    exact = score(exact_logits, labels)
+    flips = paired(labels, exact.predictions, result.predictions, names)
+    gates = {"fp32": gate(judged, exact.top1, exact.total, exact_reservations),
+             "run": gate(judged, result.top1, result.total, reservations)}
     return {
-        "precision": str(cfg.precision),
-        "transform": s.transform.to_dict() if s.transform is not None else None,
+        "precision": precision,
+        "transform": transform.to_dict() if transform is not None else None,
         "top1": result.top1, "good": result.good,
         "fp32_top1": exact.top1, "fp32_good": exact.good, "total": result.total,
         "fixed": flips["fixed"], "broken": flips["broken"], "mcnemar_p": flips["mcnemar_p"],
@@ -140,9 +144,9 @@ def against_exact(cfg: DictConfig, s, result, logits: np.ndarray, exact_logits: 
         "same_prediction": flips["same_prediction"],
         "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - exact_logits).max()),
         "mlperf_target": {k: g.to_dict() if g else None for k, g in gates.items()},
-        "images_per_s": s.timing.get("eval_images_per_s"), "fp32_images_per_s": timing.get("eval_images_per_s"),
-        "fp32_numerics": s.exact.numerics,
-        "fp32_calls": exact.calls(s.readable.tolist(), len(s.inputs.dataset)),  # how close each exact call was
+        "images_per_s": speed, "fp32_images_per_s": timing.get("eval_images_per_s"),
+        "fp32_numerics": exact_numerics,
+        "fp32_calls": exact.calls(readable, listed),  # how close each exact call was
     }
 
 

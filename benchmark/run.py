@@ -21,7 +21,7 @@ from benchmark.nn.transform import Transform, load_transform
 from benchmark.runtimes.source import ModelSource, is_mlperfs, open_model_checkpoint
 from preprocessing.cache import CropCache
 from preprocessing.errors import ConfigError
-from preprocessing.stage import Inputs, build_cache, default_cache_dir, listed, prepare
+from preprocessing.stage import CacheSpec, DatasetSpec, Inputs, PipelineSpec, build_cache, default_cache_dir, prepare
 
 
 def checkpoint_dir(cfg: DictConfig) -> Path:
@@ -124,7 +124,7 @@ def setup(cfg: DictConfig) -> Setup:
     threads = torch.get_num_threads()
     # Every local input is checked before a checkpoint is opened (a first run downloads it): the
     # dataset listed, int8's calibration list read.
-    dataset = listed(cfg)
+    dataset = DatasetSpec.from_config(cfg).listed()
     if str(cfg.get("precision", "fp32")) == "int8":
         from preprocessing.calibration import read_list
 
@@ -135,7 +135,7 @@ def setup(cfg: DictConfig) -> Setup:
     # Each runtime reads or converts what it runs; a misnamed tensor or a refused combination is an
     # error here, before any preprocessing.
     transform = load_transform(cfg.model.get("transform"))
-    precision.check_transform(cfg, transform)
+    precision.check_transform(cfg.model.arch, str(cfg.get("precision", "fp32")), cfg.backend, transform)
     runtime = runtimes.create(cfg.backend, source, runtime_options(cfg, threads, transform=transform))
     ref_source = reference_source(cfg, source) if cfg.reference else None
     # the reference runs the checkpoint's own float32 arithmetic, whatever precision the backend runs
@@ -144,22 +144,25 @@ def setup(cfg: DictConfig) -> Setup:
     if reference is not None and reference.image_size not in (None, runtime.image_size):
         raise ConfigError(f"reference={cfg.reference}: {ref_source.ckpt.source} takes {reference.image_size}x"
                           f"{reference.image_size} images, the model {runtime.image_size}x{runtime.image_size}")
-    exact = precision.exact_runtime(cfg, source, runtime_options(cfg, threads, numerics="fp32"), transform)
+    exact = precision.exact_runtime(str(cfg.get("precision", "fp32")), cfg.backend, source,
+                                    runtime_options(cfg, threads, numerics="fp32"), transform)
     timing = {"checkpoint_s": round(opened + source.timing.get("checkpoint_s", 0.0), 3),
               "convert_s": source.timing.get("convert_s")}  # from the weight cache when there
     batch_size = cfg.batch_size or runtimes.default_batch_size(runtime.device)
     clock = time.perf_counter()
-    inputs = prepare(cfg, runtime.image_size, dataset)
+    inputs = prepare(dataset, PipelineSpec.from_config(cfg), runtime.image_size)
     if real_asked(cfg):
         real.check(inputs.dataset.names)  # before any image is read
-    cache = build_cache(cfg, inputs)
+    cache = build_cache(CacheSpec.from_config(cfg), inputs)
     timing["cache_s"] = round(time.perf_counter() - clock, 3)  # checking a built cache, or building it
     # Images that could not be read (dataset.on_error=skip) are left out, counted and listed.
     readable = np.array([i for i in range(len(inputs.dataset)) if i not in cache.failed], dtype=np.int64)
     if len(readable) == 0:
         raise ConfigError(f"none of the {len(inputs.dataset)} listed images could be read")
     images = cache.images if not cache.failed else loop.Rows(cache.images, readable)
-    calibration = precision.calibrate(cfg, runtime, source.ckpt.sha256, inputs, batch_size) \
+    calibration = precision.calibrate(runtime, source.ckpt.sha256, inputs, batch_size, str(cfg.calibration.list),
+                                      cfg.calibration.min_images, DatasetSpec.from_config(cfg),
+                                      CacheSpec.from_config(cfg), cfg.model.name, bool(cfg.fold_bn)) \
         if runtime.precision == "int8" else None
     checkpoint = source.ckpt.source  # the file (and archive member) as given
     mlperfs = is_mlperfs(cfg.model, source.ckpt)
@@ -296,8 +299,10 @@ def run(cfg: DictConfig) -> dict | None:
     if not s.world.main:
         return None
     result = score(logits, s.labels)
-    against_exact = precision.against_exact(cfg, s, result, logits, exact_logits, exact_timing) \
-        if s.exact is not None else None
+    against_exact = precision.against_exact(
+        str(cfg.precision), s.transform, result, logits, exact_logits, s.labels, s.names, s.readable.tolist(),
+        len(s.inputs.dataset), s.judged, s.reservations, s.exact_reservations, s.timing.get("eval_images_per_s"),
+        exact_timing, s.exact.numerics) if s.exact is not None else None
     reference = reference_comparison(cfg, s, result, logits, ref_logits, ref_timing)
     results = results_dict(cfg, s, result, reference, time.time() - started, against_exact)
     path = report.write_results(results, results_path(cfg))

@@ -13,14 +13,15 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="pkg://benchmark.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from preprocessing.errors import exit_on_user_error
-    from preprocessing.stage import build_cache, prepare, require
+    from preprocessing.stage import CacheSpec, DatasetSpec, PipelineSpec, build_cache, prepare, require
 
     def build():
         size = require(cfg, "model.image_size", ": python -m preprocessing reads images, not the model; set the "
                                                 "model's input size (224 for MLPerf's ResNet-50 and MobileNet-v1), "
                                                 "or let python -m benchmark build the cache, reading it from the "
                                                 "checkpoint")
-        return build_cache(cfg, prepare(cfg, int(size)))
+        inputs = prepare(DatasetSpec.from_config(cfg).listed(), PipelineSpec.from_config(cfg), int(size))
+        return build_cache(CacheSpec.from_config(cfg), inputs)
 
     cache = exit_on_user_error(build)
     print(f"{cache.manifest['count']} images, {cache.images.nbytes / 1e6:.1f} MB", file=sys.stderr)

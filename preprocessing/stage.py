@@ -38,26 +38,71 @@ class Inputs:
     settings: PipelineSettings
 
 
-def listed(cfg: DictConfig) -> Dataset:
-    """The dataset (dataset.*): its images and labels listed, none read. Commands list it before they
-    open a checkpoint, so a wrong dataset.root is said before a download starts."""
-    return load_dataset(require(cfg, "dataset.root"), cfg.dataset.labels, cfg.dataset.limit,
-                        allow_missing=cfg.dataset.on_error == "skip", layout=cfg.dataset.layout)
+@dataclass(frozen=True)
+class DatasetSpec:
+    """dataset.*, resolved once by the command (`from_config`): where the images are and how to list them."""
+    root: str
+    labels: str | None = None
+    limit: int | None = None
+    on_error: str = "stop"
+    layout: str = "auto"
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "DatasetSpec":
+        d = cfg.dataset
+        return cls(str(require(cfg, "dataset.root")), d.labels, d.limit, str(d.on_error), str(d.layout))
+
+    def listed(self, whole: bool = False) -> Dataset:
+        """Its images and labels listed, none read (`whole`: all of them, not `limit`'s part)."""
+        return load_dataset(self.root, self.labels, None if whole else self.limit,
+                            allow_missing=self.on_error == "skip", layout=self.layout)
 
 
-def prepare(cfg: DictConfig, image_size: int, dataset: Dataset | None = None) -> Inputs:
-    """The dataset (dataset.*; `dataset`: already listed) and preprocessing settings (preprocess.*)
-    for `image_size`."""
-    dataset = dataset if dataset is not None else listed(cfg)
-    pre = cfg.preprocess
-    try:
-        settings = make_settings(pre.name, image_size, pre.interpolation, pre.crop_percent, pre.decoder,
-                                 pre.resize, pre.antialias, pre.crop_rounding)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    return Inputs(image_size, dataset, settings)
+@dataclass(frozen=True)
+class PipelineSpec:
+    """preprocess.*, resolved once by the command: the pipeline, for any input size (`settings`)."""
+    name: str
+    interpolation: str
+    crop_percent: float = 87.5
+    decoder: str = "opencv"
+    resize: str = "opencv"
+    antialias: bool = True
+    crop_rounding: str = "floor"
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "PipelineSpec":
+        p = cfg.preprocess
+        return cls(str(p.name), str(p.interpolation), float(p.crop_percent), str(p.decoder), str(p.resize),
+                   bool(p.antialias), str(p.crop_rounding))
+
+    def settings(self, image_size: int) -> PipelineSettings:
+        try:
+            return make_settings(self.name, image_size, self.interpolation, self.crop_percent, self.decoder,
+                                 self.resize, self.antialias, self.crop_rounding)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
 
 
-def build_cache(cfg: DictConfig, inputs: Inputs) -> CropCache:
-    return open_cache(inputs.dataset, inputs.settings, cache_dir(cfg), cfg.workers, cfg.progress,
-                      cfg.dataset.on_error, cfg.dataset.verify)
+@dataclass(frozen=True)
+class CacheSpec:
+    """Where and how crop caches are built: the folder, worker threads, progress bars, what an
+    unreadable image does, and how a built cache is verified (cache_dir, workers, progress, dataset.*)."""
+    folder: Path
+    workers: int | None = None
+    progress: bool = True
+    on_error: str = "stop"
+    verify: str | bool = "stat"
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "CacheSpec":
+        return cls(cache_dir(cfg), cfg.workers, bool(cfg.progress), str(cfg.dataset.on_error), cfg.dataset.verify)
+
+
+def prepare(dataset: Dataset, pipeline: PipelineSpec, image_size: int) -> Inputs:
+    """The listed `dataset` and the pipeline's settings for `image_size`."""
+    return Inputs(image_size, dataset, pipeline.settings(image_size))
+
+
+def build_cache(spec: CacheSpec, inputs: Inputs) -> CropCache:
+    return open_cache(inputs.dataset, inputs.settings, spec.folder, spec.workers, spec.progress, spec.on_error,
+                      spec.verify)

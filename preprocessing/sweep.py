@@ -44,7 +44,7 @@ def sweep_pipelines(configs: list[DictConfig]) -> dict[tuple, list]:
     folder and build options. Jobs without an input size, or whose config is wrong (the job itself
     says so when it runs), are left to build their own."""
     from preprocessing.errors import UserError
-    from preprocessing.stage import cache_dir, prepare
+    from preprocessing.stage import CacheSpec, DatasetSpec, PipelineSpec, prepare
 
     groups: dict[tuple, list] = {}
     for cfg in configs:
@@ -52,12 +52,12 @@ def sweep_pipelines(configs: list[DictConfig]) -> dict[tuple, list]:
         if size is None:
             continue
         try:
-            inputs = prepare(cfg, int(size))
+            inputs = prepare(DatasetSpec.from_config(cfg).listed(), PipelineSpec.from_config(cfg), int(size))
         except (UserError, ValueError, OSError):
             continue
-        d = inputs.dataset
-        key = (str(d.root), d.labels_file and str(d.labels_file), tuple(d.names), str(cache_dir(cfg)), cfg.workers,
-               cfg.progress, cfg.dataset.on_error, cfg.dataset.verify)
+        d, c = inputs.dataset, CacheSpec.from_config(cfg)
+        key = (str(d.root), d.labels_file and str(d.labels_file), tuple(d.names), str(c.folder), c.workers,
+               c.progress, c.on_error, c.verify)
         group = groups.setdefault(key, [d])
         if inputs.settings not in group[1:]:
             group.append(inputs.settings)
