@@ -297,7 +297,7 @@ def against_exact(cfg: DictConfig, dataset) -> dict:
     if source.is_module:  # refused as the run refuses it: one line, before any image is read
         from benchmark.runtimes.pytorch import check_classes
 
-        check_classes(model, size, source.model.get("classes"), source.ckpt.path)
+        check_classes(model, size, source.model.classes, source.ckpt.path)
     transform = load_transform(cfg.model.get("transform"))
     if transform is not None:
         model = transform.apply(model)

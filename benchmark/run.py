@@ -18,7 +18,7 @@ from benchmark.evaluation.scoring import Score, score
 from benchmark.families import judged_as, mlperf_departures, with_target
 from benchmark.formats.checkpoint import Checkpoint
 from benchmark.nn.transform import Transform, load_transform
-from benchmark.runtimes.source import ModelSource, is_mlperfs, open_model_checkpoint
+from benchmark.runtimes.source import ModelSource, ModelSpec, is_mlperfs, open_model_checkpoint
 from preprocessing.cache import CropCache
 from preprocessing.errors import ConfigError
 from preprocessing.stage import CacheSpec, DatasetSpec, Inputs, PipelineSpec, build_cache, default_cache_dir, prepare
@@ -32,8 +32,8 @@ def model_source(cfg: DictConfig) -> ModelSource:
     """The checkpoint model.checkpoint names (downloaded once if a URL), as a source of runtimes."""
     from preprocessing.stage import cache_dir
 
-    ckpt = open_model_checkpoint(cfg.model, checkpoint_dir(cfg), cfg.progress)
-    return ModelSource(ckpt, cfg.model, cache_dir(cfg))
+    model = ModelSpec.from_config(cfg.model)
+    return ModelSource(open_model_checkpoint(model, checkpoint_dir(cfg), cfg.progress), model, cache_dir(cfg))
 
 
 def runtime_options(cfg: DictConfig, threads: int | None, role: str = "backend",
@@ -56,7 +56,7 @@ def reference_source(cfg: DictConfig, source: ModelSource) -> ModelSource:
     ported = conf.load("model", judged_as(cfg.model))
     if cfg.get("reference_checkpoint"):
         ported.checkpoint = str(cfg.reference_checkpoint)
-    ported = OmegaConf.create(OmegaConf.to_container(ported, resolve=True))
+    ported = ModelSpec.from_config(ported)
     return ModelSource(open_model_checkpoint(ported, checkpoint_dir(cfg), cfg.progress), ported, cache_dir(cfg))
 
 
@@ -165,7 +165,7 @@ def setup(cfg: DictConfig) -> Setup:
                                       CacheSpec.from_config(cfg), cfg.model.name, bool(cfg.fold_bn)) \
         if runtime.precision == "int8" else None
     checkpoint = source.ckpt.source  # the file (and archive member) as given
-    mlperfs = is_mlperfs(cfg.model, source.ckpt)
+    mlperfs = is_mlperfs(source.model, source.ckpt)
     judged = judged_as(cfg.model)
     pipeline = mlperf_departures(judged, inputs.settings) if judged in with_target() else []
     module = source.conversion["module"]["target"] if source.is_module else None
@@ -244,7 +244,7 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
         timing = {}
         ref_logits = evaluate(cfg, s, s.reference, timing)
     model = s.reference_source.model
-    tensor = s.reference.logits_tensor or model.get("logits_tensor")  # torch's (a module's exact model): the graph's
+    tensor = s.reference.logits_tensor or model.logits_tensor  # torch's (a module's exact model): the graph's
     ckpt = s.reference_source.ckpt
     ref = score(ref_logits, s.labels)
     return {**report.compare(result, ref, logits, ref_logits, s.names),

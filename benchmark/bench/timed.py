@@ -56,15 +56,13 @@ def make_runtime(arch: str, graph: str, normalization: str, input_tensor: str, l
     from the weight cache `weights` (converted beforehand), so TensorFlow is never imported into a
     torch measurement (importing it slows PyTorch's CPU kernels)."""
     import torch
-    from omegaconf import OmegaConf
 
     from benchmark import runtimes
     from benchmark.formats.checkpoint import open_checkpoint
-    from benchmark.runtimes.source import ModelSource
+    from benchmark.runtimes.source import ModelSource, ModelSpec
 
     torch.set_num_threads(threads)
-    model = OmegaConf.create({"name": arch, "arch": arch, "normalization": normalization, "image_size": None,
-                              "input_tensor": input_tensor, "logits_tensor": logits_tensor})
+    model = ModelSpec(arch, arch, normalization, input_tensor=input_tensor, logits_tensor=logits_tensor)
     name, options, _ = {**KINDS, **PRECISION_KINDS}[backend]
     if backend == "onnxruntime-int8":
         onnx = quantized  # ONNX Runtime's own quantized model, run as any .onnx checkpoint

@@ -328,7 +328,7 @@ def create(source, options) -> TorchRuntime:
     exact = model = source.torch_model(options.fold_bn)
     image_size = source.resolve_size(getattr(getattr(model, "spec", None), "image_size", None))
     if source.is_module:
-        check_classes(model, image_size, source.model.get("classes"), source.ckpt.path)
+        check_classes(model, image_size, source.model.classes, source.ckpt.path)
     if options.transform is not None:
         model = options.transform.apply(model)  # a copy transformed; the exact model stays as it is
     fusion = cpu_fusion_mode(options.cpu_fusion)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from omegaconf import DictConfig
+from typing import Any
 
 from benchmark.evaluation.normalize import Normalizer
 from benchmark.formats.checkpoint import WEIGHT_SUFFIXES, Checkpoint, CheckpointError, file_digest, open_checkpoint
@@ -18,15 +18,52 @@ from benchmark.formats.download import fetch, is_url
 from preprocessing.errors import ConfigError
 
 
-def open_model_checkpoint(model: DictConfig, checkpoint_dir: Path, progress: bool = True) -> Checkpoint:
+@dataclass(frozen=True)
+class ModelSpec:
+    """The config's model group (conf/model/<name>.yaml and its overrides), resolved once by the
+    command (`from_config`): the user's view of the model, which the family record's facts back."""
+    name: str
+    arch: str
+    normalization: str
+    checkpoint: str | None = None  # a file or a URL (None: not set)
+    download_url: str | None = None
+    download_md5: str | None = None
+    published_md5: tuple[str, ...] = ()
+    onnx_urls: tuple[str, ...] = ()
+    image_size: int | None = None  # None: the graph's own
+    input_tensor: str | None = None
+    logits_tensor: str | None = None
+    mlperf_interpolation: str | None = None
+    module: Any = None  # model=module: the user's factory (package.module:callable, or a _target_ mapping)
+    ports: str | None = None  # model=module: the MLPerf family it ports
+    classes: int | None = None  # model=module: 1000 or 1001 outputs (None: read off the output)
+
+    @classmethod
+    def from_config(cls, model) -> "ModelSpec":
+        from omegaconf import OmegaConf
+
+        m = OmegaConf.to_container(model, resolve=True, throw_on_missing=False)
+
+        def value(key):
+            v = m.get(key)
+            return None if v == "???" else v
+        return cls(str(m["name"]), str(m["arch"]), str(m["normalization"]), value("checkpoint"), value("download_url"),
+                   value("download_md5"), tuple(str(x) for x in m.get("published_md5") or ()),
+                   tuple(str(u) for u in (m.get("onnx_urls") or {}).values()),
+                   None if value("image_size") is None else int(m["image_size"]), value("input_tensor"),
+                   value("logits_tensor"), value("mlperf_interpolation"), value("module"), value("ports"),
+                   None if value("classes") is None else int(m["classes"]))
+
+
+def open_model_checkpoint(model: ModelSpec, checkpoint_dir: Path, progress: bool = True) -> Checkpoint:
     """The checkpoint named by model.checkpoint: a local file, or a URL downloaded (once) into
     `checkpoint_dir`. The model's published md5 applies to its own download URL."""
-    source = model.get("checkpoint")
-    if source is None or source == "???":
-        hint = f" (the model's download URL is {model.download_url})" if model.get("download_url") else ""
+    source = model.checkpoint
+    if source is None:
+        hint = f" (the model's download URL is {model.download_url})" if model.download_url else ""
         raise ConfigError(f"model.checkpoint is not set{hint}")
     if is_url(source):
-        md5 = model.get("download_md5") if source == model.get("download_url") else None
+        md5 = model.download_md5 if source == model.download_url else None
         source = fetch(source, checkpoint_dir, md5, progress)
     # PyTorch weights: a model written by benchmark.export, or a user's module's (model=module)
     if str(source).endswith(".safetensors") or (model.arch == "module" and str(source).endswith(WEIGHT_SUFFIXES)):
@@ -40,23 +77,23 @@ def open_model_checkpoint(model: DictConfig, checkpoint_dir: Path, progress: boo
     return open_checkpoint(source)
 
 
-def is_mlperfs(model: DictConfig, ckpt: Checkpoint) -> bool:
+def is_mlperfs(model: ModelSpec, ckpt: Checkpoint) -> bool:
     """Is the checkpoint one MLPerf publishes for `model`: fetched from one of its URLs (the
     download checks the published md5, or the sha256 of the first download), or a file of one of
     its published md5s."""
-    urls = {model.get("download_url"), *(model.get("onnx_urls") or {}).values()} - {None}
-    if str(model.get("checkpoint")) in urls:
+    urls = {model.download_url, *model.onnx_urls} - {None}
+    if str(model.checkpoint) in urls:
         return True
-    published = {str(m).lower() for m in (model.get("published_md5") or [])}
+    published = {m.lower() for m in model.published_md5}
     return bool(published) and file_digest(ckpt.path, "md5") in published
 
 
 @dataclass
 class ModelSource:
-    """One checkpoint of one model (`model`: the config's model group: arch, tensor names,
+    """One checkpoint of one model (`model`: the config's model group, resolved: arch, tensor names,
     normalisation), with the converted-weight cache in `weights_dir`."""
     ckpt: Checkpoint
-    model: DictConfig
+    model: ModelSpec
     weights_dir: Path | None
     timing: dict = field(default_factory=dict)  # checkpoint_s (reading graphs), convert_s
     conversion: dict | None = None  # how the PyTorch module was made (results JSON)
@@ -78,7 +115,7 @@ class ModelSource:
 
     def resolve_size(self, graph_size: int | None) -> int:
         """The graph's input size wins; a configured model.image_size that contradicts it is an error."""
-        configured = self.model.get("image_size")
+        configured = self.model.image_size
         if graph_size is not None:
             if configured is not None and int(configured) != graph_size:
                 raise ConfigError(f"model.image_size={configured} but {self.ckpt.source} fixes its input to "

@@ -53,8 +53,12 @@ def test_mlperfs_checkpoint_is_known_by_url_or_published_md5(tmp_path):
     import hashlib
 
     from benchmark.formats.checkpoint import Checkpoint
-    from benchmark.runtimes.source import is_mlperfs
+    from benchmark.runtimes.source import ModelSpec
+    from benchmark.runtimes.source import is_mlperfs as mlperfs
     from tests.helpers import config
+
+    def is_mlperfs(model, ckpt):
+        return mlperfs(ModelSpec.from_config(model), ckpt)
 
     path = tmp_path / "resnet50_v1.pb"
     path.write_bytes(b"a graph")
