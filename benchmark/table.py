@@ -22,12 +22,10 @@ from benchmark.evaluation.pairs import model_key, model_names, pair_runs, pipeli
 from benchmark.evaluation.results import ResultsError, read_results
 from preprocessing.errors import UserError
 
-# every metric's column after top-1 and top-5 (evaluation/metrics.py: a new metric is a new column)
-EXTRA = [m for m in METRICS if m.name not in ("top1", "top5")]
+# a column per metric (evaluation/metrics.py: a new metric is a new column)
 COLUMNS = ["model", "checkpoint", "image_size", "pipeline", "decoder", "resize", "interpolation",
-           "antialias", "crop_percent", "crop_rounding", "precision", "backend", "device", "top1", "top5",
-           *(m.name for m in EXTRA), "good", "total", "label_set", "real_top1", "real_top5", "real_total",
-           "images_per_s", "opencv", "pillow", "torch", "file"]
+           "antialias", "crop_percent", "crop_rounding", "precision", "backend", "device", *(m.name for m in METRICS),
+           "good", "total", "label_set", "real_total", "images_per_s", "opencv", "pillow", "torch", "file"]
 
 
 class TableError(UserError, ValueError):
@@ -43,13 +41,11 @@ def row(r: dict, path: Path, model: str) -> dict:
         "precision": precision_of(r), "decoder": p.get("decoder", "opencv"), "resize": p.get("resize", "opencv"),
         "interpolation": p["interpolation"], "antialias": p.get("antialias", True),
         "crop_percent": p.get("crop_percent", 87.5), "crop_rounding": p.get("crop_rounding", "floor"),
-        "backend": r["backend"], "device": r["device"], "top1": f"{r['top1']:.3f}", "top5": f"{r['top5']:.3f}",
-        **{m.name: m.text(r) for m in EXTRA},
+        "backend": r["backend"], "device": r["device"], **{m.name: m.text(r) for m in METRICS},
         "good": r["good"], "total": r["total"],
-        # ImageNet-ReaL (labels.real=true): empty where the run was not scored against it
+        # ImageNet-ReaL (labels.real=true): the images it scored, empty where the run was not scored against it
         "label_set": (r.get("dataset") or {}).get("label_set", ""),
-        **{f"real_{k}": f"{v:.3f}" if isinstance(v, float) else v if v is not None else ""
-           for k, v in ((k, (r.get("real") or {}).get(k)) for k in ("top1", "top5", "total"))},
+        "real_total": (r.get("real") or {}).get("total", ""),
         "images_per_s": f"{ips:.1f}" if (ips := (r.get("timing") or {}).get("eval_images_per_s")) else "",
         "opencv": r["versions"]["opencv"],
         "pillow": r["versions"]["pillow"], "torch": r["versions"]["torch"], "file": path.name,

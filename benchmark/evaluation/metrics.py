@@ -21,6 +21,7 @@ class Metric:
     title: str  # the report's column
     compute: Callable[[dict], float | None]  # from a results dict; None where it holds too little
     digits: int = 3
+    asked_by: str | None = None  # a metric a run computes only when asked (its option); None: always
 
     def value(self, r: dict) -> float | None:
         """As recorded, else computed from the file (one written before the metric was)."""
@@ -56,10 +57,17 @@ def expected_calibration_error(r: dict, bins: int = 15) -> float | None:
     return 100.0 * gap / len(rows)
 
 
+def _real(key: str) -> Callable[[dict], float | None]:
+    """ImageNet-ReaL's score `key`, where the run scored it (labels.real=true)."""
+    return lambda r: (r.get("real") or {}).get(key)
+
+
 METRICS = (
     Metric("top1", "top-1", lambda r: r.get("top1")),
     Metric("top5", "top-5", lambda r: r.get("top5")),
     Metric("ece", "calibration error (ECE, top-1, 15 bins)", expected_calibration_error),
+    Metric("real_top1", "ReaL top-1", _real("top1"), asked_by="labels.real=true"),
+    Metric("real_top5", "ReaL top-5", _real("top5"), asked_by="labels.real=true"),
 )
 
 

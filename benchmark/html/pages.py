@@ -49,10 +49,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
-def pct(value) -> str:
-    return "" if value is None else f"{value:.3f}"
-
-
 def table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td{' class=n' if j in numeric else ''}>{c}</td>" for j, c in enumerate(r))
@@ -219,18 +215,18 @@ def reference_section(r: dict, path: Path, names: list[str], images: Images) -> 
 
 def accuracy_rows(runs: list[tuple[dict, Path]]) -> tuple[list[str], list[list]]:
     real = any(r.get("real") for r, _ in runs)
-    extra = [m for m in METRICS if m.name not in ("top1", "top5")]  # evaluation/metrics.py
-    header = ["run", "file", "label set (layout)", "images", "top-1", "good", "top-5"] + [m.title for m in extra] + \
-        (["ReaL top-1", "ReaL top-5", "ReaL images"] if real else []) + ["images/s"]
+    # a column per metric (evaluation/metrics.py); one a run computes only when asked, where a run has it
+    shown = [m for m in METRICS if m.asked_by is None or any(m.value(r) is not None for r, _ in runs)]
+    header = ["run", "file", "label set (layout)", "images", "good", *(m.title for m in shown)] + \
+        (["ReaL images"] if real else []) + ["images/s"]
     rows = []
     for r, path in runs:
         d = r.get("dataset") or {}
         ips = (r.get("timing") or {}).get("eval_images_per_s")
         row = [escape(run_label(r)), escape(path.name), escape(f"{d.get('label_set', '')} ({d.get('layout', '')})"),
-               r["total"], pct(r["top1"]), r["good"], pct(r["top5"]), *(m.text(r) for m in extra)]
+               r["total"], r["good"], *(m.text(r) for m in shown)]
         if real:
-            rr = r.get("real") or {}
-            row += [pct(rr.get("top1")), pct(rr.get("top5")), rr.get("total", "not scored")]
+            row.append((r.get("real") or {}).get("total", "not scored"))
         rows.append(row + [f"{ips:.1f}" if ips else ""])
     return header, rows
 

@@ -43,4 +43,6 @@ def test_a_run_records_every_metric_and_the_tables_and_report_show_them(fixture_
     assert "metrics" not in older and rows["v1-accuracy.json"]["ece"] == f"{expected_calibration_error(older):.3f}"
     pages = "".join(p.read_text() for p in (tmp_path / "t" / "report").glob("*.html"))
     assert "calibration error (ECE, top-1, 15 bins)" in pages
+    assert "ReaL top-1" not in pages and "ImageNet-ReaL: not scored" in pages  # asked by no run: no column
+    assert r["metrics"]["real_top1"] is None and rows["r.json"]["real_top1"] == ""
     assert re.search(rf"<td[^>]*>{r['metrics']['ece']:.3f}</td>", pages)
