@@ -42,7 +42,12 @@ def runtime_options(cfg: DictConfig, threads: int | None, role: str = "backend",
     the user's transform of the model (backend only)."""
     return runtimes.Options(device=str(cfg.device), threads=threads, fold_bn=bool(cfg.fold_bn),
                             cpu_fusion=cfg.cpu_fusion, cuda_graphs=cfg.cuda_graphs, role=role,
-                            precision=str(numerics or cfg.get("precision", "fp32")), transform=transform)
+                            precision=numerics or chosen_precision(cfg), transform=transform)
+
+
+def chosen_precision(cfg: DictConfig) -> str:
+    """precision= (fp32 where a config has none): read here once for a run (Setup.precision)."""
+    return str(cfg.get("precision", "fp32"))
 
 
 def reference_source(cfg: DictConfig, source: ModelSource) -> ModelSource:
@@ -100,6 +105,8 @@ class Setup:
     transform: Transform | None = None  # model.transform: the user's transform the backend runs
     judged: str = ""  # the family whose MLPerf target the run is judged by (a module's: the one it ports)
     reference_source: ModelSource | None = None  # what reference= runs (a module's: the checkpoint it ports)
+    precision: str = "fp32"  # precision= as the config asked (the runtime's own: runtime.precision)
+    real: bool = False  # labels.real=true: ImageNet-ReaL's scores too
 
     @property
     def ckpt(self) -> Checkpoint:
@@ -125,7 +132,8 @@ def setup(cfg: DictConfig) -> Setup:
     # Every local input is checked before a checkpoint is opened (a first run downloads it): the
     # dataset listed, int8's calibration list read.
     dataset = DatasetSpec.from_config(cfg).listed()
-    if str(cfg.get("precision", "fp32")) == "int8":
+    chosen, scored_real = chosen_precision(cfg), real_asked(cfg)
+    if chosen == "int8":
         from preprocessing.calibration import read_list
 
         read_list(str(cfg.calibration.list))
@@ -135,7 +143,7 @@ def setup(cfg: DictConfig) -> Setup:
     # Each runtime reads or converts what it runs; a misnamed tensor or a refused combination is an
     # error here, before any preprocessing.
     transform = load_transform(cfg.model.get("transform"))
-    precision.check_transform(cfg.model.arch, str(cfg.get("precision", "fp32")), cfg.backend, transform)
+    precision.check_transform(cfg.model.arch, chosen, cfg.backend, transform)
     runtime = runtimes.create(cfg.backend, source, runtime_options(cfg, threads, transform=transform))
     ref_source = reference_source(cfg, source) if cfg.reference else None
     # the reference runs the checkpoint's own float32 arithmetic, whatever precision the backend runs
@@ -144,14 +152,14 @@ def setup(cfg: DictConfig) -> Setup:
     if reference is not None and reference.image_size not in (None, runtime.image_size):
         raise ConfigError(f"reference={cfg.reference}: {ref_source.ckpt.source} takes {reference.image_size}x"
                           f"{reference.image_size} images, the model {runtime.image_size}x{runtime.image_size}")
-    exact = precision.exact_runtime(str(cfg.get("precision", "fp32")), cfg.backend, source,
+    exact = precision.exact_runtime(chosen, cfg.backend, source,
                                     runtime_options(cfg, threads, numerics="fp32"), transform)
     timing = {"checkpoint_s": round(opened + source.timing.get("checkpoint_s", 0.0), 3),
               "convert_s": source.timing.get("convert_s")}  # from the weight cache when there
     batch_size = cfg.batch_size or runtimes.default_batch_size(runtime.device)
     clock = time.perf_counter()
     inputs = prepare(dataset, PipelineSpec.from_config(cfg), runtime.image_size)
-    if real_asked(cfg):
+    if scored_real:
         real.check(inputs.dataset.names)  # before any image is read
     cache = build_cache(CacheSpec.from_config(cfg), inputs)
     timing["cache_s"] = round(time.perf_counter() - clock, 3)  # checking a built cache, or building it
@@ -172,7 +180,8 @@ def setup(cfg: DictConfig) -> Setup:
     return Setup(source, runtime, reference, exact, calibration, threads, batch_size, inputs, cache, readable, images,
                  np.asarray(inputs.dataset.labels)[readable], [inputs.dataset.names[i] for i in readable], timing,
                  world, reservations(judged, checkpoint, mlperfs, calibration, transform, module, pipeline),
-                 reservations(judged, checkpoint, mlperfs, None, None, module, pipeline), transform, judged, ref_source)
+                 reservations(judged, checkpoint, mlperfs, None, None, module, pipeline), transform, judged, ref_source,
+                 chosen, scored_real)
 
 
 def real_asked(cfg: DictConfig) -> bool:
@@ -206,7 +215,7 @@ def results_dict(cfg: DictConfig, s: Setup, result: Score, reference: dict | Non
     """The results JSON of an accuracy run (evaluation/report.py), from the config and the Setup."""
     return report.results_dict(run_facts(cfg, s), result, s.inputs.dataset.names, s.inputs.dataset.labels,
                                s.readable.tolist(), gate(s.judged, result.top1, result.total, s.reservations),
-                               real_asked(cfg), reference, elapsed, against_exact, s.calibration, s.timing)
+                               s.real, reference, elapsed, against_exact, s.calibration, s.timing)
 
 
 def results_path(cfg: DictConfig, default: Path | None = None) -> Path:
@@ -300,7 +309,7 @@ def run(cfg: DictConfig) -> dict | None:
         return None
     result = score(logits, s.labels)
     against_exact = precision.against_exact(
-        str(cfg.precision), s.transform, result, logits, exact_logits, s.labels, s.names, s.readable.tolist(),
+        s.precision, s.transform, result, logits, exact_logits, s.labels, s.names, s.readable.tolist(),
         len(s.inputs.dataset), s.judged, s.reservations, s.exact_reservations, s.timing.get("eval_images_per_s"),
         exact_timing, s.exact.numerics) if s.exact is not None else None
     reference = reference_comparison(cfg, s, result, logits, ref_logits, ref_timing)
