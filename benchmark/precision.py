@@ -16,7 +16,7 @@ from benchmark import runtimes
 from benchmark.evaluation.gate import gate
 from benchmark.evaluation.scoring import score
 from benchmark.evaluation.significance import paired
-from preprocessing.calibration import calibration_dataset, needed, read_list
+from preprocessing.calibration import CalibrationList, calibration_dataset, needed
 from preprocessing.errors import ConfigError
 from preprocessing.stage import CacheSpec, DatasetSpec, Inputs, build_cache
 
@@ -65,9 +65,9 @@ def code_digest(module_file: str) -> str:
     return h.hexdigest()
 
 
-def calibrate(runtime, checkpoint_sha256: str, inputs: Inputs, batch_size: int, listed: str,
+def calibrate(runtime, checkpoint_sha256: str, inputs: Inputs, batch_size: int, cal: CalibrationList,
               min_images: int | None, dataset: DatasetSpec, caches: CacheSpec, model_name: str, fold_bn: bool) -> dict:
-    """int8: the images of the calibration list `listed` (calibration.list; `min_images`: how few may
+    """int8: the images of the calibration list `cal` (calibration.list, read; `min_images`: how few may
     do) found in the dataset (all of it, not dataset.limit's part) cropped by the evaluation's
     pipeline and cached, the model quantized on them; the quantized model is kept in the cache,
     keyed on what it was made from: the checkpoint, the converted model itself, the normalisation,
@@ -79,7 +79,6 @@ def calibrate(runtime, checkpoint_sha256: str, inputs: Inputs, batch_size: int, 
     from benchmark.nn.quantize import recipe
 
     clock = time.perf_counter()
-    cal = read_list(str(listed))
     if cal.note:
         print(f"calibration: {cal.note}", file=sys.stderr)
     full = dataset.listed(whole=True)

@@ -131,12 +131,14 @@ def setup(cfg: DictConfig) -> Setup:
     threads = torch.get_num_threads()
     # Every local input is checked before a checkpoint is opened (a first run downloads it): the
     # dataset listed, int8's calibration list read.
-    dataset = DatasetSpec.from_config(cfg).listed()
+    datasets, caches = DatasetSpec.from_config(cfg), CacheSpec.from_config(cfg)
+    dataset = datasets.listed()
     chosen, scored_real = chosen_precision(cfg), real_asked(cfg)
+    cal = None
     if chosen == "int8":
         from preprocessing.calibration import read_list
 
-        read_list(str(cfg.calibration.list))
+        cal = read_list(str(cfg.calibration.list))
     clock = time.perf_counter()
     source = model_source(cfg)
     opened = time.perf_counter() - clock
@@ -161,16 +163,15 @@ def setup(cfg: DictConfig) -> Setup:
     inputs = prepare(dataset, PipelineSpec.from_config(cfg), runtime.image_size)
     if scored_real:
         real.check(inputs.dataset.names)  # before any image is read
-    cache = build_cache(CacheSpec.from_config(cfg), inputs)
+    cache = build_cache(caches, inputs)
     timing["cache_s"] = round(time.perf_counter() - clock, 3)  # checking a built cache, or building it
     # Images that could not be read (dataset.on_error=skip) are left out, counted and listed.
     readable = np.array([i for i in range(len(inputs.dataset)) if i not in cache.failed], dtype=np.int64)
     if len(readable) == 0:
         raise ConfigError(f"none of the {len(inputs.dataset)} listed images could be read")
     images = cache.images if not cache.failed else loop.Rows(cache.images, readable)
-    calibration = precision.calibrate(runtime, source.ckpt.sha256, inputs, batch_size, str(cfg.calibration.list),
-                                      cfg.calibration.min_images, DatasetSpec.from_config(cfg),
-                                      CacheSpec.from_config(cfg), cfg.model.name, bool(cfg.fold_bn)) \
+    calibration = precision.calibrate(runtime, source.ckpt.sha256, inputs, batch_size, cal, cfg.calibration.min_images,
+                                      datasets, caches, cfg.model.name, bool(cfg.fold_bn)) \
         if runtime.precision == "int8" else None
     checkpoint = source.ckpt.source  # the file (and archive member) as given
     mlperfs = is_mlperfs(source.model, source.ckpt)

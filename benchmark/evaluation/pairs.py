@@ -77,6 +77,14 @@ def run_label(r: dict) -> str:
     return f"{pipeline_label(r['preprocess'])}, {r['backend']}{variant(r)}"
 
 
+def same_pipeline(a: dict, b: dict) -> bool:
+    """Whether two runs cropped their images alike: every setting of the pipeline equal (the cache
+    folder each read them from aside: two cache_dir= of one pipeline hold the same crops)."""
+    def settings(r):
+        return {k: v for k, v in r["preprocess"].items() if k != "cache"}
+    return settings(a) == settings(b)
+
+
 def is_exact(r: dict) -> bool:
     """A run of the exact model: fp32, no transform (a baseline may be nothing else)."""
     return precision_of(r) == "fp32" and not r.get("transform")
@@ -190,8 +198,8 @@ def exact_side(r: dict, path: Path) -> Side | None:
 
 def pair_runs(runs: list[tuple[dict, Path]]) -> tuple[list[Pair], list[str]]:
     """Per model (its checkpoint's sha256, not its file name) and image list, every run against the
-    baseline: an exact run (fp32, no transform), MLPerf's pipeline (its interpolation for the model,
-    torch) where there is one, else the first exact file by name. A precision or transform run is
+    baseline: an exact run (fp32, no transform), of MLPerf's pipeline (every setting: is_mlperfs) where
+    there is one, else the first exact file by name. A precision or transform run is
     paired with the baseline where that read its crops (the same pipeline), else with the exact model
     inside its own file (the same crops); with neither, it is not paired. Images a side skipped are
     left out of its pair. Also the runs that could not be paired, and why: a run alone on its image
@@ -220,7 +228,7 @@ def pair_runs(runs: list[tuple[dict, Path]]) -> tuple[list[Pair], list[str]]:
             if r is base_r:
                 continue
             own = exact_side(r, path) if not is_exact(r) else None
-            if base_r is not None and (own is None or r["preprocess"] == base_r["preprocess"]):
+            if base_r is not None and (own is None or same_pipeline(r, base_r)):
                 labels = base_r.get("ground_truth")
                 baseline = side(base_r, base_path) if labels else Side("", base_path, base_r, [], None)
             elif own is not None:

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
 from benchmark.evaluation import real
 from benchmark.evaluation.metrics import measured
 from benchmark.evaluation.results import stamped

@@ -16,6 +16,7 @@ import numpy as np
 
 from preprocessing.errors import ConfigError
 
+
 @dataclass(frozen=True)
 class Capabilities:
     """What one runtime can run, declared once here (its module is imported only when it is made) and

@@ -27,7 +27,7 @@ class OpenVINOModel(NumpyInputs):
             raise ConfigError('backend=openvino needs OpenVINO: python -m pip install -e ".[bench]"') from e
         self.graph, self.normalize, self.image_size, self.device = g, normalize, image_size, "cpu"
         self.version = ov.get_version()
-        self.logits = self.logits_tensor = logits_tensor(g)
+        self.logits_tensor = logits_tensor(g)
         dims = [d.dim_value or None for d in g.inputs[0].type.tensor_type.shape.dim]
         self.nchw = dims[1] == 3
         # A graph fixed to batch 1 (tf2onnx of a graph whose input has a fixed batch) may hold that
@@ -35,7 +35,7 @@ class OpenVINOModel(NumpyInputs):
         self.max_batch = dims[0]  # None: any
         core = ov.Core()
         model = core.read_model(path)
-        model.add_outputs([self.logits])
+        model.add_outputs([self.logits_tensor])
         # one request at a time, all its threads on it; float32 arithmetic, as the graph's: on a CPU with
         # bf16 support OpenVINO would otherwise compute in bf16 (its default there)
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
@@ -43,7 +43,7 @@ class OpenVINOModel(NumpyInputs):
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.output = next(o for o in self.compiled.outputs if self.logits in o.get_names())
+        self.output = next(o for o in self.compiled.outputs if self.logits_tensor in o.get_names())
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if self.nchw else batch, dtype=np.float32)

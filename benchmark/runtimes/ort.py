@@ -43,7 +43,7 @@ class OrtModel(NumpyInputs):
         self.graph, self.normalize, self.image_size = g, normalize, image_size
         self.device = "cuda" if str(device).startswith("cuda") else "cpu"
         self.version = ort.__version__
-        self.logits = self.logits_tensor = logits_tensor(g)
+        self.logits_tensor = logits_tensor(g)
         inp = g.inputs[0]
         dims = [d.dim_value or None for d in inp.type.tensor_type.shape.dim]
         self.nchw = dims[1] == 3
@@ -62,7 +62,7 @@ class OrtModel(NumpyInputs):
             providers.insert(0, "CUDAExecutionProvider")
         self.providers = providers
         self.session = None
-        self._expose([self.logits])
+        self._expose([self.logits_tensor])
 
     def _expose(self, names: list[str]) -> None:
         """Make `names` graph outputs (any value of the graph can be) and start a session."""
@@ -87,7 +87,7 @@ class OrtModel(NumpyInputs):
         return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        (out,) = self._run([self.logits], batch)
+        (out,) = self._run([self.logits_tensor], batch)
         return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
 
     def tensors(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-
 from typing import Any
 
 from benchmark.evaluation.normalize import Normalizer

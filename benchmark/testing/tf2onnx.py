@@ -8,7 +8,6 @@ from pathlib import Path
 from benchmark.families import family
 
 
-
 def free_batch(graph_def, name: str):
     """`graph_def` with the batch dimension of its input placeholder `name` left free (-1), as
     MLPerf's ONNX models have it: TF-slim's 2017 graphs fix it at 1, and tf2onnx would keep that 1."""

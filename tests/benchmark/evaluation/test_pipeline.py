@@ -41,3 +41,24 @@ def test_a_cropped_mlperf_config_gets_a_reservation_and_is_no_baseline(common, t
     assert not any("preprocessing" in r for r in exact["mlperf_target"]["reservations"])
     (pair,), unpaired = pair_runs([(cropped, tmp_path / "a.json"), (exact, tmp_path / "b.json")])
     assert not unpaired and (pair.baseline.path.name, pair.run.path.name) == ("b.json", "a.json")
+
+
+def test_a_variant_run_of_the_same_pipeline_in_another_cache_folder_pairs_with_the_baseline(tmp_path):
+    """The crops of one pipeline are the same whichever cache_dir holds them: an int8 run whose cache
+    folder differs from the exact run's is paired with that exact run, not with its own exact side."""
+    from benchmark.evaluation.pairs import pair_runs
+
+    def run(cache, precision, own=None):
+        r = {"model": "m", "arch": "mobilenet_v1", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32},
+             "image_size": 224, "backend": "torch", "precision": precision, "images": list("abcd"),
+             "ground_truth": [1, 2, 3, 4], "predictions": [1, 2, 0, 0],
+             "preprocess": {**make_settings("mlperf", 224, "linear").to_dict(), "cache": cache}}
+        if own:
+            calls = {"top5": [[c, 9, 8, 7, 6] for c in own], "top5_prob": [[0.5, 0.2, 0.1, 0.1, 0.1]] * 4,
+                     "label_prob": [0.5] * 4}
+            r["against_exact"] = {"fp32_calls": calls}
+        return r
+
+    exact, int8 = run("/cache/a", "fp32"), run("/cache/b", "int8", own=[1, 2, 3, 0])
+    (pair,), unpaired = pair_runs([(exact, tmp_path / "exact.json"), (int8, tmp_path / "int8.json")])
+    assert not unpaired and pair.baseline.path.name == "exact.json" and pair.baseline.label.endswith("(exact.json)")
