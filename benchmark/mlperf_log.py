@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         # the run's model is judged as the family whose target applies: a user's module (arch "module")
         # as the one it ports (judged_as), with the run's reservations (a checkpoint, calibration list
         # or module not MLPerf's) kept
-        ran = (results or {}).get("judged_as") or (results or {}).get("arch")
+        ran = results.facts.judged if results else None
         arch = args.model or ran
-        caveats = tuple(((results or {}).get("mlperf_target") or {}).get("reservations", ())) if arch == ran else ()
+        caveats = tuple((results.gate or {}).get("reservations", ())) if results and arch == ran else ()
         target = gate(arch, result.top1, result.total, caveats) if arch else None
         print(target.line() if target else "mlperf target: not judged (give --model "
               + " or ".join(with_target()) + ")")
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_names(result.missing, labels, limit)}",
                   file=sys.stderr)
         if args.compare:
-            print_comparison(compare_with_run(result, labels, results, args.compare), args.compare, limit)
+            print_comparison(compare_with_run(result, labels, results), args.compare, limit)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ import numpy as np
 from benchmark import runtimes
 from benchmark.evaluation.gate import gate
 from benchmark.evaluation.scoring import score
-from benchmark.evaluation.significance import paired
+from benchmark.evaluation.report import compare
+from benchmark.evaluation.results import Comparison
 from preprocessing.calibration import CalibrationList, calibration_dataset, needed
 from preprocessing.errors import ConfigError
 from preprocessing.stage import CacheSpec, DatasetSpec, Inputs, build_cache
@@ -120,49 +121,33 @@ def calibrate(runtime, checkpoint_sha256: str, inputs: Inputs, batch_size: int, 
             "seconds": round(time.perf_counter() - clock, 3)}
 
 
-def against_exact(precision: str, transform, result, logits: np.ndarray, exact_logits: np.ndarray, labels: np.ndarray,
-                  names: list[str], readable: list[int], listed: int, judged: str, reservations: tuple[str, ...],
-                  exact_reservations: tuple[str, ...], speed: float | None, timing: dict,
-                  exact_numerics: dict | None) -> dict:
-    """The exact fp32 model's logits on the same crops against the run's (`precision`, `transform`):
-    both top-1s, the images the run fixes and breaks (McNemar's p), the largest logit difference,
-    MLPerf's gate for both (the family `judged`, each side's reservations), and both speeds (the
-    run's `speed`, the exact model's in `timing`). `labels`/`names`: of the images scored, at
-    `readable` among the `listed` ones."""
+def against_exact(result, logits: np.ndarray, exact_logits: np.ndarray, labels: np.ndarray, names: list[str],
+                  readable: list[int], listed: int, judged: str, exact_reservations: tuple[str, ...], timing: dict,
+                  exact_numerics: dict | None) -> Comparison:
+    """The run (`result`, `logits`) against the exact fp32 model's logits on the same crops, in the
+    one Comparison shape: both top-1s, the images the run fixes and breaks (McNemar's p), the largest
+    logit difference, MLPerf's gate for the exact model (the family `judged`, its reservations) and
+    its speed (`timing`). `labels`/`names`: of the images scored, at `readable` among the `listed` ones."""
     exact = score(exact_logits, labels)
-    flips = paired(labels, exact.predictions, result.predictions, names)
-    gates = {"fp32": gate(judged, exact.top1, exact.total, exact_reservations),
-             "run": gate(judged, result.top1, result.total, reservations)}
-    return {
-        "precision": precision,
-        "transform": transform.to_dict() if transform is not None else None,
-        "top1": result.top1, "good": result.good,
-        "fp32_top1": exact.top1, "fp32_good": exact.good, "total": result.total,
-        "fixed": flips["fixed"], "broken": flips["broken"], "mcnemar_p": flips["mcnemar_p"],
-        "fixed_images": flips["fixed_images"], "broken_images": flips["broken_images"],
-        "same_prediction": flips["same_prediction"],
-        "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - exact_logits).max()),
-        "mlperf_target": {k: g.to_dict() if g else None for k, g in gates.items()},
-        "images_per_s": speed, "fp32_images_per_s": timing.get("eval_images_per_s"),
-        "fp32_numerics": exact_numerics,
-        "fp32_calls": exact.calls(readable, listed),  # how close each exact call was
-    }
+    fp32_gate = gate(judged, exact.top1, exact.total, exact_reservations)
+    return compare("exact", {"precision": "fp32", "numerics": exact_numerics}, result, exact, logits, exact_logits,
+                   labels, names, exact.calls(readable, listed), fp32_gate.to_dict() if fp32_gate else None, timing)
 
 
-def run_name(c: dict) -> str:
+def run_name(precision: str, transform: dict | None) -> str:
     """What ran against exact fp32: the precision, the transform, or both."""
-    t = c.get("transform")
-    transform = f"transform {t['target']}" + (f" {t['kwargs']}" if t["kwargs"] else "") if t else None
-    if transform and c["precision"] != "fp32":
-        return f"{c['precision']} with {transform}"
-    return transform or c["precision"]
+    t = transform
+    named = f"transform {t['target']}" + (f" {t['kwargs']}" if t["kwargs"] else "") if t else None
+    if named and precision != "fp32":
+        return f"{precision} with {named}"
+    return named or precision
 
 
-def summary(c: dict) -> str:
-    speed = ""
-    if c["images_per_s"] and c["fp32_images_per_s"]:
-        speed = (f"; {c['images_per_s']:.1f} against {c['fp32_images_per_s']:.1f} images/s "
-                 f"({c['images_per_s'] / c['fp32_images_per_s']:.2f}x)")
-    return (f"{run_name(c)} against exact fp32 on the same {c['total']} images: fp32 accuracy={c['fp32_top1']:.3f}%, "
-            f"good={c['fp32_good']}; {c['same_prediction']} same top-1, {c['fixed']} fixed, {c['broken']} broken "
-            f"(McNemar p={c['mcnemar_p']:.3g}); max_abs_logit_diff={c['max_abs_logit_diff']:.3g}" + speed)
+def summary(c: Comparison, precision: str, transform: dict | None, speed: float | None) -> str:
+    """The comparison with exact fp32 in a line: `precision` and `transform` ran at `speed` images/s."""
+    shown = ""
+    if speed and c.images_per_s:
+        shown = f"; {speed:.1f} against {c.images_per_s:.1f} images/s ({speed / c.images_per_s:.2f}x)"
+    return (f"{run_name(precision, transform)} against exact fp32 on the same {c.scores.total} images: fp32 "
+            f"accuracy={c.scores.top1:.3f}%, good={c.scores.good}; {c.agreement} same top-1, {c.fixed} fixed, "
+            f"{c.broken} broken (McNemar p={c.mcnemar_p:.3g}); max_abs_logit_diff={c.max_abs_logit_diff:.3g}" + shown)

@@ -14,6 +14,7 @@ from benchmark import precision, runtimes
 from benchmark.evaluation import distributed, loop, real, report
 from benchmark.evaluation.distributed import World
 from benchmark.evaluation.gate import gate, reservations
+from benchmark.evaluation.results import Comparison, RunFacts
 from benchmark.evaluation.scoring import Score, score
 from benchmark.families import judged_as, mlperf_departures, with_target
 from benchmark.formats.checkpoint import Checkpoint
@@ -190,10 +191,10 @@ def real_asked(cfg: DictConfig) -> bool:
     return bool((cfg.get("labels") or {}).get("real"))
 
 
-def run_facts(cfg: DictConfig, s: Setup) -> report.RunFacts:
+def run_facts(cfg: DictConfig, s: Setup) -> RunFacts:
     """What was run, on what, with what: the config and the Setup read here, once, for the results."""
     inputs, cache, ckpt, runtime = s.inputs, s.cache, s.ckpt, s.runtime
-    return report.RunFacts(
+    return RunFacts(
         model=cfg.model.name, arch=cfg.model.arch, judged_as=s.judged,
         checkpoint={"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256},
         image_size=inputs.image_size, preprocess={**inputs.settings.to_dict(), "cache": str(cache.folder)},
@@ -211,8 +212,8 @@ def run_facts(cfg: DictConfig, s: Setup) -> report.RunFacts:
         conversion=s.source.conversion, config=OmegaConf.to_container(cfg, resolve=True))
 
 
-def results_dict(cfg: DictConfig, s: Setup, result: Score, reference: dict | None, elapsed: float,
-                 against_exact: dict | None = None) -> dict:
+def results_dict(cfg: DictConfig, s: Setup, result: Score, reference: Comparison | None, elapsed: float,
+                 against_exact: Comparison | None = None) -> dict:
     """The results JSON of an accuracy run (evaluation/report.py), from the config and the Setup."""
     return report.results_dict(run_facts(cfg, s), result, s.inputs.dataset.names, s.inputs.dataset.labels,
                                s.readable.tolist(), gate(s.judged, result.top1, result.total, s.reservations),
@@ -244,7 +245,7 @@ def evaluate(cfg: DictConfig, s: Setup, runtime: runtimes.Runtime, timing: dict)
 
 
 def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.ndarray,
-                         ref_logits: np.ndarray | None = None, timing: dict | None = None) -> dict | None:
+                         ref_logits: np.ndarray | None = None, timing: dict | None = None) -> Comparison | None:
     """reference=tf or onnxruntime: the checkpoint itself in TensorFlow or ONNX Runtime on the same
     inputs, image by image (for ONNX, on the logits inside the graph, named in `tensor`); its logits
     evaluated here unless given."""
@@ -254,21 +255,21 @@ def reference_comparison(cfg: DictConfig, s: Setup, result: Score, logits: np.nd
         timing = {}
         ref_logits = evaluate(cfg, s, s.reference, timing)
     model = s.reference_source.model
-    tensor = s.reference.logits_tensor or model.logits_tensor  # torch's (a module's exact model): the graph's
     ckpt = s.reference_source.ckpt
+    other = {"backend": cfg.reference,
+             "tensor": s.reference.logits_tensor or model.logits_tensor,  # torch's (a module's exact model): the graph's
+             "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256,
+                            "model": model.name, "mlperfs": is_mlperfs(model, ckpt)},
+             "device": s.reference.device, "devices": s.reference.devices,  # where it ran
+             "cpu_fusion": s.reference.cpu_fusion,  # torch's: how the exact model ran
+             "version": s.reference.version}
     ref = score(ref_logits, s.labels)
-    return {**report.compare(result, ref, logits, ref_logits, s.names),
-            "calls": ref.calls(s.readable.tolist(), len(s.inputs.dataset)),  # the reference's, image by image
-            "backend": cfg.reference, "tensor": tensor, "timing": timing,
-            "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256,
-                           "model": model.name, "mlperfs": is_mlperfs(model, ckpt)},
-            "device": s.reference.device, "devices": s.reference.devices,  # where it ran
-            "cpu_fusion": s.reference.cpu_fusion,  # torch's: how the exact model ran
-            "version": s.reference.version}
+    return report.compare("reference", other, result, ref, logits, ref_logits, s.labels, s.names,
+                          ref.calls(s.readable.tolist(), len(s.inputs.dataset)), timing=timing)
 
 
-def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,
-                  against_exact: dict | None = None, real_score: dict | None = None) -> None:
+def print_outcome(result: Score, s: Setup, reference: Comparison | None, path: Path,
+                  against_exact: Comparison | None = None, real_score: dict | None = None) -> None:
     """MLPerf's accuracy line on stdout; top-5, the reference's agreement and the results file on stderr."""
     skipped = f" (skipped {len(s.cache.failed)} of {len(s.inputs.dataset)} listed: unreadable, see " \
               f"'skipped' in the results)" if s.cache.failed else ""
@@ -277,7 +278,8 @@ def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,
     if target:
         print(target.line())
     if against_exact is not None:
-        print(precision.summary(against_exact))
+        print(precision.summary(against_exact, s.precision, s.transform.to_dict() if s.transform else None,
+                                s.timing.get("eval_images_per_s")))
     print(f"top5={result.top5:.3f}%", file=sys.stderr)
     if real_score is not None:
         print(real.line(real_score), file=sys.stderr)
@@ -285,13 +287,13 @@ def print_outcome(result: Score, s: Setup, reference: dict | None, path: Path,
         print(f"evaluation: {s.timing['eval_images_per_s']:.1f} images/s after the first batch, "
               f"{s.timing['eval_s']:.1f} s in all", file=sys.stderr)
     if reference:
-        ties, differ = reference["near_ties"], result.total - reference["agreement"]
-        noise = f"the reference's margin under {reference['near_tie_margin']:.2g}, within numerical noise"
-        print(f"reference {reference['backend']}: accuracy={reference['top1']:.3f}%, good={reference['good']}; "
-              f"agreement {reference['agreement']}/{result.total}"
+        ties, differ = reference.near_ties, result.total - reference.agreement
+        noise = f"the reference's margin under {reference.near_tie_margin:.2g}, within numerical noise"
+        print(f"reference {reference.other['backend']}: accuracy={reference.scores.top1:.3f}%, "
+              f"good={reference.scores.good}; agreement {reference.agreement}/{result.total}"
               + ((f" ({ties} of the {differ} differing are near-ties: {noise})" if ties else
                   f" (none of the {differ} differing is a near-tie, {noise})") if differ else "")
-              + f", max_abs_logit_diff={reference['max_abs_logit_diff']:.3g}")
+              + f", max_abs_logit_diff={reference.max_abs_logit_diff:.3g}")
     print(f"results: {path}", file=sys.stderr)
 
 
@@ -310,9 +312,8 @@ def run(cfg: DictConfig) -> dict | None:
         return None
     result = score(logits, s.labels)
     against_exact = precision.against_exact(
-        s.precision, s.transform, result, logits, exact_logits, s.labels, s.names, s.readable.tolist(),
-        len(s.inputs.dataset), s.judged, s.reservations, s.exact_reservations, s.timing.get("eval_images_per_s"),
-        exact_timing, s.exact.numerics) if s.exact is not None else None
+        result, logits, exact_logits, s.labels, s.names, s.readable.tolist(), len(s.inputs.dataset), s.judged,
+        s.exact_reservations, exact_timing, s.exact.numerics) if s.exact is not None else None
     reference = reference_comparison(cfg, s, result, logits, ref_logits, ref_timing)
     results = results_dict(cfg, s, result, reference, time.time() - started, against_exact)
     path = report.write_results(results, results_path(cfg))

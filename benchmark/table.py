@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from benchmark.evaluation.metrics import METRICS
-from benchmark.evaluation.pairs import model_key, model_names, pair_runs, pipeline_label, precision_of, variant
-from benchmark.evaluation.results import ResultsError, read_results
+from benchmark.evaluation.pairs import model_key, model_names, pair_runs, pipeline_label, variant
+from benchmark.evaluation.results import Results, ResultsError, read_results
 from preprocessing.errors import UserError
 
 # a column per metric (evaluation/metrics.py: a new metric is a new column)
@@ -32,31 +32,31 @@ class TableError(UserError, ValueError):
     pass
 
 
-def row(r: dict, path: Path, model: str) -> dict:
+def row(r: Results, model: str) -> dict:
     """`model`: the run's model label (pairs.model_names)."""
-    p = r["preprocess"]
+    f, p, versions = r.facts, r.facts.preprocess, r.versions
     return {
-        "model": model, "checkpoint": r["checkpoint"]["sha256"][:12], "image_size": r["image_size"],
+        "model": model, "checkpoint": f.checkpoint["sha256"][:12], "image_size": f.image_size,
         "pipeline": pipeline_label(p) + variant(r),
-        "precision": precision_of(r), "decoder": p.get("decoder", "opencv"), "resize": p.get("resize", "opencv"),
+        "precision": f.precision, "decoder": p.get("decoder", "opencv"), "resize": p.get("resize", "opencv"),
         "interpolation": p["interpolation"], "antialias": p.get("antialias", True),
         "crop_percent": p.get("crop_percent", 87.5), "crop_rounding": p.get("crop_rounding", "floor"),
-        "backend": r["backend"], "device": r["device"], **{m.name: m.text(r) for m in METRICS},
-        "good": r["good"], "total": r["total"],
+        "backend": f.backend, "device": f.device, **{m.name: m.text(r) for m in METRICS},
+        "good": r.scores.good, "total": r.scores.total,
         # ImageNet-ReaL (labels.real=true): the images it scored, empty where the run was not scored against it
-        "label_set": (r.get("dataset") or {}).get("label_set", ""),
-        "real_total": (r.get("real") or {}).get("total", ""),
-        "images_per_s": f"{ips:.1f}" if (ips := (r.get("timing") or {}).get("eval_images_per_s")) else "",
-        "opencv": r["versions"]["opencv"],
-        "pillow": r["versions"]["pillow"], "torch": r["versions"]["torch"], "file": path.name,
+        "label_set": (f.dataset or {}).get("label_set", ""),
+        "real_total": (r.real or {}).get("total", ""),
+        "images_per_s": f"{ips:.1f}" if (ips := (r.timing or {}).get("eval_images_per_s")) else "",
+        "opencv": versions.get("opencv"), "pillow": versions.get("pillow"), "torch": versions.get("torch"),
+        "file": r.path.name,
     }
 
 
-def load(paths: list[Path]) -> list[tuple[dict, Path]]:
+def load(paths: list[Path]) -> list[Results]:
     runs = []
     for path in paths:
         try:
-            runs.append((read_results(path, command="benchmark.table"), path))
+            runs.append(read_results(path, command="benchmark.table"))
         except ResultsError as e:
             raise TableError(str(e)) from e
     if not runs:
@@ -84,9 +84,9 @@ def markdown(header: list[str], body: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(runs: list[tuple[dict, Path]], out: Path, backend: str | None, title: str) -> list[Path]:
+def write_tables(runs: list[Results], out: Path, backend: str | None, title: str) -> list[Path]:
     names = model_names(runs)
-    rows = [row(r, p, names[model_key(r)]) for r, p in runs if backend is None or r["backend"] == backend]
+    rows = [row(r, names[model_key(r)]) for r in runs if backend is None or r.facts.backend == backend]
     if not rows:
         raise TableError(f"no runs with backend={backend}")
     rows.sort(key=lambda r: (r["model"], r["pipeline"], r["backend"]))
@@ -108,7 +108,7 @@ def write_tables(runs: list[tuple[dict, Path]], out: Path, backend: str | None, 
         writer = csv.writer(f)
         writer.writerow(["model"] + pipelines)
         writer.writerows(body)
-    pairs, unpaired = paired_table([(r, p) for r, p in runs if backend is None or r["backend"] == backend])
+    pairs, unpaired = paired_table([r for r in runs if backend is None or r.facts.backend == backend])
     (out / "paired.md").write_text(f"# {title}: each run against its model's baseline on the same images\n\n"
                                    + markdown(PAIRED_COLUMNS, pairs)
                                    + "\nfixed / broken: images the run gets right and the baseline wrong, and the "
@@ -125,7 +125,7 @@ PAIRED_COLUMNS = ["model", "run", "baseline", "images", "top-1 run", "top-1 base
                   "McNemar p", "difference [95 % CI], points"]
 
 
-def paired_table(runs: list[tuple[dict, Path]]) -> tuple[list[list], list[str]]:
+def paired_table(runs: list[Results]) -> tuple[list[list], list[str]]:
     """paired.md's rows (evaluation/pairs.py pairs the runs), and the runs that could not be paired."""
     pairs, unpaired = pair_runs(runs)
     body = []
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.html:
             from benchmark.html.pages import MAX_FLIPS, write_report
 
-            chosen = [(r, p) for r, p in runs if args.backend == "all" or r["backend"] == args.backend]
+            chosen = [r for r in runs if args.backend == "all" or r.facts.backend == args.backend]
             written += write_report(chosen, args.out, args.title, args.html_flips or MAX_FLIPS)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)

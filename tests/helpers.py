@@ -225,6 +225,14 @@ def run_benchmark(*overrides) -> dict:
     return run(config(*overrides))
 
 
+def results_of(r: dict, path: Path | str = "results.json"):
+    """A results dict as the one reader gives it (evaluation/results.py): upgraded from the schema it
+    states (none: the first), as a Results record read from `path`."""
+    from benchmark.evaluation.results import Results, upgraded
+
+    return Results.from_dict(upgraded(r, path), path)
+
+
 def unread_dataset(folder: Path) -> Path:
     """A dataset that lists one image which is no JPEG: an error raised before any image is read
     (a checkpoint refused) shows as itself; cropping the image would fail instead."""

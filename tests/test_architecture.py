@@ -155,7 +155,7 @@ def test_no_runtime_is_probed_or_told_by_its_name_outside_runtimes():
 
 
 # The layers below the commands' stages read typed parts, never the Hydra config or a run's Setup:
-# evaluation/ and html/ take explicit fields (report.RunFacts, a Score, lists), so no parameter there
+# evaluation/ and html/ take explicit fields (results.RunFacts, a Score, lists), so no parameter there
 # may be the config (named cfg, or a DictConfig) or a Setup, typed or not (named s, the name an
 # untyped Setup went by: it hid report.run_facts' dependency on run.py from the import rule).
 EXPLICIT = ("benchmark/evaluation", "benchmark/html")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.evaluation.results import Results
 from preprocessing.errors import UserError
 
 DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
@@ -158,13 +159,12 @@ def score_file(log: Path, labels_file: Path, dtype: str = "auto") -> LogScore:
     return score(read_log(log), read_labels(labels_file), dtype, Path(log))
 
 
-def compare_with_run(log_score: LogScore, labels: list[tuple[str, int]], results: dict,
-                     results_path: Path = Path("results.json")) -> dict:
+def compare_with_run(log_score: LogScore, labels: list[tuple[str, int]], results: Results) -> dict:
     """The log's answers against a harness run's predictions, image by image (matched by file name)."""
-    if "images" not in results or "predictions" not in results:
-        raise LogError(f"{results_path}: no 'images' and 'predictions' (not a harness results file, or one "
+    if results.images is None or results.predictions is None:
+        raise LogError(f"{results.path}: no 'images' and 'predictions' (not a harness results file, or one "
                        f"written before runs listed their images: run it again)")
-    run = {name: p for name, p in zip(results["images"], results["predictions"]) if p is not None}
+    run = {name: p for name, p in zip(results.images, results.predictions) if p is not None}
     rows = {"log_wrong_run_right": [], "log_right_run_wrong": [], "both_wrong_differently": []}
     not_in_run = []
     for idx, answer in sorted(log_score.answers.items()):

@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from benchmark.evaluation.results import Results
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -23,12 +25,11 @@ class Metric:
     digits: int = 3
     asked_by: str | None = None  # a metric a run computes only when asked (its option); None: always
 
-    def value(self, r: dict) -> float | None:
+    def value(self, r: Results) -> float | None:
         """As recorded, else computed from the file (one written before the metric was)."""
-        recorded = r.get("metrics") or {}
-        return recorded[self.name] if self.name in recorded else self.compute(r)
+        return r.metrics[self.name] if self.name in r.metrics else self.compute(r.data)
 
-    def text(self, r: dict) -> str:
+    def text(self, r: Results) -> str:
         v = self.value(r)
         return "" if v is None else f"{v:.{self.digits}f}"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.evaluation.results import Results
 from benchmark.evaluation.significance import paired, paired_difference_ci
 from benchmark.families import FAMILIES, mlperf_departures
 from preprocessing.pipelines import mlperf_departures as pipeline_departures
@@ -24,43 +25,32 @@ def pipeline_label(p: dict) -> str:
     return label
 
 
-def model_label(r: dict) -> str:
-    ckpt = r["checkpoint"]
+def model_label(r: Results) -> str:
+    ckpt = r.facts.checkpoint
     # An archive member's folder tells TF-slim's graphs apart (they are all frozen_graph.pb).
     name = ckpt["member"].removeprefix("./") if ckpt["member"] else Path(ckpt["path"]).name
-    module = ((r.get("conversion") or {}).get("module") or {}).get("target")  # model=module: whose module
-    return f"{r['model']}{f' {module}' if module else ''} ({name}, {r['image_size']}px)"
+    module = ((r.facts.conversion or {}).get("module") or {}).get("target")  # model=module: whose module
+    return f"{r.facts.model}{f' {module}' if module else ''} ({name}, {r.facts.image_size}px)"
 
 
-def model_key(r: dict) -> tuple:
+def model_key(r: Results) -> tuple:
     """What makes two runs' models one model: the checkpoint's bytes (sha256), its image size and, for
     model=module, the user's module; never its file name (every TF-slim graph is frozen_graph.pb)."""
-    return model_label(r), r["checkpoint"].get("sha256") or r["checkpoint"]["path"]
+    return model_label(r), r.facts.checkpoint.get("sha256") or r.facts.checkpoint["path"]
 
 
-def model_names(runs) -> dict[tuple, str]:
-    """Each model (model_key) of `runs` ((results, path) pairs) its label: the short one, with the
-    checkpoint's first sha256 digits where two models would share it."""
-    keys = {model_key(r) for r, _ in runs}
+def model_names(runs: list[Results]) -> dict[tuple, str]:
+    """Each model (model_key) of `runs` its label: the short one, with the checkpoint's first sha256
+    digits where two models would share it."""
+    keys = {model_key(r) for r in runs}
     shared = {label for label, _ in keys if sum(k[0] == label for k in keys) > 1}
     return {key: f"{key[0][:-1]}, sha256 {key[1][:12]})" if key[0] in shared else key[0] for key in keys}
 
 
-def precision_of(r: dict) -> str:
-    """The precision a run ran in: recorded as a string; older files held it in their comparison with
-    fp32 (a dict) or, for LoadGen runs, only in their config."""
-    recorded = r.get("precision")
-    if isinstance(recorded, str):
-        return recorded
-    if isinstance(recorded, dict):
-        return recorded.get("precision", "fp32")
-    return str((r.get("config") or {}).get("precision", "fp32"))
-
-
-def transform_of(r: dict) -> str | None:
+def transform_of(r: Results) -> str | None:
     """A transformed run's transform, short: function(arguments) and the first digits of its source's
     sha256 (two versions of one transform are two runs); None for the exact model."""
-    t = r.get("transform")
+    t = r.facts.transform
     if not t:
         return None
     args = ", ".join(f"{k}={v}" for k, v in sorted((t.get("kwargs") or {}).items()))
@@ -68,38 +58,39 @@ def transform_of(r: dict) -> str | None:
     return f"{t['target'].rsplit(':', 1)[-1]}({args}){digest}"
 
 
-def variant(r: dict) -> str:
+def variant(r: Results) -> str:
     """What a run changed from the exact model, as a label's tail: its precision, its transform."""
-    return "".join(f", {v}" for v in (precision_of(r) if precision_of(r) != "fp32" else None, transform_of(r)) if v)
+    precision = r.facts.precision
+    return "".join(f", {v}" for v in (precision if precision != "fp32" else None, transform_of(r)) if v)
 
 
-def run_label(r: dict) -> str:
-    return f"{pipeline_label(r['preprocess'])}, {r['backend']}{variant(r)}"
+def run_label(r: Results) -> str:
+    return f"{pipeline_label(r.facts.preprocess)}, {r.facts.backend}{variant(r)}"
 
 
-def same_pipeline(a: dict, b: dict) -> bool:
+def same_pipeline(a: Results, b: Results) -> bool:
     """Whether two runs cropped their images alike: every setting of the pipeline equal (the cache
     folder each read them from aside: two cache_dir= of one pipeline hold the same crops)."""
     def settings(r):
-        return {k: v for k, v in r["preprocess"].items() if k != "cache"}
+        return {k: v for k, v in r.facts.preprocess.items() if k != "cache"}
     return settings(a) == settings(b)
 
 
-def is_exact(r: dict) -> bool:
+def is_exact(r: Results) -> bool:
     """A run of the exact model: fp32, no transform (a baseline may be nothing else)."""
-    return precision_of(r) == "fp32" and not r.get("transform")
+    return r.facts.precision == "fp32" and not r.facts.transform
 
 
-def is_mlperfs(r: dict) -> bool:
+def is_mlperfs(r: Results) -> bool:
     """MLPerf's own run of its model: MLPerf's pipeline for the family it is judged as, every setting
     (not the config's name: families.mlperf_departures), exact (fp32, no transform), whichever
     runtime computed it (the tables pick one backend's runs: --backend). A model of no family the
     harness knows: the interpolation its config named MLPerf's, else its own."""
-    arch, p = r.get("judged_as") or r.get("arch"), r["preprocess"]
+    arch, p = r.facts.judged, r.facts.preprocess
     if arch in FAMILIES and FAMILIES[arch].mlperf_interpolation:
         departs = mlperf_departures(arch, p)
     else:
-        model = (r.get("config") or {}).get("model") or {}
+        model = (r.facts.config or {}).get("model") or {}
         departs = pipeline_departures(p, model.get("mlperf_interpolation", p["interpolation"]))
     return not departs and is_exact(r)
 
@@ -110,14 +101,14 @@ class Side:
     inside its own file."""
     label: str
     path: Path
-    results: dict
+    results: Results
     predictions: list
     calls: dict | None  # top5, top5_prob, label_prob per image (None: a file written before they were)
 
     @property
     def crops(self) -> str | None:
         """The crop cache the side's model read (its run's, for the exact model inside a run too)."""
-        return (self.results.get("preprocess") or {}).get("cache")
+        return self.results.facts.preprocess.get("cache")
 
     def call(self, i: int) -> dict:
         """Image i's call: the prediction, and where recorded its probability, the runner-up's and the
@@ -182,21 +173,21 @@ class Pair:
         return sorted(rows, key=lambda r: (-abs(r["net"]), -r["net"], r["label"]))
 
 
-def side(r: dict, path: Path) -> Side:
-    return Side(f"{run_label(r)} ({path.name})", path, r, r["predictions"], r.get("calls"))
+def side(r: Results) -> Side:
+    return Side(f"{run_label(r)} ({r.path.name})", r.path, r, r.predictions, r.calls)
 
 
-def exact_side(r: dict, path: Path) -> Side | None:
+def exact_side(r: Results) -> Side | None:
     """The exact fp32 model a precision or transform run was compared with in its own file, where
     the file holds its calls."""
-    calls = (r.get("against_exact") or {}).get("fp32_calls")
+    calls = r.exact.calls if r.exact is not None else None
     if not calls:
         return None
     predictions = [c[0] if c is not None else None for c in calls["top5"]]
-    return Side(f"exact fp32 of {path.name} (same run, same crops)", path, r, predictions, calls)
+    return Side(f"exact fp32 of {r.path.name} (same run, same crops)", r.path, r, predictions, calls)
 
 
-def pair_runs(runs: list[tuple[dict, Path]]) -> tuple[list[Pair], list[str]]:
+def pair_runs(runs: list[Results]) -> tuple[list[Pair], list[str]]:
     """Per model (its checkpoint's sha256, not its file name) and image list, every run against the
     baseline: an exact run (fp32, no transform), of MLPerf's pipeline (every setting: is_mlperfs) where
     there is one, else the first exact file by name. A precision or transform run is
@@ -206,42 +197,42 @@ def pair_runs(runs: list[tuple[dict, Path]]) -> tuple[list[Pair], list[str]]:
     list among other runs of its model is one of them."""
     names = model_names(runs)
     groups: dict = {}
-    for r, path in sorted(runs, key=lambda rp: rp[1].name):
-        groups.setdefault((names[model_key(r)], tuple(r["images"])), []).append((r, path))
+    for r in sorted(runs, key=lambda r: r.path.name):
+        groups.setdefault((names[model_key(r)], tuple(r.images)), []).append(r)
     lists: dict = {}  # model -> how many image lists its runs have
     for model, images in groups:
         lists[model] = lists.get(model, 0) + 1
     pairs, unpaired = [], []
     for (model, images), members in sorted(groups.items(), key=lambda g: g[0][0]):
         if len(members) == 1:  # alone on its image list: a variant run against its own exact side
-            r, path = members[0]
-            own = exact_side(r, path) if not is_exact(r) else None
-            if own is not None and r.get("ground_truth"):
-                pairs.append(make_pair(model, side(r, path), own, r["ground_truth"], list(images)))
+            r = members[0]
+            own = exact_side(r) if not is_exact(r) else None
+            if own is not None and r.ground_truth:
+                pairs.append(make_pair(model, side(r), own, r.ground_truth, list(images)))
             elif lists[model] > 1:  # the model's other runs read other images
-                unpaired.append(f"{path.name}: no other run of {model} on the same {len(images)} images "
+                unpaired.append(f"{r.path.name}: no other run of {model} on the same {len(images)} images "
                                 f"(a different image list, such as another dataset.limit)")
             continue
-        exacts = [(r, p) for r, p in members if is_exact(r)]
-        base_r, base_path = next(((r, p) for r, p in exacts if is_mlperfs(r)), exacts[0] if exacts else (None, None))
-        for r, path in members:
-            if r is base_r:
+        exacts = [r for r in members if is_exact(r)]
+        base = next((r for r in exacts if is_mlperfs(r)), exacts[0] if exacts else None)
+        for r in members:
+            if r is base:
                 continue
-            own = exact_side(r, path) if not is_exact(r) else None
-            if base_r is not None and (own is None or same_pipeline(r, base_r)):
-                labels = base_r.get("ground_truth")
-                baseline = side(base_r, base_path) if labels else Side("", base_path, base_r, [], None)
+            own = exact_side(r) if not is_exact(r) else None
+            if base is not None and (own is None or same_pipeline(r, base)):
+                labels = base.ground_truth
+                baseline = side(base) if labels else Side("", base.path, base, [], None)
             elif own is not None:
-                baseline, labels = own, r.get("ground_truth")
+                baseline, labels = own, r.ground_truth
             else:
-                unpaired.append(f"{path.name}: no exact run (fp32, no transform) of {model} on these images, and "
+                unpaired.append(f"{r.path.name}: no exact run (fp32, no transform) of {model} on these images, and "
                                 f"its file holds no exact fp32 side")
                 continue
-            pair = make_pair(model, side(r, path), baseline, labels, list(images)) if labels else None
+            pair = make_pair(model, side(r), baseline, labels, list(images)) if labels else None
             if pair is None or not pair.both:
                 why = "its results hold no ground_truth (written by an older version)" if not labels \
                     else "no image was read by both runs"
-                unpaired.append(f"{path.name} against {baseline.path.name}: {why}")
+                unpaired.append(f"{r.path.name} against {baseline.path.name}: {why}")
                 continue
             pairs.append(pair)
     return pairs, unpaired

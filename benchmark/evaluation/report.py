@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import subprocess
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,8 +14,9 @@ import numpy as np
 
 from benchmark.evaluation import real
 from benchmark.evaluation.metrics import measured
-from benchmark.evaluation.results import stamped
+from benchmark.evaluation.results import Comparison, RunFacts, Scores, stamped
 from benchmark.evaluation.scoring import NUM_CLASSES
+from benchmark.evaluation.significance import paired
 from preprocessing.files import write_text_atomically
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -65,69 +66,44 @@ def near_tie_margin(ref_logits: np.ndarray) -> float:
     return 2 * max(1e-4, 16 * float(np.finfo(np.float32).eps) * scale)
 
 
-def compare(result, ref, logits: np.ndarray, ref_logits: np.ndarray, names: list[str]) -> dict:
-    """Image-by-image agreement of two backends' top-1 and the largest logit difference (over the
-    1000 classes where one has MLPerf's background output at index 0 and the other not)."""
+def compare(against: str, other: dict, result, ref, logits: np.ndarray, ref_logits: np.ndarray, labels,
+            names: list[str], calls: dict, gate: dict | None = None, timing: dict | None = None) -> Comparison:
+    """The run (`result`, `logits`) against another model (`ref`, `ref_logits`) on the same images
+    (`labels`, `names`), image by image: agreement of their top-1, the images the run fixes and
+    breaks (McNemar's p), the other's margin on each disagreement, and the largest logit difference
+    (over the 1000 classes where one has MLPerf's background output at index 0 and the other not).
+    `against`: "reference" or "exact"; `other`: what the other model ran; `calls`: its calls, as a
+    results file records them; `gate`: MLPerf's target for it; `timing`: its evaluation's."""
     if logits.shape[1] != ref_logits.shape[1]:
         logits, ref_logits = logits[:, -NUM_CLASSES:], ref_logits[:, -NUM_CLASSES:]
     same = result.predictions == ref.predictions
     differ = np.flatnonzero(~same)
     top2 = np.sort(ref_logits[differ], axis=1)[:, -2:]
     margins, tie = top2[:, 1] - top2[:, 0], near_tie_margin(ref_logits)
-    return {
-        "top1": ref.top1, "top5": ref.top5, "good": ref.good, "total": ref.total,
-        "agreement": int(same.sum()),
-        "disagreements": [names[i] for i in differ],
-        # The reference's top-1 minus its runner-up on each. Logits that differ by at most d can
-        # change the top-1 only where that margin is at most 2d; a margin within numerical noise
+    flips = paired(labels, ref.predictions, result.predictions, names)
+    return Comparison(
+        against=against, other=other, scores=Scores.of(ref), calls=calls, agreement=int(same.sum()),
+        disagreements=[names[i] for i in differ], fixed=flips["fixed"], broken=flips["broken"],
+        fixed_images=flips["fixed_images"], broken_images=flips["broken_images"], mcnemar_p=flips["mcnemar_p"],
+        # The other's top-1 minus its runner-up on each. Logits that differ by at most d can change
+        # the top-1 only where that margin is at most 2d; a margin within numerical noise
         # (near_tie_margin) is a near-tie that any correct computation may break either way.
-        "disagreement_margins": margins.tolist(),
-        "near_tie_margin": tie, "near_ties": int((margins <= tie).sum()),
-        "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - ref_logits).max()),
-        "logit_range": float(ref_logits.max() - ref_logits.min()),
-    }
+        disagreement_margins=margins.tolist(), near_tie_margin=tie, near_ties=int((margins <= tie).sum()),
+        max_abs_logit_diff=float(np.abs(logits.astype(np.float64) - ref_logits).max()),
+        logit_range=float(ref_logits.max() - ref_logits.min()), gate=gate,
+        images_per_s=(timing or {}).get("eval_images_per_s"), timing=timing)
 
 
-@dataclass(frozen=True)
-class RunFacts:
-    """What was run, on what, with what: the fields every results file has, each resolved by the
-    command that ran it (run.run_facts) and given here explicitly."""
-    model: str
-    arch: str
-    judged_as: str  # the family whose MLPerf target applies (a module's: the one it ports)
-    checkpoint: dict  # path, member, sha256
-    image_size: int
-    preprocess: dict  # every setting of the pipeline and the cache folder
-    normalization: str
-    backend: str
-    device: str
-    runtime_version: str | None  # the library that ran the model
-    # what ran: the torch runtime's precision and the arithmetic read inside its forward; the other
-    # runtimes run the model's float32 graph
-    precision: str
-    numerics: dict | None
-    transform: dict | None
-    batch_size: int
-    fold_bn: bool | None  # folded by the harness (a user's module runs as it is: never); None: the graph's own
-    cpu_fusion: bool | str | None
-    cuda_graphs: bool | None
-    threads: int
-    distributed: dict | None
-    dataset: dict
-    skipped: list  # each image skipped as unreadable: its file and the reason
-    conversion: dict | None
-    config: dict  # the whole resolved config, as the command read it
-
-    def to_dict(self) -> dict:
-        """The fields, with the library versions, the harness's commit and the time."""
-        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "config"},
-                "versions": library_versions(), "git": git_commit(), "config": self.config,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+def facts_dict(facts: RunFacts) -> dict:
+    """The facts as a results file has them: with the library versions, the harness's commit and the time."""
+    return {**{f.name: getattr(facts, f.name) for f in fields(facts) if f.name != "config"},
+            "versions": library_versions(), "git": git_commit(), "config": facts.config,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def results_dict(facts: RunFacts, result, images: list[str], labels: list[int], readable: list[int],
-                 target, real_scored: bool, reference: dict | None, elapsed: float,
-                 against_exact: dict | None = None, calibration: dict | None = None,
+                 target, real_scored: bool, reference: Comparison | None, elapsed: float,
+                 against_exact: Comparison | None = None, calibration: dict | None = None,
                  timing: dict | None = None) -> dict:
     """The results JSON of an accuracy run: its facts, scores (`result`: scoring.Score of the images
     at `readable` among the listed `images`), MLPerf's target (`target`: gate.Gate or None),
@@ -137,12 +113,8 @@ def results_dict(facts: RunFacts, result, images: list[str], labels: list[int], 
         predictions[i] = p
     calls = result.calls(readable, len(images))
     results = stamped({
-        **facts.to_dict(),
-        "top1": result.top1,
-        "top5": result.top5,
-        "good": result.good,
-        "top5_good": result.top5_good,
-        "total": result.total,
+        **facts_dict(facts),
+        **Scores.of(result).to_dict(),
         "accuracy_line": result.mlperf_line(),
         "mlperf_target": target.to_dict() if target else None,
         "predictions": predictions,
@@ -151,8 +123,9 @@ def results_dict(facts: RunFacts, result, images: list[str], labels: list[int], 
         # each image's five best classes, their probabilities and the label's (how close each call was)
         "calls": calls,
         "real": real.score(list(images), calls["top5"]) if real_scored else None,  # labels.real
-        "reference": reference,
-        "against_exact": against_exact,  # precision= other than fp32, model.transform=: against exact fp32
+        "reference": reference.to_dict() if reference else None,
+        # precision= other than fp32, model.transform=: against the exact fp32 model
+        "against_exact": against_exact.to_dict() if against_exact else None,
         "calibration": calibration,
         "timing": timing,  # seconds per stage; the evaluation's images/s after its first batch
         "elapsed_s": round(elapsed, 3),

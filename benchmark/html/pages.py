@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmark.evaluation.metrics import METRICS
 from benchmark.evaluation.pairs import NEAR_TIE, Pair, model_key, model_names, pair_runs, run_label
+from benchmark.evaluation.results import Results
 from benchmark.html.thumbnails import Crops, original_name, original_source, write_original
 from preprocessing.dataset import shipped
 
@@ -65,8 +66,9 @@ class Images:
         self.written: dict[str, str | None] = {}  # file name -> None, or why it is not there
         self.notes: list[str] = []
 
-    def crop(self, results: dict, path: Path, i: int) -> str | None:
-        """The crop run `path` saw of image i, as a file name relative to the page; None if gone."""
+    def crop(self, results: Results, i: int) -> str | None:
+        """The crop the run of `results` saw of image i, as a file name relative to the page; None if gone."""
+        path = results.path
         crops = self.crops.get(str(path))
         if crops is None:
             crops = self.crops[str(path)] = Crops(results)
@@ -80,7 +82,7 @@ class Images:
             self.written[name] = None
         return f"{self.folder.name}/{name}"
 
-    def original(self, results: dict, image: str) -> str | None:
+    def original(self, results: Results, image: str) -> str | None:
         name = original_name(results, image)
         if name not in self.written:
             source, why = original_source(results)
@@ -149,7 +151,7 @@ def flip_figure(p: Pair, f: dict, names: list[str], images: Images) -> str:
     crops = []
     sides = [(p.baseline, "baseline")] + ([(p.run, "run")] if p.run.crops != p.baseline.crops else [])
     for s, who in sides:
-        src = images.crop(s.results, s.path, i)
+        src = images.crop(s.results, i)
         img = (f'<img class="crop" src="{escape(src)}" alt="{escape(f["image"])}: the crop the {who} saw" '
                f'title="the crop the {who} saw">' if src else f'<span class="no-crop">{who}\'s crop not available</span>')
         crops.append(f'<a href="{escape(original)}">{img}</a>' if original and src else img)
@@ -189,49 +191,50 @@ def pair_section(k: int, p: Pair, names: list[str], images: Images, max_flips: i
                "<p>No image flipped.</p>") + "</section>")
 
 
-def reference_section(r: dict, path: Path, names: list[str], images: Images) -> str:
-    ref = r.get("reference")
+def reference_section(r: Results, names: list[str], images: Images) -> str:
+    ref = r.reference
     if not ref:
         return ""
-    index = {name: i for i, name in enumerate(r["images"])}
-    ref_calls = ref.get("calls")
+    index = {name: i for i, name in enumerate(r.images)}
+    tie_margin = ref.near_tie_margin or 2e-4  # 2e-4: its least, for files written before it was recorded
     rows = []
-    for name, margin in zip(ref["disagreements"], ref["disagreement_margins"]):
+    for name, margin in zip(ref.disagreements, ref.disagreement_margins):
         i = index[name]
-        label, ours = r["ground_truth"][i], r["predictions"][i]
-        theirs = ref_calls["top5"][i][0] if ref_calls else None
-        src = images.crop(r, path, i)
+        label, ours = r.ground_truth[i], r.predictions[i]
+        theirs = ref.calls["top5"][i][0] if ref.calls else None
+        src = images.crop(r, i)
         thumb = f'<img class="ref-crop" src="{escape(src)}" alt="{escape(name)}" width="64" height="64">' if src else ""
-        tie = " (near-tie)" if margin <= ref.get("near_tie_margin", 2e-4) else ""  # 2e-4: its least, older files
+        tie = " (near-tie)" if margin <= tie_margin else ""
         rows.append([thumb, escape(name), escape(names[label]), escape(names[ours]) if ours != -1 else "background",
                      escape(names[theirs]) if theirs not in (None, -1) else str(theirs), f"{margin:.3g}{tie}"])
-    return (f"<h3>{escape(run_label(r))} ({escape(path.name)}) against the reference {escape(ref['backend'])}</h3>"
-            f"<p>agreement {ref['agreement']}/{r['total']}, largest logit difference {ref['max_abs_logit_diff']:.3g}; "
+    return (f"<h3>{escape(run_label(r))} ({escape(r.path.name)}) against the reference "
+            f"{escape(ref.other['backend'])}</h3>"
+            f"<p>agreement {ref.agreement}/{r.scores.total}, largest logit difference {ref.max_abs_logit_diff:.3g}; "
             f"margin: the reference's top-1 logit minus its runner-up (a near-tie where it is under "
-            f"{ref.get('near_tie_margin', 2e-4):.2g}, within numerical noise: any correct computation may break it "
+            f"{tie_margin:.2g}, within numerical noise: any correct computation may break it "
             "either way)</p>"
             + (table(["crop", "image", "true", "run", "reference", "margin"], rows) if rows else "<p>No disagreement.</p>"))
 
 
-def accuracy_rows(runs: list[tuple[dict, Path]]) -> tuple[list[str], list[list]]:
-    real = any(r.get("real") for r, _ in runs)
+def accuracy_rows(runs: list[Results]) -> tuple[list[str], list[list]]:
+    real = any(r.real for r in runs)
     # a column per metric (evaluation/metrics.py); one a run computes only when asked, where a run has it
-    shown = [m for m in METRICS if m.asked_by is None or any(m.value(r) is not None for r, _ in runs)]
+    shown = [m for m in METRICS if m.asked_by is None or any(m.value(r) is not None for r in runs)]
     header = ["run", "file", "label set (layout)", "images", "good", *(m.title for m in shown)] + \
         (["ReaL images"] if real else []) + ["images/s"]
     rows = []
-    for r, path in runs:
-        d = r.get("dataset") or {}
-        ips = (r.get("timing") or {}).get("eval_images_per_s")
-        row = [escape(run_label(r)), escape(path.name), escape(f"{d.get('label_set', '')} ({d.get('layout', '')})"),
-               r["total"], r["good"], *(m.text(r) for m in shown)]
+    for r in runs:
+        d = r.facts.dataset or {}
+        ips = (r.timing or {}).get("eval_images_per_s")
+        row = [escape(run_label(r)), escape(r.path.name), escape(f"{d.get('label_set', '')} ({d.get('layout', '')})"),
+               r.scores.total, r.scores.good, *(m.text(r) for m in shown)]
         if real:
-            row.append((r.get("real") or {}).get("total", "not scored"))
+            row.append((r.real or {}).get("total", "not scored"))
         rows.append(row + [f"{ips:.1f}" if ips else ""])
     return header, rows
 
 
-def model_page(model: str, runs: list[tuple[dict, Path]], pairs: list[Pair], unpaired: list[str], title: str,
+def model_page(model: str, runs: list[Results], pairs: list[Pair], unpaired: list[str], title: str,
                folder: Path, max_flips: int) -> str:
     names = class_names()
     images = Images(folder)
@@ -243,7 +246,7 @@ def model_page(model: str, runs: list[tuple[dict, Path]], pairs: list[Pair], unp
                   f"{p.difference:+.2f}", f"[{p.interval[0]:+.2f}, {p.interval[1]:+.2f}]", p.comparison["fixed"],
                   p.comparison["broken"], f"{p.comparison['mcnemar_p']:.3g}"] for k, p in enumerate(pairs)]
     details = "".join(pair_section(k, p, names, images, max_flips) for k, p in enumerate(pairs))
-    references = "".join(reference_section(r, path, names, images) for r, path in runs)
+    references = "".join(reference_section(r, names, images) for r in runs)
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in
                     [*unpaired, *images.notes])
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(model)}</title>'
@@ -261,7 +264,7 @@ def model_page(model: str, runs: list[tuple[dict, Path]], pairs: list[Pair], unp
             + "</body></html>\n")
 
 
-def write_report(runs: list[tuple[dict, Path]], out: Path, title: str, max_flips: int = MAX_FLIPS) -> list[Path]:
+def write_report(runs: list[Results], out: Path, title: str, max_flips: int = MAX_FLIPS) -> list[Path]:
     """report/index.html and one page per model (with its image folder) under `out`."""
     report = out / "report"
     pairs, unpaired = pair_runs(runs)
@@ -274,8 +277,8 @@ def write_report(runs: list[tuple[dict, Path]], out: Path, title: str, max_flips
         if folder.exists():
             shutil.rmtree(folder)  # images of an earlier report: none may outlive it
         folder.mkdir(parents=True)
-        mine = [(r, p) for r, p in runs if names[model_key(r)] == model]
-        files = {p.name for _, p in mine}
+        mine = [r for r in runs if names[model_key(r)] == model]
+        files = {r.path.name for r in mine}
         page = model_page(model, mine, [p for p in pairs if p.model == model],
                           [u for u in unpaired if u.split(":")[0].split(" ")[0] in files], title, folder, max_flips)
         (report / f"{name}.html").write_text(page)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from benchmark.evaluation.results import Results
 from preprocessing.dataset import Folder, TarArchive
 
 CROP_QUALITY = 85  # JPEG: a thumbnail, not the crop's exact pixels (those stay in the cache)
@@ -23,12 +24,13 @@ class Crops:
     """The crops of one run, from the cache its results name; `missing` says why they cannot be
     shown (None when they can)."""
 
-    def __init__(self, results: dict):
-        self.folder = Path((results.get("preprocess") or {}).get("cache") or "")
-        self.names = results.get("images") or []
+    def __init__(self, results: Results):
+        cache = results.facts.preprocess.get("cache")
+        self.folder = Path(cache or "")
+        self.names = results.images or []
         self.images, self.missing = None, None
         manifest = self.folder / "manifest.json"
-        if not (results.get("preprocess") or {}).get("cache"):
+        if not cache:
             self.missing = "the results name no crop cache"
         elif not manifest.is_file() or not (self.folder / "images.npy").is_file():
             self.missing = f"its crop cache {self.folder} is gone (run it again to rebuild it)"
@@ -46,17 +48,17 @@ class Crops:
         Image.fromarray(crop).save(path, quality=CROP_QUALITY)
 
 
-def original_source(results: dict):
+def original_source(results: Results):
     """The dataset the run read (a folder or a tar archive), or the reason it cannot be read now."""
-    root = Path((results.get("dataset") or {}).get("root") or "")
+    root = Path((results.facts.dataset or {}).get("root") or "")
     if not root.exists() or not str(root):
         return None, f"the dataset {root} is not here"
     return (TarArchive(root) if root.is_file() else Folder(root)), None
 
 
-def original_name(results: dict, name: str) -> str:
+def original_name(results: Results, name: str) -> str:
     """A file name for image `name` of the run's dataset: the same image in two runs, one file."""
-    root = (results.get("dataset") or {}).get("root") or ""
+    root = (results.facts.dataset or {}).get("root") or ""
     return "original-" + hashlib.sha256(f"{root}\0{name}".encode()).hexdigest()[:16] + ".jpg"
 
 

@@ -214,7 +214,7 @@ def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_f
 def performance_results(cfg, s: Setup, folder: Path, facts: dict, started: float) -> dict:
     detail = lgs.read_detail_log(folder / "mlperf_log_detail.txt")
     outcome = lgs.outcome(detail, facts["scenario"])
-    results = stamped({**run_facts(cfg, s).to_dict(), "loadgen": {**facts, **outcome,
+    results = stamped({**report.facts_dict(run_facts(cfg, s)), "loadgen": {**facts, **outcome,
                                                                  "summary": str(folder / "mlperf_log_summary.txt")},
                        "elapsed_s": round(time.time() - started, 3)}, "loadgen-performance")
     path = report.write_results(results, results_path(cfg, folder / "results.json"))

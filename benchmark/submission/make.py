@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import runtimes
+from benchmark.evaluation.results import KINDS, Results, read_results
 from benchmark.families import family, judged_as, mlperf_departures
 from benchmark.submission import package
 from benchmark.submission.system import STATUSES, SYSTEM_TYPES, description, machine
@@ -120,11 +121,11 @@ def child_overrides(overrides: list[str]) -> list[str]:
     return out
 
 
-def not_a_result(folder: Path, results: dict) -> str | None:
+def not_a_result(folder: Path, results: Results) -> str | None:
     """Why a finished run is not a result MLPerf's checker accepts (None: it is one): a performance run
     INVALID or with a LoadGen ERROR (the checker does not look at the validity: the harness must); an
     accuracy run whose detail log holds a LoadGen ERROR (the checker's accuracy check fails on it)."""
-    lg = results.get("loadgen")
+    lg = results.loadgen
     if not lg:  # the speed measurement: no LoadGen
         return None
     if lg["mode"] == "performance":
@@ -139,18 +140,23 @@ def not_a_result(folder: Path, results: dict) -> str | None:
     return f"the accuracy run's detail log holds LoadGen ERRORs ({'; '.join(errors[:3])})" if errors else None
 
 
-def finished(folder: Path) -> dict | None:
+def read(path: Path) -> Results:
+    """A run's results file, of whichever kind (evaluation/results.py: upgraded, refused if newer)."""
+    return read_results(path, kinds=tuple(KINDS), command="benchmark.submission")
+
+
+def finished(folder: Path) -> Results | None:
     """A run's results, if it ran to its end (LoadGen's results.json written, no INCOMPLETE mark) and
     is a result (not_a_result)."""
     results = folder / "results.json"
     if folder.is_dir() and results.is_file() and not (folder / INCOMPLETE).exists():
-        done = json.loads(results.read_text())
+        done = read(results)
         if not_a_result(folder, done) is None:
             return done
     return None
 
 
-def loadgen_run(overrides: list[str], folder: Path, *extra: str, command: str = "benchmark.loadgen") -> dict:
+def loadgen_run(overrides: list[str], folder: Path, *extra: str, command: str = "benchmark.loadgen") -> Results:
     """One run in a process of its own, started in a fresh empty folder; its results. A finished run
     is not run again; an unfinished one is removed and run again."""
     done = finished(folder)
@@ -178,14 +184,14 @@ def loadgen_run(overrides: list[str], folder: Path, *extra: str, command: str = 
     if proc.returncode != 0:
         tail = "\n".join(output.read_text(errors="replace").strip().splitlines()[-5:])
         raise SubmissionError(f"{folder}: the run failed (exit status {proc.returncode}; {output}):\n{tail}")
-    return json.loads((folder / "results.json").read_text())
+    return read(folder / "results.json")
 
 
 def measured_qps(overrides: list[str], work: Path, images: int) -> float:
     """The model's images/s over the cached crops, as the evaluation loop runs it (Offline's target)."""
     plain = [o for o in overrides if not o.lstrip("+~").startswith(("loadgen.", "dataset.limit="))]
     r = loadgen_run(plain, work / "speed", f"dataset.limit={min(images, 2048)}", command="benchmark")
-    return float(r["timing"]["eval_images_per_s"])
+    return float(r.timing["eval_images_per_s"])
 
 
 def achieved(folder: Path) -> float:
@@ -195,7 +201,7 @@ def achieved(folder: Path) -> float:
     results = folder / "results.json"
     if not results.is_file():
         return 0.0
-    lg = json.loads(results.read_text()).get("loadgen") or {}
+    lg = read(results).loadgen or {}
     if lg.get("validity") == "VALID" or lg.get("min_duration_met") is not False or not lg.get("value"):
         return 0.0
     return {"Offline": float(lg["value"]), "SingleStream": 1e9 / float(lg["value"])}.get(lg.get("scenario"), 0.0)
@@ -228,61 +234,59 @@ def user_conf(cfg: DictConfig, qps: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measurements(cfg: DictConfig, accuracy: dict) -> dict:
+def measurements(cfg: DictConfig, accuracy: Results) -> dict:
     """measurements.json: the checker's five fields, from what ran."""
-    precision = str(accuracy.get("precision") or "fp32")
+    facts = accuracy.facts
+    precision = facts.precision
     done = ["batch norms folded into the convolutions (as TensorFlow's optimizer folds them)"] \
-        if accuracy.get("fold_bn") else []
-    if accuracy.get("transform"):
-        t = accuracy["transform"]
+        if facts.fold_bn else []
+    if facts.transform:
+        t = facts.transform
         done.append(f"transformed by {t['target']} (sha256 {t['source_sha256']})")
-    if accuracy.get("calibration"):
-        c = accuracy["calibration"]
+    if accuracy.calibration:
+        c = accuracy.calibration
         done.append(f"post-training int8 quantization calibrated on {c['list']} ({c['images']} images)")
     elif precision == "tf32":
         done.append("matrix products and convolutions on TF32 tensor cores, weights stored in float32")
     elif precision != "fp32":
         dtype = {"bf16": "bfloat16", "fp16": "float16"}[precision]
-        frozen = accuracy.get("cpu_fusion") == "graph" and accuracy.get("device") == "cpu"
+        frozen = facts.cpu_fusion == "graph" and facts.device == "cpu"
         done.append(f"weights rounded to {dtype}: " + (
             f"frozen as {dtype} constants in the compiled CPU model (traced under autocast)" if frozen
             else f"cast to {dtype} at each layer by PyTorch autocast from float32 copies"))
-    module = (accuracy.get("conversion") or {}).get("module")
+    module = (facts.conversion or {}).get("module")
     return {
         "input_data_types": "fp32",  # MLPerf's normalised float32 image
         "retraining": "No",
-        "starting_weights_filename": Path(accuracy["checkpoint"]["path"]).name,
+        "starting_weights_filename": Path(facts.checkpoint["path"]).name,
         # what the arithmetic reads: bf16 and fp16 weights are rounded to the type they are computed in
         "weight_data_types": {"int8": "int8", "bf16": "bf16", "fp16": "fp16"}.get(precision, "fp32"),
         "weight_transformations": "; ".join(done) or "none: the graph's weights as they are",
-        "harness": {"precision": precision, "module": module, "checkpoint_sha256": accuracy["checkpoint"]["sha256"],
+        "harness": {"precision": precision, "module": module, "checkpoint_sha256": facts.checkpoint["sha256"],
                     # where the open division's preprocessing departs from MLPerf's ([]: MLPerf's pipeline)
-                    "preprocessing": {**accuracy["preprocess"], "departs_from_mlperf": pipeline_departures(accuracy)},
-                    "transform": accuracy.get("transform"),
-                    "calibration_list": (accuracy.get("calibration") or {}).get("list")},
+                    "preprocessing": {**facts.preprocess, "departs_from_mlperf": pipeline_departures(accuracy)},
+                    "transform": facts.transform,
+                    "calibration_list": (accuracy.calibration or {}).get("list")},
     }
 
 
-def pipeline_departures(accuracy: dict) -> list[str]:
+def pipeline_departures(accuracy: Results) -> list[str]:
     """How the run's preprocessing departs from MLPerf's pipeline for the model it is judged as."""
-    return mlperf_departures(accuracy.get("judged_as") or accuracy["arch"], accuracy["preprocess"])
+    return mlperf_departures(accuracy.facts.judged, accuracy.facts.preprocess)
 
 
-def readme(cfg: DictConfig, scenario: str, command: str, accuracy: dict, performance: dict) -> str:
+def readme(cfg: DictConfig, scenario: str, command: str, accuracy: Results, performance: Results) -> str:
     mark = "**DRY RUN: NOT A SUBMISSION.** Short runs on a dataset of any size, for checking the layout.\n\n" \
         if cfg.submission.dry_run else ""
-    lg = performance["loadgen"]
+    lg, f = performance.loadgen, accuracy.facts
     pipeline = ", ".join(pipeline_departures(accuracy)) or "MLPerf's pipeline"
     return (f"# {cfg.model.name}, {scenario}\n\n{mark}Made by the ImageNet MLPerf harness "
             f"(`python -m benchmark.submission`):\n\n```\n{command}\n```\n\n"
-            f"- accuracy: `{accuracy['accuracy_line']}` ({accuracy['dataset']['listed']:,} images listed)\n"
+            f"- accuracy: `{accuracy.accuracy_line}` ({f.dataset['listed']:,} images listed)\n"
             f"- performance: {lg['metric']} = {lg['value']} {lg['unit']} ({lg['validity']})\n"
-            f"- model: {accuracy['model']} ({accuracy['arch']}), "
-            f"checkpoint `{Path(accuracy['checkpoint']['path']).name}` "
-            f"(sha256 {accuracy['checkpoint']['sha256']}), backend {accuracy['backend']} on {accuracy['device']}, "
-            f"precision {accuracy.get('precision')}\n"
-            f"- preprocessing: {pipeline} ({accuracy['preprocess']['name']}: "
-            f"{accuracy['preprocess']['interpolation']})\n")
+            f"- model: {f.model} ({f.arch}), checkpoint `{Path(f.checkpoint['path']).name}` "
+            f"(sha256 {f.checkpoint['sha256']}), backend {f.backend} on {f.device}, precision {f.precision}\n"
+            f"- preprocessing: {pipeline} ({f.preprocess['name']}: {f.preprocess['interpolation']})\n")
 
 
 def make(cfg: DictConfig, overrides: list[str]) -> Path:
@@ -330,16 +334,17 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
         base = [*runs, f"loadgen.scenario={scenario}"]
         accuracy = loadgen_run(base, work / scenario / "accuracy", "loadgen.mode=accuracy")
         _valid(accuracy, work / scenario / "accuracy")
-        if not sub.dry_run and accuracy["total"] != WHOLE_SET:
-            raise SubmissionError(f"{work / scenario / 'accuracy'}: the accuracy run covered {accuracy['total']:,} "
-                                  f"images (skipped: {len(accuracy['skipped'])}), not all {WHOLE_SET:,}")
+        if not sub.dry_run and accuracy.scores.total != WHOLE_SET:
+            raise SubmissionError(f"{work / scenario / 'accuracy'}: the accuracy run covered "
+                                  f"{accuracy.scores.total:,} images (skipped: {len(accuracy.facts.skipped)}), "
+                                  f"not all {WHOLE_SET:,}")
         conf = work / scenario / "user.conf"
         # a dry run's target: eight times the accuracy run's warm batch (one batch is a rough measure, and
         # a run that ends before its second is INVALID: at four times, a TEST01 run of 0.1 s in CI once ran
         # faster than planned and ended early); a submission's: the evaluation loop timed over
         # 2,048 images (its Offline run must last the 600 s it plans)
-        qps = 8 * accuracy["loadgen"]["warm_up_images_per_s"] if sub.dry_run \
-            else measured_qps(runs, work, accuracy["total"])
+        qps = 8 * accuracy.loadgen["warm_up_images_per_s"] if sub.dry_run \
+            else measured_qps(runs, work, accuracy.scores.total)
         # the rate the plan is made from only rises: an earlier run's achieved rate is kept
         rate = work / scenario / "images_per_s.json"
         before = json.loads(rate.read_text())["images_per_s"] if rate.is_file() else 0.0
@@ -357,7 +362,7 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
         _valid(performance, work / scenario / "performance")
         folder = results / scenario
         shutil.rmtree(folder, ignore_errors=True)
-        package.accuracy_folder(work / scenario / "accuracy", folder / "accuracy", accuracy["accuracy_line"])
+        package.accuracy_folder(work / scenario / "accuracy", folder / "accuracy", accuracy.accuracy_line)
         package.performance_folder(work / scenario / "performance", folder / "performance" / "run_1")
         for test in sub.compliance:
             _test01(cfg, base, perf_args, work / scenario, folder / test, performance)
@@ -366,7 +371,7 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
         write_text_atomically(folder / "README.md", readme(cfg, scenario, command, accuracy, performance))
         packaged.append(folder)
     # what ran the model, as the accuracy run recorded it (backend=tf runs on the CPU, whatever device says)
-    system, _ = system_description(accuracy["device"], accuracy.get("runtime_version"))
+    system, _ = system_description(accuracy.facts.device, accuracy.facts.runtime_version)
     package.write_json(root / "systems" / f"{sub.system}.json", system)
     (root / "src").mkdir(parents=True, exist_ok=True)
     write_text_atomically(root / "src" / "README.md", _source(command, accuracy))
@@ -385,17 +390,17 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
     return results
 
 
-def _valid(results: dict, folder: Path) -> None:
+def _valid(results: Results, folder: Path) -> None:
     """A run that is not a result stops the submission: never packaged, run again next time."""
     why = not_a_result(folder, results)
     if why is not None:
         hint = " (an Offline run that ended early: at the samples/s it achieved, times submission.margin)" \
-            if results["loadgen"]["mode"] == "performance" else ""
+            if results.loadgen["mode"] == "performance" else ""
         raise SubmissionError(f"{folder}: {why}: not a result, not packaged; the command runs it again next "
                               f"time{hint}")
 
 
-def _test01(cfg: DictConfig, base: list[str], perf_args: tuple, work: Path, out: Path, performance: dict) -> None:
+def _test01(cfg: DictConfig, base: list[str], perf_args: tuple, work: Path, out: Path, performance: Results) -> None:
     """TEST01: a performance run with an audit config that logs a sample of its answers, the answers
     compared with the scenario's accuracy run, its performance with the scenario's performance run."""
     from benchmark.evaluation.accuracy_log import read_log, same_answers
@@ -408,7 +413,7 @@ def _test01(cfg: DictConfig, base: list[str], perf_args: tuple, work: Path, out:
     _valid(audited, work / "TEST01")
     answers = same_answers(read_log(work / "accuracy" / "mlperf_log_accuracy.json"),
                            read_log(work / "TEST01" / "mlperf_log_accuracy.json"))
-    passed, text = package.verify_performance(performance["loadgen"], audited["loadgen"])
+    passed, text = package.verify_performance(performance.loadgen, audited.loadgen)
     package.performance_folder(work / "TEST01", out / "performance" / "run_1")
     write_text_atomically(out / "verify_accuracy.txt", package.verify_accuracy(answers))
     write_text_atomically(out / "verify_performance.txt", text)
@@ -427,10 +432,10 @@ def _loadgen_version() -> str:
         return ""
 
 
-def _source(command: str, accuracy: dict) -> str:
-    git = accuracy.get("git") or {}
+def _source(command: str, accuracy: Results) -> str:
+    git = accuracy.git
     return ("# Source\n\nThe ImageNet MLPerf harness (this repository's `benchmark` package) ran every result here.\n\n"
             f"- commit: {git.get('commit') or 'not a git checkout (an installed package)'}"
             f"{' (with uncommitted changes)' if git.get('dirty') else ''}\n"
-            f"- versions: {', '.join(f'{k} {v}' for k, v in (accuracy.get('versions') or {}).items() if v)}\n\n"
+            f"- versions: {', '.join(f'{k} {v}' for k, v in accuracy.versions.items() if v)}\n\n"
             f"```\n{command}\n```\n")

@@ -41,7 +41,7 @@ def test_real_graph_on_all_samples_agrees_with_tensorflow(samples_dir, shared_ca
     if r["device"] == "cpu" and fold and onednn_graph.available():
         assert r["cpu_fusion"] == "graph"  # the default: oneDNN Graph partitions
     ref = r["reference"]
-    assert ref["agreement"] == 1000 and ref["disagreements"] == [] and ref["good"] == r["good"]
+    assert ref["agreement"] == 1000 and ref["disagreements"] == [] and ref["scores"]["good"] == r["good"]
     assert ref["max_abs_logit_diff"] < 1e-4
     # The graphs' published ImageNet top-1 is 49.8 % (224) and 41.5 % (128); the samples are easier.
     assert 40 < r["top1"] < 75 and r["top5"] > r["top1"]
@@ -137,7 +137,7 @@ def test_resnet50_fixture_on_samples_agrees_with_tensorflow(samples_dir, resnet_
     # A disagreement is allowed only there (margin <= 2 x the logit difference), a handful at most.
     assert r["total"] == 64 and ref["agreement"] >= 62
     assert all(m <= 2 * ref["max_abs_logit_diff"] for m in ref["disagreement_margins"]), ref
-    assert abs(ref["good"] - r["good"]) <= 64 - ref["agreement"]
+    assert abs(ref["scores"]["good"] - r["good"]) <= 64 - ref["agreement"]
     assert ref["max_abs_logit_diff"] < 1e-4 * ref["logit_range"]
     # random weights, but not a degenerate classifier (one answering a few classes for every image;
     # seen: 35 classes among these 64)

@@ -56,12 +56,12 @@ def test_a_faithful_port_agrees_with_the_exact_conversion_on_every_image(mobilen
     r = run_benchmark(*port_args(mobilenet), "reference=torch", f"results_file={tmp_path / 'r.json'}")
     ref = r["reference"]
     assert varied(r["predictions"]) and r["predictions"] == exact["predictions"]
-    assert (ref["agreement"], ref["total"], ref["backend"]) == (24, 24, "torch")
+    assert (ref["agreement"], ref["scores"]["total"], ref["other"]["backend"]) == (24, 24, "torch")
     assert 0 < ref["max_abs_logit_diff"] < 1e-3  # BatchNorm2d's arithmetic, not TF's: float32 noise
-    assert ref["checkpoint"]["path"] == str(mobilenet["pb"]) and ref["checkpoint"]["model"] == "mobilenet_v1"
+    assert ref["other"]["checkpoint"]["path"] == str(mobilenet["pb"]) and ref["other"]["checkpoint"]["model"] == "mobilenet_v1"
     assert r["arch"] == "module" and r["judged_as"] == "mobilenet_v1"
     assert r["fold_bn"] is False and exact["fold_bn"] is True  # the module's batch norms are its own
-    assert ref["cpu_fusion"] == r["cpu_fusion"] == "graph"  # how the exact conversion ran, recorded
+    assert ref["other"]["cpu_fusion"] == r["cpu_fusion"] == "graph"  # how the exact conversion ran, recorded
     assert r["conversion"]["module"]["target"] == "tests.ports:MobileNetV1Port"
     assert r["conversion"]["module"]["kwargs"] == {"multiplier": 0.25}
     assert r["preprocess"]["interpolation"] == "linear" and r["normalization"] == "mobilenet"  # the ported model's
@@ -214,13 +214,13 @@ def test_stock_torchvision_resnet50_departs_at_the_stem_max_pool(torchvision_res
     stock = run_benchmark(*torchvision_resnet, "model.module=torchvision.models:resnet50", "reference=torch",
                           f"results_file={tmp_path / 's.json'}")
     ref = stock["reference"]
-    assert ref["agreement"] < ref["total"] // 2 and ref["max_abs_logit_diff"] > 1  # most top-1s change
+    assert ref["agreement"] < ref["scores"]["total"] // 2 and ref["max_abs_logit_diff"] > 1  # most top-1s change
     report = compare_report(*torchvision_resnet, "model.module=torchvision.models:resnet50", tmp_path=tmp_path)
     assert report["matched_by"] == "name" and report["first_divergence"] == "maxpool"
     # the same module with only that pool padded as TF pads it agrees on every image
     fixed = run_benchmark(*torchvision_resnet, "model.module=tests.ports:resnet50_tf_pool", "reference=torch",
                           f"results_file={tmp_path / 'f.json'}")
-    assert fixed["reference"]["agreement"] == fixed["reference"]["total"] == 12
+    assert fixed["reference"]["agreement"] == fixed["reference"]["scores"]["total"] == 12
     assert fixed["reference"]["max_abs_logit_diff"] < 1e-2  # BatchNorm2d's epsilon (1e-5, the graph's 1.001e-5)
 
 

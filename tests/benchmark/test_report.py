@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmark.evaluation.results import SCHEMA_VERSION, read_results
 from benchmark.evaluation.significance import paired_difference_ci
 from benchmark.table import main as table_main
 from benchmark.testing import browser
-from tests.helpers import run_benchmark, validation_images, varied, write_layout
+from tests.helpers import results_of, run_benchmark, validation_images, varied, write_layout
 
 PIPELINES = ("mlperf", "torchvision", "tf")
 
@@ -89,7 +90,7 @@ def test_flips_closest_first_and_classes_counted(runs):
     from benchmark.evaluation.pairs import NEAR_TIE, pair_runs
 
     _, paths = runs
-    pairs, unpaired = pair_runs([(json.loads(p.read_text()), p) for p in paths])
+    pairs, unpaired = pair_runs([read_results(p) for p in paths])
     assert not unpaired and {p.baseline.path.name for p in pairs} == {"mlperf.json"}
     kinds = {p.run.path.name: {f["kind"] for f in p.flips()} for p in pairs}
     assert kinds["torchvision.json"] == {"fixed"} and kinds["tf.json"] == {"broken"}
@@ -97,7 +98,7 @@ def test_flips_closest_first_and_classes_counted(runs):
         flips = p.flips()
         assert len(flips) == p.comparison["fixed"] + p.comparison["broken"]
         for f in flips:  # closeness recomputed from the files' calls
-            i, run, base = f["index"], p.run.results["calls"], p.baseline.results["calls"]
+            i, run, base = f["index"], p.run.results.calls, p.baseline.results.calls
             right, wrong = (base, run) if f["kind"] == "broken" else (run, base)
             expected = min(right["top5_prob"][i][0] - right["top5_prob"][i][1],
                            wrong["top5_prob"][i][0] - wrong["label_prob"][i])
@@ -114,7 +115,7 @@ def test_fewer_thumbnails_when_asked_and_a_gone_cache_said(runs, tmp_path):
     from benchmark.evaluation.pairs import pair_runs
 
     html = report(tmp, paths, "few", "--html-flips", "1").read_text()
-    counts = [len(p.flips()) for p in pair_runs([(json.loads(p.read_text()), p) for p in paths])[0]]
+    counts = [len(p.flips()) for p in pair_runs([read_results(p) for p in paths])[0]]
     assert html.count('<figure class="flip') == sum(n > 0 for n in counts)  # the closest of each pair's
     assert [int(n) for n in re.findall(r"Showing the 1 closest of (\d+) flips", html)] == [n for n in counts if n > 1]
     # the torchvision run's cache gone: said, its crops left out, the page still whole
@@ -165,13 +166,14 @@ def test_a_lone_precision_run_is_paired_with_its_exact_model(tmp_path):
     def calls(top1):
         return {"top5": [[c, 9, 8, 7, 6] for c in top1], "top5_prob": [[0.5, 0.2, 0.1, 0.1, 0.1]] * len(top1),
                 "label_prob": [0.5 if c == t else 0.1 for c, t in zip(top1, [1, 2, 3, 4])]}
-    run = {"model": "m", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32}, "image_size": 224,
+    run = {"schema_version": SCHEMA_VERSION, "model": "m", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32}, "image_size": 224,
            "preprocess": {"name": "mlperf", "interpolation": "linear"}, "backend": "torch", "precision": "int8",
            "images": list("abcd"), "ground_truth": [1, 2, 3, 4], "predictions": [1, 0, 3, 4],
-           "calls": calls([1, 0, 3, 4]), "against_exact": {"fp32_calls": calls([1, 2, 0, 0])}}
-    (pair,), unpaired = pair_runs([(run, tmp_path / "int8.json")])
+           "calls": calls([1, 0, 3, 4]),
+           "against_exact": {"against": "exact", "scores": {"good": 2, "total": 4}, "calls": calls([1, 2, 0, 0])}}
+    (pair,), unpaired = pair_runs([results_of(run, tmp_path / "int8.json")])
     assert not unpaired and pair.baseline.label == "exact fp32 of int8.json (same run, same crops)"
     assert (pair.comparison["fixed"], pair.comparison["broken"]) == (2, 1)
     assert {f["image"]: f["kind"] for f in pair.flips()} == {"b": "broken", "c": "fixed", "d": "fixed"}
     del run["against_exact"]
-    assert pair_runs([(run, tmp_path / "int8.json")]) == ([], [])  # alone, nothing to pair it with
+    assert pair_runs([results_of(run, tmp_path / "int8.json")]) == ([], [])  # alone, nothing to pair it with

@@ -10,11 +10,12 @@ import re
 
 import pytest
 
+from benchmark.evaluation.results import SCHEMA_VERSION
 from benchmark.submission import make as submission
 from benchmark.submission import package
 from benchmark.submission.system import FIELDS, MEANINGFUL
 from preprocessing.errors import ConfigError
-from tests.helpers import config, validation_images, write_layout
+from tests.helpers import config, results_of, validation_images, write_layout
 
 SYSTEM = {"host_storage_type": "SSD", "host_memory_configuration": "1x 24 GB", "host_networking": "none",
           "host_networking_topology": "N/A", "host_network_card_count": 1, "cooling": "air"}
@@ -151,9 +152,9 @@ MLPERF_RESNET = {"name": "mlperf", "image_size": 224, "interpolation": "area", "
                  "resize": "opencv", "antialias": True, "crop_rounding": "floor"}
 
 
-def accuracy_run(**fields) -> dict:
-    return {"checkpoint": {"path": "/m/resnet50_v1.pb", "sha256": "ab" * 32}, "fold_bn": False, "arch": "resnet50",
-            "judged_as": "resnet50", "preprocess": MLPERF_RESNET, **fields}
+def accuracy_run(**fields):
+    return results_of({"schema_version": SCHEMA_VERSION, "kind": "loadgen-accuracy", "checkpoint": {"path": "/m/resnet50_v1.pb", "sha256": "ab" * 32}, "fold_bn": False, "arch": "resnet50",
+            "judged_as": "resnet50", "preprocess": MLPERF_RESNET, **fields})
 
 
 @pytest.mark.parametrize("fields,types,transformations", [
@@ -242,7 +243,7 @@ def test_refusals(tmp_path, monkeypatch):
 def test_an_invalid_performance_run_is_not_a_result(tmp_path):
     folder = tmp_path / "performance"
     folder.mkdir()
-    invalid = {"loadgen": {"mode": "performance", "validity": "INVALID", "invalid_reason": "min duration not met",
+    invalid = {"kind": "loadgen-performance", "loadgen": {"mode": "performance", "validity": "INVALID", "invalid_reason": "min duration not met",
                            "early_stopping_result": None, "loadgen_errors": [], "scenario": "Offline",
                            "min_duration_met": False, "value": 630.4}}
     (folder / "results.json").write_text(json.dumps(invalid))
@@ -253,16 +254,16 @@ def test_an_invalid_performance_run_is_not_a_result(tmp_path):
     assert submission.achieved(folder) == 500.0
     invalid["loadgen"].update(scenario="Offline", value=630.4)
     with pytest.raises(submission.SubmissionError, match="INVALID \\(min duration not met\\): not a result"):
-        submission._valid(invalid, folder)
+        submission._valid(results_of(invalid), folder)
     invalid["loadgen"].update(validity="VALID", min_duration_met=True)
     (folder / "results.json").write_text(json.dumps(invalid))
-    assert submission.finished(folder) == invalid and submission.achieved(folder) == 0.0
+    assert submission.finished(folder).loadgen == invalid["loadgen"] and submission.achieved(folder) == 0.0
     # an accuracy run whose detail log holds a LoadGen ERROR fails the checker's accuracy check
-    accuracy = {"loadgen": {"mode": "accuracy"}}
+    accuracy = {"kind": "loadgen-accuracy", "loadgen": {"mode": "accuracy"}}
     (folder / "results.json").write_text(json.dumps(accuracy))
     (folder / "mlperf_log_detail.txt").write_text(
         ':::MLLOG {"key": "loadgen_version", "value": "6.0"}\n'
         ':::MLLOG {"key": "error_invalid_config", "value": "read twice", "metadata": {"is_error": true}}\n')
     assert submission.finished(folder) is None
     with pytest.raises(submission.SubmissionError, match="detail log holds LoadGen ERRORs \\(error_invalid_config"):
-        submission._valid(accuracy, folder)
+        submission._valid(results_of(accuracy), folder)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.evaluation.results import read_results
 from preprocessing.errors import ConfigError
 from tests import transforms
 from tests.helpers import config, run_benchmark, validation_images, varied, write_layout
@@ -32,10 +33,10 @@ def exact(common, tmp_path_factory):
 def test_identity_transform_is_the_exact_model_bit_for_bit(common, exact, tmp_path, capsys):
     r = run_benchmark(*common, "model.transform=tests.transforms:identity", f"results_file={tmp_path / 'r.json'}")
     c = r["against_exact"]
-    assert (c["fixed"], c["broken"], c["same_prediction"], c["max_abs_logit_diff"]) == (0, 0, 24, 0.0)
-    assert r["predictions"] == exact["predictions"] and c["fp32_good"] == exact["good"]
+    assert (c["fixed"], c["broken"], c["agreement"], c["max_abs_logit_diff"]) == (0, 0, 24, 0.0)
+    assert r["predictions"] == exact["predictions"] and c["scores"]["good"] == exact["good"]
     assert r["transform"] == {"target": "tests.transforms:identity", "kwargs": {},
-                              "source_file": transforms.__file__, "source_sha256": SOURCE} == c["transform"]
+                              "source_file": transforms.__file__, "source_sha256": SOURCE}
     out = capsys.readouterr().out.splitlines()
     assert out[0] == exact["accuracy_line"]
     assert "for reference only, not a submission's verdict: the model ran transformed by tests.transforms:identity" \
@@ -55,7 +56,7 @@ def test_a_transform_that_moves_the_logits_lists_its_flips(common, exact, tmp_pa
         right32 = [p == t for p, t in zip(exact["predictions"], truth)]
         assert c["fixed_images"] == [n for n, a, b in zip(names, right32, right) if b and not a]
         assert c["broken_images"] == [n for n, a, b in zip(names, right32, right) if a and not b]
-        assert c["same_prediction"] == sum(a == b for a, b in zip(r["predictions"], exact["predictions"]))
+        assert c["agreement"] == sum(a == b for a, b in zip(r["predictions"], exact["predictions"]))
     assert r["transform"]["target"] == "tests.transforms:noise"
     assert r["transform"]["kwargs"] == {"layer": "features.conv2d_0.conv", "sigma": 0.5, "seed": 1}
 
@@ -86,8 +87,8 @@ def test_a_transformed_run_is_no_other_runs_baseline(common, exact, tmp_path):
 
     noisy = run_benchmark(*common, "model.transform={_target_:tests.transforms.noise,layer:features.conv2d_0.conv,"
                           "sigma:2.0,seed:1}", f"results_file={tmp_path / 'a-noise.json'}")
-    other = run_benchmark(*common, "preprocess=torchvision", f"results_file={tmp_path / 'b-torchvision.json'}")
-    pairs, unpaired = pair_runs([(noisy, tmp_path / "a-noise.json"), (other, tmp_path / "b-torchvision.json")])
+    run_benchmark(*common, "preprocess=torchvision", f"results_file={tmp_path / 'b-torchvision.json'}")
+    pairs, unpaired = pair_runs([read_results(tmp_path / "a-noise.json"), read_results(tmp_path / "b-torchvision.json")])
     assert not unpaired and len(pairs) == 1
     (pair,) = pairs
     assert pair.run.path.name == "a-noise.json" and pair.baseline.label.startswith("exact fp32 of a-noise.json")
@@ -111,15 +112,15 @@ def test_two_checkpoints_of_one_file_name_are_two_models(common, fixture_graphs,
         shutil.copy(fixture_graphs(0.25, 96, read_identities=False, seed=seed), graph)
         for pipeline in ("mlperf", "torchvision"):
             path = tmp_path / "runs" / f"{pipeline}-{seed}.json"
-            runs.append((run_benchmark(*common, f"model.checkpoint={graph}", f"preprocess={pipeline}",
-                                       f"results_file={path}"), path))
+            run_benchmark(*common, f"model.checkpoint={graph}", f"preprocess={pipeline}", f"results_file={path}")
+            runs.append(read_results(path))
     pairs, unpaired = pair_runs(runs)
     assert not unpaired and len(pairs) == 2
     for p in pairs:  # each torchvision run against the MLPerf pipeline's run of its own graph
-        assert p.baseline.results["checkpoint"]["sha256"] == p.run.results["checkpoint"]["sha256"]
+        assert p.baseline.results.facts.checkpoint["sha256"] == p.run.results.facts.checkpoint["sha256"]
         assert p.baseline.path.name.split("-")[1] == p.run.path.name.split("-")[1]
     assert len({p.model for p in pairs}) == 2 and all("sha256 " in p.model for p in pairs)
-    assert table_main([str(p) for _, p in runs] + ["--out", str(tmp_path / "t"), "--html"]) == 0
+    assert table_main([str(r.path) for r in runs] + ["--out", str(tmp_path / "t"), "--html"]) == 0
     pivot = [line for line in (tmp_path / "t" / "pivot.md").read_text().splitlines() if line.startswith("| mobilenet")]
     assert len(pivot) == 2
     pages = [p for p in (tmp_path / "t" / "report").glob("*.html") if p.name != "index.html"]
@@ -171,7 +172,7 @@ def test_the_compiled_path_computes_what_a_hook_or_subclass_made(common, exact, 
     graph = run_benchmark(*common, f"model.transform={transform}", f"results_file={tmp_path / 'graph.json'}")
     e, g = eager["against_exact"], graph["against_exact"]
     assert graph["cpu_fusion"] == "graph" and eager["cpu_fusion"] is False
-    assert e["max_abs_logit_diff"] > 0.1 and e["same_prediction"] < 24  # the transform moves the model
+    assert e["max_abs_logit_diff"] > 0.1 and e["agreement"] < 24  # the transform moves the model
     assert g["max_abs_logit_diff"] == pytest.approx(e["max_abs_logit_diff"], rel=1e-3)  # oneDNN's own kernels
     assert graph["predictions"] == eager["predictions"]
     assert (g["fixed"], g["broken"]) == (e["fixed"], e["broken"])

@@ -164,10 +164,10 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
         runs[name]["stdout"], runs[name]["stderr"] = capsys.readouterr()
     onnx = runs["onnx"]
     ref = onnx["reference"]
-    assert ref["backend"] == "onnxruntime" and ref["agreement"] == 24 and ref["disagreements"] == []
-    assert ref["tensor"] == {"mobilenet_v1": "MobilenetV1/Logits/SpatialSqueeze:0",
+    assert ref["other"]["backend"] == "onnxruntime" and ref["agreement"] == 24 and ref["disagreements"] == []
+    assert ref["other"]["tensor"] == {"mobilenet_v1": "MobilenetV1/Logits/SpatialSqueeze:0",
                              "resnet50": TENSORS["resnet50"][1]}[arch]
-    assert f"reference onnxruntime: accuracy={ref['top1']:.3f}%" in onnx["stdout"]
+    assert f"reference onnxruntime: accuracy={ref['scores']['top1']:.3f}%" in onnx["stdout"]
     assert onnx["predictions"] == runs["graph"]["predictions"] == runs["ort"]["predictions"]
     assert runs["openvino"]["predictions"] == onnx["predictions"] and runs["openvino"]["backend"] == "openvino"
     assert varied(onnx["predictions"])
@@ -175,7 +175,7 @@ def test_end_to_end_with_onnxruntime_reference(arch, fixture_graphs, resnet_grap
     import onnxruntime
     import openvino
 
-    assert runs["ort"]["runtime_version"] == onnx["reference"]["version"] == onnxruntime.__version__
+    assert runs["ort"]["runtime_version"] == onnx["reference"]["other"]["version"] == onnxruntime.__version__
     assert runs["openvino"]["runtime_version"] == openvino.get_version()
     assert runs["graph"]["runtime_version"] == torch.__version__
     # the same model with its batch fixed at 1 (as tf2onnx writes a graph whose input fixes it): OpenVINO

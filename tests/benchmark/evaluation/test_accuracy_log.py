@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmark.evaluation.accuracy_log import LogError, compare_with_run, read_labels, score, score_file
+from benchmark.evaluation.results import read_results
 from benchmark.mlperf_log import main
 
 LABELS = [(f"ILSVRC2012_val_{i + 1:08d}.JPEG", label) for i, label in enumerate([65, 970, 230, 809, 516, 57, 334, 415, 674, 332])]
@@ -120,7 +121,7 @@ def test_compare_with_a_run(tmp_path, capsys):
     log = write(tmp_path, [entry(i, a) for i, a in enumerate(answers)])
     results = tmp_path / "run.json"
     results.write_text(json.dumps({"kind": "accuracy", "images": [n for n, _ in LABELS[:8]], "predictions": run}))
-    c = compare_with_run(score_file(log, tmp_path / "val_map.txt"), LABELS, json.loads(results.read_text()))
+    c = compare_with_run(score_file(log, tmp_path / "val_map.txt"), LABELS, read_results(results))
     assert [r["image"][-10:-5] for r in c["log_wrong_run_right"]] == ["00002"]
     assert c["log_wrong_run_right"][0] == {"image": LABELS[1][0], "label": 970, "log": 1, "run": 970}
     assert [r["image"][-10:-5] for r in c["log_right_run_wrong"]] == ["00003"]

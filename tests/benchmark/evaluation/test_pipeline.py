@@ -3,9 +3,10 @@ not its config's name: read by the target's reservations, the tables' baseline a
 
 import pytest
 
+from benchmark.evaluation.results import SCHEMA_VERSION
 from benchmark.families import mlperf_departures
 from preprocessing.pipelines import make_settings
-from tests.helpers import run_benchmark, validation_images, write_layout
+from tests.helpers import results_of, run_benchmark, validation_images, write_layout
 
 
 def test_every_setting_counts_not_the_name():
@@ -39,7 +40,7 @@ def test_a_cropped_mlperf_config_gets_a_reservation_and_is_no_baseline(common, t
         cropped["mlperf_target"]["reservations"]
     exact = run_benchmark(*common, f"results_file={tmp_path / 'b.json'}")
     assert not any("preprocessing" in r for r in exact["mlperf_target"]["reservations"])
-    (pair,), unpaired = pair_runs([(cropped, tmp_path / "a.json"), (exact, tmp_path / "b.json")])
+    (pair,), unpaired = pair_runs([results_of(cropped, tmp_path / "a.json"), results_of(exact, tmp_path / "b.json")])
     assert not unpaired and (pair.baseline.path.name, pair.run.path.name) == ("b.json", "a.json")
 
 
@@ -49,16 +50,16 @@ def test_a_variant_run_of_the_same_pipeline_in_another_cache_folder_pairs_with_t
     from benchmark.evaluation.pairs import pair_runs
 
     def run(cache, precision, own=None):
-        r = {"model": "m", "arch": "mobilenet_v1", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32},
+        r = {"schema_version": SCHEMA_VERSION, "model": "m", "arch": "mobilenet_v1", "checkpoint": {"path": "/x/g.pb", "member": None, "sha256": "ab" * 32},
              "image_size": 224, "backend": "torch", "precision": precision, "images": list("abcd"),
              "ground_truth": [1, 2, 3, 4], "predictions": [1, 2, 0, 0],
              "preprocess": {**make_settings("mlperf", 224, "linear").to_dict(), "cache": cache}}
         if own:
             calls = {"top5": [[c, 9, 8, 7, 6] for c in own], "top5_prob": [[0.5, 0.2, 0.1, 0.1, 0.1]] * 4,
                      "label_prob": [0.5] * 4}
-            r["against_exact"] = {"fp32_calls": calls}
+            r["against_exact"] = {"against": "exact", "scores": {"good": 3, "total": 4}, "calls": calls}
         return r
 
     exact, int8 = run("/cache/a", "fp32"), run("/cache/b", "int8", own=[1, 2, 3, 0])
-    (pair,), unpaired = pair_runs([(exact, tmp_path / "exact.json"), (int8, tmp_path / "int8.json")])
+    (pair,), unpaired = pair_runs([results_of(exact, tmp_path / "exact.json"), results_of(int8, tmp_path / "int8.json")])
     assert not unpaired and pair.baseline.path.name == "exact.json" and pair.baseline.label.endswith("(exact.json)")

@@ -283,7 +283,7 @@ def test_all_samples_offline_and_single_stream_equal_benchmark(tmp_path):
         assert r["loadgen"]["log_accuracy_line"] == direct["accuracy_line"]
         assert r["loadgen"]["performance_sample_count"] == 1000
         if scenario == "Offline":  # and TensorFlow answers the same for every image
-            assert r["reference"]["agreement"] == 1000 and r["reference"]["good"] == r["good"]
+            assert r["reference"]["agreement"] == 1000 and r["reference"]["scores"]["good"] == r["good"]
 
 
 def test_cli_bad_setting_is_one_line(tmp_path):

@@ -118,5 +118,5 @@ def test_tensorflow_reference_is_pinned_to_the_cpu_and_says_where_it_ran(fixture
     r = run_benchmark(f"model.checkpoint={fixture_graphs(0.25, 96, read_identities=False)}", f"dataset.root={root}",
                       f"cache_dir={tmp_path / 'cache'}", "reference=tf", f"results_file={tmp_path / 'r.json'}")
     ref = r["reference"]
-    assert ref["device"] == "cpu" and ref["devices"] and all(":CPU:" in d for d in ref["devices"])
+    assert ref["other"]["device"] == "cpu" and all(":CPU:" in d for d in ref["other"]["devices"]) and ref["other"]["devices"]
     assert not tf.config.experimental.tensor_float_32_execution_enabled()

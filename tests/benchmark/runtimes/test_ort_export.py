@@ -82,7 +82,7 @@ def test_backend_onnxruntime_on_a_frozen_graph(arch, fixture_graphs, resnet_grap
     assert ort["backend"] == "onnxruntime" and ort["device"] == "cpu"
     assert "exported by torch.onnx" in ort["conversion"]["onnx"] and ort["conversion"]["weights_cache"]
     ref = ort["reference"]
-    assert ref["backend"] == "tf" and ref["agreement"] == 24 and ref["disagreements"] == []
+    assert ref["other"]["backend"] == "tf" and ref["agreement"] == 24 and ref["disagreements"] == []
     assert ort["predictions"] == torch_run["predictions"] and ort["accuracy_line"] in out
     assert varied(ort["predictions"])
     assert ort["timing"]["eval_images_per_s"] > 0 and ort["timing"]["convert_s"] > 0
