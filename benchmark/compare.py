@@ -18,11 +18,15 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from benchmark.spec import RunSpec
 
 # Relative to the layer's largest TF value. TF's and PyTorch's float32 kernels sum in other orders;
 # with a right conversion the difference stays below 1.2e-4 of a layer's largest value on the real
@@ -244,53 +248,53 @@ def compare(cfg: DictConfig) -> dict:
 
     from benchmark import runtimes
     from benchmark.run import model_source
-    from preprocessing.stage import CacheSpec, DatasetSpec, PipelineSpec, build_cache, prepare
+    from benchmark.spec import RunSpec
+    from preprocessing.stage import PipelineSpec, build_cache, prepare
 
-    dataset = DatasetSpec.from_config(cfg).listed()  # before a checkpoint is opened (downloaded)
-    if cfg.model.arch == "module" or cfg.model.get("transform"):
-        return save(cfg, against_exact(cfg, dataset))
-    source = model_source(cfg)
+    spec = RunSpec.from_config(cfg)  # the config read here, once
+    dataset = spec.dataset.listed()  # before a checkpoint is opened (downloaded)
+    if spec.is_module or spec.transform is not None:
+        return save(cfg, against_exact(spec, dataset))
+    source = model_source(spec.model, spec.checkpoint_dir, spec.cache_folder, spec.progress)
     # An ONNX model's tensors come from ONNX Runtime, a frozen graph's from TensorFlow (Grappler off:
     # an intermediate tensor of the rewritten graph need not be the graph's own).
     reference = runtimes.create("onnxruntime" if source.ckpt.is_onnx else "tf", source,
-                                runtimes.Options(threads=cfg.threads, role="reference", optimize=False))
+                                runtimes.Options(threads=spec.threads, role="reference", optimize=False))
     model = source.torch_model(fold_bn=False)  # each layer as the graph has it (an ONNX model: folded)
-    inputs = prepare(dataset, PipelineSpec.from_config(cfg), reference.image_size)
+    inputs = prepare(dataset, spec.pipeline, reference.image_size)
     normalize = source.normalize
-    caches = CacheSpec.from_config(cfg)
-    tf_crops = np.asarray(build_cache(caches, inputs).images)
+    tf_crops = np.asarray(build_cache(spec.cache, inputs).images)
     torch_crops = tf_crops
     if cfg.compare_preprocess:
         other = cfg.copy()
         with open_dict(other):
             other.preprocess = _preprocess_config(cfg.compare_preprocess, cfg)
         other_inputs = prepare(dataset, PipelineSpec.from_config(other), reference.image_size)
-        torch_crops = np.asarray(build_cache(caches, other_inputs).images)
+        torch_crops = np.asarray(build_cache(spec.cache, other_inputs).images)
     report = compare_layers(model, model.spec.taps, reference, normalize(torch_crops), normalize(tf_crops))
     reference.close()
-    report.update({"model": cfg.model.name, "checkpoint": str(source.ckpt.path), "images": len(tf_crops),
+    report.update({"model": spec.model.name, "checkpoint": str(source.ckpt.path), "images": len(tf_crops),
                    "reference": reference.name,
                    "preprocess": inputs.settings.to_dict(), "compare_preprocess": cfg.compare_preprocess})
     return save(cfg, report)
 
 
-def against_exact(cfg: DictConfig, dataset) -> dict:
+def against_exact(spec: RunSpec, dataset) -> dict:
     """A user's module or a transformed model against the exact conversion, layer by layer, on the
-    dataset's first images (dataset.limit) as MLPerf's pipeline crops them for the ported model."""
-    from benchmark.nn.transform import load_transform
-    from benchmark.run import check_reference, model_source, reference_source
-    from preprocessing.stage import CacheSpec, PipelineSpec, build_cache, prepare
+    dataset's first images (dataset.limit) as MLPerf's pipeline crops them for the ported model
+    (`spec`: the run's spec.RunSpec)."""
+    from benchmark.run import model_source, reference_source
+    from preprocessing.stage import build_cache, prepare
 
-    check_reference(cfg)
-    source = model_source(cfg)
-    exact_source = reference_source(cfg, source) if source.is_module else source
+    source = model_source(spec.model, spec.checkpoint_dir, spec.cache_folder, spec.progress)
+    exact_source = reference_source(spec, source) if source.is_module else source
     if source.is_module:
         model = source.torch_model()
         # a port with batch-norm layers against the exact model's own, one whose convolutions hold
         # them (folded) against the folded exact model: each conv pairs with what it computes
         fold = not any(kind(m) == "norm" for m in model.modules())
     else:  # the model the run hands a transform: folded as fold_bn says
-        fold = bool(cfg.fold_bn)
+        fold = spec.fold_bn
         model = source.torch_model(fold_bn=fold)
     exact = exact_source.torch_model(fold_bn=fold)
     size = source.resolve_size(getattr(getattr(model, "spec", None), "image_size", None))
@@ -298,17 +302,17 @@ def against_exact(cfg: DictConfig, dataset) -> dict:
         from benchmark.runtimes.pytorch import check_classes
 
         check_classes(model, size, source.model.classes, source.ckpt.path)
-    transform = load_transform(cfg.model.get("transform"))
+    transform = spec.transform
     if transform is not None:
         model = transform.apply(model)
-    inputs = prepare(dataset, PipelineSpec.from_config(cfg), size)
-    crops = np.asarray(build_cache(CacheSpec.from_config(cfg), inputs).images)
+    inputs = prepare(dataset, spec.pipeline, size)
+    crops = np.asarray(build_cache(spec.cache, inputs).images)
 
     def nchw(normalize):
         return torch.from_numpy(normalize(crops)).permute(0, 3, 1, 2).contiguous()
 
     report = compare_modules(model, exact, nchw(source.normalize), nchw(exact_source.normalize))
-    report.update({"model": cfg.model.name, "checkpoint": str(source.ckpt.path), "images": len(crops),
+    report.update({"model": spec.model.name, "checkpoint": str(source.ckpt.path), "images": len(crops),
                    "reference": f"the exact conversion of {exact_source.ckpt.source}",
                    "module": (source.conversion or {}).get("module"),
                    "transform": transform.to_dict() if transform is not None else None,

@@ -60,6 +60,7 @@ def main(cfg: DictConfig) -> None:
 
 def export_command(cfg: DictConfig) -> list[Path]:
     from benchmark.run import model_source
+    from benchmark.spec import RunSpec
     from preprocessing.errors import ConfigError
 
     if not cfg.out:
@@ -69,7 +70,8 @@ def export_command(cfg: DictConfig) -> list[Path]:
         raise ConfigError(f"out={out}: expected a .safetensors path")
     if cfg.torchvision and cfg.model.arch != "resnet50":
         raise ConfigError("torchvision=true is for model=resnet50")
-    source = model_source(cfg)
+    spec = RunSpec.from_config(cfg, images=False)  # the config read here, once
+    source = model_source(spec.model, spec.checkpoint_dir, spec.cache_folder, spec.progress)
     model = source.torch_model(fold_bn=False)
     written = export(model, cfg.model.arch, source.ckpt, out,
                      {"model": cfg.model.name, "normalization": cfg.model.normalization})

@@ -225,6 +225,15 @@ def run_benchmark(*overrides) -> dict:
     return run(config(*overrides))
 
 
+def setup_run(*overrides):
+    """python -m benchmark's stages before the first prediction (run.setup) for the config the
+    overrides make, resolved as the command resolves it (spec.RunSpec.from_config)."""
+    from benchmark.run import setup
+    from benchmark.spec import RunSpec
+
+    return setup(RunSpec.from_config(config(*overrides)))
+
+
 def results_of(r: dict, path: Path | str = "results.json"):
     """A results dict as the one reader gives it (evaluation/results.py): upgraded from the schema it
     states (none: the first), as a Results record read from `path`."""

@@ -23,6 +23,7 @@ LAYERS = [
     ["benchmark.evaluation"],  # normalisation, the evaluation loop, scoring, results JSON, accuracy logs
     ["benchmark.html"],  # the HTML report's pages and thumbnails
     ["benchmark.runtimes"],  # the model source and each runtime behind one factory
+    ["benchmark.spec"],  # the config resolved once into a run's typed parts (RunSpec)
     ["benchmark.run", "benchmark.precision", "benchmark.testing"],  # one run stage by stage; graphs of MLPerf's structure for tests
     ["benchmark.__main__", "benchmark.loadgen", "benchmark.compare", "benchmark.table", "benchmark.export",
      "benchmark.mlperf_log", "benchmark.bench", "benchmark.submission",
@@ -179,16 +180,17 @@ def test_evaluation_takes_no_config_and_no_setup():
     assert not found, found
 
 
-# Below the commands nothing takes the Hydra config: each command resolves its parts once
-# (preprocessing/stage.py's DatasetSpec, PipelineSpec, CacheSpec `from_config`; run.py's run_facts,
-# runtime_options) and hands them down. The commands' own modules may read it: benchmark/__main__.py
-# and run.py (python -m benchmark), compare.py, export.py, table.py, mlperf_log.py, loadgen/,
-# submission/, bench/, preprocessing/__main__.py and sweep.py (the sweep's launcher callback). The
-# model group is resolved once too (runtimes/source.ModelSpec.from_config).
-COMMANDS = {"benchmark/__main__.py", "benchmark/run.py", "benchmark/compare.py", "benchmark/export.py",
+# Below the commands nothing takes the Hydra config: each command resolves it once into a run's
+# typed parts (spec.RunSpec.from_config, which takes preprocessing/stage.py's DatasetSpec,
+# PipelineSpec, CacheSpec and runtimes/source.ModelSpec `from_config`) and hands them down. The
+# commands' own modules may read it: benchmark/__main__.py, compare.py, export.py, table.py,
+# mlperf_log.py, loadgen/, submission/, bench/, preprocessing/__main__.py and sweep.py (the sweep's
+# launcher callback); of run.py's stages, only `run` (python -m benchmark's entry) takes it.
+COMMANDS = {"benchmark/__main__.py", "benchmark/compare.py", "benchmark/export.py",
             "benchmark/table.py", "benchmark/mlperf_log.py", "preprocessing/__main__.py", "preprocessing/sweep.py"}
 COMMAND_PACKAGES = ("benchmark/loadgen/", "benchmark/submission/", "benchmark/bench/")
-RESOLVERS = {("preprocessing/stage.py", name) for name in ("from_config", "cache_dir", "require")}
+RESOLVERS = {("preprocessing/stage.py", name) for name in ("from_config", "cache_dir", "require")} | \
+    {("benchmark/spec.py", "from_config"), ("benchmark/run.py", "run")}
 
 
 def test_nothing_below_the_commands_takes_the_config():

@@ -119,12 +119,11 @@ def mlperf_departures(arch: str, settings) -> list[str]:
     return departures(settings, family(arch).mlperf_interpolation)
 
 
-def judged_as(model) -> str:
-    """The family whose MLPerf target, preprocessing and exact model a config's model (the config's
-    `model` group) is judged by: its own, or for a user's module the family it ports."""
-    if model.arch != "module":
-        return family(model.arch).name
-    ports = model.get("ports")
+def judged_as(arch: str, ports: str | None = None) -> str:
+    """The family whose MLPerf target, preprocessing and exact model a model of `arch` is judged by:
+    its own, or for a user's module (arch "module") the family it `ports`."""
+    if arch != "module":
+        return family(arch).name
     if ports not in converted():
         raise ConfigError(f"model.ports={ports}: a module ports one of MLPerf's models: {', '.join(converted())}")
     return str(ports)

@@ -40,7 +40,8 @@ def test01(cfg: DictConfig) -> dict:
     lg = cfg.loadgen
     if lg.audit_conf:
         raise ConfigError("loadgen.compliance=TEST01 writes its own audit config; leave loadgen.audit_conf unset")
-    folder = log_folder(cfg, replace(plan(cfg), mode="TEST01"))  # <model>-<scenario>-TEST01-<time>-<pid>
+    # <model>-<scenario>-TEST01-<time>-<pid>
+    folder = log_folder(cfg.loadgen.output_dir, cfg.model.name, replace(plan(cfg), mode="TEST01"))
     audit = folder / "audit.config"
     write_text_atomically(audit, AUDIT.format(seed=int(lg.test01.seed), target=int(lg.test01.sampling_target)))
 

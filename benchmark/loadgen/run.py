@@ -21,6 +21,7 @@ from benchmark.loadgen import settings as lgs
 from benchmark.loadgen.sut import SampleLibrary, SystemUnderTest
 from benchmark.run import (Setup, print_outcome, reference_comparison, results_dict, results_path, run_facts,
                            setup)
+from benchmark.spec import RunSpec
 from preprocessing.errors import ConfigError
 
 INCOMPLETE = "INCOMPLETE"  # in a log folder whose run did not finish; removed when it does
@@ -35,15 +36,16 @@ def import_loadgen():
     return mlperf_loadgen
 
 
-def log_folder(cfg: DictConfig, p: lgs.LoadGenPlan) -> Path:
-    """A new, empty folder for this run's logs: another run's logs are never overwritten."""
-    if cfg.loadgen.output_dir:
-        folder = Path(cfg.loadgen.output_dir).expanduser()
+def log_folder(output_dir: str | None, model: str, p: lgs.LoadGenPlan) -> Path:
+    """A new, empty folder for this run's logs (loadgen.output_dir=, else one named after the `model`
+    and the plan under results/loadgen/): another run's logs are never overwritten."""
+    if output_dir:
+        folder = Path(output_dir).expanduser()
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise ConfigError(f"loadgen.output_dir={folder} is not empty: it may hold another run's logs")
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        folder = Path("results/loadgen") / f"{cfg.model.name}-{p.scenario}-{p.mode}-{stamp}-{os.getpid()}"
+        folder = Path("results/loadgen") / f"{model}-{p.scenario}-{p.mode}-{stamp}-{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -129,13 +131,15 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError("python -m benchmark.loadgen runs in one process (LoadGen drives one system under "
                           "test); launch it without torchrun")
     p = lgs.plan(cfg)  # every loadgen.* setting checked before anything is loaded
+    spec = RunSpec.from_config(cfg)  # the config read here, once: every stage below takes its parts
+    output_dir = cfg.loadgen.output_dir
     lgm = import_loadgen()
-    s = setup(cfg)
+    s = setup(spec)
     if s.exact is not None:  # precision=: LoadGen runs the faster model; compare with fp32 by python -m benchmark
         s.exact.close()
     settings, sample_count = lgs.make_test_settings(lgm, p, family(s.judged).loadgen_name, len(s.readable))
     val_map = val_map_text(s)
-    folder = log_folder(cfg, p)
+    folder = log_folder(output_dir, spec.model.name, p)
     (folder / INCOMPLETE).write_text("the run has not finished (or was killed): LoadGen's logs are partial\n")
     labels_file = folder / "val_map.txt"
     labels_file.write_text(val_map)
@@ -178,14 +182,14 @@ def run(cfg: DictConfig) -> dict:
              "warm_up_images_per_s": round(measured, 2),  # one warm batch before the run
              "loadgen_version": lgs.read_detail_log(folder / "mlperf_log_detail.txt")["values"].get("loadgen_version")}
     if p.mode == "accuracy":
-        results = accuracy_results(cfg, s, sut, folder, labels_file, facts, started)
+        results = accuracy_results(s, sut, folder, labels_file, facts, started)
     else:
-        results = performance_results(cfg, s, folder, facts, started)
+        results = performance_results(s, folder, facts, started)
     (folder / INCOMPLETE).unlink()
     return results
 
 
-def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_file: Path, facts: dict,
+def accuracy_results(s: Setup, sut: SystemUnderTest, folder: Path, labels_file: Path, facts: dict,
                      started: float) -> dict:
     """The accuracy log scored by MLPerf's rules, checked against what the SUT answered, and MLPerf's
     line; the reference backend, if asked for, on the same crops."""
@@ -200,24 +204,24 @@ def accuracy_results(cfg, s: Setup, sut: SystemUnderTest, folder: Path, labels_f
     if logged.total != result.total or logged.good != result.good or not np.array_equal(answers, result.predictions):
         raise RuntimeError(f"LoadGen's accuracy log ({logged.mlperf_line()}) does not hold what the system "
                            f"under test answered ({result.mlperf_line()}) in {folder}")
-    reference = reference_comparison(cfg, s, result, sut.logits)
-    results = stamped({**results_dict(cfg, s, result, reference, time.time() - started),
+    reference = reference_comparison(s, result, sut.logits)
+    results = stamped({**results_dict(s, result, reference, time.time() - started),
                        "loadgen": {**facts, "accuracy_log": str(folder / "mlperf_log_accuracy.json"),
                                    "log_accuracy_line": logged.mlperf_line(),
                                    "answered_again": logged.duplicates}},  # LoadGen's repeats, counted once
                       "loadgen-accuracy")
-    path = report.write_results(results, results_path(cfg, folder / "results.json"))
+    path = report.write_results(results, results_path(s.spec, folder / "results.json"))
     print_outcome(result, s, reference, path, real_score=results["real"])
     return results
 
 
-def performance_results(cfg, s: Setup, folder: Path, facts: dict, started: float) -> dict:
+def performance_results(s: Setup, folder: Path, facts: dict, started: float) -> dict:
     detail = lgs.read_detail_log(folder / "mlperf_log_detail.txt")
     outcome = lgs.outcome(detail, facts["scenario"])
-    results = stamped({**report.facts_dict(run_facts(cfg, s)), "loadgen": {**facts, **outcome,
+    results = stamped({**report.facts_dict(run_facts(s)), "loadgen": {**facts, **outcome,
                                                                  "summary": str(folder / "mlperf_log_summary.txt")},
                        "elapsed_s": round(time.time() - started, 3)}, "loadgen-performance")
-    path = report.write_results(results, results_path(cfg, folder / "results.json"))
+    path = report.write_results(results, results_path(s.spec, folder / "results.json"))
     print(f"results: {path}", file=sys.stderr)
     if line := padding_line(facts["padding"]):
         print(line, file=sys.stderr)

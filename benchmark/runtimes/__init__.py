@@ -127,7 +127,7 @@ def default_batch_size(device: str) -> int:
 def create(name: str, source, options: Options = Options()) -> Runtime:
     """The runtime `name` (backend= or reference= in the config) for the model `source`
     (runtimes.source.ModelSource), refused first where it cannot run what `options` ask (`supports`;
-    a reference's pairing with the backend is the run's to check: run.check_reference)."""
+    a reference's pairing with the backend is the run's to check: spec.RunSpec.from_config)."""
     if options.role == "backend":
         supports(name, "backend", options.precision, options.transform, source.is_module)
     elif name not in RUNTIMES:

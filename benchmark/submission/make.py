@@ -216,7 +216,7 @@ def settings_of(conf: str, scenario: str) -> set[str]:
 
 def user_conf(cfg: DictConfig, qps: float) -> str:
     """The user.conf of the performance runs: what the harness sets beside MLPerf's mlperf.conf."""
-    name, sub = family(judged_as(cfg.model)).loadgen_name, cfg.submission
+    name, sub = family(judged_as(cfg.model.arch, cfg.model.get("ports"))).loadgen_name, cfg.submission
     margin = float(sub.margin)
     # LoadGen plans a run's samples (Offline) or queries (Single/MultiStream) from these; a plan too
     # short ends before the minimum duration (INVALID), one too long only costs memory
@@ -294,7 +294,7 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
     scenario folders' parent."""
     check(cfg)
     sub = cfg.submission
-    judged = judged_as(cfg.model)
+    judged = judged_as(cfg.model.arch, cfg.model.get("ports"))
     benchmark = sub.benchmark or family(judged).submission_benchmark
     out = Path(sub.out).expanduser().absolute()
     work = Path(sub.work).expanduser().absolute() if sub.work else out.with_name(out.name + "-runs")

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from benchmark.formats.checkpoint import CheckpointError
 from preprocessing.errors import ConfigError
 from tests import ports
-from tests.helpers import config, run_benchmark, validation_images, varied, write_layout
+from tests.helpers import config, run_benchmark, setup_run, validation_images, varied, write_layout
 
 SIZE = 128  # MobileNet-v1 0.25 at 128: a port checked in seconds
 
@@ -106,13 +106,11 @@ def test_a_padding_slip_moves_the_logits(mobilenet, tmp_path, capsys):
 
 
 def test_bad_modules_and_weights_are_named(mobilenet, tmp_path):
-    from benchmark.run import setup
-
     def fails(*overrides):
-        return setup(config(*port_args(mobilenet), *overrides))
+        return setup_run(*port_args(mobilenet), *overrides)
 
     with pytest.raises(ConfigError, match="model.module is not set: the factory of your module"):
-        setup(config(*[o for o in port_args(mobilenet) if not o.startswith("model.module=")]))
+        setup_run(*[o for o in port_args(mobilenet) if not o.startswith("model.module=")])
     with pytest.raises(ConfigError, match="model.module=tests.ports:Nothing: tests.ports has no callable Nothing"):
         fails("model.module=tests.ports:Nothing")
     with pytest.raises(CheckpointError, match="port.safetensors: does not fit model.module=tests.ports:MobileNetV1"):
@@ -132,9 +130,9 @@ def test_bad_modules_and_weights_are_named(mobilenet, tmp_path):
     with pytest.raises(ConfigError, match="precision=int8 with model=module"):
         fails("precision=int8")
     with pytest.raises(ConfigError, match="reference_checkpoint= names the MLPerf checkpoint a model=module ports"):
-        setup(config(f"model.checkpoint={mobilenet['pb']}", f"reference_checkpoint={mobilenet['pb']}"))
+        setup_run(f"model.checkpoint={mobilenet['pb']}", f"reference_checkpoint={mobilenet['pb']}")
     with pytest.raises(ConfigError, match="reference=torch is the exact conversion a model=module is compared with"):
-        setup(config(f"model.checkpoint={mobilenet['pb']}", "reference=torch"))
+        setup_run(f"model.checkpoint={mobilenet['pb']}", "reference=torch")
 
 
 def compare_report(*overrides, tmp_path) -> dict:
@@ -225,13 +223,11 @@ def test_stock_torchvision_resnet50_departs_at_the_stem_max_pool(torchvision_res
 
 
 def test_the_modules_output_is_checked_before_any_image(mobilenet, tmp_path):
-    from benchmark.run import setup
-
     # benchmark.compare refuses it as the run does (the fault: a traceback from inside the module)
     with pytest.raises(ConfigError, match="the module fails on a 1x3x1x1 input"):
         compare_report(*port_args(mobilenet), "model.image_size=1", tmp_path=tmp_path)
 
     with pytest.raises(ConfigError, match=r"answers a 1x3x128x128 input with \(1, 1001\); expected \[1, 1000\]"):
-        setup(config(*port_args(mobilenet), "model.classes=1000"))
+        setup_run(*port_args(mobilenet), "model.classes=1000")
     with pytest.raises(ConfigError, match="the module fails on a 1x3x1x1 input"):
-        setup(config(*port_args(mobilenet), "model.image_size=1"))
+        setup_run(*port_args(mobilenet), "model.image_size=1")

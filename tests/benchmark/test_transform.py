@@ -88,7 +88,7 @@ def test_a_transformed_run_is_no_other_runs_baseline(common, exact, tmp_path):
     noisy = run_benchmark(*common, "model.transform={_target_:tests.transforms.noise,layer:features.conv2d_0.conv,"
                           "sigma:2.0,seed:1}", f"results_file={tmp_path / 'a-noise.json'}")
     run_benchmark(*common, "preprocess=torchvision", f"results_file={tmp_path / 'b-torchvision.json'}")
-    pairs, unpaired = pair_runs([read_results(tmp_path / "a-noise.json"), read_results(tmp_path / "b-torchvision.json")])
+    pairs, unpaired = pair_runs([read_results(tmp_path / name) for name in ("a-noise.json", "b-torchvision.json")])
     assert not unpaired and len(pairs) == 1
     (pair,) = pairs
     assert pair.run.path.name == "a-noise.json" and pair.baseline.label.startswith("exact fp32 of a-noise.json")

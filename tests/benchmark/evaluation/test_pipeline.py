@@ -61,5 +61,6 @@ def test_a_variant_run_of_the_same_pipeline_in_another_cache_folder_pairs_with_t
         return r
 
     exact, int8 = run("/cache/a", "fp32"), run("/cache/b", "int8", own=[1, 2, 3, 0])
-    (pair,), unpaired = pair_runs([results_of(exact, tmp_path / "exact.json"), results_of(int8, tmp_path / "int8.json")])
+    (pair,), unpaired = pair_runs([results_of(exact, tmp_path / "exact.json"),
+                                   results_of(int8, tmp_path / "int8.json")])
     assert not unpaired and pair.baseline.path.name == "exact.json" and pair.baseline.label.endswith("(exact.json)")
