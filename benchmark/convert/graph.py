@@ -1,0 +1,258 @@
+"""Any TF classifier's frozen graph -> a PyTorch module, node by node (nn/graph.py's GraphModule).
+
+Graph-driven: the nodes the output reads, in the graph's order, each converted to the op module that
+computes what TF computes, named after its node; weights are read where an op takes them (a
+convolution's filter, a bias, a fused batch norm's statistics). The whole graph is checked before
+anything is built: every op type it needs and the converter lacks is listed with one node of each.
+A trailing Softmax (Keras classifiers end in one) or ArgMax is not part of the logits: the module
+returns the tensor before it, and `Conversion.notes` says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from benchmark.formats.frozen_graph import FrozenGraph, GraphError
+from benchmark.formats.graph_proto import TensorError, tensor_value
+from benchmark.nn import graph as ops
+
+PASS = {"Identity", "Snapshot", "StopGradient"}
+SHAPE_ONLY = PASS | {"Reshape", "Squeeze", "ExpandDims"}  # what may follow the logits up to the output
+FUSED_BN = {"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"}
+MULTI_OUTPUT = {"IdentityN"}
+TF_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.int32, 9: torch.int64, 10: torch.bool, 19: torch.float16,
+             14: torch.bfloat16}
+GENERIC = {  # op -> (function of nn/graph.py, its attributes: TF name -> keyword)
+    "MatMul": (ops.mat_mul, {"transpose_a": "transpose_a", "transpose_b": "transpose_b"}),
+    "Mean": (ops.mean, {"keep_dims": "keep_dims"}),
+    "Pad": (ops.pad, {}), "PadV2": (ops.pad, {}),
+    "ConcatV2": (ops.concat, {}),
+    "Reshape": (ops.reshape, {}),
+    "Squeeze": (ops.squeeze, {"squeeze_dims": "squeeze_dims"}),
+    "ExpandDims": (ops.expand_dims, {}),
+    "Transpose": (ops.transpose, {}),
+    "Shape": (ops.shape, {}),
+    "Pack": (ops.pack, {"axis": "axis"}),
+    "StridedSlice": (ops.strided_slice, {"begin_mask": "begin_mask", "end_mask": "end_mask",
+                                         "shrink_axis_mask": "shrink_axis_mask"}),
+    "Softmax": (ops.softmax, {}),
+    "Cast": (ops.cast, {}),
+}
+SUPPORTED = {"Placeholder", "Const", "Conv2D", "DepthwiseConv2dNative", "BiasAdd", "MaxPool", "AvgPool",
+             *PASS, *MULTI_OUTPUT, *FUSED_BN, *ops.BINARY, *ops.UNARY, *GENERIC}
+
+
+@dataclass
+class Conversion:
+    module: ops.GraphModule
+    input: str  # the placeholder fed the image
+    output: str  # the tensor returned: the logits
+    image_size: int | None  # the placeholder's, where the graph fixes it
+    left_out: str | None = None  # the trailing Softmax the module leaves out (its input: the logits)
+    notes: list[str] = field(default_factory=list)  # what the conversion decided for the user to know
+
+
+def _ref(name: str) -> tuple[str, int]:
+    node, _, index = name.lstrip("^").partition(":")
+    return node, int(index or 0)
+
+
+def _data_inputs(node) -> list[str]:
+    return [i for i in node.input if not i.startswith("^")]
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "_")  # a module's name holds no dot
+
+
+def final_op(g: FrozenGraph):
+    """The one node whose output no op reads (control-only nodes and constants aside)."""
+    read = {_ref(i)[0] for n in g.graph_def.node for i in _data_inputs(n)}
+    ends = [n for n in g.graph_def.node if n.name not in read and n.op not in ("NoOp", "Const", "Placeholder")]
+    if len(ends) != 1:
+        raise GraphError(f"{g.source}: {len(ends)} final ops ({', '.join(n.name for n in ends[:5])}): name the "
+                         f"logits with model.output=")
+    return ends[0]
+
+
+def logits_of(g: FrozenGraph, output: str) -> tuple[str, str | None, list[str]]:
+    """The tensor to score: `output`, or the scores before a trailing ArgMax; and a Softmax between
+    them and the output through shape-only ops, which the module leaves out (its logits, not its
+    probabilities, are compared and scored)."""
+    notes = []
+    node = g.node(output)
+    while node.op in PASS and _data_inputs(node):
+        node = g.node(_data_inputs(node)[0])
+    if node.op == "ArgMax":
+        output = _data_inputs(node)[0]
+        notes.append(f"the graph ends in ArgMax ({node.name}): its input {output} is scored")
+        node = g.node(output)
+    walk = node
+    while walk.op in SHAPE_ONLY and _data_inputs(walk):
+        walk = g.node(_data_inputs(walk)[0])
+    if walk.op == "Softmax":
+        notes.append(f"the Softmax {walk.name} is left out: the tensor before it (the logits) is scored and compared")
+        return output, walk.name, notes
+    return output, None, notes
+
+
+def const_value(g: FrozenGraph, name: str) -> np.ndarray | None:
+    """The value of the constant `name` names (through Identity-like nodes), or None if computed."""
+    node = g.node(name)
+    while node.op in PASS:
+        node = g.node(_data_inputs(node)[0])
+    if node.op != "Const":
+        return None
+    try:
+        return tensor_value(node.attr["value"].tensor)
+    except TensorError as e:
+        raise g.error(node, f"constant not readable: {e}") from None
+
+
+def folded(g: FrozenGraph, name: str) -> torch.Tensor | None:
+    """The value of tensor `name` where it is computed from constants alone (Keras reshapes and
+    squeezes its weights in the graph), by the same op modules the converted model runs, in TF's
+    layout; None where it depends on the input."""
+    node_name, index = _ref(name)
+    node = g.node(node_name)
+    if node.op == "Const":
+        return torch.from_numpy(np.array(const_value(g, node_name)))
+    if node.op not in SUPPORTED or node.op == "Placeholder" or index:
+        return None
+    values = [folded(g, i) for i in _data_inputs(node)]
+    if any(v is None for v in values):
+        return None
+    module, _ = build(g, node, None)
+    with torch.no_grad():
+        return ops.to_tf(module(*(ops.from_tf(v) for v in values)))
+
+
+def _weight(g: FrozenGraph, node, index: int) -> torch.Tensor:
+    value = folded(g, _data_inputs(node)[index])
+    if value is None:
+        raise g.error(node, f"input {index} depends on the image, not only on constants: not a weight")
+    return value.to(torch.float32)
+
+
+def _nhwc(g: FrozenGraph, node) -> None:
+    if "data_format" in node.attr and g.attr(node, "data_format") not in ("NHWC",):
+        raise g.error(node, f"data_format {g.attr(node, 'data_format')}: only NHWC graphs are supported")
+
+
+def _window(g: FrozenGraph, node, key: str) -> tuple[int, int]:
+    values = g.attr(node, key)
+    if len(values) != 4 or values[0] != 1 or values[3] != 1:
+        raise g.error(node, f"{key} {values}: only spatial windows are supported")
+    return values[1], values[2]
+
+
+def build(g: FrozenGraph, node, softmax: str | None) -> tuple[torch.nn.Module, list[str]]:
+    """The op module of `node` and the inputs it reads when the module runs."""
+    op, inputs = node.op, _data_inputs(node)
+    if op == "Const":
+        return ops.Const(torch.from_numpy(np.array(const_value(g, node.name)))), []
+    if op in PASS or op in MULTI_OUTPUT or node.name == softmax:
+        return ops.Op(op, ops.identity), inputs
+    if op in ("Conv2D", "DepthwiseConv2dNative"):
+        _nhwc(g, node)
+        padding = g.attr(node, "padding")
+        if padding not in ("SAME", "VALID", "EXPLICIT"):
+            raise g.error(node, f"padding {padding} is not supported")
+        explicit = g.attr(node, "explicit_paddings") if padding == "EXPLICIT" else ()
+        dilations = _window(g, node, "dilations") if "dilations" in node.attr else (1, 1)
+        return ops.Conv(_weight(g, node, 1), _window(g, node, "strides"), dilations, padding, explicit,
+                        depthwise=op == "DepthwiseConv2dNative"), inputs[:1]
+    if op == "BiasAdd":
+        _nhwc(g, node)
+        return ops.BiasAdd(_weight(g, node, 1)), inputs[:1]
+    if op in FUSED_BN:
+        _nhwc(g, node)
+        if "is_training" in node.attr and g.attr(node, "is_training"):
+            raise g.error(node, "a batch norm in training mode (is_training=true): freeze the model for inference")
+        gamma, beta, mean, var = (_weight(g, node, i) for i in range(1, 5))
+        return ops.FusedBatchNorm(gamma, beta, mean, var, g.attr(node, "epsilon")), inputs[:1]
+    if op in ("MaxPool", "AvgPool"):
+        _nhwc(g, node)
+        return ops.Pool(op, _window(g, node, "ksize"), _window(g, node, "strides"), g.attr(node, "padding")), inputs
+    if op in ops.BINARY:
+        return ops.binary(op), inputs
+    if op in ops.UNARY:
+        return ops.unary(op), inputs
+    fn, attrs = GENERIC[op]
+    kwargs = {kw: g.attr(node, key) for key, kw in attrs.items() if key in node.attr}
+    if op == "Cast":
+        kwargs["dtype"] = TF_DTYPES[node.attr["DstT"].type]
+    if op == "Shape" and "out_type" in node.attr:
+        kwargs["out_type"] = TF_DTYPES[node.attr["out_type"].type]
+    if op == "StridedSlice" and any(g.attr(node, k) for k in ("ellipsis_mask", "new_axis_mask") if k in node.attr):
+        raise g.error(node, "StridedSlice with an ellipsis or a new axis is not supported")
+    return ops.Op(op, fn, **kwargs), inputs
+
+
+def convert_graph(graph_def, source: str = "<graph>", input_name: str | None = None,
+                  output_name: str | None = None) -> Conversion:
+    """`graph_def`'s classifier as a GraphModule: fed NCHW float32 images at the placeholder
+    (`input_name`, else the graph's one), returning the logits (`output_name`, else the graph's one
+    final op, its trailing Softmax or ArgMax left out)."""
+    g = FrozenGraph(graph_def, source)
+    if input_name is None:
+        placeholders = g.placeholders()
+        if len(placeholders) != 1:
+            raise GraphError(f"{source}: {len(placeholders)} placeholders "
+                             f"({', '.join(p.name for p in placeholders[:5])}): name the image input with model.input=")
+        input_name = placeholders[0].name
+    if g.node(input_name).op != "Placeholder":
+        raise g.error(input_name, f"the input is a {g.node(input_name).op}, not a Placeholder")
+    output, softmax, notes = logits_of(g, output_name or final_op(g).name)
+    out_node, out_index = _ref(output)
+    # Every op the logits need, checked before any is built: all that is missing, named at once.
+    order, seen, stack = [], set(), [(out_node, False)]
+    while stack:
+        name, done = stack.pop()
+        if done:
+            order.append(name)
+            continue
+        if name in seen:
+            continue
+        seen.add(name)
+        stack.append((name, True))
+        node = g.node(name)
+        if node.op in ("Conv2D", "DepthwiseConv2dNative", "BiasAdd", *FUSED_BN):
+            stack.append((_ref(_data_inputs(node)[0])[0], False))  # weights read at conversion
+        else:  # an op the converter lacks too: what feeds it may lack more
+            stack.extend((_ref(i)[0], False) for i in reversed(_data_inputs(node)) if _ref(i)[0] not in seen)
+    missing: dict[str, str] = {}
+    for name in order:
+        if g.node(name).op not in SUPPORTED:
+            missing.setdefault(g.node(name).op, name)
+    if missing:
+        raise GraphError(f"{source}: ops the converter does not support: "
+                         + ", ".join(f"{op} (e.g. node '{name}')" for op, name in sorted(missing.items())))
+    modules, steps, names = {}, [], {}
+    for name in order:
+        node = g.node(name)
+        if name == input_name:
+            continue
+        if node.op == "Placeholder":
+            raise g.error(node, "a second placeholder feeds the logits: the converter takes one image input")
+        module, reads = build(g, node, softmax)
+        key = _key(name)
+        if key in modules:
+            raise g.error(node, f"two nodes map to the module name {key}")
+        refs = []
+        for r in reads:
+            src, index = _ref(r)
+            multi = g.node(src).op in MULTI_OUTPUT
+            if index and not multi:
+                raise g.error(node, f"reads output {index} of {src} ({g.node(src).op}): not supported")
+            refs.append((_key(src), index if multi else -1))
+        modules[key], names[key] = module, name
+        steps.append((key, refs))
+    out_multi = g.node(out_node).op in MULTI_OUTPUT
+    module = ops.GraphModule(modules, steps, _key(input_name), (_key(out_node), out_index if out_multi else -1), names)
+    shape = g.attr(g.node(input_name), "shape") if "shape" in g.node(input_name).attr else None
+    size = shape[1] if shape and len(shape) == 4 and shape[1] > 0 and shape[1] == shape[2] else None
+    return Conversion(module.eval(), input_name, output, size, softmax, notes)

@@ -1,0 +1,287 @@
+"""A TensorFlow graph as a PyTorch module, node by node: each TF op as a small module computing what
+TF computes, in TF's order of arithmetic, and `GraphModule` running them in the graph's order.
+
+Layout: every rank-4 value between nodes is held NCHW (PyTorch's convolutions and pools want it);
+the graph's NHWC meaning is kept by each op: a layout-aware op maps its axes, any other op sees its
+inputs in TF's layout (`to_tf`) and hands rank-4 results back (`from_tf`). A lower-rank operand of
+an element-wise op with a rank-4 one broadcasts as TF broadcasts it (against the trailing axes of
+NHWC).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.nn.layers import Conv2dSame, same_padding
+
+NHWC_TO_NCHW = (0, 3, 1, 2)
+NCHW_TO_NHWC = (0, 2, 3, 1)
+TF_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}  # an NHWC axis -> the NCHW dim holding it
+
+
+def to_tf(x):
+    """A value in TF's layout (rank 4: NHWC; a view)."""
+    return x.permute(*NCHW_TO_NHWC) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
+
+
+def from_tf(x):
+    """A value in the module's layout (rank 4: NCHW; a view)."""
+    return x.permute(*NHWC_TO_NCHW) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
+
+
+def broadcast_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Operands of an element-wise op: a lower-rank one beside a rank-4 (NCHW) one is aligned with
+    NHWC's trailing axes, as TF broadcasts, then laid out NCHW."""
+    def lift(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape((1,) * (4 - x.dim()) + tuple(x.shape)).permute(*NHWC_TO_NCHW)
+    if a.dim() == 4 and 0 < b.dim() < 4:
+        return a, lift(b)
+    if b.dim() == 4 and 0 < a.dim() < 4:
+        return lift(a), b
+    return a, b
+
+
+class Const(nn.Module):
+    """A constant of the graph, as a buffer (rank 4: NCHW)."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.register_buffer("value", from_tf(value).contiguous())
+
+    def forward(self) -> torch.Tensor:
+        return self.value
+
+
+class Op(nn.Module):
+    """A parameter-free op: `fn` of its inputs, in the module's layout."""
+
+    def __init__(self, kind: str, fn, **attrs):
+        super().__init__()
+        self.kind, self.fn, self.attrs = kind, fn, attrs
+
+    def forward(self, *xs):
+        return self.fn(*xs, **self.attrs)
+
+    def extra_repr(self) -> str:
+        return self.kind + "".join(f", {k}={v}" for k, v in self.attrs.items())
+
+
+def _binary(fn):
+    def run(a, b):
+        return fn(*broadcast_pair(a, b))
+    return run
+
+
+BINARY = {"Add": torch.add, "AddV2": torch.add, "Sub": torch.sub, "Mul": torch.mul, "RealDiv": torch.div,
+          "Maximum": torch.maximum, "Minimum": torch.minimum,
+          "SquaredDifference": lambda a, b: torch.square(a - b)}
+UNARY = {"Relu": torch.relu, "Relu6": lambda x: torch.clamp(x, 0.0, 6.0), "Sigmoid": torch.sigmoid,
+         "Tanh": torch.tanh, "Rsqrt": torch.rsqrt, "Sqrt": torch.sqrt, "Neg": torch.neg, "Exp": torch.exp,
+         "Square": torch.square, "Erf": torch.erf, "Erfc": torch.special.erfc, "Abs": torch.abs,
+         "Log": torch.log, "Reciprocal": torch.reciprocal, "Floor": torch.floor}
+
+
+def binary(kind: str) -> Op:
+    return Op(kind, _binary(BINARY[kind]))
+
+
+def unary(kind: str) -> Op:
+    return Op(kind, UNARY[kind])
+
+
+def identity(*xs):
+    return xs[0] if len(xs) == 1 else xs
+
+
+class Conv(nn.Module):
+    """Conv2D and DepthwiseConv2dNative (NHWC): SAME (the odd pixel after), VALID or explicit padding,
+    strides, dilations, groups. `weight`: the TF filter, HWIO ([kh, kw, C, multiplier] for depthwise)."""
+
+    def __init__(self, weight: torch.Tensor, strides, dilations, padding: str, explicit=(), depthwise=False,
+                 groups: int = 1):
+        super().__init__()
+        kh, kw, cin, cout = weight.shape
+        if depthwise:  # output channel c * multiplier + m reads input channel c
+            w = weight.reshape(kh, kw, cin * cout).permute(2, 0, 1).unsqueeze(1)
+            groups, cout = cin, cin * cout
+        else:
+            w = weight.permute(3, 2, 0, 1)
+            cout = w.shape[0]
+        self.padding, self.explicit = padding, tuple(explicit)
+        if padding == "SAME":
+            self.conv = Conv2dSame(w.shape[1] * groups, cout, (kh, kw), stride=tuple(strides), dilation=tuple(dilations),
+                                   groups=groups, bias=False)
+        else:
+            self.conv = nn.Conv2d(w.shape[1] * groups, cout, (kh, kw), stride=tuple(strides),
+                                  dilation=tuple(dilations), groups=groups, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_group = self.conv.weight.shape[1]
+        if x.shape[1] != per_group * self.conv.groups:  # a grouped Conv2D: the filter holds C / groups inputs
+            if x.shape[1] % per_group:
+                raise ValueError(f"a convolution's filter takes {per_group} channels, the input has {x.shape[1]}")
+            self.conv.groups = x.shape[1] // per_group
+        if self.padding == "EXPLICIT":
+            (top, bottom), (left, right) = self.explicit[2:4], self.explicit[4:6]
+            x = F.pad(x, (left, right, top, bottom))
+        return self.conv(x)
+
+
+class BiasAdd(nn.Module):
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.register_buffer("bias", bias.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (self.bias[:, None, None] if x.dim() == 4 else self.bias)
+
+
+class FusedBatchNorm(nn.Module):
+    """FusedBatchNorm(V2, V3) at inference: `x * mul + (beta - mean * mul)`, `mul = gamma * rsqrt(var + eps)`,
+    TF's CPU kernel's order (`TFBatchNorm2d(folded=True)`)."""
+
+    def __init__(self, gamma, beta, mean, var, eps: float):
+        super().__init__()
+        self.eps = float(eps)
+        for name, value in (("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)):
+            self.register_buffer(name, value.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mul = self.weight * torch.rsqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * mul
+        return x * mul[:, None, None] + shift[:, None, None]
+
+
+class Pool(nn.Module):
+    """MaxPool and AvgPool (NHWC windows): SAME pads max with -inf and averages over the real pixels
+    only (TF's count), VALID takes whole windows."""
+
+    def __init__(self, kind: str, ksize, strides, padding: str):
+        super().__init__()
+        self.kind, self.ksize, self.strides, self.padding = kind, tuple(ksize), tuple(strides), padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.ksize, self.strides
+        if self.padding == "SAME":
+            (top, bottom), (left, right) = (same_padding(n, kk, ss) for n, kk, ss in zip(x.shape[-2:], k, s))
+            if self.kind == "MaxPool":
+                return F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), k, s)
+            total = F.avg_pool2d(F.pad(x, (left, right, top, bottom)), k, s, divisor_override=1)
+            ones = F.pad(torch.ones((1, 1, *x.shape[-2:]), dtype=x.dtype, device=x.device), (left, right, top, bottom))
+            return total / F.avg_pool2d(ones, k, s, divisor_override=1)
+        if self.kind == "MaxPool":
+            return F.max_pool2d(x, k, s)
+        return F.avg_pool2d(x, k, s)
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}, ksize={self.ksize}, strides={self.strides}, padding={self.padding}"
+
+
+def mat_mul(a, b, transpose_a=False, transpose_b=False):
+    return torch.matmul(a.t() if transpose_a else a, b.t() if transpose_b else b)
+
+
+def mean(x, axes, keep_dims=False):
+    axes = [int(a) % x.dim() for a in axes.reshape(-1).tolist()]
+    if x.dim() == 4 and keep_dims:
+        return torch.mean(x, dim=[TF_AXIS[a] for a in axes], keepdim=True)
+    return from_tf(torch.mean(to_tf(x), dim=axes, keepdim=keep_dims))
+
+
+def pad(x, paddings, value=0.0):
+    p = paddings.reshape(-1, 2).tolist()
+    if x.dim() == 4:  # NHWC pairs -> F.pad's order for NCHW: W, H, C, N
+        order = [p[2], p[1], p[3], p[0]]
+    else:
+        order = p[::-1]
+    return F.pad(x, [int(v) for pair in order for v in pair], value=float(value))
+
+
+def concat(*xs):
+    *values, axis = xs
+    axis = int(axis) % values[0].dim()
+    return torch.cat(values, dim=TF_AXIS[axis] if values[0].dim() == 4 else axis)
+
+
+def reshape(x, shape):
+    return from_tf(torch.reshape(to_tf(x), [int(v) for v in shape.reshape(-1).tolist()]))
+
+
+def squeeze(x, squeeze_dims=()):
+    y = to_tf(x)
+    dims = [int(d) % y.dim() for d in squeeze_dims] or [i for i, n in enumerate(y.shape) if n == 1]
+    for d in sorted(dims, reverse=True):
+        y = y.squeeze(d)
+    return from_tf(y)
+
+
+def expand_dims(x, axis):
+    y = to_tf(x)
+    a = int(axis)
+    return from_tf(y.unsqueeze(a if a >= 0 else y.dim() + 1 + a))
+
+
+def transpose(x, perm):
+    return from_tf(to_tf(x).permute(*[int(v) for v in perm.reshape(-1).tolist()]))
+
+
+def shape(x, out_type=torch.int32):
+    return torch.tensor(list(to_tf(x).shape), dtype=out_type)
+
+
+def pack(*xs, axis=0):
+    return from_tf(torch.stack([to_tf(x) if isinstance(x, torch.Tensor) else torch.tensor(x) for x in xs], dim=axis))
+
+
+def strided_slice(x, begin, end, strides, begin_mask=0, end_mask=0, shrink_axis_mask=0):
+    y = to_tf(x)
+    index = []
+    for i, (b, e, s) in enumerate(zip(begin.tolist(), end.tolist(), strides.tolist())):
+        if shrink_axis_mask >> i & 1:
+            index.append(int(b))
+            continue
+        index.append(slice(None if begin_mask >> i & 1 else int(b), None if end_mask >> i & 1 else int(e), int(s)))
+    return from_tf(y[tuple(index)])
+
+
+def softmax(x):
+    return from_tf(torch.softmax(to_tf(x), dim=-1))
+
+
+def cast(x, dtype):
+    return x.to(dtype)
+
+
+class GraphModule(nn.Module):
+    """The graph's nodes run in its order: `nodes` (one module per TF node, named after it) and
+    `steps`, each node's inputs as (node, output index). `input_name`: the placeholder (fed NCHW);
+    `output`: the tensor returned (the logits)."""
+
+    def __init__(self, nodes: dict[str, nn.Module], steps: list[tuple[str, list[tuple[str, int]]]],
+                 input_name: str, output: tuple[str, int], names: dict[str, str]):
+        super().__init__()
+        self.nodes = nn.ModuleDict(nodes)
+        self.steps = steps
+        self.input_name, self.output = input_name, output
+        self.names = names  # module key -> TF node name
+        last = {}
+        for i, (_, inputs) in enumerate(steps):
+            for name, _ in inputs:
+                last[name] = i
+        last[output[0]] = len(steps)
+        # what can be dropped after each step: no value outlives its last reader
+        self.free = [[name for name, at in last.items() if at == i] for i in range(len(steps))]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        env = {self.input_name: x}
+        for i, (name, inputs) in enumerate(self.steps):
+            args = [env[src] if index < 0 else env[src][index] for src, index in inputs]
+            env[name] = self.nodes[name](*args)
+            for done in self.free[i]:
+                env.pop(done, None)
+        value = env[self.output[0]]
+        return value if self.output[1] < 0 else value[self.output[1]]

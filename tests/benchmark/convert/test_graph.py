@@ -1,0 +1,212 @@
+"""The graph-driven converter (convert/graph.py) against TensorFlow: each op on random inputs with
+its edge shapes (odd sizes for SAME, stride 2 on even sizes, asymmetric padding), a refusal that
+names every op the converter lacks, Keras' ImageNet classifiers with random weights, and the real
+Keras MobileNet on the sample images.
+
+Tolerances: float32 convolutions and matrix products sum in other orders in TensorFlow and
+PyTorch; a single op differs by a few float32 ulps of its output (1e-5 relative to its largest
+value here), a whole network by at most 1e-4 of its logits' range (as the family converters are
+held to against TF). A conversion fault (padding, layout, channel order, a wrong count in a SAME
+average) moves values by 1e-2 or more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.convert.graph import convert_graph
+from benchmark.formats.frozen_graph import FrozenGraph, GraphError, parse_graph_def
+from preprocessing.tf_import import import_tensorflow
+from tests.helpers import SHARED, crops, need
+
+KERAS_MOBILENET = SHARED / "models" / "keras-mobilenet-v1" / "mobilenet_v1_0.25_128.h5"
+
+
+def frozen(fn, shape):
+    """`fn` of an NHWC float32 input as a frozen GraphDef (bytes) and its concrete function."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    tf = import_tensorflow()
+    concrete = tf.function(fn).get_concrete_function(tf.TensorSpec([None, *shape], tf.float32))
+    return convert_variables_to_constants_v2(concrete).graph.as_graph_def().SerializeToString(), concrete
+
+
+def ours(data: bytes, x: np.ndarray, **names) -> np.ndarray:
+    conversion = convert_graph(parse_graph_def(data, "test"), "test", **names)
+    with torch.no_grad():
+        out = conversion.module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())
+    return out.permute(0, 2, 3, 1).numpy() if out.dim() == 4 else out.numpy()
+
+
+def rand(*shape, seed=0, low=-1.0, high=1.0):
+    return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
+
+
+def op_cases():
+    tf = import_tensorflow()
+    c = tf.constant
+    w = rand(3, 3, 4, 6, seed=1)
+    dw = rand(3, 3, 4, 2, seed=2)
+    gamma, beta, mean, var = rand(4, seed=3, low=0.5, high=1.5), rand(4, seed=4), rand(4, seed=5), rand(4, seed=6, low=0.5)
+    return {
+        "conv SAME stride 2, odd size": ((9, 9, 4), lambda x: tf.nn.conv2d(x, c(w), 2, "SAME")),
+        "conv SAME stride 2, even size": ((8, 8, 4), lambda x: tf.nn.conv2d(x, c(w), 2, "SAME")),
+        "conv VALID": ((9, 9, 4), lambda x: tf.nn.conv2d(x, c(w), 1, "VALID")),
+        "conv dilated SAME": ((11, 11, 4), lambda x: tf.nn.conv2d(x, c(w), 1, "SAME", dilations=2)),
+        "conv explicit padding": ((8, 8, 4), lambda x: tf.nn.conv2d(x, c(w), 2, [[0, 0], [1, 2], [2, 0], [0, 0]])),
+        "conv grouped": ((8, 8, 4), lambda x: tf.nn.conv2d(x, c(rand(3, 3, 2, 6, seed=7)), 1, "SAME")),
+        "depthwise x2 SAME stride 2": ((8, 8, 4), lambda x: tf.nn.depthwise_conv2d(x, c(dw), [1, 2, 2, 1], "SAME")),
+        "max pool SAME 3/2, even": ((8, 8, 4), lambda x: tf.nn.max_pool2d(x, 3, 2, "SAME")),
+        "max pool SAME 3/2, odd": ((9, 9, 4), lambda x: tf.nn.max_pool2d(x, 3, 2, "SAME")),
+        "avg pool SAME 3/2 (real pixels only)": ((8, 8, 4), lambda x: tf.nn.avg_pool2d(x, 3, 2, "SAME")),
+        "avg pool SAME 3/1, odd": ((7, 7, 4), lambda x: tf.nn.avg_pool2d(x, 3, 1, "SAME")),
+        "avg pool VALID 2/2": ((8, 8, 4), lambda x: tf.nn.avg_pool2d(x, 2, 2, "VALID")),
+        "fused batch norm": ((5, 5, 4), lambda x: tf.compat.v1.nn.fused_batch_norm(
+            x, c(gamma), c(beta), c(mean), c(var), 1e-3, is_training=False)[0]),
+        "batch norm as Keras 3 freezes it": ((5, 5, 4), lambda x: x * (c(gamma) * tf.math.rsqrt(c(var) + 1e-3))
+                                             + (c(beta) - c(mean) * (c(gamma) * tf.math.rsqrt(c(var) + 1e-3)))),
+        "swish": ((5, 5, 4), lambda x: x * tf.sigmoid(x)),
+        "hard swish": ((5, 5, 4), lambda x: x * tf.nn.relu6(x * 4.0 + 3.0) / 6.0),
+        "GELU (erf)": ((5, 5, 4), lambda x: 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))),
+        "GELU (erfc)": ((5, 5, 4), lambda x: 0.5 * x * tf.math.erfc(-x / math.sqrt(2.0))),
+        "mean over H, W kept (squeeze-and-excite)": ((6, 6, 4), lambda x: x * tf.sigmoid(
+            tf.nn.conv2d(tf.reduce_mean(x, [1, 2], keepdims=True), c(rand(1, 1, 4, 4, seed=8)), 1, "VALID"))),
+        "mean over H, W (global pool)": ((6, 6, 4), lambda x: tf.reduce_mean(x, [1, 2])),
+        "layer norm over C": ((3, 3, 4), lambda x: (x - tf.reduce_mean(x, -1, keepdims=True)) * tf.math.rsqrt(
+            tf.reduce_mean(tf.math.squared_difference(x, tf.reduce_mean(x, -1, keepdims=True)), -1, keepdims=True)
+            + 1e-6)),
+        "mean over H alone": ((3, 5, 4), lambda x: tf.reduce_mean(x, [1])),
+        "pad": ((5, 5, 4), lambda x: tf.pad(x, [[0, 0], [1, 2], [3, 0], [0, 0]])),
+        "concat on C": ((4, 4, 4), lambda x: tf.concat([x, tf.nn.relu(x), x * 2.0], -1)),
+        "broadcast with [C] and [1, 1, 1, C]": ((4, 4, 4), lambda x: tf.maximum(x + c(beta), c(mean.reshape(1, 1, 1, 4)))
+                                                * tf.minimum(x, 0.5)),
+        "reshape, transpose, squeeze": ((4, 6, 4), lambda x: tf.squeeze(tf.transpose(
+            tf.reshape(x, [-1, 12, 2, 4]), [0, 2, 1, 3])[:, :1], [1])),
+        "Keras' reshape through Shape, StridedSlice and Pack": ((3, 3, 4), lambda x: tf.reshape(
+            x, tf.stack([tf.shape(x)[0], 1, 1, 36]))),
+        "matmul and bias": ((3, 3, 4), lambda x: tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, 36]), c(rand(36, 5, seed=9))),
+                                                               c(rand(5, seed=10)))),
+    }
+
+
+@pytest.mark.parametrize("case", list(op_cases()))
+def test_each_op_computes_what_tensorflow_computes(case):
+    shape, fn = op_cases()[case]
+    data, concrete = frozen(fn, shape)
+    x = rand(3, *shape, seed=11, low=-2.0, high=2.0)
+    expected = concrete(import_tensorflow().constant(x)).numpy()
+    got = ours(data, x)
+    assert got.shape == expected.shape
+    scale = max(float(np.abs(expected).max()), 1.0)
+    assert np.abs(got - expected).max() <= 1e-5 * scale, case
+
+
+def test_a_trailing_softmax_or_argmax_is_left_out_and_said():
+    tf = import_tensorflow()
+    weights = tf.constant(rand(36, 7, seed=12))
+
+    def logits(x):
+        return tf.matmul(tf.reshape(x, [-1, 36]), weights)
+    x = rand(4, 3, 3, 4, seed=13)
+    for head in (tf.nn.softmax, lambda t: tf.argmax(t, -1)):
+        data, concrete = frozen(lambda x: head(logits(x)), (3, 3, 4))
+        conversion = convert_graph(parse_graph_def(data, "g"), "g")
+        with torch.no_grad():
+            got = conversion.module(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+        expected = x.reshape(4, 36) @ rand(36, 7, seed=12)
+        assert np.abs(got - expected).max() < 1e-5 and conversion.notes
+    assert "Softmax" in conversion.notes[0] or "ArgMax" in conversion.notes[0]
+
+
+def test_every_missing_op_is_named_before_anything_is_built():
+    tf = import_tensorflow()
+    data, _ = frozen(lambda x: tf.math.cumsum(tf.nn.local_response_normalization(x), axis=1), (4, 4, 4))
+    with pytest.raises(GraphError, match=r"ops the converter does not support: Cumsum \(e.g. node '[^']+'\), "
+                                         r"LRN \(e.g. node '[^']+'\)"):
+        convert_graph(parse_graph_def(data, "g"), "g")
+
+
+def keras_classifier(name: str, size: int, path):
+    """keras.applications' `name` with random weights, its batch norms' statistics randomised too and
+    its classifier scaled to a trained model's logits (a range of about 20), saved as .keras."""
+    import_tensorflow()
+    import keras
+
+    model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            kinds = [k for k, on in (("gamma", layer.scale), ("beta", layer.center), ("mean", True), ("var", True)) if on]
+            draw = {"gamma": lambda s: rng.uniform(0.5, 1.5, s), "beta": lambda s: rng.normal(0, 0.1, s),
+                    "mean": lambda s: rng.normal(0, 0.5, s), "var": lambda s: rng.uniform(0.5, 2.0, s)}
+            layer.set_weights([draw[k](w.shape).astype(np.float32) for k, w in zip(kinds, layer.get_weights())])
+    head = model.layers[-1]
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 8.0, bias])
+    path = path / f"{name}.keras"
+    model.save(path)
+    return path
+
+
+def tf_logits(data: bytes, tensor: str, x: np.ndarray) -> np.ndarray:
+    tf = import_tensorflow()
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(data)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name="")
+    placeholder = [n.name for n in graph_def.node if n.op == "Placeholder"][0]
+    with tf.compat.v1.Session(graph=graph) as session:
+        out = session.run(tensor if ":" in tensor else f"{tensor}:0", {f"{placeholder}:0": x})
+    return out.reshape(len(x), -1)
+
+
+def check_against_tf(path, size: int, x: np.ndarray) -> dict:
+    from benchmark.formats.keras import freeze_keras
+
+    data = freeze_keras(path)
+    conversion = convert_graph(parse_graph_def(data, str(path)), str(path))
+    assert conversion.left_out is not None  # Keras' classifiers end in a Softmax: the logits are before it
+    logits_tensor = FrozenGraph(parse_graph_def(data, str(path))).node(conversion.left_out).input[0]
+    expected = tf_logits(data, logits_tensor, x)
+    with torch.no_grad():
+        got = conversion.module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    return {"got": got, "expected": expected, "range": float(np.ptp(expected)),
+            "diff": float(np.abs(got - expected).max())}
+
+
+@pytest.mark.parametrize("name,size", [("MobileNetV2", 96), ("EfficientNetB0", 96),
+                                       pytest.param("InceptionV3", 96, marks=pytest.mark.slow),
+                                       pytest.param("ResNet50V2", 96, marks=pytest.mark.slow),
+                                       pytest.param("DenseNet121", 96, marks=pytest.mark.slow)])
+def test_keras_classifiers_agree_with_tensorflow(name, size, tmp_path):
+    x = rand(6, size, size, 3, seed=14)
+    r = check_against_tf(keras_classifier(name, size, tmp_path), size, x)
+    assert r["range"] > 10  # logits at a trained model's scale, not a random model's near-zero ones
+    assert (r["got"].argmax(1) == r["expected"].argmax(1)).all()
+    assert r["diff"] <= 1e-4 * r["range"], r["diff"]
+
+
+@pytest.mark.slow
+def test_the_real_keras_mobilenet_calls_what_keras_calls_on_the_samples():
+    """ImageNet-trained Keras MobileNet-v1 0.25/128 (Keras 2 .h5) on the 1,000 sample images cropped
+    as MLPerf crops MobileNet's, normalised as Keras' "tf" mode: every top-1 is Keras' own."""
+    import_tensorflow()
+    import keras
+
+    path = need(KERAS_MOBILENET)
+    images = crops(1000, 128, interpolation="area", real=True).astype(np.float32) / 127.5 - 1.0
+    r = check_against_tf(path, 128, images[:32])
+    assert r["diff"] <= 1e-4 * r["range"]
+    keras_top1 = keras.models.load_model(str(path), compile=False).predict(images, batch_size=100, verbose=0).argmax(1)
+    from benchmark.formats.keras import freeze_keras
+
+    module = convert_graph(parse_graph_def(freeze_keras(path), str(path)), str(path)).module
+    with torch.no_grad():
+        ours_top1 = torch.cat([module(torch.from_numpy(images[i:i + 100]).permute(0, 3, 1, 2).contiguous())
+                               for i in range(0, len(images), 100)]).argmax(1).numpy()
+    assert (ours_top1 == keras_top1).all(), np.flatnonzero(ours_top1 != keras_top1)
