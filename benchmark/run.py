@@ -213,7 +213,7 @@ def reference_comparison(s: Setup, result: Score, logits: np.ndarray,
     ckpt = s.reference_source.ckpt
     other = {"backend": s.spec.reference,
              # torch's (a module's exact model): the graph's
-             "tensor": s.reference.logits_tensor or model.logits_tensor,
+             "tensor": s.reference.logits_tensor or s.reference_source.tensors[1],
              "checkpoint": {"path": str(ckpt.path), "member": ckpt.member, "sha256": ckpt.sha256,
                             "model": model.name, "mlperfs": is_mlperfs(model, ckpt)},
              "device": s.reference.device, "devices": s.reference.devices,  # where it ran

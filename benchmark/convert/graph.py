@@ -74,7 +74,7 @@ def final_op(g: FrozenGraph):
     ends = [n for n in g.graph_def.node if n.name not in read and n.op not in ("NoOp", "Const", "Placeholder")]
     if len(ends) != 1:
         raise GraphError(f"{g.source}: {len(ends)} final ops ({', '.join(n.name for n in ends[:5])}): name the "
-                         f"logits with model.output=")
+                         f"logits with model.logits_tensor=")
     return ends[0]
 
 
@@ -97,6 +97,22 @@ def logits_of(g: FrozenGraph, output: str) -> tuple[str, str | None, list[str]]:
         notes.append(f"the Softmax {walk.name} is left out: the tensor before it (the logits) is scored and compared")
         return output, walk.name, notes
     return output, None, notes
+
+
+def graph_tensors(g: FrozenGraph, input_tensor: str | None = None, logits_tensor: str | None = None) -> tuple[str, str]:
+    """The input and logits tensors (name:index) of a classifier's graph: those given, else its one
+    placeholder and the tensor before its final op's trailing Softmax (or ArgMax)."""
+    if input_tensor is None:
+        placeholders = g.placeholders()
+        if len(placeholders) != 1:
+            raise GraphError(f"{g.source}: {len(placeholders)} placeholders "
+                             f"({', '.join(p.name for p in placeholders[:5])}): name the image input with "
+                             f"model.input_tensor=")
+        input_tensor = placeholders[0].name
+    output, softmax, _ = logits_of(g, logits_tensor or final_op(g).name)
+    logits = _data_inputs(g.node(softmax))[0] if softmax else output
+    return (input_tensor if ":" in input_tensor else f"{input_tensor}:0",
+            logits if ":" in logits else f"{logits}:0")
 
 
 def const_value(g: FrozenGraph, name: str) -> np.ndarray | None:
@@ -174,6 +190,11 @@ def build(g: FrozenGraph, node, softmax: str | None) -> tuple[torch.nn.Module, l
             raise g.error(node, "a batch norm in training mode (is_training=true): freeze the model for inference")
         gamma, beta, mean, var = (_weight(g, node, i) for i in range(1, 5))
         return ops.FusedBatchNorm(gamma, beta, mean, var, g.attr(node, "epsilon")), inputs[:1]
+    if op == "MatMul" and not (node.attr["transpose_a"].b if "transpose_a" in node.attr else False):
+        weight = folded(g, inputs[1])
+        if weight is not None and weight.dim() == 2:
+            transposed = "transpose_b" in node.attr and node.attr["transpose_b"].b
+            return ops.Dense((weight.t() if transposed else weight).to(torch.float32)), inputs[:1]
     if op in ("MaxPool", "AvgPool"):
         _nhwc(g, node)
         return ops.Pool(op, _window(g, node, "ksize"), _window(g, node, "strides"), g.attr(node, "padding")), inputs
@@ -192,6 +213,22 @@ def build(g: FrozenGraph, node, softmax: str | None) -> tuple[torch.nn.Module, l
     return ops.Op(op, fn, **kwargs), inputs
 
 
+def join_biases(modules: dict, steps: list) -> None:
+    """A BiasAdd read by nothing but after a Dense: its bias moved into the Dense (one F.linear), the
+    BiasAdd left as an identity (its node still names the sum)."""
+    readers: dict[str, int] = {}
+    for _, refs in steps:
+        for src, _ in refs:
+            readers[src] = readers.get(src, 0) + 1
+    for key, refs in steps:
+        module = modules[key]
+        if isinstance(module, ops.BiasAdd) and len(refs) == 1:
+            dense = modules[refs[0][0]]
+            if isinstance(dense, ops.Dense) and dense.bias is None and readers.get(refs[0][0]) == 1:
+                dense.bias = module.bias
+                modules[key] = ops.Op("BiasAdd", ops.identity)
+
+
 def convert_graph(graph_def, source: str = "<graph>", input_name: str | None = None,
                   output_name: str | None = None) -> Conversion:
     """`graph_def`'s classifier as a GraphModule: fed NCHW float32 images at the placeholder
@@ -202,7 +239,8 @@ def convert_graph(graph_def, source: str = "<graph>", input_name: str | None = N
         placeholders = g.placeholders()
         if len(placeholders) != 1:
             raise GraphError(f"{source}: {len(placeholders)} placeholders "
-                             f"({', '.join(p.name for p in placeholders[:5])}): name the image input with model.input=")
+                             f"({', '.join(p.name for p in placeholders[:5])}): name the image input with "
+                             f"model.input_tensor=")
         input_name = placeholders[0].name
     if g.node(input_name).op != "Placeholder":
         raise g.error(input_name, f"the input is a {g.node(input_name).op}, not a Placeholder")
@@ -251,8 +289,18 @@ def convert_graph(graph_def, source: str = "<graph>", input_name: str | None = N
             refs.append((_key(src), index if multi else -1))
         modules[key], names[key] = module, name
         steps.append((key, refs))
+    join_biases(modules, steps)
+    # what the module reads at run time: a weight read at conversion is no node of its own
+    needed, reads = {_key(out_node)}, dict(steps)
+    for key, _ in reversed(steps):
+        if key in needed:
+            needed.update(src for src, _ in reads[key])
+    steps = [(key, refs) for key, refs in steps if key in needed]
+    modules = {key: modules[key] for key, _ in steps}
+    names = {key: names[key] for key, _ in steps}
     out_multi = g.node(out_node).op in MULTI_OUTPUT
-    module = ops.GraphModule(modules, steps, _key(input_name), (_key(out_node), out_index if out_multi else -1), names)
     shape = g.attr(g.node(input_name), "shape") if "shape" in g.node(input_name).attr else None
     size = shape[1] if shape and len(shape) == 4 and shape[1] > 0 and shape[1] == shape[2] else None
+    module = ops.GraphModule(modules, steps, _key(input_name), (_key(out_node), out_index if out_multi else -1), names,
+                             size)
     return Conversion(module.eval(), input_name, output, size, softmax, notes)

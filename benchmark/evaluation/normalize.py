@@ -30,12 +30,33 @@ def mlperf_vgg(img: np.ndarray) -> np.ndarray:
     return img
 
 
-NORMALIZERS = {"mobilenet": mlperf_mobilenet, "vgg": mlperf_vgg}
+def plain(img: np.ndarray) -> np.ndarray:
+    """No normalisation: float32 [0, 255] (for a graph that normalises its own input, as Keras'
+    EfficientNet does)."""
+    return np.asarray(img, dtype="float32")
+
+
+TORCHVISION_MEAN, TORCHVISION_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def torchvision(img: np.ndarray) -> np.ndarray:
+    """torchvision's ImageNet normalisation: [0, 1], then the channel means subtracted and divided by
+    the standard deviations (Keras' "torch" mode)."""
+    img = np.asarray(img, dtype="float32")
+    img /= 255.0
+    img -= np.array(TORCHVISION_MEAN, dtype=np.float32)
+    img /= np.array(TORCHVISION_STD, dtype=np.float32)
+    return img
+
+
+NORMALIZERS = {"mobilenet": mlperf_mobilenet, "vgg": mlperf_vgg, "none": plain, "torchvision": torchvision}
 
 # The same float32 operations in the same order, as in-place torch ops on a float32 tensor.
 TORCH_ARITHMETIC = {
     "mobilenet": lambda x: x.div_(255.0).sub_(0.5).mul_(2),
     "vgg": lambda x: x.sub_(x.new_tensor(VGG_MEANS)),
+    "none": lambda x: x,
+    "torchvision": lambda x: x.div_(255.0).sub_(x.new_tensor(TORCHVISION_MEAN)).div_(x.new_tensor(TORCHVISION_STD)),
 }
 
 

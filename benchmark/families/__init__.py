@@ -77,6 +77,9 @@ FAMILIES = {f.name: f for f in [
         target=(76.46, 0.99), bench_flag="resnet", mlperf_interpolation="area", loadgen_name="resnet50",
         submission_benchmark="resnet", input_tensor="input_tensor:0", logits_tensor="resnet_model/dense/BiasAdd:0",
         onnx_outputs=("ArgMax:0", "softmax_tensor:0")),
+    # Any TF classifier: a frozen graph, a SavedModel or a Keras model file, converted node by node
+    # (convert/graph.py); no MLPerf target, its tensors found in the graph or named by the config.
+    Family(name="graph", title="a TensorFlow or Keras classifier", config="graph"),
     # A user's torch.nn.Module (model.module=), with weights of its own; it stands for the MLPerf
     # family named by model.ports, whose target, preprocessing and exact model it is judged by.
     Family(name="module", title="your own module", config="module"),

@@ -37,6 +37,29 @@ def freeze_keras(path: Path | str, image_size: int | None = None) -> bytes:
     return _frozen(fn.get_concrete_function(tf.TensorSpec([None, size, size, 3], tf.float32)))
 
 
+def is_keras(path: Path | str) -> bool:
+    """A Keras model file, or a SavedModel folder: what TensorFlow freezes before conversion."""
+    path = Path(path).expanduser()
+    return path.suffix in (".keras", ".h5") or (path.is_dir() and (path / "saved_model.pb").is_file())
+
+
+def open_keras(path: Path | str, image_size: int | None = None):
+    """A Keras model file or a SavedModel folder as a Checkpoint whose graph is the frozen GraphDef;
+    its sha256 is the file's (a folder's: of its files' names and digests)."""
+    import hashlib
+
+    from benchmark.formats.checkpoint import Checkpoint, CheckpointError, file_digest
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        digest = hashlib.sha256("".join(f"{p.relative_to(path)}\0{file_digest(p)}\n" for p in files).encode())
+        return Checkpoint(path, digest.hexdigest(), None, freeze_saved_model(path))
+    return Checkpoint(path, file_digest(path), None, freeze_keras(path, image_size))
+
+
 def freeze_saved_model(path: Path | str, signature: str = "serving_default") -> bytes:
     """The TF SavedModel folder at `path` (its `signature`) as a frozen GraphDef's bytes."""
     from preprocessing.tf_import import import_tensorflow

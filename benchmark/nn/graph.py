@@ -10,6 +10,8 @@ NHWC).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,12 +35,13 @@ def from_tf(x):
 
 def broadcast_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Operands of an element-wise op: a lower-rank one beside a rank-4 (NCHW) one is aligned with
-    NHWC's trailing axes, as TF broadcasts, then laid out NCHW."""
+    NHWC's trailing axes, as TF broadcasts, then laid out NCHW (a scalar too: oneDNN Graph's compiler
+    refuses a 0-dimensional operand)."""
     def lift(x: torch.Tensor) -> torch.Tensor:
         return x.reshape((1,) * (4 - x.dim()) + tuple(x.shape)).permute(*NHWC_TO_NCHW)
-    if a.dim() == 4 and 0 < b.dim() < 4:
+    if a.dim() == 4 and b.dim() < 4:
         return a, lift(b)
-    if b.dim() == 4 and 0 < a.dim() < 4:
+    if b.dim() == 4 and a.dim() < 4:
         return lift(a), b
     return a, b
 
@@ -138,6 +141,21 @@ class BiasAdd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + (self.bias[:, None, None] if x.dim() == 4 else self.bias)
+
+
+class Dense(nn.Module):
+    """MatMul by a constant matrix (TF: [in, out]), with the BiasAdd after it where the converter
+    joins them (`bias`): one F.linear, as a compiled CPU model wants it (oneDNN Graph refuses a
+    product followed by a separate bias add). The bias is then added inside the product's
+    accumulation, not after its rounding: the logits move in their last float32 digit or two."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("weight", weight.t().contiguous())  # [out, in], F.linear's
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 
 class FusedBatchNorm(nn.Module):
@@ -256,14 +274,20 @@ def cast(x, dtype):
     return x.to(dtype)
 
 
+@dataclass(frozen=True)
+class GraphSpec:
+    image_size: int | None  # the graph's input size, where it fixes one
+
+
 class GraphModule(nn.Module):
     """The graph's nodes run in its order: `nodes` (one module per TF node, named after it) and
     `steps`, each node's inputs as (node, output index). `input_name`: the placeholder (fed NCHW);
     `output`: the tensor returned (the logits)."""
 
     def __init__(self, nodes: dict[str, nn.Module], steps: list[tuple[str, list[tuple[str, int]]]],
-                 input_name: str, output: tuple[str, int], names: dict[str, str]):
+                 input_name: str, output: tuple[str, int], names: dict[str, str], image_size: int | None = None):
         super().__init__()
+        self.spec = GraphSpec(image_size)
         self.nodes = nn.ModuleDict(nodes)
         self.steps = steps
         self.input_name, self.output = input_name, output
@@ -284,4 +308,7 @@ class GraphModule(nn.Module):
             for done in self.free[i]:
                 env.pop(done, None)
         value = env[self.output[0]]
-        return value if self.output[1] < 0 else value[self.output[1]]
+        value = value if self.output[1] < 0 else value[self.output[1]]
+        # logits of more than two dimensions (a 1x1 convolution's [N, 1, 1, classes]): flattened in
+        # TF's layout, as the TF runtime flattens the graph's own tensor
+        return to_tf(value).reshape(len(value), -1) if value.dim() > 2 else value

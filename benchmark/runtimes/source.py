@@ -5,6 +5,7 @@ about a fifth), and a model is converted only when PyTorch runs it."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -73,6 +74,10 @@ def open_model_checkpoint(model: ModelSpec, checkpoint_dir: Path, progress: bool
     if model.arch == "module":
         raise CheckpointError(f"{source}: model=module takes the module's weights (.safetensors, .pt or .pth); "
                               f"MLPerf's checkpoint it ports is reference_checkpoint=")
+    from benchmark.formats.keras import is_keras, open_keras
+
+    if model.arch == "graph" and is_keras(source):  # frozen through TensorFlow, then read as any graph
+        return open_keras(source, model.image_size)
     return open_checkpoint(source)
 
 
@@ -143,6 +148,17 @@ class ModelSource:
 
         return self.timed("checkpoint_s", lambda: OnnxGraph.from_bytes(self.ckpt.graph_bytes, self.ckpt.source))
 
+    @cached_property
+    def tensors(self) -> tuple[str, str]:
+        """The graph's input and logits tensors: the config's, or for model=graph where it names none,
+        the graph's one placeholder and its final op before a trailing Softmax or ArgMax."""
+        m = self.model
+        if m.arch != "graph" or (m.input_tensor and m.logits_tensor):
+            return m.input_tensor, m.logits_tensor
+        from benchmark.convert.graph import graph_tensors
+
+        return graph_tensors(self.frozen_graph, m.input_tensor, m.logits_tensor)
+
     def graph(self):
         """The checkpoint's own graph, ONNX or frozen."""
         if self.is_module:
@@ -175,6 +191,16 @@ class ModelSource:
             model, factory = load_user_module(self.model.module, self.ckpt.path)
             self.conversion = {"module": factory.to_dict(), "ports": str(self.model.ports)}
             return model
+        if self.model.arch == "graph" and not self.exported:  # node by node, no weight cache: seconds
+            from benchmark.convert.graph import convert_graph
+
+            inp, _ = self.tensors
+            c = convert_graph(graph.graph_def, self.ckpt.source, inp.split(":")[0], self.model.logits_tensor)
+            self.conversion = {"converter": "graph", "input": c.input, "logits": c.output, "notes": c.notes,
+                               "nodes": len(c.module.steps)}
+            for note in c.notes:
+                print(f"model=graph: {note}", file=sys.stderr)
+            return c.module
         if self.exported:
             model, meta = load_exported(self.ckpt.path)
             if meta["arch"] != self.model.arch:

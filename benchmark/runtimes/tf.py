@@ -97,5 +97,5 @@ def create(source, options) -> TFGraphModel:
                           f"(use backend=onnxruntime or reference=onnxruntime)")
     graph = source.frozen_graph
     size = source.resolve_size(graph_input(graph)[1])
-    return TFGraphModel(graph, source.model.input_tensor, source.model.logits_tensor, size, options.threads,
+    return TFGraphModel(graph, *source.tensors, size, options.threads,
                         options.optimize, source.normalize)

@@ -14,10 +14,10 @@ from tests.helpers import REPO
 
 
 def test_the_records():
-    assert sorted(FAMILIES) == ["mobilenet_v1", "module", "resnet50"]
+    assert sorted(FAMILIES) == ["graph", "mobilenet_v1", "module", "resnet50"]
     assert converted() == ["mobilenet_v1", "resnet50"]
     assert with_target() == ["mobilenet_v1", "resnet50"]
-    assert [f.bench_flag for f in FAMILIES.values()] == ["mobilenet", "resnet", None]  # the bench's options
+    assert [f.bench_flag for f in FAMILIES.values()] == ["mobilenet", "resnet", None, None]  # the bench's options
     # every config of the model group is a family's, and says so in model.arch
     configs = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
     assert configs == sorted(f.config for f in FAMILIES.values())
