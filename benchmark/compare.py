@@ -261,6 +261,10 @@ def compare(cfg: DictConfig) -> dict:
     reference = runtimes.create("onnxruntime" if source.ckpt.is_onnx else "tf", source,
                                 runtimes.Options(threads=spec.threads, role="reference", optimize=False))
     model = source.torch_model(fold_bn=False)  # each layer as the graph has it (an ONNX model: folded)
+    from benchmark.nn.graph import GraphModule
+
+    # model=graph: every node the image reaches, by the TF node it is named after
+    taps = model.taps(source.tensors[1]) if isinstance(model, GraphModule) else model.spec.taps
     inputs = prepare(dataset, spec.pipeline, reference.image_size)
     normalize = source.normalize
     tf_crops = np.asarray(build_cache(spec.cache, inputs).images)
@@ -271,7 +275,7 @@ def compare(cfg: DictConfig) -> dict:
             other.preprocess = _preprocess_config(cfg.compare_preprocess, cfg)
         other_inputs = prepare(dataset, PipelineSpec.from_config(other), reference.image_size)
         torch_crops = np.asarray(build_cache(spec.cache, other_inputs).images)
-    report = compare_layers(model, model.spec.taps, reference, normalize(torch_crops), normalize(tf_crops))
+    report = compare_layers(model, taps, reference, normalize(torch_crops), normalize(tf_crops))
     reference.close()
     report.update({"model": spec.model.name, "checkpoint": str(source.ckpt.path), "images": len(tf_crops),
                    "reference": reference.name,

@@ -300,6 +300,22 @@ class GraphModule(nn.Module):
         # what can be dropped after each step: no value outlives its last reader
         self.free = [[name for name, at in last.items() if at == i] for i in range(len(steps))]
 
+    SHAPES = ("Shape", "StridedSlice", "Pack", "Cast")  # integers about a tensor, no value to compare
+
+    def taps(self, output_tensor: str) -> list[tuple[str, str]]:
+        """(module path, TF tensor) of every node whose value depends on the image and is computed by
+        it, in the graph's order (a pass-through: an Identity, a Softmax left out, a BiasAdd joined to
+        its Dense, has none of its own), then ("", `output_tensor`): what `benchmark.compare` pairs
+        with the graph's own tensors in TensorFlow."""
+        depends, out = {self.input_name}, []
+        for key, inputs in self.steps:
+            if any(src in depends for src, _ in inputs):
+                depends.add(key)
+                module = self.nodes[key]
+                if not (isinstance(module, Op) and (module.fn is identity or module.kind in self.SHAPES)):
+                    out.append((f"nodes.{key}", f"{self.names[key]}:0"))
+        return [*out, ("", output_tensor)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env = {self.input_name: x}
         for i, (name, inputs) in enumerate(self.steps):

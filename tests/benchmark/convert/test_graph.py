@@ -263,3 +263,46 @@ def test_model_graph_on_the_real_keras_mobilenet_scores_what_keras_scores(tmp_pa
     calls = keras.models.load_model(str(KERAS_MOBILENET), compile=False).predict(images, batch_size=100, verbose=0)
     assert r["predictions"] == calls.argmax(1).tolist()
     assert r["good"] == sum(p == t for p, t in zip(r["predictions"], r["ground_truth"]))
+
+
+def test_compare_pairs_every_node_with_tensorflow_and_names_the_node_a_transform_changed(keras_models, tmp_path):
+    """`benchmark.compare model=graph`: every converted node against the graph's own tensor in
+    TensorFlow, all within tolerance; with a transform doubling one convolution, the first departure
+    is that TF node (the layers before it agree)."""
+    from benchmark.compare import compare
+    from tests.helpers import config, validation_images, write_layout
+
+    root = write_layout(tmp_path / "val", "val_map", validation_images(2))
+    common = ["model=graph", f"model.checkpoint={keras_models['MobileNetV2']}", f"dataset.root={root}",
+              f"cache_dir={tmp_path / 'cache'}"]
+    report = compare(config(*common, f"compare_file={tmp_path / 'c.json'}", name="compare"))
+    assert report["first_divergence"] is None and len(report["layers"]) > 100
+    assert any(r["tensor"].endswith("block_3_depthwise_1/depthwise:0") for r in report["layers"])
+    layer = next(r["module"] for r in report["layers"] if r["tensor"].endswith("block_3_project_1/convolution:0"))
+    changed = compare(config(*common, f"model.transform={{_target_:tests.transforms.doubled,layer:{layer}.conv}}",
+                             f"compare_file={tmp_path / 'd.json'}", name="compare"))
+    # the converted node's convolution inside it: the TF node's name, then the layer's
+    assert changed["first_divergence"] == f"{layer}.conv", changed["verdict"]
+    assert "block_3_project_1/convolution" in changed["verdict"]
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v1", "resnet50"])
+def test_mlperfs_graph_families_through_the_generic_converter_agree_with_their_own(arch, fixture_graphs, resnet_graphs):
+    """Graphs of MLPerf's structure and names (TF-slim MobileNet-v1; ResNet-50 v1.5 with its two
+    heads, so its logits are named by the family record) converted node by node predict what the
+    family converters' modules predict, to float32 noise; the hand modules stay the default."""
+    from benchmark.families import family
+    from benchmark.formats.checkpoint import open_checkpoint
+    from tests.helpers import SMALL_RESNET, inputs, torch_model
+
+    pb = fixture_graphs(0.25, 96, read_identities=False) if arch == "mobilenet_v1" else resnet_graphs(**SMALL_RESNET)
+    size = 96 if arch == "mobilenet_v1" else 224
+    x = inputs(arch, size)
+    record = family(arch)
+    conversion = convert_graph(parse_graph_def(open_checkpoint(pb).graph_bytes, str(pb)), str(pb),
+                               record.input_tensor.split(":")[0], record.logits_tensor)
+    with torch.no_grad():
+        generic = conversion.module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+        family_logits = torch_model(pb, arch)(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    assert (generic.argmax(1) == family_logits.argmax(1)).all()
+    assert np.abs(generic - family_logits).max() <= 1e-4 * float(np.ptp(family_logits))
