@@ -68,6 +68,9 @@ def export_command(cfg: DictConfig) -> list[Path]:
     out = Path(cfg.out).expanduser()
     if out.suffix != ".safetensors":
         raise ConfigError(f"out={out}: expected a .safetensors path")
+    if cfg.model.arch == "graph":
+        raise ConfigError("model=graph: benchmark.export writes MLPerf's two families only; a graph converts node by "
+                          "node in seconds on every run, from the graph itself")
     if cfg.torchvision and cfg.model.arch != "resnet50":
         raise ConfigError("torchvision=true is for model=resnet50")
     spec = RunSpec.from_config(cfg, images=False)  # the config read here, once

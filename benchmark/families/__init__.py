@@ -79,7 +79,9 @@ FAMILIES = {f.name: f for f in [
         onnx_outputs=("ArgMax:0", "softmax_tensor:0")),
     # Any TF classifier: a frozen graph, a SavedModel or a Keras model file, converted node by node
     # (convert/graph.py); no MLPerf target, its tensors found in the graph or named by the config.
-    Family(name="graph", title="a TensorFlow or Keras classifier", config="graph"),
+    # LoadGen reads MLPerf's image-classification settings for it (resnet50's in mlperf.conf); in a
+    # submission's open division its folder is the user's (submission.benchmark=), mapped to resnet.
+    Family(name="graph", title="a TensorFlow or Keras classifier", config="graph", loadgen_name="resnet50"),
     # A user's torch.nn.Module (model.module=), with weights of its own; it stands for the MLPerf
     # family named by model.ports, whose target, preprocessing and exact model it is judged by.
     Family(name="module", title="your own module", config="module"),

@@ -296,6 +296,10 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
     sub = cfg.submission
     judged = judged_as(cfg.model.arch, cfg.model.get("ports"))
     benchmark = sub.benchmark or family(judged).submission_benchmark
+    if benchmark is None:
+        raise ConfigError(f"submission.benchmark is not set: the folder of your model in the open division "
+                          f"(model={cfg.model.name} is none of MLPerf's; e.g. submission.benchmark=my-classifier, "
+                          f"mapped to MLPerf's resnet task in model_mapping.json)")
     out = Path(sub.out).expanduser().absolute()
     work = Path(sub.work).expanduser().absolute() if sub.work else out.with_name(out.name + "-runs")
     # The system description first: a missing field is refused before hours of runs.

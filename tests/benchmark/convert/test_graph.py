@@ -306,3 +306,24 @@ def test_mlperfs_graph_families_through_the_generic_converter_agree_with_their_o
         family_logits = torch_model(pb, arch)(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
     assert (generic.argmax(1) == family_logits.argmax(1)).all()
     assert np.abs(generic - family_logits).max() <= 1e-4 * float(np.ptp(family_logits))
+
+
+def test_loadgen_runs_a_graph_model_and_a_submission_asks_for_its_folder(keras_models, tmp_path):
+    """LoadGen's accuracy run of a model=graph answers what python -m benchmark answers (MLPerf's
+    image-classification settings); the submission refuses, before any run, to guess the open
+    division's folder of a model that is none of MLPerf's."""
+    from benchmark.loadgen.run import run as loadgen_run
+    from benchmark.submission import make as submission
+    from preprocessing.errors import ConfigError
+    from tests.helpers import config, run_benchmark, validation_images, write_layout
+
+    root = write_layout(tmp_path / "val", "val_map", validation_images(12))
+    common = ["model=graph", f"model.checkpoint={keras_models['MobileNetV2']}", f"dataset.root={root}",
+              f"cache_dir={tmp_path / 'cache'}"]
+    direct = run_benchmark(*common, f"results_file={tmp_path / 'r.json'}")
+    logged = loadgen_run(config(*common, f"loadgen.output_dir={tmp_path / 'lg'}", name="loadgen"))
+    assert logged["kind"] == "loadgen-accuracy" and logged["predictions"] == direct["predictions"]
+    overrides = [*common, f"submission.out={tmp_path / 'o'}", "submission.submitter=Tester", "submission.system=box",
+                 "submission.dry_run=true", "submission.scenarios=[Offline]"]
+    with pytest.raises(ConfigError, match="submission.benchmark is not set: the folder of your model"):
+        submission.make(config(*overrides, name="submission"), overrides)
