@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         # or module not MLPerf's) kept
         ran = results.facts.judged if results else None
         arch = args.model or ran
-        caveats = tuple((results.gate or {}).get("reservations", ())) if results and arch == ran else ()
+        caveats = tuple(results.gate.reservations) if results and results.gate and arch == ran else ()
         target = gate(arch, result.top1, result.total, caveats) if arch else None
         print(target.line() if target else "mlperf target: not judged (give --model "
               + " or ".join(with_target()) + ")")

@@ -16,7 +16,7 @@ from benchmark import runtimes
 from benchmark.evaluation.gate import gate
 from benchmark.evaluation.scoring import score
 from benchmark.evaluation.report import compare
-from benchmark.evaluation.results import Comparison
+from benchmark.evaluation.results import Comparison, Verdict
 from preprocessing.calibration import CalibrationList, calibration_dataset, needed
 from preprocessing.errors import ConfigError
 from preprocessing.stage import CacheSpec, DatasetSpec, Inputs, build_cache
@@ -131,7 +131,8 @@ def against_exact(result, logits: np.ndarray, exact_logits: np.ndarray, labels: 
     exact = score(exact_logits, labels)
     fp32_gate = gate(judged, exact.top1, exact.total, exact_reservations)
     return compare("exact", {"precision": "fp32", "numerics": exact_numerics}, result, exact, logits, exact_logits,
-                   labels, names, exact.calls(readable, listed), fp32_gate.to_dict() if fp32_gate else None, timing)
+                   labels, names, exact.calls(readable, listed), Verdict(**fp32_gate.to_dict()) if fp32_gate else None,
+                   timing)
 
 
 def run_name(precision: str, transform: dict | None) -> str:

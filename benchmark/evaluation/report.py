@@ -14,7 +14,7 @@ import numpy as np
 
 from benchmark.evaluation import real
 from benchmark.evaluation.metrics import measured
-from benchmark.evaluation.results import Comparison, RunFacts, Scores, stamped
+from benchmark.evaluation.results import Comparison, RunFacts, Scores, Verdict, stamped
 from benchmark.evaluation.scoring import NUM_CLASSES
 from benchmark.evaluation.significance import paired
 from preprocessing.files import write_text_atomically
@@ -67,7 +67,7 @@ def near_tie_margin(ref_logits: np.ndarray) -> float:
 
 
 def compare(against: str, other: dict, result, ref, logits: np.ndarray, ref_logits: np.ndarray, labels,
-            names: list[str], calls: dict, gate: dict | None = None, timing: dict | None = None) -> Comparison:
+            names: list[str], calls: dict, gate: Verdict | None = None, timing: dict | None = None) -> Comparison:
     """The run (`result`, `logits`) against another model (`ref`, `ref_logits`) on the same images
     (`labels`, `names`), image by image: agreement of their top-1, the images the run fixes and
     breaks (McNemar's p), the other's margin on each disagreement, and the largest logit difference

@@ -104,6 +104,86 @@ class Scores:
         return cls(d["good"], d["total"], top5_good)
 
 
+def _record(cls, d: dict | None):
+    """`d` as the record `cls` (its fields; a key the record does not know stays in the file's dict)."""
+    if d is None:
+        return None
+    return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """MLPerf's target for a model as a results file records it (gate.Gate.to_dict): whose target,
+    its value, the accuracy as printed, the verdict, and why it is for reference only."""
+    model: str
+    target: float
+    reference: float
+    fraction: float
+    accuracy: float
+    passed: bool
+    indicative: bool  # judged on fewer images than the whole validation set
+    total: int
+    reservations: list[str]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """precision=int8's calibration as a results file records it (precision.calibrate)."""
+    list: str  # the list's file (or MLPerf's option_1 / option_2)
+    sha256: str
+    mlperf_list: str | None  # option_1 / option_2 when the list is one of MLPerf's, unchanged
+    listed: int
+    note: str | None
+    images: int  # the listed images found and read
+    missing: list
+    unreadable: list
+    crops: str
+    quantized_model: str
+    reused: bool
+    engine: str | None
+    activation_bits: int | None
+    weight_bits: int | None
+    bias_correction: bool | None
+    backend_config: str | None
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class LoadGenBlock:
+    """A LoadGen run as its results file records it (loadgen/run.py): the plan and what LoadGen
+    reported; an accuracy run's log fields, or a performance run's outcome (None where the run's
+    mode has none)."""
+    scenario: str
+    mode: str  # accuracy | performance
+    log_dir: str
+    val_map: str
+    batch_sizes: list[int]
+    padding: dict | None
+    performance_sample_count: int
+    settings: dict
+    warm_up_images_per_s: float | None
+    loadgen_version: str | None
+    accuracy_log: str | None = None  # accuracy runs
+    log_accuracy_line: str | None = None
+    answered_again: int | None = None
+    metric: str | None = None  # performance runs
+    value: float | None = None
+    unit: str | None = None
+    validity: str | None = None
+    invalid_reason: str | None = None
+    early_stopping_met: bool | None = None
+    early_stopping_result: str | None = None
+    min_duration_met: bool | None = None
+    min_queries_met: bool | None = None
+    perf_constraints_met: bool | None = None
+    query_count: int | None = None
+    latency_ns: dict | None = None
+    effective_settings: dict | None = None
+    loadgen_errors: list | None = None
+    loadgen_warnings: list | None = None
+    summary: str | None = None
+
+
 @dataclass(frozen=True)
 class Comparison:
     """The run against another model on the same crops, image by image: the checkpoint itself in
@@ -128,7 +208,7 @@ class Comparison:
     near_ties: int | None
     max_abs_logit_diff: float
     logit_range: float | None  # the other's largest logit minus its smallest
-    gate: dict | None  # MLPerf's target for the other model (exact fp32: with its own reservations)
+    gate: Verdict | None  # MLPerf's target for the other model (exact fp32: with its own reservations)
     images_per_s: float | None  # the other's, after its first batch
     timing: dict | None
 
@@ -137,7 +217,8 @@ class Comparison:
 
     @classmethod
     def from_dict(cls, d: dict) -> Comparison:
-        return cls(**{**{f.name: d.get(f.name) for f in fields(cls)}, "scores": Scores.from_dict(d["scores"])})
+        return cls(**{**{f.name: d.get(f.name) for f in fields(cls)}, "scores": Scores.from_dict(d["scores"]),
+                      "gate": _record(Verdict, d.get("gate"))})
 
 
 @dataclass(frozen=True)
@@ -152,12 +233,12 @@ class Results:
     images: list | None  # the file of each
     ground_truth: list | None
     calls: dict | None
-    gate: dict | None  # MLPerf's target (gate.Gate.to_dict)
+    gate: Verdict | None  # MLPerf's target (None: a model MLPerf does not judge, or a performance run)
     real: dict | None  # ImageNet-ReaL's scores (labels.real=true)
     reference: Comparison | None
     exact: Comparison | None  # against the exact fp32 model
-    calibration: dict | None
-    loadgen: dict | None
+    calibration: Calibration | None
+    loadgen: LoadGenBlock | None
     timing: dict | None
     data: dict  # the whole file, upgraded to this schema
 
@@ -181,10 +262,11 @@ class Results:
         scored = data.get("good") is not None
         return cls(Path(path), data["kind"], RunFacts.from_dict(data), Scores.from_dict(data) if scored else None,
                    data.get("metrics") or {}, data.get("predictions"), data.get("images"), data.get("ground_truth"),
-                   data.get("calls"), data.get("mlperf_target"), data.get("real"),
+                   data.get("calls"), _record(Verdict, data.get("mlperf_target")), data.get("real"),
                    Comparison.from_dict(data["reference"]) if data.get("reference") else None,
                    Comparison.from_dict(data["against_exact"]) if data.get("against_exact") else None,
-                   data.get("calibration"), data.get("loadgen"), data.get("timing"), data)
+                   _record(Calibration, data.get("calibration")), _record(LoadGenBlock, data.get("loadgen")),
+                   data.get("timing"), data)
 
 
 def stamped(results: dict, kind: str) -> dict:

@@ -128,12 +128,11 @@ def not_a_result(folder: Path, results: Results) -> str | None:
     lg = results.loadgen
     if not lg:  # the speed measurement: no LoadGen
         return None
-    if lg["mode"] == "performance":
-        if lg["validity"] == "VALID" and not lg.get("loadgen_errors"):
+    if lg.mode == "performance":
+        if lg.validity == "VALID" and not lg.loadgen_errors:
             return None
-        why = "; ".join(r for r in (lg.get("invalid_reason"), lg.get("early_stopping_result"),
-                                    *(lg.get("loadgen_errors") or [])) if r)
-        return f"the performance run is {lg['validity']} ({why or 'LoadGen gives no reason'})"
+        why = "; ".join(r for r in (lg.invalid_reason, lg.early_stopping_result, *(lg.loadgen_errors or [])) if r)
+        return f"the performance run is {lg.validity} ({why or 'LoadGen gives no reason'})"
     from benchmark.loadgen.settings import read_detail_log
 
     errors = read_detail_log(folder / "mlperf_log_detail.txt")["errors"]
@@ -201,10 +200,10 @@ def achieved(folder: Path) -> float:
     results = folder / "results.json"
     if not results.is_file():
         return 0.0
-    lg = read(results).loadgen or {}
-    if lg.get("validity") == "VALID" or lg.get("min_duration_met") is not False or not lg.get("value"):
+    lg = read(results).loadgen
+    if lg is None or lg.validity == "VALID" or lg.min_duration_met is not False or not lg.value:
         return 0.0
-    return {"Offline": float(lg["value"]), "SingleStream": 1e9 / float(lg["value"])}.get(lg.get("scenario"), 0.0)
+    return {"Offline": float(lg.value), "SingleStream": 1e9 / float(lg.value)}.get(lg.scenario, 0.0)
 
 
 def settings_of(conf: str, scenario: str) -> set[str]:
@@ -245,7 +244,7 @@ def measurements(cfg: DictConfig, accuracy: Results) -> dict:
         done.append(f"transformed by {t['target']} (sha256 {t['source_sha256']})")
     if accuracy.calibration:
         c = accuracy.calibration
-        done.append(f"post-training int8 quantization calibrated on {c['list']} ({c['images']} images)")
+        done.append(f"post-training int8 quantization calibrated on {c.list} ({c.images} images)")
     elif precision == "tf32":
         done.append("matrix products and convolutions on TF32 tensor cores, weights stored in float32")
     elif precision != "fp32":
@@ -266,7 +265,7 @@ def measurements(cfg: DictConfig, accuracy: Results) -> dict:
                     # where the open division's preprocessing departs from MLPerf's ([]: MLPerf's pipeline)
                     "preprocessing": {**facts.preprocess, "departs_from_mlperf": pipeline_departures(accuracy)},
                     "transform": facts.transform,
-                    "calibration_list": (accuracy.calibration or {}).get("list")},
+                    "calibration_list": accuracy.calibration.list if accuracy.calibration else None},
     }
 
 
@@ -283,7 +282,7 @@ def readme(cfg: DictConfig, scenario: str, command: str, accuracy: Results, perf
     return (f"# {cfg.model.name}, {scenario}\n\n{mark}Made by the ImageNet MLPerf harness "
             f"(`python -m benchmark.submission`):\n\n```\n{command}\n```\n\n"
             f"- accuracy: `{accuracy.accuracy_line}` ({f.dataset['listed']:,} images listed)\n"
-            f"- performance: {lg['metric']} = {lg['value']} {lg['unit']} ({lg['validity']})\n"
+            f"- performance: {lg.metric} = {lg.value} {lg.unit} ({lg.validity})\n"
             f"- model: {f.model} ({f.arch}), checkpoint `{Path(f.checkpoint['path']).name}` "
             f"(sha256 {f.checkpoint['sha256']}), backend {f.backend} on {f.device}, precision {f.precision}\n"
             f"- preprocessing: {pipeline} ({f.preprocess['name']}: {f.preprocess['interpolation']})\n")
@@ -347,7 +346,7 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
         # a run that ends before its second is INVALID: at four times, a TEST01 run of 0.1 s in CI once ran
         # faster than planned and ended early); a submission's: the evaluation loop timed over
         # 2,048 images (its Offline run must last the 600 s it plans)
-        qps = 8 * accuracy.loadgen["warm_up_images_per_s"] if sub.dry_run \
+        qps = 8 * accuracy.loadgen.warm_up_images_per_s if sub.dry_run \
             else measured_qps(runs, work, accuracy.scores.total)
         # the rate the plan is made from only rises: an earlier run's achieved rate is kept
         rate = work / scenario / "images_per_s.json"
@@ -399,7 +398,7 @@ def _valid(results: Results, folder: Path) -> None:
     why = not_a_result(folder, results)
     if why is not None:
         hint = " (an Offline run that ended early: at the samples/s it achieved, times submission.margin)" \
-            if results.loadgen["mode"] == "performance" else ""
+            if results.loadgen.mode == "performance" else ""
         raise SubmissionError(f"{folder}: {why}: not a result, not packaged; the command runs it again next "
                               f"time{hint}")
 

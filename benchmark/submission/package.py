@@ -69,13 +69,14 @@ def verify_accuracy(check: dict) -> str:
 PERFORMANCE_TOLERANCE = 0.10
 
 
-def verify_performance(reference: dict, audited: dict) -> tuple[bool, str]:
-    """TEST01's performance run against the scenario's: throughput no lower, latency no higher, than 10 %."""
-    ref, got = reference["value"], audited["value"]
-    higher_is_better = reference["unit"] != "ns"
+def verify_performance(reference, audited) -> tuple[bool, str]:
+    """TEST01's performance run against the scenario's (each a results.LoadGenBlock): throughput no
+    lower, latency no higher, than 10 %."""
+    ref, got = reference.value, audited.value
+    higher_is_better = reference.unit != "ns"
     ratio = got / ref if ref else 0.0
     passed = ratio >= 1 - PERFORMANCE_TOLERANCE if higher_is_better else ratio <= 1 + PERFORMANCE_TOLERANCE
-    text = (f"reference {reference['metric']}: {ref}\ncompliance {audited['metric']}: {got}\n"
+    text = (f"reference {reference.metric}: {ref}\ncompliance {audited.metric}: {got}\n"
             f"ratio: {ratio:.4f} (within {PERFORMANCE_TOLERANCE:.0%}: {'higher' if higher_is_better else 'lower'} "
             f"is better)\nTEST {'PASS' if passed else 'FAIL'}\n")
     return passed, text

@@ -3,6 +3,7 @@ shape the harness wrote (tests/data/results: one file of each, written before th
 a newer schema or a kind the command does not read, naming the file."""
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,13 @@ def test_every_earlier_shape_reads(name, kind):
     assert (r.data["schema_version"], r.kind) == (SCHEMA_VERSION, kind)
     assert {k: v for k, v in r.data.items() if k not in ("schema_version", "kind")} == raw
     assert r.facts.model == raw["model"] and r.facts.judged == raw["judged_as"]
+    if raw.get("loadgen"):  # the LoadGen block as its record, every key it recorded read
+        assert {k: v for k, v in asdict(r.loadgen).items() if v is not None} == \
+            {k: v for k, v in raw["loadgen"].items() if v is not None}
+    if raw.get("mlperf_target"):
+        assert asdict(r.gate) == raw["mlperf_target"]
     if kind == "loadgen-performance":
-        assert r.scores is None and r.loadgen["mode"] == "performance"
+        assert r.scores is None and r.loadgen.mode == "performance"
     else:
         assert (r.scores.good, r.scores.total, r.scores.top1) == (raw["good"], raw["total"], raw["top1"])
 
@@ -56,7 +62,7 @@ def test_schema_2s_two_comparisons_read_in_the_one_shape():
                                                                             was_exact["total"], None)
     assert exact.agreement == was_exact["same_prediction"] and exact.calls == was_exact["fp32_calls"]
     assert len(exact.disagreements) == exact.scores.total - exact.agreement
-    assert exact.gate == was_exact["mlperf_target"]["fp32"] and exact.images_per_s == was_exact["fp32_images_per_s"]
+    assert asdict(exact.gate) == was_exact["mlperf_target"]["fp32"] and exact.images_per_s == was_exact["fp32_images_per_s"]
     assert (exact.fixed, exact.broken, exact.max_abs_logit_diff) == (was_exact["fixed"], was_exact["broken"],
                                                                      was_exact["max_abs_logit_diff"])
     assert Comparison.from_dict(exact.to_dict()) == exact  # the record and its JSON: one shape both ways
