@@ -49,9 +49,9 @@ def broadcast_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torc
 class Const(nn.Module):
     """A constant of the graph, as a buffer (rank 4: NCHW)."""
 
-    def __init__(self, value: torch.Tensor):
+    def __init__(self, value: torch.Tensor, tf_layout: bool = True):
         super().__init__()
-        self.register_buffer("value", from_tf(value).contiguous())
+        self.register_buffer("value", (from_tf(value) if tf_layout else value).contiguous())
 
     def forward(self) -> torch.Tensor:
         return self.value

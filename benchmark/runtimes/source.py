@@ -195,7 +195,7 @@ class ModelSource:
             from benchmark.convert.graph import convert_graph
 
             inp, _ = self.tensors
-            c = convert_graph(graph.graph_def, self.ckpt.source, inp.split(":")[0], self.model.logits_tensor)
+            c = convert_graph(graph.graph_def, self.ckpt.source, inp.split(":")[0], self.model.logits_tensor, fold_bn)
             self.conversion = {"converter": "graph", "input": c.input, "logits": c.output, "notes": c.notes,
                                "nodes": len(c.module.steps)}
             for note in c.notes:

@@ -167,11 +167,11 @@ def tf_logits(data: bytes, tensor: str, x: np.ndarray) -> np.ndarray:
     return out.reshape(len(x), -1)
 
 
-def check_against_tf(path, size: int, x: np.ndarray) -> dict:
+def check_against_tf(path, size: int, x: np.ndarray, fold_bn: bool = False) -> dict:
     from benchmark.formats.keras import freeze_keras
 
     data = freeze_keras(path)
-    conversion = convert_graph(parse_graph_def(data, str(path)), str(path))
+    conversion = convert_graph(parse_graph_def(data, str(path)), str(path), fold_bn=fold_bn)
     assert conversion.left_out is not None  # Keras' classifiers end in a Softmax: the logits are before it
     logits_tensor = FrozenGraph(parse_graph_def(data, str(path))).node(conversion.left_out).input[0]
     expected = tf_logits(data, logits_tensor, x)
@@ -187,10 +187,12 @@ def check_against_tf(path, size: int, x: np.ndarray) -> dict:
                                        pytest.param("DenseNet121", 96, marks=pytest.mark.slow)])
 def test_keras_classifiers_agree_with_tensorflow(name, size, tmp_path):
     x = rand(6, size, size, 3, seed=14)
-    r = check_against_tf(keras_classifier(name, size, tmp_path), size, x)
-    assert r["range"] > 10  # logits at a trained model's scale, not a random model's near-zero ones
-    assert (r["got"].argmax(1) == r["expected"].argmax(1)).all()
-    assert r["diff"] <= 1e-4 * r["range"], r["diff"]
+    path = keras_classifier(name, size, tmp_path)
+    for fold_bn in (False, True):  # each batch norm as the graph computes it, and folded into its convolution
+        r = check_against_tf(path, size, x, fold_bn)
+        assert r["range"] > 10  # logits at a trained model's scale, not a random model's near-zero ones
+        assert (r["got"].argmax(1) == r["expected"].argmax(1)).all()
+        assert r["diff"] <= 1e-4 * r["range"], (fold_bn, r["diff"])
 
 
 @pytest.mark.slow
