@@ -99,16 +99,20 @@ def logits_of(g: FrozenGraph, output: str) -> tuple[str, str | None, list[str]]:
     return output, None, notes
 
 
+def the_placeholder(g: FrozenGraph) -> str:
+    """The graph's one placeholder (the image input); more or none: named by the config."""
+    placeholders = g.placeholders()
+    if len(placeholders) != 1:
+        raise GraphError(f"{g.source}: {len(placeholders)} placeholders "
+                         f"({', '.join(p.name for p in placeholders[:5])}): name the image input with "
+                         f"model.input_tensor=")
+    return placeholders[0].name
+
+
 def graph_tensors(g: FrozenGraph, input_tensor: str | None = None, logits_tensor: str | None = None) -> tuple[str, str]:
     """The input and logits tensors (name:index) of a classifier's graph: those given, else its one
     placeholder and the tensor before its final op's trailing Softmax (or ArgMax)."""
-    if input_tensor is None:
-        placeholders = g.placeholders()
-        if len(placeholders) != 1:
-            raise GraphError(f"{g.source}: {len(placeholders)} placeholders "
-                             f"({', '.join(p.name for p in placeholders[:5])}): name the image input with "
-                             f"model.input_tensor=")
-        input_tensor = placeholders[0].name
+    input_tensor = input_tensor or the_placeholder(g)
     output, softmax, _ = logits_of(g, logits_tensor or final_op(g).name)
     logits = _data_inputs(g.node(softmax))[0] if softmax else output
     return (input_tensor if ":" in input_tensor else f"{input_tensor}:0",
@@ -281,8 +285,11 @@ def fold_affine(modules: dict, steps: list) -> None:
 
 
 def join_biases(modules: dict, steps: list) -> None:
-    """A BiasAdd read by nothing but after a Dense: its bias moved into the Dense (one F.linear), the
-    BiasAdd left as an identity (its node still names the sum)."""
+    """A BiasAdd whose input a Dense or a convolution alone reads: its bias moved into that layer (one
+    F.linear or convolution with a bias, as compiled CPU models want them: oneDNN Graph refuses a
+    product followed by a separate bias add, and fused a convolution, a separate bias add and a
+    residual sum wrongly, ResNet50V2's logits 30 off), the BiasAdd left as an identity (its node
+    still names the sum). The bias is then added inside the accumulation, not after its rounding."""
     readers: dict[str, int] = {}
     for _, refs in steps:
         for src, _ in refs:
@@ -290,10 +297,16 @@ def join_biases(modules: dict, steps: list) -> None:
     for key, refs in steps:
         module = modules[key]
         if isinstance(module, ops.BiasAdd) and len(refs) == 1:
-            dense = modules[refs[0][0]]
-            if isinstance(dense, ops.Dense) and dense.bias is None and readers.get(refs[0][0]) == 1:
-                dense.bias = module.bias
-                modules[key] = ops.Op("BiasAdd", ops.identity)
+            layer = modules[refs[0][0]]
+            if readers.get(refs[0][0]) != 1:
+                continue
+            if isinstance(layer, ops.Dense) and layer.bias is None:
+                layer.bias = module.bias
+            elif isinstance(layer, ops.Conv) and layer.conv.bias is None:
+                layer.conv.bias = torch.nn.Parameter(module.bias.clone(), requires_grad=False)
+            else:
+                continue
+            modules[key] = ops.Op("BiasAdd", ops.identity)
 
 
 def convert_graph(graph_def, source: str = "<graph>", input_name: str | None = None,
@@ -302,13 +315,7 @@ def convert_graph(graph_def, source: str = "<graph>", input_name: str | None = N
     (`input_name`, else the graph's one), returning the logits (`output_name`, else the graph's one
     final op, its trailing Softmax or ArgMax left out)."""
     g = FrozenGraph(graph_def, source)
-    if input_name is None:
-        placeholders = g.placeholders()
-        if len(placeholders) != 1:
-            raise GraphError(f"{source}: {len(placeholders)} placeholders "
-                             f"({', '.join(p.name for p in placeholders[:5])}): name the image input with "
-                             f"model.input_tensor=")
-        input_name = placeholders[0].name
+    input_name = input_name or the_placeholder(g)
     if g.node(input_name).op != "Placeholder":
         raise g.error(input_name, f"the input is a {g.node(input_name).op}, not a Placeholder")
     output, softmax, notes = logits_of(g, output_name or final_op(g).name)

@@ -33,6 +33,11 @@ from torch import nn
 
 from benchmark.nn.compiled import CompiledPerBatchSize
 from benchmark.nn.layers import static_padding
+from preprocessing.errors import ConfigError
+
+class CompileMismatch(ConfigError):
+    """The compiled model computes something else than the model: refused (cpu_fusion=false runs it)."""
+
 
 WARM_UP_CALLS = 2  # the profiling executor profiles the first call and runs fused from the second
 
@@ -90,7 +95,26 @@ class OneDNNGraphModel(CompiledPerBatchSize):
             with _onednn_fusion():
                 for _ in range(WARM_UP_CALLS):
                     script(example)
+        if self.autocast is None:
+            self.check(script, n)
         return script
+
+    def check(self, script: torch.jit.ScriptModule, n: int) -> None:
+        """The compiled model against the eager one on a random batch: oneDNN Graph has fused a
+        convolution, its bias and a residual sum read twice into something else (Keras' ResNet50V2:
+        logits 30 off); such a model is refused, never run. Float32 fusions differ by ~1e-5 of the
+        logits' range; 1e-3 leaves room and catches any such fault."""
+        x = torch.randn(n, 3, self.image_size, self.image_size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad(), _onednn_fusion():
+            got = script(x.contiguous(memory_format=torch.channels_last)).float()
+        with torch.no_grad():
+            want = self.model(x).float()
+        scale = float(want.max() - want.min()) or 1.0
+        if not torch.isfinite(got).all() or float((got - want).abs().max()) > 1e-3 * scale:
+            raise CompileMismatch(f"cpu_fusion=graph: the model compiled into oneDNN Graph partitions computes "
+                                  f"something else than the model itself (largest difference "
+                                  f"{float((got - want).abs().max()):.3g} on logits spanning {scale:.3g}): this "
+                                  f"PyTorch's fuser mishandles one of its patterns; run it with cpu_fusion=false")
 
     def run(self, script: torch.jit.ScriptModule, x: torch.Tensor) -> torch.Tensor:
         with _onednn_fusion():

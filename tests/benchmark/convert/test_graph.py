@@ -133,25 +133,9 @@ def test_every_missing_op_is_named_before_anything_is_built():
 
 
 def keras_classifier(name: str, size: int, path):
-    """keras.applications' `name` with random weights, its batch norms' statistics randomised too and
-    its classifier scaled to a trained model's logits (a range of about 20), saved as .keras."""
-    import_tensorflow()
-    import keras
+    from benchmark.testing.keras import keras_classifier as build
 
-    model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3))
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            kinds = [k for k, on in (("gamma", layer.scale), ("beta", layer.center), ("mean", True), ("var", True)) if on]
-            draw = {"gamma": lambda s: rng.uniform(0.5, 1.5, s), "beta": lambda s: rng.normal(0, 0.1, s),
-                    "mean": lambda s: rng.normal(0, 0.5, s), "var": lambda s: rng.uniform(0.5, 2.0, s)}
-            layer.set_weights([draw[k](w.shape).astype(np.float32) for k, w in zip(kinds, layer.get_weights())])
-    head = model.layers[-1]
-    kernel, bias = head.get_weights()
-    head.set_weights([kernel * 8.0, bias])
-    path = path / f"{name}.keras"
-    model.save(path)
-    return path
+    return build(name, size, path)
 
 
 def tf_logits(data: bytes, tensor: str, x: np.ndarray) -> np.ndarray:
@@ -329,3 +313,64 @@ def test_loadgen_runs_a_graph_model_and_a_submission_asks_for_its_folder(keras_m
                  "submission.dry_run=true", "submission.scenarios=[Offline]"]
     with pytest.raises(ConfigError, match="submission.benchmark is not set: the folder of your model"):
         submission.make(config(*overrides, name="submission"), overrides)
+
+
+def test_the_graph_bench_measures_and_says_what_it_measured(tmp_path):
+    """benchmark.bench.graphs on one small architecture: a row with the agreement of each path with
+    TensorFlow, the logit differences (ONNX Runtime's beside the converter's) and the speed ratio
+    (measured, printed, never asserted)."""
+    from benchmark.bench.graphs import main
+    from tests.helpers import validation_images, write_layout
+
+    root = write_layout(tmp_path / "val", "val_map", validation_images(8))
+    out = tmp_path / "graphs.md"
+    assert main(["--dataset", str(root), "--images", "8", "--size", "96", "--repeats", "1",
+                 "--architectures", "MobileNetV2", "--out", str(out)]) == 0
+    (row,) = [line for line in out.read_text().splitlines() if line.startswith("| MobileNetV2 |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "yes" and cells[2] == "8/8 / 8/8 / 8/8"
+    exact, folded, ort = (float(v) for v in cells[3].split(" / "))
+    assert max(exact, folded) <= 1e-4 * float(cells[4]) and ort >= 0 and cells[7].endswith("x")
+
+
+def test_a_compiled_model_that_computes_something_else_is_refused():
+    """cpu_fusion=graph checks each compiled batch size against the model itself (oneDNN Graph here
+    fused Keras' ResNet50V2's convolution, bias and twice-read residual sum into logits 30 off): a
+    compiled form that differs is refused with the way out, never run."""
+    from benchmark.nn import onednn_graph
+
+    if not onednn_graph.available():
+        pytest.skip("this PyTorch has no oneDNN Graph fuser")
+
+    class Model(torch.nn.Module):
+        def __init__(self, lie: bool):
+            super().__init__()
+            self.conv, self.lie = torch.nn.Conv2d(3, 4, 1), lie
+
+        def forward(self, x):
+            y = self.conv(x).mean((2, 3))
+            # computes something else once traced: what a faulty fusion does
+            return y + 1.0 if self.lie and torch.jit.is_tracing() else y
+
+    with pytest.raises(onednn_graph.CompileMismatch, match="computes something else .* cpu_fusion=false"):
+        onednn_graph.OneDNNGraphModel(Model(lie=True).eval(), 8)(torch.zeros(2, 3, 8, 8))
+    assert onednn_graph.OneDNNGraphModel(Model(lie=False).eval(), 8)(torch.ones(2, 3, 8, 8)).shape == (2, 4)
+
+
+@pytest.mark.slow
+def test_resnet50v2_runs_eager_where_the_compiled_form_is_refused(tmp_path):
+    """Keras' ResNet50V2 (pre-activation: a residual read twice): with cpu_fusion=false every image's
+    top-1 is TensorFlow's; compiled, it runs only where the compiled form computes what it computes."""
+    from benchmark.nn.onednn_graph import CompileMismatch
+    from tests.helpers import run_benchmark, validation_images, write_layout
+
+    root = write_layout(tmp_path / "val", "val_map", validation_images(8))
+    common = ["model=graph", f"model.checkpoint={keras_classifier('ResNet50V2', 96, tmp_path)}", f"dataset.root={root}",
+              f"cache_dir={tmp_path / 'cache'}", "reference=tf"]
+    r = run_benchmark(*common, "cpu_fusion=false", f"results_file={tmp_path / 'eager.json'}")
+    assert r["reference"]["agreement"] == 8 and r["reference"]["max_abs_logit_diff"] <= 1e-4 * r["reference"]["logit_range"]
+    try:
+        compiled = run_benchmark(*common, f"results_file={tmp_path / 'compiled.json'}")
+    except CompileMismatch:
+        return  # refused: this PyTorch's fuser mishandles the pattern (never a wrong number)
+    assert compiled["reference"]["agreement"] == 8
