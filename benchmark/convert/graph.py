@@ -219,8 +219,8 @@ def build(g: FrozenGraph, node, softmax: str | None) -> tuple[torch.nn.Module, l
 
 def fold_constants(modules: dict, steps: list) -> list:
     """Each node computed from constants alone (a batch norm's multiplier and shift, a reshape's
-    static shape) computed once, here, by its own module, and held as a constant: the same values
-    the module would compute on every forward, bit for bit."""
+    static shape) computed once, here, on the CPU, by its own module, and held as a constant: the
+    values the module would compute on every CPU forward, bit for bit."""
     values: dict[str, object] = {}
     folded = []
     for key, refs in steps:

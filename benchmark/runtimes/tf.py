@@ -35,6 +35,8 @@ class TFGraphModel(NumpyInputs):
         tf = import_tensorflow()
 
         self.image_size, self.normalize, self.version = image_size, normalize, tf.__version__
+        # a node's name fetches its operation (no value): its first output is the tensor meant
+        input_tensor, logits_tensor = (t if ":" in t else f"{t}:0" for t in (input_tensor, logits_tensor))
         self.logits_tensor = logits_tensor
 
         graph.node(input_tensor)  # clear errors for misnamed tensors

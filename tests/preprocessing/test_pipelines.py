@@ -14,6 +14,8 @@ from benchmark.evaluation.normalize import (
     lookup_table,
     mlperf_mobilenet,
     mlperf_vgg,
+    plain,
+    torchvision,
 )
 from preprocessing.pipelines import crop, make_settings
 
@@ -52,7 +54,8 @@ def test_crop_is_floor_centred_short_side_resize(tmp_path):
     np.testing.assert_array_equal(out, resized[16:240, 80:304])  # int((384-224)/2) = 80
 
 
-@pytest.mark.parametrize("kind,reference", [("mobilenet", mlperf_mobilenet), ("vgg", mlperf_vgg)])
+@pytest.mark.parametrize("kind,reference", [("mobilenet", mlperf_mobilenet), ("vgg", mlperf_vgg), ("none", plain),
+                                            ("torchvision", torchvision)])
 def test_normalisation_table_is_mlperf_arithmetic_for_every_value(kind, reference):
     """Every uint8 value in every channel (an output depends on nothing else): the table is
     MLPerf's arithmetic, bit for bit."""
@@ -77,7 +80,8 @@ def test_normalised_crops_equal_mlperf_float_arrays_bit_for_bit():
     assert x.permute(0, 2, 3, 1).contiguous().numpy().tobytes() == expected.tobytes()
 
 
-@pytest.mark.parametrize("kind,reference", [("mobilenet", mlperf_mobilenet), ("vgg", mlperf_vgg)])
+@pytest.mark.parametrize("kind,reference", [("mobilenet", mlperf_mobilenet), ("vgg", mlperf_vgg), ("none", plain),
+                                            ("torchvision", torchvision)])
 def test_torch_input_is_mlperf_arithmetic_for_every_value_by_either_path(kind, reference, monkeypatch):
     """The torch ops are used where they reproduce the table for every value; an arithmetic that
     does not (dividing by multiplying with 1/255, as some devices do) falls back to the table."""
@@ -87,7 +91,10 @@ def test_torch_input_is_mlperf_arithmetic_for_every_value_by_either_path(kind, r
     assert fast.exact_arithmetic
     assert fast(values).permute(0, 2, 3, 1).contiguous().numpy()[0].tobytes() == expected
     inexact = {"mobilenet": lambda x: x.mul_(1 / 255.0).sub_(0.5).mul_(2),
-               "vgg": lambda x: x.sub_(x.new_tensor([123.68, 116.78, 103.94], dtype=torch.float64).float() + 1e-5)}
+               "vgg": lambda x: x.sub_(x.new_tensor([123.68, 116.78, 103.94], dtype=torch.float64).float() + 1e-5),
+               "none": lambda x: x.mul_(1.0001),
+               "torchvision": lambda x: x.mul_(1 / 255.0).sub_(x.new_tensor([0.485, 0.456, 0.406]))
+               .div_(x.new_tensor([0.229, 0.224, 0.225]))}
     monkeypatch.setitem(TORCH_ARITHMETIC, kind, inexact[kind])
     slow = TorchNormalizer(Normalizer(kind), torch.device("cpu"))
     assert not slow.exact_arithmetic

@@ -20,6 +20,7 @@ import torch
 
 from benchmark.convert.graph import convert_graph
 from benchmark.formats.frozen_graph import FrozenGraph, GraphError, parse_graph_def
+from benchmark.runtimes.tf import TFGraphModel
 from preprocessing.tf_import import import_tensorflow
 from tests.helpers import SHARED, crops, need
 
@@ -138,27 +139,17 @@ def keras_classifier(name: str, size: int, path):
     return build(name, size, path)
 
 
-def tf_logits(data: bytes, tensor: str, x: np.ndarray) -> np.ndarray:
-    tf = import_tensorflow()
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(data)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.import_graph_def(graph_def, name="")
-    placeholder = [n.name for n in graph_def.node if n.op == "Placeholder"][0]
-    with tf.compat.v1.Session(graph=graph) as session:
-        out = session.run(tensor if ":" in tensor else f"{tensor}:0", {f"{placeholder}:0": x})
-    return out.reshape(len(x), -1)
-
-
 def check_against_tf(path, size: int, x: np.ndarray, fold_bn: bool = False) -> dict:
     from benchmark.formats.keras import freeze_keras
 
     data = freeze_keras(path)
     conversion = convert_graph(parse_graph_def(data, str(path)), str(path), fold_bn=fold_bn)
     assert conversion.left_out is not None  # Keras' classifiers end in a Softmax: the logits are before it
-    logits_tensor = FrozenGraph(parse_graph_def(data, str(path))).node(conversion.left_out).input[0]
-    expected = tf_logits(data, logits_tensor, x)
+    # the harness's TF runtime on the frozen graph, fetching the tensor before the Softmax
+    graph = FrozenGraph(parse_graph_def(data, str(path)))
+    model = TFGraphModel(graph, f"{conversion.input}:0", graph.node(conversion.left_out).input[0], size)
+    expected = model(x)
+    model.close()
     with torch.no_grad():
         got = conversion.module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
     return {"got": got, "expected": expected, "range": float(np.ptp(expected)),
