@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.bench.machine import machine
     from benchmark.testing.keras import ARCHITECTURES, NORMALIZATION, keras_classifier
 
+    from benchmark.runtimes.pytorch import reuse_freed_memory
+
+    reuse_freed_memory()  # as `python -m benchmark` runs a CPU model (ONNX Runtime keeps its own arena)
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.nn.layers import Conv2dSame, same_padding
+from benchmark.nn.layers import Conv2dSame, FixedAtSize, ceil_mode_is_same, same_padding
 
 NHWC_TO_NCHW = (0, 3, 1, 2)
 NCHW_TO_NHWC = (0, 2, 3, 1)
@@ -100,7 +100,12 @@ def identity(*xs):
 
 class Conv(nn.Module):
     """Conv2D and DepthwiseConv2dNative (NHWC): SAME (the odd pixel after), VALID or explicit padding,
-    strides, dilations, groups. `weight`: the TF filter, HWIO ([kh, kw, C, multiplier] for depthwise)."""
+    strides, dilations, groups. `weight`: the TF filter, HWIO ([kh, kw, C, multiplier] for depthwise).
+
+    Explicit padding (`explicit`: TF's 8 numbers, or a Pad before the convolution taken in) is held
+    in the convolution, fixed at conversion: even padding as PyTorch's own, one more pixel after as
+    Conv2dSame does (a leading zero tap in the filter and the larger padding both sides: TF's windows,
+    each reading one zero more), anything else by padding the input first."""
 
     def __init__(self, weight: torch.Tensor, strides, dilations, padding: str, explicit=(), depthwise=False,
                  groups: int = 1):
@@ -113,24 +118,37 @@ class Conv(nn.Module):
             w = weight.permute(3, 2, 0, 1)
             cout = w.shape[0]
         self.padding, self.explicit = padding, tuple(explicit)
-        if padding == "SAME":
-            self.conv = Conv2dSame(w.shape[1] * groups, cout, (kh, kw), stride=tuple(strides), dilation=tuple(dilations),
-                                   groups=groups, bias=False)
-        else:
-            self.conv = nn.Conv2d(w.shape[1] * groups, cout, (kh, kw), stride=tuple(strides),
-                                  dilation=tuple(dilations), groups=groups, bias=False)
+        cls = Conv2dSame if padding == "SAME" else nn.Conv2d
+        self.conv = cls(w.shape[1] * groups, cout, (kh, kw), stride=tuple(strides), dilation=tuple(dilations),
+                        groups=groups, bias=False)
         with torch.no_grad():
             self.conv.weight.copy_(w)
+        self.pre_pad = ()  # (left, right, top, bottom) the input is padded by first, where the conv cannot
+        if padding == "EXPLICIT":
+            (top, bottom), (left, right) = self.explicit[2:4], self.explicit[4:6]
+            self.set_padding(top, bottom, left, right)
+
+    def set_padding(self, top: int, bottom: int, left: int, right: int) -> None:
+        conv = self.conv
+        if (top, left) != (bottom, right) and conv.dilation == (1, 1) and 0 <= bottom - top <= 1 \
+                and 0 <= right - left <= 1:
+            with torch.no_grad():
+                conv.weight = nn.Parameter(F.pad(conv.weight, (right - left, 0, bottom - top, 0)), requires_grad=False)
+            conv.kernel_size = tuple(conv.weight.shape[2:])
+            top, left = bottom, right
+        if (top, left) == (bottom, right):
+            conv.padding, self.pre_pad = (top, left), ()
+        else:
+            conv.padding, self.pre_pad = (0, 0), (left, right, top, bottom)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         per_group = self.conv.weight.shape[1]
         if x.shape[1] != per_group * self.conv.groups:  # a grouped Conv2D: the filter holds C / groups inputs
             if x.shape[1] % per_group:
                 raise ValueError(f"a convolution's filter takes {per_group} channels, the input has {x.shape[1]}")
-            self.conv.groups = x.shape[1] // per_group
-        if self.padding == "EXPLICIT":
-            (top, bottom), (left, right) = self.explicit[2:4], self.explicit[4:6]
-            x = F.pad(x, (left, right, top, bottom))
+            self.conv.groups, self.conv.in_channels = x.shape[1] // per_group, x.shape[1]
+        if self.pre_pad:
+            x = F.pad(x, self.pre_pad)
         return self.conv(x)
 
 
@@ -174,29 +192,54 @@ class FusedBatchNorm(nn.Module):
         return x * mul[:, None, None] + shift[:, None, None]
 
 
-class Pool(nn.Module):
+class Pool(FixedAtSize):
     """MaxPool and AvgPool (NHWC windows): SAME pads max with -inf and averages over the real pixels
-    only (TF's count), VALID takes whole windows."""
+    only (TF's count), VALID takes whole windows. A SAME pool runs as the fixed pool of its input's
+    size (`fixed`), made once per size."""
 
     def __init__(self, kind: str, ksize, strides, padding: str):
         super().__init__()
         self.kind, self.ksize, self.strides, self.padding = kind, tuple(ksize), tuple(strides), padding
+        self._fixed: dict[tuple[int, int], nn.Module] = {}  # not submodules: made from the attributes
+
+    def fixed(self, height: int, width: int) -> nn.Module:
+        k, s = self.ksize, self.strides
+        if self.padding != "SAME":
+            return nn.MaxPool2d(k, s) if self.kind == "MaxPool" else nn.AvgPool2d(k, s)
+        (top, bottom), (left, right) = same_padding(height, k[0], s[0]), same_padding(width, k[1], s[1])
+        if ceil_mode_is_same(height, k[0], s[0], top) and ceil_mode_is_same(width, k[1], s[1], left):
+            # the padding before as PyTorch's own, the rest as ceil_mode's partial last window:
+            # TF's windows, an average over the real pixels alone, and no padded copy of the input
+            if self.kind == "MaxPool":
+                return nn.MaxPool2d(k, s, (top, left), ceil_mode=True)
+            return nn.AvgPool2d(k, s, (top, left), ceil_mode=True, count_include_pad=False)
+        return PaddedPool(self.kind, k, s, (left, right, top, bottom), height, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, s = self.ksize, self.strides
-        if self.padding == "SAME":
-            (top, bottom), (left, right) = (same_padding(n, kk, ss) for n, kk, ss in zip(x.shape[-2:], k, s))
-            if self.kind == "MaxPool":
-                return F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), k, s)
-            total = F.avg_pool2d(F.pad(x, (left, right, top, bottom)), k, s, divisor_override=1)
-            ones = F.pad(torch.ones((1, 1, *x.shape[-2:]), dtype=x.dtype, device=x.device), (left, right, top, bottom))
-            return total / F.avg_pool2d(ones, k, s, divisor_override=1)
-        if self.kind == "MaxPool":
-            return F.max_pool2d(x, k, s)
-        return F.avg_pool2d(x, k, s)
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        if size not in self._fixed:
+            self._fixed[size] = self.fixed(*size)
+        return self._fixed[size](x)
 
     def extra_repr(self) -> str:
         return f"{self.kind}, ksize={self.ksize}, strides={self.strides}, padding={self.padding}"
+
+
+class PaddedPool(nn.Module):
+    """A SAME pool whose windows PyTorch's own padding cannot take: the input padded (-inf for max,
+    zeros for an average), the average's sum divided by the real pixels of each window."""
+
+    def __init__(self, kind: str, ksize, strides, pads: tuple[int, int, int, int], height: int, width: int):
+        super().__init__()
+        self.kind, self.ksize, self.strides, self.pads = kind, tuple(ksize), tuple(strides), tuple(pads)
+        ones = F.pad(torch.ones(1, 1, height, width), self.pads)
+        self.register_buffer("counts", F.avg_pool2d(ones, self.ksize, self.strides, divisor_override=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "MaxPool":
+            return F.max_pool2d(F.pad(x, self.pads, value=float("-inf")), self.ksize, self.strides)
+        total = F.avg_pool2d(F.pad(x, self.pads), self.ksize, self.strides, divisor_override=1)
+        return total / self.counts.to(x.device)
 
 
 def mat_mul(a, b, transpose_a=False, transpose_b=False):

@@ -112,7 +112,7 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
     return model
 
 
-def _ceil_mode_is_same(size: int, kernel: int, stride: int, before: int) -> bool:
+def ceil_mode_is_same(size: int, kernel: int, stride: int, before: int) -> bool:
     """Whether max_pool2d(padding=before, ceil_mode=True) takes the windows of TF SAME: the same
     start, and PyTorch's output size (its formula) equal to TF's ceil(size / stride)."""
     if before > kernel // 2 or size + 2 * before < kernel:
@@ -121,6 +121,14 @@ def _ceil_mode_is_same(size: int, kernel: int, stride: int, before: int) -> bool
     if (out - 1) * stride >= size + before:  # PyTorch drops a window that starts in the padding
         out -= 1
     return out == -(-size // stride)
+
+
+class FixedAtSize(nn.Module):
+    """A layer whose padding follows its input's size (TF SAME): `fixed(height, width)` is the
+    layer with the padding of that size fixed, what `static_padding` puts in its place."""
+
+    def fixed(self, height: int, width: int) -> nn.Module:
+        raise NotImplementedError
 
 
 class MaxPool2dSame(nn.Module):
@@ -133,7 +141,7 @@ class MaxPool2dSame(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel, self.stride
         (top, bottom), (left, right) = (same_padding(n, k, s) for n in x.shape[-2:])
-        if _ceil_mode_is_same(x.shape[-2], k, s, top) and _ceil_mode_is_same(x.shape[-1], k, s, left):
+        if ceil_mode_is_same(x.shape[-2], k, s, top) and ceil_mode_is_same(x.shape[-1], k, s, left):
             # The padding before as PyTorch's own, the rest as ceil_mode's partial last window: TF's
             # windows, without a padded copy of the input (1.6 % of ResNet-50's time).
             return F.max_pool2d(x, k, s, padding=(top, left), ceil_mode=True)
@@ -184,14 +192,16 @@ class ConvBnReLU6(nn.Sequential):
 
 
 @torch.no_grad()
-def input_sizes(model: nn.Module, kinds: tuple[type, ...], image_size: int) -> dict[nn.Module, tuple[int, int]]:
+def input_sizes(model: nn.Module, kinds: tuple[type, ...], image_size: int,
+                channels: int = 3) -> dict[nn.Module, tuple[int, int]]:
     """The input height and width of every module of `kinds` in `model` when it runs on images of
     `image_size` (one forward pass of zeros)."""
+    device = next(iter([*model.parameters(), *model.buffers()]), torch.zeros(0)).device
     sizes: dict[nn.Module, tuple[int, int]] = {}
     hooks = [m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, tuple(i[0].shape[-2:])))
              for m in model.modules() if isinstance(m, kinds)]
     try:
-        model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+        model(torch.zeros(1, channels, image_size, image_size, device=device))
     finally:
         for h in hooks:
             h.remove()
@@ -208,18 +218,22 @@ def runs_own_code(m: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def static_padding(model: nn.Module, image_size: int) -> nn.Module:
+def static_padding(model: nn.Module, image_size: int, channels: int = 3) -> nn.Module:
     """Replace every TF-SAME conv and pool of `model` by a plain PyTorch one with the padding that
     SAME gives at `image_size`, in place: the same kernels on the same windows (a conv keeps its
     zero tap, now in its weight), for exporters that need padding fixed ahead of the input.
     Only the harness's own layers are replaced: a subclass (its own forward) or a layer with a hook
     (a user's transform) stays as it is, so what it computes is kept; a tracer records it as it runs."""
     kinds = {Conv2dSame: _static_conv, MaxPool2dSame: _static_pool}
-    sizes = input_sizes(model, tuple(kinds), image_size)
+    sizes = input_sizes(model, (*kinds, FixedAtSize), image_size, channels)
     for parent in list(model.modules()):
         for name, m in list(parent.named_children()):
-            if type(m) in kinds and not runs_own_code(m):
+            if m not in sizes or runs_own_code(m):  # not run on the image (or run with a user's code)
+                continue
+            if type(m) in kinds:
                 setattr(parent, name, kinds[type(m)](m, *sizes[m]))
+            elif isinstance(m, FixedAtSize):
+                setattr(parent, name, m.fixed(*sizes[m]))
     return model
 
 
@@ -243,7 +257,7 @@ def _static_conv(conv: Conv2dSame, height: int, width: int) -> nn.Conv2d:
 def _static_pool(pool: MaxPool2dSame, height: int, width: int) -> nn.Module:
     k, s = pool.kernel, pool.stride
     (top, bottom), (left, right) = same_padding(height, k, s), same_padding(width, k, s)
-    if _ceil_mode_is_same(height, k, s, top) and _ceil_mode_is_same(width, k, s, left):
+    if ceil_mode_is_same(height, k, s, top) and ceil_mode_is_same(width, k, s, left):
         return nn.MaxPool2d(k, s, (top, left), ceil_mode=True)
     return nn.Sequential(nn.ConstantPad2d((left, right, top, bottom), float("-inf")), nn.MaxPool2d(k, s))
 

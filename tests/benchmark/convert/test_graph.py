@@ -20,6 +20,8 @@ import torch
 
 from benchmark.convert.graph import convert_graph
 from benchmark.formats.frozen_graph import FrozenGraph, GraphError, parse_graph_def
+from benchmark.nn import graph as graph_ops
+from benchmark.nn.layers import FixedAtSize, static_padding
 from benchmark.runtimes.tf import TFGraphModel
 from preprocessing.tf_import import import_tensorflow
 from tests.helpers import SHARED, crops, need
@@ -60,12 +62,16 @@ def op_cases():
         "conv VALID": ((9, 9, 4), lambda x: tf.nn.conv2d(x, c(w), 1, "VALID")),
         "conv dilated SAME": ((11, 11, 4), lambda x: tf.nn.conv2d(x, c(w), 1, "SAME", dilations=2)),
         "conv explicit padding": ((8, 8, 4), lambda x: tf.nn.conv2d(x, c(w), 2, [[0, 0], [1, 2], [2, 0], [0, 0]])),
+        "conv explicit padding, one more after": ((8, 8, 4), lambda x: tf.nn.conv2d(
+            x, c(w), 2, [[0, 0], [0, 1], [1, 2], [0, 0]])),
         "conv grouped": ((8, 8, 4), lambda x: tf.nn.conv2d(x, c(rand(3, 3, 2, 6, seed=7)), 1, "SAME")),
         "depthwise x2 SAME stride 2": ((8, 8, 4), lambda x: tf.nn.depthwise_conv2d(x, c(dw), [1, 2, 2, 1], "SAME")),
         "max pool SAME 3/2, even": ((8, 8, 4), lambda x: tf.nn.max_pool2d(x, 3, 2, "SAME")),
         "max pool SAME 3/2, odd": ((9, 9, 4), lambda x: tf.nn.max_pool2d(x, 3, 2, "SAME")),
         "avg pool SAME 3/2 (real pixels only)": ((8, 8, 4), lambda x: tf.nn.avg_pool2d(x, 3, 2, "SAME")),
         "avg pool SAME 3/1, odd": ((7, 7, 4), lambda x: tf.nn.avg_pool2d(x, 3, 1, "SAME")),
+        "max pool SAME 2/1 (a padded input)": ((7, 7, 4), lambda x: tf.nn.max_pool2d(x, 2, 1, "SAME")),
+        "avg pool SAME 2/1 (a padded input, real pixels only)": ((6, 6, 4), lambda x: tf.nn.avg_pool2d(x, 2, 1, "SAME")),
         "avg pool VALID 2/2": ((8, 8, 4), lambda x: tf.nn.avg_pool2d(x, 2, 2, "VALID")),
         "fused batch norm": ((5, 5, 4), lambda x: tf.compat.v1.nn.fused_batch_norm(
             x, c(gamma), c(beta), c(mean), c(var), 1e-3, is_training=False)[0]),
@@ -106,6 +112,12 @@ def test_each_op_computes_what_tensorflow_computes(case):
     assert got.shape == expected.shape
     scale = max(float(np.abs(expected).max()), 1.0)
     assert np.abs(got - expected).max() <= 1e-5 * scale, case
+    if shape[0] == shape[1]:  # padding fixed for the image size, as the compiled CPU path and int8 run it
+        module = static_padding(convert_graph(parse_graph_def(data, "test"), "test").module, shape[0], shape[2])
+        assert not any(isinstance(m, FixedAtSize) for m in module.modules())
+        with torch.no_grad():
+            fixed = module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+        assert np.abs(fixed - expected).max() <= 1e-5 * scale, case
 
 
 def test_a_trailing_softmax_or_argmax_is_left_out_and_said():
@@ -137,6 +149,45 @@ def keras_classifier(name: str, size: int, path):
     from benchmark.testing.keras import keras_classifier as build
 
     return build(name, size, path)
+
+
+def pad_cases():
+    tf = import_tensorflow()
+    c = tf.constant
+    w, dw = rand(3, 3, 4, 6, seed=1), rand(3, 3, 4, 1, seed=2)
+    return {  # (input shape, fn, whether the Pad is taken into the convolution)
+        "Keras' ZeroPadding2D before a stride-2 depthwise (one more after)": ((8, 8, 4), lambda x: tf.nn.depthwise_conv2d(
+            tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]]), c(dw), [1, 2, 2, 1], "VALID"), True),
+        "even padding before a conv": ((7, 7, 4), lambda x: tf.nn.conv2d(
+            tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), c(w), 1, "VALID"), True),
+        "uneven padding (the input padded by the conv module)": ((7, 9, 4), lambda x: tf.nn.conv2d(
+            tf.pad(x, [[0, 0], [2, 0], [1, 3], [0, 0]]), c(w), 2, "VALID"), True),
+        "one more after, dilated (the input padded by the conv module)": ((9, 9, 4), lambda x: tf.nn.conv2d(
+            tf.pad(x, [[0, 0], [1, 2], [1, 2], [0, 0]]), c(w), 1, "VALID", dilations=2), True),
+        "a pad of ones stays a Pad": ((6, 6, 4), lambda x: tf.nn.conv2d(
+            tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=1.0), c(w), 1, "VALID"), False),
+        "a pad read twice stays a Pad": ((6, 6, 4), lambda x: (lambda p: tf.nn.conv2d(p, c(w), 2, "VALID")
+                                                               + tf.reduce_mean(p))(
+            tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])), False),
+    }
+
+
+@pytest.mark.parametrize("case", list(pad_cases()))
+def test_a_zero_pad_is_taken_into_the_convolution_that_reads_it(case):
+    """fold_bn=true (the run's conversion) moves a Pad of zeros into the VALID convolution reading it
+    alone: the same values as TF's, and no copy of the input left where the convolution can pad."""
+    shape, fn, taken = pad_cases()[case]
+    data, concrete = frozen(fn, shape)
+    x = rand(3, *shape, seed=11, low=-2.0, high=2.0)
+    expected = concrete(import_tensorflow().constant(x)).numpy()
+    expected = expected.reshape(len(x), -1) if expected.ndim > 2 else expected
+    conversion = convert_graph(parse_graph_def(data, "test"), "test", fold_bn=True)
+    pads = [m for m in conversion.module.nodes.values() if isinstance(m, graph_ops.Op) and m.kind.startswith("Pad")]
+    assert [m.fn is graph_ops.identity for m in pads] == [taken]
+    with torch.no_grad():
+        got = conversion.module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-5 * max(float(np.abs(expected).max()), 1.0), case
 
 
 def check_against_tf(path, size: int, x: np.ndarray, fold_bn: bool = False) -> dict:
