@@ -237,8 +237,15 @@ def fold_constants(modules: dict, steps: list) -> list:
 
 
 def _channel_vector(module, channels: int) -> torch.Tensor | None:
+    """A constant holding one value per channel of a convolution's output: [C] (and [1, 1, C] ...,
+    broadcast against NHWC's last axis), or a rank-4 one held NCHW, [1, C, 1, 1]; as a [C] vector."""
     value = module.value if isinstance(module, ops.Const) else None
-    return value if value is not None and value.dim() == 1 and value.numel() == channels else None
+    if value is None or value.numel() != channels or value.dim() > 4:
+        return None
+    axis = 1 if value.dim() == 4 else value.dim() - 1
+    if value.shape[axis] != channels:
+        return None
+    return value.reshape(channels)
 
 
 def fold_affine(modules: dict, steps: list) -> None:
