@@ -1,7 +1,8 @@
 """python -m benchmark.export model=... model.checkpoint=... out=model.safetensors [torchvision=true]
 
 Writes the converted PyTorch model as safetensors (with its architecture and provenance in the
-metadata) and as a `.pt` state dict; with `torchvision=true` (ResNet-50), also a 1000-class state
+metadata; for model=graph the spec lists every node, its settings and inputs: data that rebuilds the
+module, no code) and as a `.pt` state dict; with `torchvision=true` (ResNet-50), also a 1000-class state
 dict that loads into stock `torchvision.models.resnet50()`. Loading never unpickles: safetensors, or
 `torch.load(weights_only=True)`.
 """
@@ -21,6 +22,7 @@ from benchmark.formats.checkpoint import Checkpoint
 from preprocessing.files import write_atomically
 
 CLASSES = "1001 outputs: index 0 is background, index k is ImageNet class k-1 (sorted synsets)"
+GRAPH_CLASSES = "the graph's own outputs: 1001 (index 0 background) or 1000 (index k: the k-th sorted synset)"
 
 
 def export(model: torch.nn.Module, arch: str, ckpt: Checkpoint, out: Path, extra: dict) -> list[Path]:
@@ -30,7 +32,7 @@ def export(model: torch.nn.Module, arch: str, ckpt: Checkpoint, out: Path, extra
     meta = {"format": EXPORT_FORMAT, "arch": arch, "spec": json.dumps(model.spec.to_dict()),
             "checkpoint": str(ckpt.path), "checkpoint_member": ckpt.member or "",
             "checkpoint_sha256": ckpt.sha256, "converter_version": str(CONVERTER_VERSION),
-            "classes": CLASSES, **{k: str(v) for k, v in extra.items()}}
+            "classes": GRAPH_CLASSES if arch == "graph" else CLASSES, **{k: str(v) for k, v in extra.items()}}
     written = [out, out.with_suffix(".pt")]
     write_atomically(out, lambda tmp: save_file(state, str(tmp), metadata=meta))
     write_atomically(written[1], lambda tmp: torch.save({"state_dict": state, "metadata": meta}, tmp))
@@ -68,9 +70,6 @@ def export_command(cfg: DictConfig) -> list[Path]:
     out = Path(cfg.out).expanduser()
     if out.suffix != ".safetensors":
         raise ConfigError(f"out={out}: expected a .safetensors path")
-    if cfg.model.arch == "graph":
-        raise ConfigError("model=graph: benchmark.export writes MLPerf's two families only; a graph converts node by "
-                          "node in seconds on every run, from the graph itself")
     if cfg.torchvision and cfg.model.arch != "resnet50":
         raise ConfigError("torchvision=true is for model=resnet50")
     spec = RunSpec.from_config(cfg, images=False)  # the config read here, once

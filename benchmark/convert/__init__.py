@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from benchmark.families import FAMILIES, converted
+from benchmark.families import FAMILIES, converted, exported
 from benchmark.formats.checkpoint import Checkpoint, CheckpointError
 from benchmark.formats.frozen_graph import FrozenGraph, GraphError
 from preprocessing.files import write_atomically
@@ -31,7 +31,8 @@ def spec_from_dict(arch: str, d: dict):
 
 def build_model(arch: str, spec, state: dict) -> torch.nn.Module:
     """Instantiate `arch` from its spec and assign every parameter (strict: none missing or extra)."""
-    model = FAMILIES[arch].load("module")(spec)
+    module = FAMILIES[arch].load("module")
+    model = getattr(module, "from_spec", module)(spec)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=True)
     return model.eval()
 
@@ -96,7 +97,7 @@ def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict]:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    if meta.get("format") != EXPORT_FORMAT or meta.get("arch") not in converted():
+    if meta.get("format") != EXPORT_FORMAT or meta.get("arch") not in exported():
         raise CheckpointError(f"{path}: not a model exported by benchmark.export (no harness metadata)")
     spec = spec_from_dict(meta["arch"], json.loads(meta["spec"]))
     return build_model(meta["arch"], spec, state), meta

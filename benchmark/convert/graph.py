@@ -10,6 +10,7 @@ returns the tensor before it, and `Conversion.notes` says so.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -406,17 +407,31 @@ def convert_graph(graph_def, source: str = "<graph>", input_name: str | None = N
         fold_affine(modules, steps)
         absorb_pads(modules, steps)
     join_biases(modules, steps)
-    # what the module reads at run time: a weight read at conversion is no node of its own
-    needed, reads = {_key(out_node)}, dict(steps)
+    out_multi = g.node(out_node).op in MULTI_OUTPUT
+    shape = g.attr(g.node(input_name), "shape") if "shape" in g.node(input_name).attr else None
+    size = shape[1] if shape and len(shape) == 4 and shape[1] > 0 and shape[1] == shape[2] else None
+    module = _assemble(modules, steps, names, _key(input_name), (_key(out_node), out_index if out_multi else -1), size)
+    return Conversion(module, input_name, output, size, softmax, notes)
+
+
+def _assemble(modules: dict, steps: list, names: dict, input_name: str, output: tuple[str, int],
+              size: int | None) -> ops.GraphModule:
+    """The GraphModule of the steps the output needs (a weight read at conversion, a constant a fold
+    used up: no node of its own at run time)."""
+    needed, reads = {output[0]}, dict(steps)
     for key, _ in reversed(steps):
         if key in needed:
             needed.update(src for src, _ in reads[key])
     steps = [(key, refs) for key, refs in steps if key in needed]
-    modules = {key: modules[key] for key, _ in steps}
-    names = {key: names[key] for key, _ in steps}
-    out_multi = g.node(out_node).op in MULTI_OUTPUT
-    shape = g.attr(g.node(input_name), "shape") if "shape" in g.node(input_name).attr else None
-    size = shape[1] if shape and len(shape) == 4 and shape[1] > 0 and shape[1] == shape[2] else None
-    module = ops.GraphModule(modules, steps, _key(input_name), (_key(out_node), out_index if out_multi else -1), names,
-                             size)
-    return Conversion(module.eval(), input_name, output, size, softmax, notes)
+    return ops.GraphModule({key: modules[key] for key, _ in steps}, steps, input_name, output,
+                           {key: names[key] for key, _ in steps}, size).eval()
+
+
+def fold_graph(module: ops.GraphModule) -> ops.GraphModule:
+    """fold_bn=true's folds (batch norms into convolutions, zero pads into them) on a module converted
+    without them, as an exported model is written: a new module, `module` left as it is."""
+    module = copy.deepcopy(module)
+    modules, steps = dict(module.nodes.items()), [(key, list(refs)) for key, refs in module.steps]
+    fold_affine(modules, steps)
+    absorb_pads(modules, steps)
+    return _assemble(modules, steps, module.names, module.input_name, tuple(module.output), module.image_size)

@@ -49,7 +49,20 @@ def torchvision(img: np.ndarray) -> np.ndarray:
     return img
 
 
-NORMALIZERS = {"mobilenet": mlperf_mobilenet, "vgg": mlperf_vgg, "none": plain, "torchvision": torchvision}
+CAFFE_MEANS = [103.939, 116.779, 123.68]  # B, G, R
+
+
+def caffe(img: np.ndarray) -> np.ndarray:
+    """Keras' "caffe" mode (its ResNet50, VGG16/19): the channels reversed, RGB to BGR, then the BGR
+    means subtracted in float32, no scaling."""
+    img = np.asarray(img, dtype="float32")[..., ::-1]
+    return img - np.array(CAFFE_MEANS, dtype=np.float32)
+
+
+NORMALIZERS = {"mobilenet": mlperf_mobilenet, "vgg": mlperf_vgg, "none": plain, "torchvision": torchvision,
+               "caffe": caffe}
+# The input channel each output channel reads, where a normaliser reorders them (RGB to BGR).
+CHANNEL_ORDER = {"caffe": [2, 1, 0]}
 
 # The same float32 operations in the same order, as in-place torch ops on a float32 tensor.
 TORCH_ARITHMETIC = {
@@ -57,20 +70,23 @@ TORCH_ARITHMETIC = {
     "vgg": lambda x: x.sub_(x.new_tensor(VGG_MEANS)),
     "none": lambda x: x,
     "torchvision": lambda x: x.div_(255.0).sub_(x.new_tensor(TORCHVISION_MEAN)).div_(x.new_tensor(TORCHVISION_STD)),
+    "caffe": lambda x: x.flip(-1).sub_(x.new_tensor(CAFFE_MEANS)),
 }
 
 
 def lookup_table(kind: str) -> np.ndarray:
-    """float32 table T[value, channel] with T[v, c] = normaliser(pixel of value v in channel c)."""
+    """float32 table T[value, channel] with T[v, c] = normaliser(a pixel of value v) in channel c,
+    where channel c reads the input's channel `CHANNEL_ORDER[kind][c]` (c itself unless reordered)."""
     if kind not in NORMALIZERS:
         raise ValueError(f"unknown normalization '{kind}'; known: {', '.join(NORMALIZERS)}")
     values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)  # a 256 x 3 "image row"
     return np.ascontiguousarray(NORMALIZERS[kind](values), dtype=np.float32)
 
 
-def apply_table(table: np.ndarray, crops: np.ndarray) -> np.ndarray:
-    """N x H x W x 3 uint8 to float32 NHWC through the table."""
-    return table[crops, np.arange(3)]
+def apply_table(table: np.ndarray, crops: np.ndarray, kind: str | None = None) -> np.ndarray:
+    """N x H x W x 3 uint8 to float32 NHWC through the table (`kind`'s channel order)."""
+    order = CHANNEL_ORDER.get(kind)
+    return table[crops if order is None else crops[..., order], np.arange(3)]
 
 
 class Normalizer:
@@ -100,13 +116,20 @@ class TorchNormalizer:
 
         self.table = torch.from_numpy(normalizer.table).to(device)
         self.channels = torch.arange(3, device=device)
+        order = CHANNEL_ORDER.get(normalizer.kind)
+        self.order = None if order is None else torch.tensor(order, device=device)
         self.arithmetic = TORCH_ARITHMETIC[normalizer.kind]
-        every_value = torch.arange(256, device=device, dtype=torch.float32)[:, None].repeat(1, 3)
-        self.exact_arithmetic = bool(torch.equal(self.arithmetic(every_value), self.table))
+        # every value in every channel, the channels of a pixel differing (a reordering shows)
+        values = (torch.arange(256, device=device)[:, None] + torch.tensor([0, 85, 170], device=device)) % 256
+        self.exact_arithmetic = bool(torch.equal(self.arithmetic(values.float()), self._indexed(values)))
 
     def __call__(self, crops):
         if self.exact_arithmetic:
             x = self.arithmetic(crops.float())
         else:
-            x = self.table[crops.long(), self.channels]
+            x = self._indexed(crops)
         return x.permute(0, 3, 1, 2)
+
+    def _indexed(self, crops):
+        crops = crops.long() if self.order is None else crops.long().index_select(-1, self.order)
+        return self.table[crops, self.channels]

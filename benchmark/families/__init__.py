@@ -25,7 +25,8 @@ class Family:
     name: str  # model.arch in its config
     title: str  # what MLPerf calls the model of this family it judges
     config: str  # conf/model/<config>.yaml: checkpoints, tensor names, normalisation, MLPerf's interpolation
-    module: str | None = None  # the nn.Module class, built from its spec (None: the user's own factory)
+    module: str | None = None  # the nn.Module class, built from its spec (its `from_spec` where it has one;
+                               # None: the user's own factory)
     spec: str | None = None  # its spec dataclass (to_dict / from_dict: the weight cache's metadata)
     tf_converter: str | None = None  # FrozenGraph -> (spec, state dict)
     onnx_converter: str | None = None  # OnnxGraph (tf2onnx's form of MLPerf's graph) -> (spec, state dict)
@@ -81,7 +82,8 @@ FAMILIES = {f.name: f for f in [
     # (convert/graph.py); no MLPerf target, its tensors found in the graph or named by the config.
     # LoadGen reads MLPerf's image-classification settings for it (resnet50's in mlperf.conf); in a
     # submission's open division its folder is the user's (submission.benchmark=), mapped to resnet.
-    Family(name="graph", title="a TensorFlow or Keras classifier", config="graph", loadgen_name="resnet50"),
+    Family(name="graph", title="a TensorFlow or Keras classifier", config="graph", loadgen_name="resnet50",
+           module="benchmark.nn.graph:GraphModule", spec="benchmark.nn.graph:GraphSpec"),
     # A user's torch.nn.Module (model.module=), with weights of its own; it stands for the MLPerf
     # family named by model.ports, whose target, preprocessing and exact model it is judged by.
     Family(name="module", title="your own module", config="module"),
@@ -102,6 +104,11 @@ def with_target() -> list[str]:
 def converted() -> list[str]:
     """The families the harness converts from MLPerf's graphs (the others bring their own module)."""
     return [n for n, f in FAMILIES.items() if f.has("tf_converter")]
+
+
+def exported() -> list[str]:
+    """The families benchmark.export writes: a module rebuilt from its spec (data) and weights."""
+    return [n for n, f in FAMILIES.items() if f.has("module") and f.has("spec")]
 
 
 def of_module(model) -> Family | None:

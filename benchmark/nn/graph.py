@@ -86,8 +86,11 @@ UNARY = {"Relu": torch.relu, "Relu6": lambda x: torch.clamp(x, 0.0, 6.0), "Sigmo
          "Log": torch.log, "Reciprocal": torch.reciprocal, "Floor": torch.floor}
 
 
+BINARY_FNS = {kind: _binary(fn) for kind, fn in BINARY.items()}
+
+
 def binary(kind: str) -> Op:
-    return Op(kind, _binary(BINARY[kind]))
+    return Op(kind, BINARY_FNS[kind])
 
 
 def unary(kind: str) -> Op:
@@ -317,9 +320,97 @@ def cast(x, dtype):
     return x.to(dtype)
 
 
+# Every function an Op may run, by name: what an exported model's spec names (no code is stored).
+FUNCTIONS = {"identity": identity, "mat_mul": mat_mul, "mean": mean, "pad": pad, "concat": concat, "reshape": reshape,
+             "squeeze": squeeze, "expand_dims": expand_dims, "transpose": transpose, "shape": shape, "pack": pack,
+             "strided_slice": strided_slice, "softmax": softmax, "cast": cast,
+             **{f"binary:{k}": f for k, f in BINARY_FNS.items()}, **{f"unary:{k}": f for k, f in UNARY.items()}}
+FUNCTION_NAMES = {id(f): name for name, f in FUNCTIONS.items()}
+
+
+def _value(v):
+    """An Op's attribute as JSON (a dtype by its name)."""
+    return {"dtype": str(v).removeprefix("torch.")} if isinstance(v, torch.dtype) else v
+
+
+def _attribute(v):
+    return getattr(torch, v["dtype"]) if isinstance(v, dict) and set(v) == {"dtype"} else v
+
+
+def node_config(m: nn.Module) -> dict:
+    """What rebuilds node module `m` with its tensors zeroed (`node_from_config`): its class, settings
+    and tensor shapes; the tensors themselves are the state dict's."""
+    if isinstance(m, Const):
+        return {"type": "Const", "shape": list(m.value.shape), "dtype": str(m.value.dtype).removeprefix("torch.")}
+    if isinstance(m, Op) and id(m.fn) in FUNCTION_NAMES:
+        return {"type": "Op", "kind": m.kind, "fn": FUNCTION_NAMES[id(m.fn)],
+                "attrs": {k: _value(v) for k, v in m.attrs.items()}}
+    if isinstance(m, Conv):
+        c = m.conv
+        return {"type": "Conv", "weight": list(c.weight.shape), "bias": c.bias is not None, "stride": list(c.stride),
+                "dilation": list(c.dilation), "groups": c.groups, "same": isinstance(c, Conv2dSame),
+                "conv_padding": list(c.padding), "padding": m.padding, "explicit": list(m.explicit),
+                "pre_pad": list(m.pre_pad)}
+    if isinstance(m, BiasAdd):
+        return {"type": "BiasAdd", "channels": m.bias.numel()}
+    if isinstance(m, Dense):
+        return {"type": "Dense", "weight": list(m.weight.shape), "bias": m.bias is not None}
+    if isinstance(m, FusedBatchNorm):
+        return {"type": "FusedBatchNorm", "channels": m.weight.numel(), "eps": m.eps}
+    if isinstance(m, Pool):
+        return {"type": "Pool", "kind": m.kind, "ksize": list(m.ksize), "strides": list(m.strides), "padding": m.padding}
+    return {"type": None, "class": type(m).__name__}  # not the converter's: no spec rebuilds it
+
+
+def node_from_config(c: dict) -> nn.Module:
+    kind = c["type"]
+    if kind == "Const":
+        return Const(torch.zeros(c["shape"], dtype=getattr(torch, c["dtype"])), tf_layout=False)
+    if kind == "Op":
+        return Op(c["kind"], FUNCTIONS[c["fn"]], **{k: _attribute(v) for k, v in c["attrs"].items()})
+    if kind == "Conv":
+        m = Conv.__new__(Conv)
+        nn.Module.__init__(m)
+        m.padding, m.explicit, m.pre_pad = c["padding"], tuple(c["explicit"]), tuple(c["pre_pad"])
+        out, per_group, kh, kw = c["weight"]
+        args = dict(stride=tuple(c["stride"]), dilation=tuple(c["dilation"]), groups=c["groups"], bias=c["bias"])
+        m.conv = (Conv2dSame(per_group * c["groups"], out, (kh, kw), **args) if c["same"] else
+                  nn.Conv2d(per_group * c["groups"], out, (kh, kw), padding=tuple(c["conv_padding"]), **args))
+        return m
+    if kind == "BiasAdd":
+        return BiasAdd(torch.zeros(c["channels"]))
+    if kind == "Dense":
+        out, inp = c["weight"]
+        return Dense(torch.zeros(inp, out), torch.zeros(out) if c["bias"] else None)
+    if kind == "FusedBatchNorm":
+        zeros = torch.zeros(c["channels"])
+        return FusedBatchNorm(zeros, zeros, zeros, zeros, c["eps"])
+    if kind == "Pool":
+        return Pool(c["kind"], c["ksize"], c["strides"], c["padding"])
+    raise ValueError(f"unknown node type {kind!r} in a graph spec")
+
+
 @dataclass(frozen=True)
 class GraphSpec:
+    """A converted graph as data: its input size, placeholder, output, and per node (in the graph's
+    order) its module key, TF name, inputs and module config. With the state dict it rebuilds the
+    module (`GraphModule.from_spec`): what benchmark.export writes, no pickled code."""
     image_size: int | None  # the graph's input size, where it fixes one
+    input_name: str = ""
+    output: tuple = ()
+    nodes: tuple = ()
+
+    def to_dict(self) -> dict:
+        foreign = [n for n in self.nodes if n["module"]["type"] is None]
+        if foreign:
+            raise ValueError(f"node {foreign[0]['name']} runs a {foreign[0]['module']['class']} of no spec (a "
+                             f"module of the user's own?): the model cannot be written as data")
+        return {"image_size": self.image_size, "input_name": self.input_name, "output": list(self.output),
+                "nodes": list(self.nodes)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GraphSpec":
+        return cls(d["image_size"], d["input_name"], tuple(d["output"]), tuple(d["nodes"]))
 
 
 class GraphModule(nn.Module):
@@ -330,7 +421,7 @@ class GraphModule(nn.Module):
     def __init__(self, nodes: dict[str, nn.Module], steps: list[tuple[str, list[tuple[str, int]]]],
                  input_name: str, output: tuple[str, int], names: dict[str, str], image_size: int | None = None):
         super().__init__()
-        self.spec = GraphSpec(image_size)
+        self.image_size = image_size
         self.nodes = nn.ModuleDict(nodes)
         self.steps = steps
         self.input_name, self.output = input_name, output
@@ -342,6 +433,19 @@ class GraphModule(nn.Module):
         last[output[0]] = len(steps)
         # what can be dropped after each step: no value outlives its last reader
         self.free = [[name for name, at in last.items() if at == i] for i in range(len(steps))]
+
+    @property
+    def spec(self) -> GraphSpec:
+        return GraphSpec(self.image_size, self.input_name, tuple(self.output), tuple(
+            {"key": key, "name": self.names[key], "inputs": [list(r) for r in refs],
+             "module": node_config(self.nodes[key])} for key, refs in self.steps))
+
+    @classmethod
+    def from_spec(cls, spec: GraphSpec) -> "GraphModule":
+        """The module `spec` describes, its tensors zeroed (the state dict fills them)."""
+        return cls({n["key"]: node_from_config(n["module"]) for n in spec.nodes},
+                   [(n["key"], [tuple(r) for r in n["inputs"]]) for n in spec.nodes], spec.input_name,
+                   tuple(spec.output), {n["key"]: n["name"] for n in spec.nodes}, spec.image_size)
 
     SHAPES = ("Shape", "StridedSlice", "Pack", "Cast")  # integers about a tensor, no value to compare
 

@@ -209,4 +209,8 @@ class ModelSource:
         else:
             model, conversion = load_converted(self.model.arch, self.ckpt, graph, self.weights_dir)
         self.conversion = {**(self.conversion or {}), **conversion}
+        if fold_bn and self.model.arch == "graph":
+            from benchmark.convert.graph import fold_graph
+
+            return fold_graph(model)
         return fold_batch_norms(model) if fold_bn else model

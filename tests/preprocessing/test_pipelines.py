@@ -11,6 +11,7 @@ from benchmark.evaluation.normalize import (
     Normalizer,
     TorchNormalizer,
     apply_table,
+    caffe,
     lookup_table,
     mlperf_mobilenet,
     mlperf_vgg,
@@ -55,12 +56,13 @@ def test_crop_is_floor_centred_short_side_resize(tmp_path):
 
 
 @pytest.mark.parametrize("kind,reference", [("mobilenet", mlperf_mobilenet), ("vgg", mlperf_vgg), ("none", plain),
-                                            ("torchvision", torchvision)])
+                                            ("torchvision", torchvision),
+                                            ("caffe", caffe)])
 def test_normalisation_table_is_mlperf_arithmetic_for_every_value(kind, reference):
     """Every uint8 value in every channel (an output depends on nothing else): the table is
     MLPerf's arithmetic, bit for bit."""
     values = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # 1 x 256 x 3
-    assert apply_table(lookup_table(kind), values[None])[0].tobytes() == reference(values).tobytes()
+    assert apply_table(lookup_table(kind), values[None], kind)[0].tobytes() == reference(values).tobytes()
 
 
 def test_vgg_normalisation_is_mean_subtraction():
@@ -81,7 +83,8 @@ def test_normalised_crops_equal_mlperf_float_arrays_bit_for_bit():
 
 
 @pytest.mark.parametrize("kind,reference", [("mobilenet", mlperf_mobilenet), ("vgg", mlperf_vgg), ("none", plain),
-                                            ("torchvision", torchvision)])
+                                            ("torchvision", torchvision),
+                                            ("caffe", caffe)])
 def test_torch_input_is_mlperf_arithmetic_for_every_value_by_either_path(kind, reference, monkeypatch):
     """The torch ops are used where they reproduce the table for every value; an arithmetic that
     does not (dividing by multiplying with 1/255, as some devices do) falls back to the table."""
@@ -94,11 +97,33 @@ def test_torch_input_is_mlperf_arithmetic_for_every_value_by_either_path(kind, r
                "vgg": lambda x: x.sub_(x.new_tensor([123.68, 116.78, 103.94], dtype=torch.float64).float() + 1e-5),
                "none": lambda x: x.mul_(1.0001),
                "torchvision": lambda x: x.mul_(1 / 255.0).sub_(x.new_tensor([0.485, 0.456, 0.406]))
-               .div_(x.new_tensor([0.229, 0.224, 0.225]))}
+               .div_(x.new_tensor([0.229, 0.224, 0.225])),
+               "caffe": lambda x: x.sub_(x.new_tensor([103.939, 116.779, 123.68]))}  # RGB left as it is
     monkeypatch.setitem(TORCH_ARITHMETIC, kind, inexact[kind])
     slow = TorchNormalizer(Normalizer(kind), torch.device("cpu"))
     assert not slow.exact_arithmetic
     assert slow(values).permute(0, 2, 3, 1).contiguous().numpy()[0].tobytes() == expected
+
+
+def test_caffe_normalisation_is_keras_own_by_every_path():
+    """Keras' "caffe" mode reverses the channels (RGB to BGR) before subtracting its BGR means: the
+    table, the numpy and both torch paths give Keras' own preprocess_input, bit for bit, on pixels
+    whose channels differ (an order left as RGB fails here)."""
+    from preprocessing.tf_import import import_tensorflow
+
+    import_tensorflow()
+    from keras.applications import imagenet_utils
+
+    batch = np.random.default_rng(2).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    batch.reshape(-1, 3)[:256] = (np.arange(256)[:, None] + [0, 85, 170]) % 256
+    expected = imagenet_utils.preprocess_input(batch.astype(np.float32), mode="caffe").tobytes()
+    assert apply_table(lookup_table("caffe"), batch, "caffe").tobytes() == expected
+    assert Normalizer("caffe")(batch).tobytes() == expected
+    fast = TorchNormalizer(Normalizer("caffe"), torch.device("cpu"))
+    assert fast.exact_arithmetic
+    assert fast(torch.from_numpy(batch)).permute(0, 2, 3, 1).contiguous().numpy().tobytes() == expected
+    fast.exact_arithmetic = False  # the table's path
+    assert fast(torch.from_numpy(batch)).permute(0, 2, 3, 1).contiguous().numpy().tobytes() == expected
 
 
 def test_preprocess_configs_are_the_golden_settings():

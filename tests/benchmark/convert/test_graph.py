@@ -20,6 +20,7 @@ import torch
 
 from benchmark.convert.graph import convert_graph
 from benchmark.formats.frozen_graph import FrozenGraph, GraphError, parse_graph_def
+from benchmark.formats.keras import open_keras
 from benchmark.nn import graph as graph_ops
 from benchmark.nn.layers import FixedAtSize, static_padding
 from benchmark.runtimes.tf import TFGraphModel
@@ -249,7 +250,8 @@ def keras_models(tmp_path_factory):
     return {name: keras_classifier(name, 96, folder) for name in ("MobileNetV2", "EfficientNetB0")}
 
 
-@pytest.mark.parametrize("name,normalization", [("MobileNetV2", "mobilenet"), ("EfficientNetB0", "none")])
+@pytest.mark.parametrize("name,normalization", [("MobileNetV2", "mobilenet"), ("EfficientNetB0", "none"),
+                                                ("MobileNetV2", "caffe")])
 def test_model_graph_runs_a_keras_file_end_to_end_against_tensorflow(name, normalization, keras_models, tmp_path,
                                                                      capsys):
     """`python -m benchmark model=graph model.checkpoint=X.keras reference=tf`: frozen through TF,
@@ -416,3 +418,39 @@ def test_resnet50v2_runs_eager_where_the_compiled_form_is_refused(tmp_path):
     except CompileMismatch:
         return  # refused: this PyTorch's fuser mishandles the pattern (never a wrong number)
     assert compiled["reference"]["agreement"] == 8
+
+
+def test_an_exported_graph_model_is_data_and_reproduces_the_run(keras_models, tmp_path):
+    """`python -m benchmark.export model=graph ...`: safetensors whose metadata lists every node (its
+    settings, inputs and tensor shapes) and whose tensors are the weights; it loads with no pickle and
+    no TensorFlow into a module computing what the converted one computes, bit for bit, and
+    `python -m benchmark model=graph model.checkpoint=X.safetensors` scores what the Keras file scores."""
+    import json
+
+    from safetensors import safe_open
+
+    from benchmark.convert import load_exported
+    from benchmark.export import export_command
+    from tests.helpers import config, run_benchmark, validation_images, write_layout
+
+    keras_file = keras_models["MobileNetV2"]
+    out = tmp_path / "export" / "mobilenet_v2.safetensors"
+    written = export_command(config("model=graph", f"model.checkpoint={keras_file}", f"out={out}",
+                                    f"cache_dir={tmp_path / 'cache'}", name="export"))
+    assert written == [out, out.with_suffix(".pt")]
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+    spec = json.loads(meta["spec"])
+    assert meta["arch"] == "graph" and spec["image_size"] == 96 and "1000" in meta["classes"]
+    assert {n["module"]["type"] for n in spec["nodes"]} >= {"Conv", "Op", "Const", "Dense"}
+    model, _ = load_exported(out)
+    converted = convert_graph(FrozenGraph.from_checkpoint(open_keras(keras_file)).graph_def).module
+    x = torch.from_numpy(rand(4, 96, 96, 3, seed=3)).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        assert torch.equal(model(x), converted(x))
+    root = write_layout(tmp_path / "val", "val_map", validation_images(16))
+    runs = {name: run_benchmark("model=graph", f"model.checkpoint={ckpt}", f"dataset.root={root}",
+                                f"cache_dir={tmp_path / 'cache'}", f"results_file={tmp_path / name}.json")
+            for name, ckpt in (("keras", keras_file), ("exported", out))}
+    assert runs["exported"]["predictions"] == runs["keras"]["predictions"]
+    assert runs["exported"]["conversion"]["exported_from_sha256"] == runs["keras"]["checkpoint"]["sha256"]
