@@ -4,7 +4,8 @@
 scale, benchmark/testing/keras.py) and any Keras files given, each frozen through TensorFlow and
 converted node by node, or refused (and why). On the same crops (MLPerf's pipeline, INTER_AREA, each
 model's own normalisation): top-1 agreement with TensorFlow running the frozen graph, the largest
-logit difference from TensorFlow's beside ONNX Runtime's on tf2onnx's model of the same graph, and
+logit difference from TensorFlow's beside ONNX Runtime's on tf2onnx's model of the same graph (and
+onnx2torch's module of that model: the two-hop route), and
 images/s of the converted model (compiled: cpu_fusion=graph, batch norms folded) against ONNX
 Runtime (all graph optimisations, the same threads), at the same batch size, timed in turns, the
 best of --repeats kept. No timing is asserted anywhere; the ratio is printed.
@@ -88,8 +89,10 @@ def measure(name: str, path: Path, crops: np.ndarray, normalization: str, batch:
         eager = np.concatenate([exact(torch.from_numpy(b).permute(0, 3, 1, 2).contiguous()).numpy()
                                 for b in batches(x, batch)])
     got = np.concatenate([ours(b) for b in batches(x, batch)])
-    ort_run = onnx_runtime(data, inp, logits, threads)
+    proto = tf2onnx_model(data, inp, logits)
+    ort_run = onnx_runtime(proto, inp, threads)
     theirs = np.concatenate([ort_run(b) for b in batches(x, batch)]).reshape(len(x), -1)
+    second = onnx2torch_logits(proto, x, batch)
     rates = {"torch": 0.0, "ort": 0.0}
     for _ in range(repeats):  # in turns: a slower minute on this machine slows both
         rates["torch"] = max(rates["torch"], best_rate(ours, x, batch, 1))
@@ -100,13 +103,14 @@ def measure(name: str, path: Path, crops: np.ndarray, normalization: str, batch:
             "agree_exact": int((eager.argmax(1) == top1).sum()), "agree_folded": int((got.argmax(1) == top1).sum()),
             "diff_exact": float(np.abs(eager - ref).max()), "diff_folded": float(np.abs(got - ref).max()),
             "diff_ort": float(np.abs(theirs - ref).max()), "agree_ort": int((theirs.argmax(1) == top1).sum()),
+            **({"onnx2torch": second} if isinstance(second, str) else {
+                "diff_onnx2torch": float(np.abs(second - ref).max()),
+                "agree_onnx2torch": int((second.argmax(1) == top1).sum())}),
             "torch_images_per_s": rates["torch"], "ort_images_per_s": rates["ort"]}
 
 
-def onnx_runtime(data: bytes, inp: str, logits: str, threads: int):
-    """tf2onnx's model of the frozen graph in ONNX Runtime, every graph optimisation on, `threads` threads."""
-    import onnxruntime as ort
-
+def tf2onnx_model(data: bytes, inp: str, logits: str):
+    """tf2onnx's ONNX model of the frozen graph (opset 13), from the input to the logits."""
     from preprocessing.tf_import import import_tensorflow
 
     tf = import_tensorflow()
@@ -115,11 +119,33 @@ def onnx_runtime(data: bytes, inp: str, logits: str, threads: int):
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(data)
     proto, _ = convert.from_graph_def(graph_def, input_names=[inp], output_names=[logits], opset=13)
+    return proto
+
+
+def onnx_runtime(proto, inp: str, threads: int):
+    """`proto` in ONNX Runtime, every graph optimisation on, `threads` threads."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return lambda b: session.run(None, {inp: b})[0]
+
+
+def onnx2torch_logits(proto, x: np.ndarray, batch: int):
+    """The second route people take, tf2onnx then onnx2torch: its logits on `x` (NHWC, as tf2onnx's
+    model takes it), or why it failed (said in the report)."""
+    import torch
+
+    try:
+        from onnx2torch import convert
+
+        model = convert(proto).eval()
+        with torch.no_grad():
+            return np.concatenate([model(torch.from_numpy(b)).numpy() for b in batches(x, batch)]).reshape(len(x), -1)
+    except Exception as e:  # a converter's failure is a result of the comparison, reported
+        return f"onnx2torch failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
 
 
 def render(rows: list[dict], args, machine: list[str]) -> str:
@@ -133,9 +159,11 @@ def render(rows: list[dict], args, machine: list[str]) -> str:
              "file is named. TF: the frozen graph in TensorFlow (the reference); exact: the converted module, "
              "each op in the graph's order; folded: batch norms folded into their convolutions, compiled "
              "(cpu_fusion=graph), as `python -m benchmark model=graph` runs it; ORT: ONNX Runtime on tf2onnx's "
-             "model of the same frozen graph (all graph optimisations).", "",
-             "| model | converted | top-1 = TF (exact / folded / ORT) | max logit diff from TF: exact / folded / ORT "
-             "| logit range | images/s folded | images/s ORT | ratio |", "|---|---|---|---|---|---|---|---|"]
+             "model of the same frozen graph (all graph optimisations); onnx2torch: onnx2torch's PyTorch module of "
+             "tf2onnx's model (the two-hop route).", "",
+             "| model | converted | top-1 = TF (exact / folded / ORT / onnx2torch) | max logit diff from TF: exact / "
+             "folded / ORT / onnx2torch | logit range | images/s folded | images/s ORT | ratio |",
+             "|---|---|---|---|---|---|---|---|"]
     notes = []
     for r in rows:
         if "refused" in r:
@@ -144,8 +172,14 @@ def render(rows: list[dict], args, machine: list[str]) -> str:
         n = r["images"]
         if r["path"] != "compiled":
             notes.append(f"{r['model']}: the folded model ran {r['path']}.")
-        lines.append(f"| {r['model']} | yes{'' if r['path'] == 'compiled' else ' (eager)'} | {r['agree_exact']}/{n} / {r['agree_folded']}/{n} / {r['agree_ort']}/{n} "
-                     f"| {r['diff_exact']:.2e} / {r['diff_folded']:.2e} / {r['diff_ort']:.2e} | {r['logit_range']:.1f} "
+        if "onnx2torch" in r:
+            notes.append(f"{r['model']}: {r['onnx2torch']}.")
+        agree2, diff2 = ((f"{r['agree_onnx2torch']}/{n}", f"{r['diff_onnx2torch']:.2e}") if "diff_onnx2torch" in r
+                         else ("failed", "failed"))
+        lines.append(f"| {r['model']} | yes{'' if r['path'] == 'compiled' else ' (eager)'} | {r['agree_exact']}/{n} / "
+                     f"{r['agree_folded']}/{n} / {r['agree_ort']}/{n} / {agree2} "
+                     f"| {r['diff_exact']:.2e} / {r['diff_folded']:.2e} / {r['diff_ort']:.2e} / {diff2} "
+                     f"| {r['logit_range']:.1f} "
                      f"| {r['torch_images_per_s']:.1f} | {r['ort_images_per_s']:.1f} "
                      f"| {r['torch_images_per_s'] / r['ort_images_per_s']:.2f}x |")
     return "\n".join([*lines, "", *notes]) + "\n"
