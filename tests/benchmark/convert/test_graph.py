@@ -454,3 +454,36 @@ def test_an_exported_graph_model_is_data_and_reproduces_the_run(keras_models, tm
             for name, ckpt in (("keras", keras_file), ("exported", out))}
     assert runs["exported"]["predictions"] == runs["keras"]["predictions"]
     assert runs["exported"]["conversion"]["exported_from_sha256"] == runs["keras"]["checkpoint"]["sha256"]
+
+
+@pytest.mark.slow
+def test_torchrun_runs_a_graph_model_as_one_process_does(keras_models, tmp_path):
+    """Two ranks (gloo, CPU), each converting the Keras file itself: one accuracy line, the same
+    predictions as one process."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import ENV, run_benchmark, validation_images, write_layout
+
+    root = write_layout(tmp_path / "val", "val_map", validation_images(11))  # 11: shares of unequal size
+    common = ["model=graph", f"model.checkpoint={keras_models['MobileNetV2']}", f"dataset.root={root}",
+              f"cache_dir={tmp_path / 'cache'}", "threads=1", "progress=false", "batch_size=4"]
+    single = run_benchmark(*common, f"results_file={tmp_path / 'single.json'}")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "benchmark", *common, f"results_file={tmp_path / 'world' / 'r.json'}"],
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[0] == single["accuracy_line"]
+    r = json.loads((tmp_path / "world" / "r.json").read_text())
+    assert r["predictions"] == single["predictions"] and r["distributed"]["world_size"] == 2
+
+
+def test_int8_of_a_graph_model_is_refused_before_calibrating(keras_models, tmp_path):
+    from preprocessing.errors import ConfigError
+    from tests.helpers import run_benchmark, validation_images, write_layout
+
+    root = write_layout(tmp_path / "val", "val_map", validation_images(4))
+    with pytest.raises(ConfigError, match="precision=int8 is not available for model=graph"):
+        run_benchmark("model=graph", f"model.checkpoint={keras_models['MobileNetV2']}", f"dataset.root={root}",
+                      f"cache_dir={tmp_path / 'cache'}", "precision=int8")
