@@ -410,8 +410,52 @@ def convert_graph(graph_def, source: str = "<graph>", input_name: str | None = N
     out_multi = g.node(out_node).op in MULTI_OUTPUT
     shape = g.attr(g.node(input_name), "shape") if "shape" in g.node(input_name).attr else None
     size = shape[1] if shape and len(shape) == 4 and shape[1] > 0 and shape[1] == shape[2] else None
+    if size is not None and shape[3] > 0:
+        steps = fold_shapes(modules, steps, names, _key(input_name), (shape[3], size, size))
     module = _assemble(modules, steps, names, _key(input_name), (_key(out_node), out_index if out_multi else -1), size)
     return Conversion(module, input_name, output, size, softmax, notes)
+
+
+def fold_shapes(modules: dict, steps: list, names: dict, input_name: str, image: tuple[int, int, int]) -> list:
+    """A reshape's target computed from the image's shape (Keras: Shape, StridedSlice, Pack of the
+    batch size and constants) held as a constant, the batch size as -1: found by running the graph
+    on batches of 1 and 2 zero images of the graph's shape (`image`: C, H, W), a target that moves with the batch in one place
+    alone. Its computation then leaves the module, which a tracer can then record for any batch
+    size (a computed target is fixed at the traced batch's)."""
+    reshapes = [(i, key, refs) for i, (key, refs) in enumerate(steps)
+                if isinstance(modules[key], ops.Op) and modules[key].kind == "Reshape" and len(refs) == 2
+                and not isinstance(modules[refs[1][0]], ops.Const)]
+    if not reshapes:
+        return steps
+    probes = []
+    for n in (1, 2):
+        env = {input_name: torch.zeros(n, *image)}
+        with torch.no_grad():
+            for key, refs in steps:
+                env[key] = modules[key](*(env[s] if i < 0 else env[s][i] for s, i in refs))
+        probes.append(env)
+    inserted = {}
+    for i, key, refs in reshapes:
+        (src, index), values = refs[1], []
+        for env in probes:
+            value = env[src] if index < 0 else env[src][index]
+            values.append([int(v) for v in value.reshape(-1).tolist()])
+        one, two = values
+        moved = [j for j, (a, b) in enumerate(zip(one, two)) if a != b]
+        if len(one) != len(two) or len(moved) > 1 or (moved and (one[moved[0]], two[moved[0]]) != (1, 2)):
+            continue
+        target = [-1 if j in moved else v for j, v in enumerate(one)]
+        const = f"{key}/target"
+        modules[const] = ops.Const(torch.tensor(target, dtype=torch.int64), tf_layout=False)
+        names[const] = f"{names[key]} (its target, folded)"
+        inserted[i] = const
+        refs[1] = (const, -1)
+    out = []
+    for i, step in enumerate(steps):
+        if i in inserted:
+            out.append((inserted[i], []))
+        out.append(step)
+    return out
 
 
 def _assemble(modules: dict, steps: list, names: dict, input_name: str, output: tuple[str, int],

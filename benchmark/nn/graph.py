@@ -10,13 +10,14 @@ NHWC).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.nn.layers import Conv2dSame, FixedAtSize, ceil_mode_is_same, same_padding
+from benchmark.nn.layers import Conv2dSame, FixedAtSize, ceil_mode_is_same, same_padding, static_padding
 
 NHWC_TO_NCHW = (0, 3, 1, 2)
 NCHW_TO_NHWC = (0, 2, 3, 1)
@@ -475,3 +476,82 @@ class GraphModule(nn.Module):
         # logits of more than two dimensions (a 1x1 convolution's [N, 1, 1, classes]): flattened in
         # TF's layout, as the TF runtime flattens the graph's own tensor
         return to_tf(value).reshape(len(value), -1) if value.dim() > 2 else value
+
+
+def _lifted(x: torch.Tensor) -> torch.Tensor:
+    """A lower-rank operand of an element-wise op beside a rank-4 one, laid out as broadcast_pair lays it."""
+    return x.reshape((1,) * (4 - x.dim()) + tuple(x.shape)).permute(*NHWC_TO_NCHW)
+
+
+def _flattened(x: torch.Tensor) -> torch.Tensor:
+    return to_tf(x).reshape(len(x), -1)
+
+
+def _is_conv(node) -> bool:
+    return isinstance(node, torch.fx.Node) and node.op == "call_module" and str(node.target).endswith(".conv")
+
+
+LEAVES = (Op, BiasAdd, FusedBatchNorm, PaddedPool)  # run as they are in the flat form: not traced into
+
+
+def flat(module: GraphModule, image_size: int) -> tuple[torch.fx.GraphModule, tuple[type, ...]]:
+    """`module` (left as it is) as one torch.fx graph for `image_size` images: padding fixed for that
+    size, each convolution, product and activation a node of its own (nn.Conv2d, nn.Linear, nn.ReLU,
+    nn.ReLU6, torch.add, ...) in the forms PyTorch's quantizer fuses and observes, each element-wise
+    operand broadcast as the module broadcasts it; any other op a call of its node module. Returns the
+    graph and the module classes a tracer must call without tracing into (their code reads the
+    values and shapes of their inputs). Computes what `module` computes, bit for bit."""
+    m = static_padding(copy.deepcopy(module).cpu().eval(), image_size)
+    ranks: dict[str, object] = {module.input_name: 4}  # each output's rank (a tuple: a multi-output identity's)
+    env = {m.input_name: torch.zeros(1, 3, image_size, image_size)}
+    with torch.no_grad():  # one pass: a grouped convolution learns its groups, every rank is known
+        for key, refs in m.steps:
+            value = m.nodes[key](*[env[s] if i < 0 else env[s][i] for s, i in refs])
+            env[key] = value
+            ranks[key] = tuple(v.dim() for v in value) if isinstance(value, tuple) else value.dim()
+    graph = torch.fx.Graph()
+    nodes = {m.input_name: graph.placeholder("x")}
+    for key, refs in m.steps:
+        node_module = m.nodes[key]
+        args = [nodes[s] if i < 0 else nodes[s][i] for s, i in refs]
+        arg_ranks = [ranks[s] if i < 0 else ranks[s][i] for s, i in refs]
+        target = f"nodes.{key}"
+        if isinstance(node_module, Const):
+            nodes[key] = graph.get_attr(f"{target}.value")
+        elif isinstance(node_module, Op) and node_module.fn is identity:
+            nodes[key] = args[0] if len(args) == 1 else tuple(args)
+        elif isinstance(node_module, Op) and node_module.kind in ("Relu", "Relu6"):
+            m.nodes[key] = nn.ReLU() if node_module.kind == "Relu" else nn.ReLU6()
+            nodes[key] = graph.call_module(target, tuple(args))
+        elif isinstance(node_module, Op) and node_module.kind in UNARY:
+            nodes[key] = graph.call_function(UNARY[node_module.kind], tuple(args))
+        elif isinstance(node_module, Op) and node_module.kind in BINARY:
+            if 4 in arg_ranks and min(arg_ranks) < 4:
+                args = [a if r == 4 else graph.call_function(_lifted, (a,)) for a, r in zip(args, arg_ranks)]
+            if node_module.kind in ("Add", "AddV2") and _is_conv(args[1]) and not _is_conv(args[0]):
+                # a residual sum with the convolution first, as the quantizer's conv + add pattern
+                # reads it (it convolved the other operand otherwise); a + b is b + a, bit for bit
+                args = args[::-1]
+            nodes[key] = graph.call_function(BINARY[node_module.kind], tuple(args))
+        elif isinstance(node_module, Conv):
+            x = args[0]
+            if node_module.pre_pad:
+                x = graph.call_function(F.pad, (x, node_module.pre_pad))
+            nodes[key] = graph.call_module(f"{target}.conv", (x,))
+        elif isinstance(node_module, Dense):
+            linear = nn.Linear(node_module.weight.shape[1], node_module.weight.shape[0], node_module.bias is not None)
+            with torch.no_grad():
+                linear.weight.copy_(node_module.weight)
+                if node_module.bias is not None:
+                    linear.bias.copy_(node_module.bias)
+            m.nodes[key] = linear
+            nodes[key] = graph.call_module(target, tuple(args))
+        else:  # a fixed pool (nn.MaxPool2d, nn.AvgPool2d) or a leaf: called as it is
+            nodes[key] = graph.call_module(target, tuple(args))
+    key, index = m.output
+    out = nodes[key] if index < 0 else nodes[key][index]
+    rank = ranks[key] if index < 0 else ranks[key][index]
+    graph.output(graph.call_function(_flattened, (out,)) if rank > 2 else out)
+    fx = torch.fx.GraphModule(m, graph)
+    fx.delete_all_unused_submodules()
+    return fx.eval(), LEAVES

@@ -10,6 +10,7 @@ and the weights' bits depend on the CPU (`Recipe`)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -159,13 +160,18 @@ def relu6_ranges(prepared: torch.fx.GraphModule, bits: int = 8) -> torch.fx.Grap
     return prepared
 
 
-def quantizable(model: torch.nn.Module) -> torch.fx.GraphModule:
+def quantizable(model: torch.nn.Module, leaves: tuple[type, ...] = ()) -> torch.fx.GraphModule:
     """`model`'s graph in the forms PyTorch's x86/oneDNN patterns fuse: the identities that folded batch
     norms leave between a convolution and its activation removed, and ResNet's in-place residual
-    add an ordinary add (which those patterns fuse with the ReLU after it)."""
+    add an ordinary add (which those patterns fuse with the ReLU after it). Modules of `leaves` are
+    called, not traced into."""
     import operator
 
-    graph = torch.fx.symbolic_trace(model)
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: torch.nn.Module, name: str) -> bool:
+            return isinstance(m, leaves) or super().is_leaf_module(m, name)
+
+    graph = torch.fx.GraphModule(model, Tracer().trace(model))
     modules = dict(graph.named_modules())
     for node in list(graph.graph.nodes):
         if node.op == "call_module" and isinstance(modules[node.target], torch.nn.Identity):
@@ -184,17 +190,30 @@ def quantize_int8(model: torch.nn.Module, image_size: int, batches: Iterable[tor
     on `batches` (float32 NCHW inputs, exactly as the fp32 model takes them)."""
     from torch.ao.quantization import QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.backend_config import get_onednn_backend_config
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
     from torch.ao.quantization.observer import HistogramObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    from benchmark.nn.graph import GraphModule, flat
+
     made = recipe()
+    if isinstance(model, GraphModule):
+        # PyTorch's conv + add pattern, given a sum of two convolutions' outputs (MobileNetV2's first
+        # residual), convolved the other convolution's input: the add stays an add of its own
+        made = dataclasses.replace(made, backend_config="native")
     # oneDNN's patterns: conv + add + ReLU as one op (ResNet-50's 16 blocks; on its structure, 2 cores
     # with VNNI, 4 % faster at batch 1 and 8 % at 16 than conv, then add + ReLU); on the real 0.25/224
     # graph, which has no add, the int8 model is bit-identical either way
     config = get_onednn_backend_config() if made.backend_config == "onednn" else None
     torch.backends.quantized.engine = made.engine
-    # FX traces a fixed graph: TF's SAME padding is fixed for the input size first.
-    fp32 = quantizable(static_padding(copy.deepcopy(model).cpu().eval(), image_size))
+    # FX traces a fixed graph: TF's SAME padding is fixed for the input size first. A converted graph
+    # (model=graph) is laid out as one FX graph by its own code, some of its node modules left whole.
+    leaves: tuple[type, ...] = ()
+    if isinstance(model, GraphModule):
+        fp32, leaves = flat(model, image_size)
+        fp32 = quantizable(fp32, leaves)
+    else:
+        fp32 = quantizable(static_padding(copy.deepcopy(model).cpu().eval(), image_size))
     example = torch.zeros(1, 3, image_size, image_size)
     mapping = get_default_qconfig_mapping(made.engine)
     activation = HistogramObserver.with_args(reduce_range=made.activation_bits == 7)  # 7: on 0..127
@@ -202,7 +221,9 @@ def quantize_int8(model: torch.nn.Module, image_size: int, batches: Iterable[tor
     for name, layer in fp32.named_modules():
         if depthwise(layer):
             mapping.set_module_name(name, QConfig(activation=activation, weight=weight_observer(8)))
-    prepared = relu6_ranges(prepare_fx(fp32, mapping, (example,), backend_config=config), made.activation_bits)
+    custom = PrepareCustomConfig().set_non_traceable_module_classes(list(leaves))
+    prepared = relu6_ranges(prepare_fx(fp32, mapping, (example,), prepare_custom_config=custom, backend_config=config),
+                            made.activation_bits)
     correction = BiasCorrection(prepared) if made.bias_correction else None
     seen = 0
     with torch.inference_mode():

@@ -322,11 +322,6 @@ def create(source, options) -> TorchRuntime:
     if source.ckpt.is_onnx and not options.fold_bn:
         raise ConfigError(f"fold_bn=false: {source.ckpt.path} is an ONNX model, whose batch norms tf2onnx has "
                           f"folded into the convolutions; it converts to the folded model only")
-    if options.precision == "int8" and source.model.arch == "graph":
-        # the quantizer traces the model symbolically (torch.fx), and a graph's node modules read
-        # their inputs' shapes as they run: refused before anything is calibrated
-        raise ConfigError("precision=int8 is not available for model=graph yet (its quantizer traces MLPerf's "
-                          "two families and modules of a user's own); precision=bf16 runs it")
     if options.threads:
         torch.set_num_threads(int(options.threads))
     device = select_device(options.device)
