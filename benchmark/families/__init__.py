@@ -83,7 +83,8 @@ FAMILIES = {f.name: f for f in [
     # LoadGen reads MLPerf's image-classification settings for it (resnet50's in mlperf.conf); in a
     # submission's open division its folder is the user's (submission.benchmark=), mapped to resnet.
     Family(name="graph", title="a TensorFlow or Keras classifier", config="graph", loadgen_name="resnet50",
-           module="benchmark.nn.graph:GraphModule", spec="benchmark.nn.graph:GraphSpec"),
+           module="benchmark.nn.graph:GraphModule", spec="benchmark.nn.graph:GraphSpec",
+           cpu_fusion="benchmark.nn.cpu_fusion:fuse_graph"),
     # A user's torch.nn.Module (model.module=), with weights of its own; it stands for the MLPerf
     # family named by model.ports, whose target, preprocessing and exact model it is judged by.
     Family(name="module", title="your own module", config="module"),

@@ -168,3 +168,37 @@ def fuse_resnet50(model: nn.Module, sizes: dict) -> nn.Module:
         for name, block in stage.named_children():
             setattr(stage, name, FusedBottleneck(block, sizes))
     return model
+
+
+def fuse_graph(model: nn.Module, sizes: dict) -> nn.Module:
+    """A converted graph's rule (model=graph): each convolution fused, in place, with the Relu or
+    Relu6 node after it where that node alone reads it (the node then passes the sum through); a
+    convolution whose input it pads itself (padding PyTorch's cannot hold) stays as it is."""
+    from benchmark.nn import graph as ops
+
+    readers: dict[str, int] = {}
+    for _, refs in model.steps:
+        for src, _ in refs:
+            readers[src] = readers.get(src, 0) + 1
+    reads = dict(model.steps)
+    activation = {}  # conv key -> the Relu/Relu6 node fused into it
+    for key, refs in model.steps:
+        node = model.nodes[key]
+        if isinstance(node, ops.Op) and node.kind in ("Relu", "Relu6") and len(refs) == 1 and refs[0][1] < 0:
+            src = refs[0][0]
+            # back through what passes the sum on (a batch norm folded into the convolution), each
+            # read by the next alone
+            while readers.get(src) == 1 and isinstance(model.nodes[src], ops.Op) and \
+                    model.nodes[src].fn is ops.identity and len(reads[src]) == 1 and reads[src][0][1] < 0:
+                src = reads[src][0][0]
+            if isinstance(model.nodes[src], ops.Conv) and readers.get(src) == 1:
+                activation[src] = key
+    for key, node in list(model.nodes.items()):
+        if not isinstance(node, ops.Conv) or node.pre_pad:
+            continue
+        act = activation.get(key)
+        kind = "none" if act is None else {"Relu": "relu", "Relu6": "hardtanh"}[model.nodes[act].kind]
+        node.conv = FusedConv2d(node.conv, sizes[node.conv], kind)
+        if act is not None:
+            model.nodes[act] = ops.Op(f"{model.nodes[act].kind} (fused into {key})", ops.identity)
+    return model

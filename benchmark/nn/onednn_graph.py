@@ -114,7 +114,9 @@ class OneDNNGraphModel(CompiledPerBatchSize):
             raise CompileMismatch(f"cpu_fusion=graph: the model compiled into oneDNN Graph partitions computes "
                                   f"something else than the model itself (largest difference "
                                   f"{float((got - want).abs().max()):.3g} on logits spanning {scale:.3g}): this "
-                                  f"PyTorch's fuser mishandles one of its patterns; run it with cpu_fusion=false")
+                                  f"PyTorch's fuser mishandles one of its patterns; run it with cpu_fusion=true "
+                                  f"(each convolution fused on its own, where the model has a rule: "
+                                  f"model=graph does) or cpu_fusion=false")
 
     def run(self, script: torch.jit.ScriptModule, x: torch.Tensor) -> torch.Tensor:
         with _onednn_fusion():

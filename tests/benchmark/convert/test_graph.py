@@ -396,28 +396,51 @@ def test_a_compiled_model_that_computes_something_else_is_refused():
             # computes something else once traced: what a faulty fusion does
             return y + 1.0 if self.lie and torch.jit.is_tracing() else y
 
-    with pytest.raises(onednn_graph.CompileMismatch, match="computes something else .* cpu_fusion=false"):
+    with pytest.raises(onednn_graph.CompileMismatch, match="computes something else .* cpu_fusion=true .* or cpu_fusion=false"):
         onednn_graph.OneDNNGraphModel(Model(lie=True).eval(), 8)(torch.zeros(2, 3, 8, 8))
     assert onednn_graph.OneDNNGraphModel(Model(lie=False).eval(), 8)(torch.ones(2, 3, 8, 8)).shape == (2, 4)
 
 
 @pytest.mark.slow
 def test_resnet50v2_runs_eager_where_the_compiled_form_is_refused(tmp_path):
-    """Keras' ResNet50V2 (pre-activation: a residual read twice): with cpu_fusion=false every image's
-    top-1 is TensorFlow's; compiled, it runs only where the compiled form computes what it computes."""
+    """Keras' ResNet50V2 (pre-activation: a residual read twice): with cpu_fusion=false and with
+    cpu_fusion=true every image's top-1 is TensorFlow's; compiled, it runs only where the compiled form computes what it computes."""
     from benchmark.nn.onednn_graph import CompileMismatch
     from tests.helpers import run_benchmark, validation_images, write_layout
 
     root = write_layout(tmp_path / "val", "val_map", validation_images(8))
     common = ["model=graph", f"model.checkpoint={keras_classifier('ResNet50V2', 96, tmp_path)}", f"dataset.root={root}",
               f"cache_dir={tmp_path / 'cache'}", "reference=tf"]
-    r = run_benchmark(*common, "cpu_fusion=false", f"results_file={tmp_path / 'eager.json'}")
-    assert r["reference"]["agreement"] == 8 and r["reference"]["max_abs_logit_diff"] <= 1e-4 * r["reference"]["logit_range"]
+    for fusion in ("false", "true"):  # eager, and each convolution fused on its own (the graph's rule)
+        r = run_benchmark(*common, f"cpu_fusion={fusion}", f"results_file={tmp_path / f'{fusion}.json'}")
+        ref = r["reference"]
+        assert ref["agreement"] == 8 and ref["max_abs_logit_diff"] <= 1e-4 * ref["logit_range"], fusion
     try:
         compiled = run_benchmark(*common, f"results_file={tmp_path / 'compiled.json'}")
     except CompileMismatch:
         return  # refused: this PyTorch's fuser mishandles the pattern (never a wrong number)
     assert compiled["reference"]["agreement"] == 8
+
+
+def test_cpu_fusion_true_fuses_each_convolution_with_the_activation_after_it(keras_models, tmp_path):
+    """cpu_fusion=true on a graph (the way out where oneDNN Graph is refused): each convolution a
+    oneDNN call with weights packed once, a Relu6 that alone reads it fused in; TensorFlow's top-1
+    on every image."""
+    from benchmark.nn.cpu_fusion import FusedConv2d, fuse_for_cpu
+    from tests.helpers import run_benchmark, validation_images, write_layout
+
+    module = convert_graph(FrozenGraph.from_checkpoint(open_keras(keras_models["MobileNetV2"])).graph_def,
+                           fold_bn=True).module
+    fused = fuse_for_cpu(module, 96)
+    convs = [m for m in fused.modules() if isinstance(m, FusedConv2d)]
+    assert len(convs) == sum(isinstance(m, graph_ops.Conv) for m in module.modules())
+    assert {c.activation for c in convs} == {"hardtanh", "none"}  # expand and depthwise with ReLU6, project alone
+    root = write_layout(tmp_path / "val", "val_map", validation_images(16))
+    r = run_benchmark("model=graph", f"model.checkpoint={keras_models['MobileNetV2']}", f"dataset.root={root}",
+                      f"cache_dir={tmp_path / 'cache'}", "reference=tf", "cpu_fusion=true",
+                      f"results_file={tmp_path / 'r.json'}")
+    ref = r["reference"]
+    assert r["cpu_fusion"] is True and ref["agreement"] == 16 and ref["max_abs_logit_diff"] <= 1e-4 * ref["logit_range"]
 
 
 def test_an_exported_graph_model_is_data_and_reproduces_the_run(keras_models, tmp_path):
