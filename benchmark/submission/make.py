@@ -193,6 +193,22 @@ def measured_qps(overrides: list[str], work: Path, images: int) -> float:
     return float(r.timing["eval_images_per_s"])
 
 
+PROBE_MS = 30_000  # the short Offline run Offline's plan is made from
+
+
+def probed_qps(base: list[str], folder: Path, guess: float) -> float:
+    """The samples/s LoadGen itself achieves in a short Offline performance run (PROBE_MS, planned at
+    `guess`): LoadGen's own overhead and this machine's pace now, which the evaluation loop's rate
+    over cached crops overstates (measured on 2 cores: 3,075 images/s in the loop, 2,240 in LoadGen's
+    Offline run). Not packaged; kept in `folder` for a resumed command."""
+    name = folder.with_name(folder.name + ".user.conf")
+    name.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(name, "# benchmark.submission's Offline probe: a short run, not a submission's settings\n"
+                                f"*.Offline.target_qps = {guess:.1f}\n*.Offline.min_duration = {PROBE_MS}\n")
+    probe = loadgen_run(base, folder, "loadgen.mode=performance", f"loadgen.user_conf={name}")
+    return float(probe.loadgen.value)
+
+
 def achieved(folder: Path) -> float:
     """The images/s a performance run achieved that ended before its minimum duration (LoadGen had
     planned too few samples or queries: the speed measured before was lower than the run's): Offline's
@@ -213,13 +229,16 @@ def settings_of(conf: str, scenario: str) -> set[str]:
     return {line for line in lines if line.split(".")[1] in (scenario, "*")}
 
 
-def user_conf(cfg: DictConfig, qps: float) -> str:
+def user_conf(cfg: DictConfig, qps: float, why: str = "") -> str:
     """The user.conf of the performance runs: what the harness sets beside MLPerf's mlperf.conf."""
     name, sub = family(judged_as(cfg.model.arch, cfg.model.get("ports"))).loadgen_name, cfg.submission
     margin = float(sub.margin)
-    # LoadGen plans a run's samples (Offline) or queries (Single/MultiStream) from these; a plan too
-    # short ends before the minimum duration (INVALID), one too long only costs memory
-    lines = ["# written by benchmark.submission from the images/s measured on this machine (times the margin):",
+    # LoadGen plans an Offline run's samples from its target_qps (1.1 x the minimum duration at that
+    # rate: a rate LoadGen achieves gives 1.1 x 600 s; a plan too short ends early, INVALID), and
+    # generates Single/MultiStream queries for twice the minimum duration at their target latency,
+    # ending when the minimum is met (too few, from too long a latency, run out: INVALID)
+    lines = [f"# written by benchmark.submission from {why or 'the images/s measured on this machine'}, "
+             f"times the margin ({margin}):",
              "# Offline's target, the Single/MultiStream latencies it implies (8 samples a MultiStream query),",
              "# the Server's at half of it",
              f"{name}.Offline.target_qps = {qps * margin:.1f}",
@@ -346,22 +365,19 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
         # a run that ends before its second is INVALID: at four times, a TEST01 run of 0.1 s in CI once ran
         # faster than planned and ended early); a submission's: the evaluation loop timed over
         # 2,048 images (its Offline run must last the 600 s it plans)
-        qps = 8 * accuracy.loadgen.warm_up_images_per_s if sub.dry_run \
-            else measured_qps(runs, work, accuracy.scores.total)
+        if sub.dry_run:
+            qps, why = 8 * accuracy.loadgen.warm_up_images_per_s, "eight times the accuracy run's warm batch"
+        else:
+            qps, why = measured_qps(runs, work, accuracy.scores.total), "the evaluation loop's images/s"
+            if scenario == "Offline":  # the one scenario whose length its plan sets
+                qps = probed_qps(base, work / scenario / "probe", qps)
+                why = f"the samples/s LoadGen achieved in a {PROBE_MS // 1000} s Offline run (probe/)"
         # the rate the plan is made from only rises: an earlier run's achieved rate is kept
         rate = work / scenario / "images_per_s.json"
         before = json.loads(rate.read_text())["images_per_s"] if rate.is_file() else 0.0
-        qps = max(qps, before, achieved(work / scenario / "performance"))
-        write_text_atomically(rate, json.dumps({"images_per_s": qps}))
-        text = user_conf(cfg, qps)
-        if conf.is_file() and settings_of(conf.read_text(), scenario) != settings_of(text, scenario):
-            # runs made with other LoadGen settings for this scenario are not kept
-            print(f"submission: {conf} changes: its scenario's performance runs are run again", file=sys.stderr)
-            for stale in ("performance", *sub.compliance):
-                shutil.rmtree(work / scenario / stale, ignore_errors=True)
-        write_text_atomically(conf, text)
-        perf_args = ("loadgen.mode=performance", f"loadgen.user_conf={conf}")
-        performance = loadgen_run(base, work / scenario / "performance", *perf_args)
+        if max(before, achieved(work / scenario / "performance")) > qps:
+            qps, why = max(before, achieved(work / scenario / "performance")), "an earlier run's achieved rate"
+        performance, perf_args = planned_run(cfg, base, work / scenario, scenario, qps, why)
         _valid(performance, work / scenario / "performance")
         folder = results / scenario
         shutil.rmtree(folder, ignore_errors=True)
@@ -391,6 +407,34 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
     print(f"check it: cd <mlcommons/inference>/tools/submission && python3 -m submission_checker.main "
           f"--input {out} --version {sub.round}", file=sys.stderr)
     return results
+
+
+def planned_run(cfg: DictConfig, base: list[str], work: Path, scenario: str, qps: float,
+                why: str) -> tuple[Results, tuple[str, ...]]:
+    """The scenario's performance run planned at `qps` (`why`: where the rate comes from, written into
+    its user.conf and said): a run that ends early (it ran faster than planned) is planned again once
+    at the rate it achieved. Returns its results (a result or not: the caller judges) and the run's
+    LoadGen arguments (its compliance runs take the same)."""
+    sub, conf = cfg.submission, work / "user.conf"
+    for attempt in (1, 2):
+        write_text_atomically(work / "images_per_s.json", json.dumps({"images_per_s": qps}))
+        text = user_conf(cfg, qps, why)
+        if conf.is_file() and settings_of(conf.read_text(), scenario) != settings_of(text, scenario):
+            # runs made with other LoadGen settings for this scenario are not kept
+            print(f"submission: {conf} changes: its scenario's performance runs are run again", file=sys.stderr)
+            for stale in ("performance", *sub.compliance):
+                shutil.rmtree(work / stale, ignore_errors=True)
+        write_text_atomically(conf, text)
+        print(f"submission: {scenario} planned at {qps * float(sub.margin):.1f} images/s: {why}, times "
+              f"submission.margin={sub.margin}", file=sys.stderr)
+        perf_args = ("loadgen.mode=performance", f"loadgen.user_conf={conf}")
+        performance = loadgen_run(base, work / "performance", *perf_args)
+        faster = achieved(work / "performance")
+        if attempt == 1 and faster > qps and not_a_result(work / "performance", performance):
+            qps, why = faster, "the rate of the run before it, which ended early"
+            continue
+        return performance, perf_args
+    raise AssertionError("unreachable")
 
 
 def _valid(results: Results, folder: Path) -> None:

@@ -267,3 +267,43 @@ def test_an_invalid_performance_run_is_not_a_result(tmp_path):
     assert submission.finished(folder) is None
     with pytest.raises(submission.SubmissionError, match="detail log holds LoadGen ERRORs \\(error_invalid_config"):
         submission._valid(results_of(accuracy), folder)
+
+
+def test_a_run_that_ends_early_is_planned_again_once_at_the_rate_it_achieved(tmp_path, monkeypatch):
+    """planned_run: an Offline performance run that ended before its minimum duration (it ran faster
+    than planned, INVALID) is planned again at the samples/s it achieved, its user.conf saying so;
+    a second early end is returned as it is (the caller refuses it)."""
+    work = tmp_path / "Offline"
+    work.mkdir()
+    ran = []
+
+    def fake_run(overrides, folder, *extra):
+        rate = [650.0, 700.0, 800.0][len(ran)]
+        ran.append((work / "user.conf").read_text())
+        early = {"kind": "loadgen-performance", "loadgen": {
+            "mode": "performance", "validity": "INVALID", "invalid_reason": "min duration not met",
+            "early_stopping_result": None, "loadgen_errors": [], "scenario": "Offline", "min_duration_met": False,
+            "value": rate}}
+        folder.mkdir(exist_ok=True)
+        (folder / "results.json").write_text(json.dumps(early))
+        return results_of(early)
+
+    monkeypatch.setattr(submission, "loadgen_run", fake_run)
+    cfg = config("model=resnet50", "submission.submitter=T", "submission.system=S", name="submission")
+    performance, args = submission.planned_run(cfg, [], work, "Offline", 500.0, "a test's rate")
+    assert len(ran) == 2 and performance.loadgen.value == 700.0 and args[1] == f"loadgen.user_conf={work / 'user.conf'}"
+    assert "resnet50.Offline.target_qps = 500.0" in ran[0] and "from a test's rate" in ran[0]
+    assert "resnet50.Offline.target_qps = 650.0" in ran[1] and "which ended early" in ran[1]
+    assert json.loads((work / "images_per_s.json").read_text())["images_per_s"] == 650.0
+
+
+def test_the_offline_probe_is_loadgens_own_rate(fixture_graphs, tmp_path, monkeypatch):
+    """The Offline plan's rate comes from a short Offline run of LoadGen itself (here 0.3 s, not
+    30): its samples/s, a positive rate; its conf file plans at the guess for the probe's length."""
+    monkeypatch.setattr(submission, "PROBE_MS", 300)
+    overrides = dry_run_overrides(fixture_graphs, tmp_path)
+    base = [*submission.child_overrides(overrides), "loadgen.scenario=Offline"]
+    rate = submission.probed_qps(base, tmp_path / "runs" / "Offline" / "probe", 50.0)
+    conf = (tmp_path / "runs" / "Offline" / "probe.user.conf").read_text()
+    assert "*.Offline.target_qps = 50.0" in conf and "*.Offline.min_duration = 300" in conf
+    assert rate > 0 and (tmp_path / "runs" / "Offline" / "probe" / "mlperf_log_detail.txt").is_file()
