@@ -27,7 +27,7 @@ from preprocessing.files import write_text_atomically
 
 WHOLE_SET = 50_000
 SCENARIOS = ("SingleStream", "MultiStream", "Offline", "Server")
-TESTS = ("TEST01",)
+TESTS = ("TEST01", "TEST04")
 # Paths a run reads, made absolute for runs that start in a folder of their own.
 PATH_KEYS = ("dataset.root", "dataset.labels", "model.checkpoint", "cache_dir", "checkpoint_dir", "calibration.list",
              "reference_checkpoint", "loadgen.mlperf_conf")
@@ -43,8 +43,9 @@ def check(cfg: DictConfig) -> None:
     """What the checker would reject, or what is not a submission, refused before any run."""
     sub = cfg.submission
     if sub.division != "open":
-        raise ConfigError(f"submission.division={sub.division}: the closed division needs TEST04 and every "
-                          f"scenario of the round, and the harness does not run TEST04 yet; submission.division=open")
+        raise ConfigError(f"submission.division={sub.division}: the closed division's rules (every scenario of "
+                          f"the system type with TEST01 and TEST04, MLPerf's checkpoint and preprocessing unchanged) "
+                          f"are not enforced by the harness yet; submission.division=open")
     unknown = [s for s in sub.scenarios if s not in SCENARIOS]
     if unknown or not sub.scenarios:
         raise ConfigError(f"submission.scenarios={list(sub.scenarios)}: expected some of {', '.join(SCENARIOS)}")
@@ -384,7 +385,7 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
         package.accuracy_folder(work / scenario / "accuracy", folder / "accuracy", accuracy.accuracy_line)
         package.performance_folder(work / scenario / "performance", folder / "performance" / "run_1")
         for test in sub.compliance:
-            _test01(cfg, base, perf_args, work / scenario, folder / test, performance)
+            (_test01 if test == "TEST01" else _test04)(cfg, base, perf_args, work / scenario, folder / test, performance)
         shutil.copyfile(conf, folder / "user.conf")
         package.write_json(folder / "measurements.json", measurements(cfg, accuracy))
         write_text_atomically(folder / "README.md", readme(cfg, scenario, command, accuracy, performance))
@@ -468,6 +469,26 @@ def _test01(cfg: DictConfig, base: list[str], perf_args: tuple, work: Path, out:
     if not answers["passed"] or not (passed or cfg.submission.dry_run):
         raise SubmissionError(f"{work / 'TEST01'}: TEST01 fails ({out / 'verify_accuracy.txt'}, "
                               f"{out / 'verify_performance.txt'}): not packaged as a pass")
+
+
+def _test04(cfg: DictConfig, base: list[str], perf_args: tuple, work: Path, out: Path, performance: Results) -> None:
+    """TEST04: a performance run issuing one sample again and again (MLPerf's audit config), its score
+    against the scenario's performance run by MLPerf's rule (loadgen/compliance.py): a system that
+    caches answers runs it far faster and fails."""
+    from benchmark.loadgen.compliance import AUDIT_TEST04, verify_test04
+
+    audit = work / "TEST04.audit.config"
+    write_text_atomically(audit, AUDIT_TEST04)
+    audited = loadgen_run(base, work / "TEST04", *perf_args, f"loadgen.audit_conf={audit}")
+    _valid(audited, work / "TEST04")
+    passed, text = verify_test04((work / "performance" / "mlperf_log_summary.txt").read_text(),
+                                 (work / "TEST04" / "mlperf_log_summary.txt").read_text())
+    package.performance_folder(work / "TEST04", out / "performance" / "run_1")
+    write_text_atomically(out / "verify_performance.txt", text)
+    # a dry run's performance runs last a fraction of a second: their speeds are noise, not a verdict
+    if not (passed or cfg.submission.dry_run):
+        raise SubmissionError(f"{work / 'TEST04'}: TEST04 fails ({out / 'verify_performance.txt'}): the run that "
+                              f"repeats one sample was faster than the performance run by more than MLPerf allows")
 
 
 def _loadgen_version() -> str:

@@ -36,6 +36,7 @@ def dry_run_overrides(fixture_graphs, folder) -> list[str]:
     return [f"model.checkpoint={folder / 'm.safetensors'}", f"dataset.root={root}", f"cache_dir={folder / 'cache'}",
             f"submission.out={folder / 'out'}", "submission.submitter=Tester", "submission.system=box",
             "submission.dry_run=true", "submission.dry_run_duration_ms=100", "submission.scenarios=[Offline]",
+            "submission.compliance=[TEST01,TEST04]",
             "batch_size=8", "cpu_fusion=false", *(f"submission.system_desc.{k}={v}" for k, v in SYSTEM.items())]
 
 
@@ -59,7 +60,9 @@ def every_file_and_field(dry):
     files = sorted(str(p.relative_to(scenario)) for p in scenario.rglob("*") if p.is_file())
     assert files == ["README.md", "TEST01/performance/run_1/mlperf_log_detail.txt",
                      "TEST01/performance/run_1/mlperf_log_summary.txt", "TEST01/verify_accuracy.txt",
-                     "TEST01/verify_performance.txt", "accuracy/accuracy.txt", "accuracy/mlperf_log_accuracy.json",
+                     "TEST01/verify_performance.txt", "TEST04/performance/run_1/mlperf_log_detail.txt",
+                     "TEST04/performance/run_1/mlperf_log_summary.txt", "TEST04/verify_performance.txt",
+                     "accuracy/accuracy.txt", "accuracy/mlperf_log_accuracy.json",
                      "accuracy/mlperf_log_detail.txt", "accuracy/mlperf_log_summary.txt", "measurements.json",
                      "performance/run_1/mlperf_log_detail.txt", "performance/run_1/mlperf_log_summary.txt", "user.conf"]
     for log in ("accuracy", "performance/run_1", "TEST01/performance/run_1"):
@@ -68,6 +71,9 @@ def every_file_and_field(dry):
         assert "Result is : VALID" in (scenario / log / "mlperf_log_summary.txt").read_text() or log == "accuracy"
     assert read_detail_log(scenario / "TEST01/performance/run_1/mlperf_log_detail.txt")["values"][
         "effective_accuracy_log_sampling_target"] == 1024  # the audit config was read
+    test04 = read_detail_log(scenario / "TEST04/performance/run_1/mlperf_log_detail.txt")["values"]
+    assert test04["effective_performance_issue_same"] is True and test04["effective_performance_issue_same_index"] == 3
+    assert (scenario / "TEST04" / "verify_performance.txt").read_text().splitlines()[-1].startswith("TEST ")
     measurements = json.loads((scenario / "measurements.json").read_text())
     for key in ("input_data_types", "retraining", "starting_weights_filename", "weight_data_types",
                 "weight_transformations"):
@@ -229,7 +235,7 @@ def test_refusals(tmp_path, monkeypatch):
         refused("submission.dry_run=false", "dataset.limit=8")
     with pytest.raises(ConfigError, match="the system description needs cooling: the machine cannot tell"):
         refused("submission.system_desc.cooling=")
-    with pytest.raises(ConfigError, match="submission.division=closed: the closed division needs TEST04"):
+    with pytest.raises(ConfigError, match="submission.division=closed: the closed division.s rules .* are not enforced"):
         refused("submission.division=closed")
     with pytest.raises(ConfigError, match="loadgen.min_duration_ms=10: a submission runs at MLPerf's settings"):
         refused("loadgen.min_duration_ms=10")

@@ -392,3 +392,72 @@ def test_test01_fails_where_answers_depend_on_the_batch(common, skipping, tmp_pa
     assert [d["image"] for d in r["differing"]] == [readable[d["qsl_idx"]] for d in r["differing"]]
     assert any(d["qsl_idx"] >= 3 for d in r["differing"])  # samples past the skipped image are named
     assert capsys.readouterr().out.splitlines()[-1].startswith(f"TEST01 FAIL: {r['same']} of {r['logged']} answers")
+
+
+# SingleStream: each query one sample, computed whatever it holds (in Offline the repeated sample's
+# crop, gathered from one place, ran 11 % faster on this tiny model: Offline's threshold is 10 %)
+TEST04_QUICK = ["loadgen.scenario=SingleStream", "loadgen.target_latency_ms=1", "loadgen.min_duration_ms=1000",
+                "loadgen.min_query_count=200"]
+
+
+def test_test04_passes_the_harness_and_fails_a_system_that_caches_answers(common, tmp_path, capsys, monkeypatch):
+    """TEST04: a performance run, then one issuing sample 3 in every query (LoadGen read the audit
+    config); the harness computes every answer and passes; a system under test that answers a sample
+    it has seen from a cache runs the repeated sample far faster than the run's own and fails, by
+    MLPerf's rule on the two summaries."""
+    from benchmark.loadgen import sut
+    from benchmark.loadgen.compliance import run as compliance_run
+
+    out = tmp_path / "honest"
+    r = compliance_run(config(*common, "loadgen.compliance=TEST04", f"loadgen.output_dir={out}", *TEST04_QUICK))
+    assert r["passed"] and r["verify_performance"].splitlines()[-1] == "TEST PASS", r["verify_performance"]
+    detail = (out / "TEST04" / "mlperf_log_detail.txt").read_text()
+    assert '"key": "effective_performance_issue_same", "value": true' in detail
+    assert '"key": "effective_performance_issue_same_index", "value": 3' in detail
+    assert capsys.readouterr().out.splitlines()[-1].startswith("TEST04 PASS")
+
+    class Caching(sut.SystemUnderTest):
+        """Answers a sample seen before from its cache, without the model."""
+        def answer(self, chunk):
+            cached = getattr(self, "cached", {})
+            self.cached = cached
+            if all(index in cached for _, index in chunk):
+                answers = np.array([cached[index] for _, index in chunk], np.float32)
+                base, size = answers.ctypes.data, answers.itemsize
+                self.lgm.QuerySamplesComplete([self.lgm.QuerySampleResponse(qid, base + j * size, size)
+                                               for j, (qid, _) in enumerate(chunk)])
+                return
+            super().answer(chunk)
+            for _, index in chunk:
+                cached[index] = 0.0
+
+    monkeypatch.setattr("benchmark.loadgen.run.SystemUnderTest", Caching)
+    r = compliance_run(config(*common, "loadgen.compliance=TEST04", f"loadgen.output_dir={tmp_path / 'caching'}",
+                              *TEST04_QUICK))
+    assert not r["passed"] and r["verify_performance"].splitlines()[-1].startswith("TEST FAIL"), r["verify_performance"]
+    assert capsys.readouterr().out.splitlines()[-1].startswith("TEST04 FAIL")
+
+
+def test_test04_verdict_is_mlperfs_rule_on_the_summaries():
+    from benchmark.loadgen.compliance import verify_test04
+
+    def summary(scenario, score, valid="VALID"):
+        line = {"Offline": f"Samples per second: {score}", "Server": f"Completed samples per second    : {score}",
+                "SingleStream": f" * Early stopping 90.0th percentile estimate: {score}\n"
+                                " * Early stopping 99.0th percentile estimate: 1",  # not SingleStream's score
+                "MultiStream": f" * Early stopping 99.0th percentile estimate: {score}"}[scenario]
+        return f"================================================\nMLPerf Results Summary\n" \
+               f"================================================\nSUT name : x\nScenario : {scenario}\n" \
+               f"Mode     : PerformanceOnly\n{line}\nResult is : {valid}\n"
+
+    assert verify_test04(summary("Offline", 100.0), summary("Offline", 109.9))[0]
+    assert not verify_test04(summary("Offline", 100.0), summary("Offline", 110.1))[0]  # over 10 % faster
+    # latencies: 1e9 / the estimate; 20 % for Single/MultiStream's under 200,000 (1,600,000) samples/s
+    assert verify_test04(summary("SingleStream", 1_000_000), summary("SingleStream", 850_000))[0]
+    assert not verify_test04(summary("SingleStream", 1_000_000), summary("SingleStream", 800_000))[0]
+    assert verify_test04(summary("MultiStream", 8_000_000), summary("MultiStream", 6_700_000))[0]
+    assert not verify_test04(summary("Server", 100.0), summary("Server", 111.0))[0]
+    passed, text = verify_test04(summary("Offline", 100.0, "INVALID"), summary("Offline", 90.0))
+    assert not passed and text.splitlines()[-1] == "TEST FAIL: Reference results are invalid"
+    passed, text = verify_test04(summary("Offline", 100.0), summary("Offline", 90.0, "INVALID"))
+    assert not passed and text.splitlines()[-1] == "TEST FAIL: Test results are invalid"
