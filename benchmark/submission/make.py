@@ -42,10 +42,10 @@ class SubmissionError(UserError, RuntimeError):
 def check(cfg: DictConfig) -> None:
     """What the checker would reject, or what is not a submission, refused before any run."""
     sub = cfg.submission
-    if sub.division != "open":
-        raise ConfigError(f"submission.division={sub.division}: the closed division's rules (every scenario of "
-                          f"the system type with TEST01 and TEST04, MLPerf's checkpoint and preprocessing unchanged) "
-                          f"are not enforced by the harness yet; submission.division=open")
+    if sub.division not in ("open", "closed"):
+        raise ConfigError(f"submission.division={sub.division}: expected open or closed")
+    if sub.division == "closed":
+        closed_rules(cfg)
     unknown = [s for s in sub.scenarios if s not in SCENARIOS]
     if unknown or not sub.scenarios:
         raise ConfigError(f"submission.scenarios={list(sub.scenarios)}: expected some of {', '.join(SCENARIOS)}")
@@ -76,6 +76,64 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset.root={cfg.dataset.root} lists {listed:,} images: a submission's accuracy run "
                           f"covers all {WHOLE_SET:,} validation images (submission.dry_run=true makes the same layout "
                           f"from any data, marked as not a submission)")
+
+
+# The closed division's scenarios per system type (MLPerf Inference's rules for ResNet-50 v1.5), and
+# the families that have a closed benchmark in the current rounds
+REQUIRED_SCENARIOS = {"edge": ("SingleStream", "MultiStream", "Offline"), "datacenter": ("Offline", "Server")}
+CLOSED_FAMILIES = ("resnet50",)
+MLPERF_LISTS = ("option_1", "option_2")
+
+
+def required_scenarios(system_type: str) -> list[str]:
+    return list(dict.fromkeys(s for t in system_type.split(",") for s in REQUIRED_SCENARIOS[t.strip()]))
+
+
+def closed_rules(cfg: DictConfig) -> None:
+    """The closed division's rules, each refused before any run and named: MLPerf's model and its
+    checkpoint (by md5; a dry run lets any through), MLPerf's preprocessing, no change of the weights
+    of the harness's or a user's making, int8 calibrated on MLPerf's list only, every scenario of
+    the system type, TEST01 and TEST04 in each."""
+    sub, m = cfg.submission, cfg.model
+    if m.arch == "mobilenet_v1":
+        raise ConfigError("submission.division=closed: MobileNet has no closed benchmark in current MLPerf "
+                          "Inference rounds (image classification's is ResNet-50 v1.5): submission.division=open")
+    if m.arch not in CLOSED_FAMILIES:
+        raise ConfigError(f"submission.division=closed: model={m.name} is not MLPerf's model; the closed division "
+                          f"runs MLPerf's ResNet-50 v1.5 (model=resnet50) as published: submission.division=open")
+    if m.get("transform") is not None:
+        raise ConfigError(f"submission.division=closed: model.transform={m.transform} changes the model; the closed "
+                          f"division allows no change of its weights beyond the declared transformations")
+    if not sub.dry_run:
+        from benchmark.formats.checkpoint import file_digest
+        from benchmark.runtimes.source import ModelSpec
+
+        spec = ModelSpec.from_config(m)
+        ckpt = str(spec.checkpoint)
+        local = Path(ckpt).expanduser()
+        mlperfs = ckpt in {spec.download_url, *spec.onnx_urls} or (
+            local.is_file() and file_digest(local, "md5") in {d.lower() for d in spec.published_md5})
+        if not mlperfs:
+            raise ConfigError(f"submission.division=closed: model.checkpoint={ckpt} is not MLPerf's published "
+                              f"checkpoint (its URL, or a file of one of its md5s: "
+                              f"{', '.join(spec.published_md5)}); the closed division runs it unchanged")
+    preprocess = {**OmegaConf.to_container(cfg.preprocess, resolve=True)}
+    departures = mlperf_departures(m.arch, preprocess)
+    if departures:
+        raise ConfigError(f"submission.division=closed: the preprocessing departs from MLPerf's "
+                          f"({'; '.join(departures)}); the closed division runs MLPerf's (preprocess=mlperf)")
+    if cfg.precision == "int8" and str(cfg.calibration.list) not in MLPERF_LISTS:
+        raise ConfigError(f"submission.division=closed: calibration.list={cfg.calibration.list}: a quantized "
+                          f"model is calibrated on MLPerf's calibration list ({' or '.join(MLPERF_LISTS)}) only")
+    required = required_scenarios(str(sub.system_type))
+    missing = [s for s in required if s not in sub.scenarios]
+    if missing:
+        raise ConfigError(f"submission.division=closed: a system of type {sub.system_type} submits "
+                          f"{', '.join(required)}; submission.scenarios lacks {', '.join(missing)}")
+    lacking = [t for t in TESTS if t not in sub.compliance]
+    if lacking:
+        raise ConfigError(f"submission.division=closed: every scenario needs {' and '.join(TESTS)}; "
+                          f"submission.compliance lacks {', '.join(lacking)}")
 
 
 def input_digests(cfg: DictConfig) -> dict:
@@ -249,7 +307,8 @@ def user_conf(cfg: DictConfig, qps: float, why: str = "") -> str:
     if sub.dry_run:
         lines += ["# a dry run: short performance runs, NOT a submission's settings",
                   f"*.*.min_duration = {int(sub.dry_run_duration_ms)}",
-                  "*.*.min_query_count = 100"]  # SingleStream's early stopping needs 64 queries at least
+                  "*.*.min_query_count = 100",  # SingleStream's early stopping needs 64 queries at least,
+                  "*.MultiStream.min_query_count = 662"]  # MultiStream's (its 99th percentile) 662
     return "\n".join(lines) + "\n"
 
 
@@ -361,6 +420,13 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
             raise SubmissionError(f"{work / scenario / 'accuracy'}: the accuracy run covered "
                                   f"{accuracy.scores.total:,} images (skipped: {len(accuracy.facts.skipped)}), "
                                   f"not all {WHOLE_SET:,}")
+        if sub.division == "closed" and not sub.dry_run and not (accuracy.gate and accuracy.gate.passed
+                                                                 and not accuracy.gate.reservations):
+            gate = accuracy.gate
+            raise SubmissionError(f"{work / scenario / 'accuracy'}: the closed division needs MLPerf's target met "
+                                  f"without reservations: " + (f"{gate.accuracy}% against {gate.target}%"
+                                                               f"{'; ' + '; '.join(gate.reservations) if gate.reservations else ''}"
+                                                               if gate else "no MLPerf target recorded"))
         conf = work / scenario / "user.conf"
         # a dry run's target: eight times the accuracy run's warm batch (one batch is a rough measure, and
         # a run that ends before its second is INVALID: at four times, a TEST01 run of 0.1 s in CI once ran
@@ -395,6 +461,8 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
     package.write_json(root / "systems" / f"{sub.system}.json", system)
     (root / "src").mkdir(parents=True, exist_ok=True)
     write_text_atomically(root / "src" / "README.md", _source(command, accuracy))
+    if accuracy.calibration:  # a quantized model's calibration, as the closed division asks it documented
+        write_text_atomically(root / "documentation" / "calibration.md", _calibration(accuracy))
     if benchmark != "resnet":  # the checker's name of the task (it maps mobilenet itself; said for clarity)
         package.write_json(root / "model_mapping.json", {benchmark: "resnet"})
     mark = out / DRY_RUN_MARK
@@ -489,6 +557,15 @@ def _test04(cfg: DictConfig, base: list[str], perf_args: tuple, work: Path, out:
     if not (passed or cfg.submission.dry_run):
         raise SubmissionError(f"{work / 'TEST04'}: TEST04 fails ({out / 'verify_performance.txt'}): the run that "
                               f"repeats one sample was faster than the performance run by more than MLPerf allows")
+
+
+def _calibration(accuracy: Results) -> str:
+    c = accuracy.calibration
+    listed = f"MLPerf's calibration list {c.mlperf_list}" if c.mlperf_list else f"the list {c.list}"
+    return ("# Calibration\n\nPost-training int8 quantization (PyTorch's FX flow, the harness's recipe: "
+            "docs/precision.md), its activation ranges observed on "
+            f"{c.images} images of {listed} (sha256 {c.sha256}), cropped by the run's own preprocessing; "
+            "no retraining.\n")
 
 
 def _loadgen_version() -> str:

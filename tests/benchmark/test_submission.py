@@ -235,7 +235,7 @@ def test_refusals(tmp_path, monkeypatch):
         refused("submission.dry_run=false", "dataset.limit=8")
     with pytest.raises(ConfigError, match="the system description needs cooling: the machine cannot tell"):
         refused("submission.system_desc.cooling=")
-    with pytest.raises(ConfigError, match="submission.division=closed: the closed division.s rules .* are not enforced"):
+    with pytest.raises(ConfigError, match="submission.division=closed: MobileNet has no closed benchmark in current"):
         refused("submission.division=closed")
     with pytest.raises(ConfigError, match="loadgen.min_duration_ms=10: a submission runs at MLPerf's settings"):
         refused("loadgen.min_duration_ms=10")
@@ -313,3 +313,72 @@ def test_the_offline_probe_is_loadgens_own_rate(fixture_graphs, tmp_path, monkey
     conf = (tmp_path / "runs" / "Offline" / "probe.user.conf").read_text()
     assert "*.Offline.target_qps = 50.0" in conf and "*.Offline.min_duration = 300" in conf
     assert rate > 0 and (tmp_path / "runs" / "Offline" / "probe" / "mlperf_log_detail.txt").is_file()
+
+
+def test_the_closed_divisions_rules_are_refused_before_any_run(tmp_path, monkeypatch):
+    """submission.division=closed: each rule named, before any run: MLPerf's ResNet-50 only (MobileNet
+    has no closed benchmark now; a graph or a module is not MLPerf's model), its published checkpoint
+    by md5 (a dry run lets any through), no transform, MLPerf's preprocessing, int8 calibrated on
+    MLPerf's list, every scenario of the system type, TEST01 and TEST04."""
+    root = write_layout(tmp_path / "val", "val_map", validation_images(8))
+    ckpt = tmp_path / "resnet50_v1.pb"
+    ckpt.write_bytes(b"not MLPerf's")
+    base = ["model=resnet50", f"model.checkpoint={ckpt}", f"dataset.root={root}", f"submission.out={tmp_path / 'o'}",
+            "submission.submitter=Tester", "submission.system=box", "submission.division=closed",
+            "submission.system_type=datacenter", "submission.scenarios=[Offline,Server]",
+            "submission.compliance=[TEST01,TEST04]", *(f"submission.system_desc.{k}={v}" for k, v in SYSTEM.items())]
+    monkeypatch.setattr(submission, "loadgen_run", lambda *a, **k: pytest.fail(f"ran {a}"))
+
+    def refused(*changes, message):
+        overrides = [*base, *changes]
+        with pytest.raises(ConfigError, match=message):
+            submission.make(config(*overrides, name="submission"), overrides)
+
+    refused(message="model.checkpoint=.*resnet50_v1.pb is not MLPerf's published checkpoint")
+    dry = "submission.dry_run=true"
+    refused(dry, "model=mobilenet_v1", message="MobileNet has no closed benchmark in current MLPerf Inference rounds")
+    refused(dry, "model=graph", message="model=graph is not MLPerf's model; the closed division runs MLPerf's ResNet")
+    refused(dry, "model.transform=tests.transforms:bf16_weights", message="model.transform=.* changes the model")
+    refused(dry, "preprocess=torchvision", message="the preprocessing departs from MLPerf's \\(decoder=pil")
+    refused(dry, "preprocess.interpolation=linear", message="interpolation=linear \\(MLPerf's: area\\)")
+    refused(dry, "precision=int8", f"calibration.list={tmp_path / 'mine.txt'}",
+            message="a quantized model is calibrated on MLPerf's calibration list")
+    refused(dry, "submission.scenarios=[Offline]", message="a system of type datacenter submits Offline, Server; "
+                                                           "submission.scenarios lacks Server")
+    refused(dry, "submission.system_type=edge", message="a system of type edge submits SingleStream, MultiStream, Offline")
+    refused(dry, "submission.compliance=[TEST01]", message="every scenario needs TEST01 and TEST04; "
+                                                           "submission.compliance lacks TEST04")
+    assert submission.required_scenarios("datacenter,edge") == ["Offline", "Server", "SingleStream", "MultiStream"]
+
+
+@pytest.mark.slow
+def test_a_closed_dry_run_holds_its_scenarios_and_both_compliance_tests(resnet_graphs, tmp_path, monkeypatch):
+    """A closed dry run of MLPerf's ResNet-50 structure (random weights: the dry run lets any
+    checkpoint through; an exported model, no TensorFlow in the runs): each scenario with its accuracy
+    and performance runs, TEST01 and TEST04, under closed/. An edge system's three scenarios take
+    13 LoadGen processes (over three minutes here): Offline alone is required in this test (the rule
+    that all are is tested above; docs/submission.md has a whole edge dry run through the checker)."""
+    monkeypatch.setitem(submission.REQUIRED_SCENARIOS, "edge", ("Offline",))
+    from benchmark.convert import load_converted
+    from benchmark.export import export
+    from benchmark.formats.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(resnet_graphs(image_size=32))
+    export(load_converted("resnet50", ckpt, None, None)[0], "resnet50", ckpt, tmp_path / "r.safetensors", {})
+    root = write_layout(tmp_path / "val", "val_map", validation_images(32))
+    overrides = ["model=resnet50", f"model.checkpoint={tmp_path / 'r.safetensors'}", f"dataset.root={root}",
+                 f"cache_dir={tmp_path / 'cache'}", f"submission.out={tmp_path / 'out'}", "submission.submitter=Tester",
+                 "submission.system=box", "submission.division=closed", "submission.system_type=edge",
+                 "submission.scenarios=[Offline]", "submission.compliance=[TEST01,TEST04]",
+                 "submission.dry_run=true", "submission.dry_run_duration_ms=100", "batch_size=8", "cpu_fusion=false",
+                 *(f"submission.system_desc.{k}={v}" for k, v in SYSTEM.items())]
+    results = submission.make(config(*overrides, name="submission"), overrides)
+    assert results == tmp_path / "out" / "closed" / "Tester" / "results" / "box" / "resnet"
+    for scenario in ("Offline",):
+        files = {str(p.relative_to(results / scenario)) for p in (results / scenario).rglob("*") if p.is_file()}
+        assert {"accuracy/accuracy.txt", "performance/run_1/mlperf_log_detail.txt", "TEST01/verify_accuracy.txt",
+                "TEST01/verify_performance.txt", "TEST04/verify_performance.txt",
+                "TEST04/performance/run_1/mlperf_log_summary.txt"} <= files, (scenario, sorted(files))
+    system = json.loads((tmp_path / "out" / "closed" / "Tester" / "systems" / "box.json").read_text())
+    assert system["division"] == "closed" and system["system_type"] == "edge"
+    assert not (tmp_path / "out" / "closed" / "Tester" / "model_mapping.json").exists()
