@@ -382,3 +382,16 @@ def test_a_closed_dry_run_holds_its_scenarios_and_both_compliance_tests(resnet_g
     system = json.loads((tmp_path / "out" / "closed" / "Tester" / "systems" / "box.json").read_text())
     assert system["division"] == "closed" and system["system_type"] == "edge"
     assert not (tmp_path / "out" / "closed" / "Tester" / "model_mapping.json").exists()
+
+
+def test_an_int8_models_calibration_is_documented():
+    from types import SimpleNamespace
+
+    from benchmark.evaluation.results import Calibration
+
+    c = Calibration(list="option_1", sha256="ab" * 32, mlperf_list="option_1", listed=500, note=None, images=500,
+                    missing=[], unreadable=[], crops="", quantized_model="", reused=False, engine="onednn",
+                    activation_bits=8, weight_bits=8, bias_correction=True, backend_config="onednn", seconds=1.0)
+    text = submission._calibration(SimpleNamespace(calibration=c))
+    assert text.startswith("# Calibration") and "500 images of MLPerf's calibration list option_1" in text
+    assert "ab" * 32 in text and "no retraining" in text
