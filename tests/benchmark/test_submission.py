@@ -395,3 +395,16 @@ def test_an_int8_models_calibration_is_documented():
     text = submission._calibration(SimpleNamespace(calibration=c))
     assert text.startswith("# Calibration") and "500 images of MLPerf's calibration list option_1" in text
     assert "ab" * 32 in text and "no retraining" in text
+
+
+def test_a_closed_accuracy_run_must_meet_mlperfs_target_without_reservations():
+    from types import SimpleNamespace
+
+    def run(passed, reservations=()):
+        gate = SimpleNamespace(passed=passed, reservations=list(reservations), accuracy=76.1, target=75.695)
+        return SimpleNamespace(gate=gate)
+
+    assert submission.short_of_target(run(True)) is None
+    assert submission.short_of_target(run(False)) == "76.1% against the target's 75.695%"
+    assert "not MLPerf's checkpoint" in submission.short_of_target(run(True, ["not MLPerf's checkpoint"]))
+    assert submission.short_of_target(SimpleNamespace(gate=None)) == "no MLPerf target recorded"
