@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -97,22 +99,28 @@ def verify_test04(reference_summary: str, test_summary: str) -> tuple[bool, str]
     return passed, "\n".join([*lines, "TEST PASS" if passed else "TEST FAIL: Test score invalid"]) + "\n"
 
 
-def test04(cfg: DictConfig) -> dict:
-    lg = cfg.loadgen
-    if lg.audit_conf:
-        raise ConfigError("loadgen.compliance=TEST04 writes its own audit config; leave loadgen.audit_conf unset")
-    folder = log_folder(cfg.loadgen.output_dir, cfg.model.name, replace(plan(cfg), mode="TEST04"))
+def _audited(cfg: DictConfig, test: str, audit_text: str) -> tuple[Path, Path, Callable[..., dict]]:
+    """A compliance test's log folder (<model>-<scenario>-<test>-<time>-<pid>), its audit config
+    written there, and the function running one of its LoadGen runs (`name`: its folder) in it."""
+    if cfg.loadgen.audit_conf:
+        raise ConfigError(f"loadgen.compliance={test} writes its own audit config; leave loadgen.audit_conf unset")
+    folder = log_folder(cfg.loadgen.output_dir, cfg.model.name, replace(plan(cfg), mode=test))
     audit = folder / "audit.config"
-    write_text_atomically(audit, AUDIT_TEST04)
+    write_text_atomically(audit, audit_text)
 
-    def mode(name: str, **loadgen) -> dict:
-        run_cfg = OmegaConf.merge(cfg, {"loadgen": {"mode": "performance", "compliance": None,
+    def run(name: str, mode: str, **loadgen) -> dict:
+        run_cfg = OmegaConf.merge(cfg, {"loadgen": {"mode": mode, "compliance": None,
                                                      "output_dir": str(folder / name), **loadgen},
                                         "results_file": None})
         return run_loadgen(run_cfg)
 
-    mode("performance")
-    mode("TEST04", audit_conf=str(audit))
+    return folder, audit, run
+
+
+def test04(cfg: DictConfig) -> dict:
+    folder, audit, run = _audited(cfg, "TEST04", AUDIT_TEST04)
+    run("performance", "performance")
+    run("TEST04", "performance", audit_conf=str(audit))
     passed, text = verify_test04((folder / "performance" / "mlperf_log_summary.txt").read_text(),
                                  (folder / "TEST04" / "mlperf_log_summary.txt").read_text())
     write_text_atomically(folder / "verify_performance.txt", text)
@@ -126,21 +134,10 @@ def test04(cfg: DictConfig) -> dict:
 
 def test01(cfg: DictConfig) -> dict:
     lg = cfg.loadgen
-    if lg.audit_conf:
-        raise ConfigError("loadgen.compliance=TEST01 writes its own audit config; leave loadgen.audit_conf unset")
-    # <model>-<scenario>-TEST01-<time>-<pid>
-    folder = log_folder(cfg.loadgen.output_dir, cfg.model.name, replace(plan(cfg), mode="TEST01"))
-    audit = folder / "audit.config"
-    write_text_atomically(audit, AUDIT.format(seed=int(lg.test01.seed), target=int(lg.test01.sampling_target)))
-
-    def mode(name: str, **loadgen) -> dict:
-        run_cfg = OmegaConf.merge(cfg, {"loadgen": {"mode": name, "compliance": None,
-                                                     "output_dir": str(folder / name), **loadgen},
-                                        "results_file": None})
-        return run_loadgen(run_cfg)
-
-    accuracy = mode("accuracy")
-    performance = mode("performance", audit_conf=str(audit))
+    folder, audit, run = _audited(cfg, "TEST01", AUDIT.format(seed=int(lg.test01.seed),
+                                                             target=int(lg.test01.sampling_target)))
+    accuracy = run("accuracy", "accuracy")
+    performance = run("performance", "performance", audit_conf=str(audit))
     check = same_answers(read_log(folder / "accuracy" / "mlperf_log_accuracy.json"),
                          read_log(folder / "performance" / "mlperf_log_accuracy.json"))
     # sample k is the k-th readable image: the accuracy run's val_map.txt lists them in LoadGen's order
