@@ -81,15 +81,16 @@ def open_model_checkpoint(model: ModelSpec, checkpoint_dir: Path, progress: bool
     return open_checkpoint(source)
 
 
-def is_mlperfs(model: ModelSpec, ckpt: Checkpoint) -> bool:
+def is_mlperfs(model: ModelSpec, ckpt: Checkpoint | Path | None) -> bool:
     """Is the checkpoint one MLPerf publishes for `model`: fetched from one of its URLs (the
-    download checks the published md5, or the sha256 of the first download), or a file of one of
-    its published md5s."""
+    download checks the published md5, or the sha256 of the first download), or a file (`ckpt`: the
+    opened checkpoint or its path; None: not fetched yet) of one of its published md5s."""
     urls = {model.download_url, *model.onnx_urls} - {None}
     if str(model.checkpoint) in urls:
         return True
+    path = ckpt.path if isinstance(ckpt, Checkpoint) else ckpt
     published = {m.lower() for m in model.published_md5}
-    return bool(published) and file_digest(ckpt.path, "md5") in published
+    return bool(published) and path is not None and Path(path).is_file() and file_digest(Path(path), "md5") in published
 
 
 @dataclass

@@ -105,17 +105,12 @@ def closed_rules(cfg: DictConfig) -> None:
         raise ConfigError(f"submission.division=closed: model.transform={m.transform} changes the model; the closed "
                           f"division allows no change of its weights beyond the declared transformations")
     if not sub.dry_run:
-        from benchmark.formats.checkpoint import file_digest
-        from benchmark.runtimes.source import ModelSpec
+        from benchmark.runtimes.source import ModelSpec, is_mlperfs
 
         spec = ModelSpec.from_config(m)
-        ckpt = str(spec.checkpoint)
-        local = Path(ckpt).expanduser()
-        mlperfs = ckpt in {spec.download_url, *spec.onnx_urls} or (
-            local.is_file() and file_digest(local, "md5") in {d.lower() for d in spec.published_md5})
-        if not mlperfs:
-            raise ConfigError(f"submission.division=closed: model.checkpoint={ckpt} is not MLPerf's published "
-                              f"checkpoint (its URL, or a file of one of its md5s: "
+        if not is_mlperfs(spec, Path(str(spec.checkpoint)).expanduser()):
+            raise ConfigError(f"submission.division=closed: model.checkpoint={spec.checkpoint} is not MLPerf's "
+                              f"published checkpoint (its URL, or a file of one of its md5s: "
                               f"{', '.join(spec.published_md5)}); the closed division runs it unchanged")
     preprocess = {**OmegaConf.to_container(cfg.preprocess, resolve=True)}
     departures = mlperf_departures(m.arch, preprocess)

@@ -335,6 +335,8 @@ def test_the_closed_divisions_rules_are_refused_before_any_run(tmp_path, monkeyp
             submission.make(config(*overrides, name="submission"), overrides)
 
     refused(message="model.checkpoint=.*resnet50_v1.pb is not MLPerf's published checkpoint")
+    # a file of a published md5 is MLPerf's: the next rule checked is the dataset's
+    refused(f"model.published_md5=[{hashlib.md5(ckpt.read_bytes()).hexdigest()}]", message="lists 8 images")
     dry = "submission.dry_run=true"
     refused(dry, "model=mobilenet_v1", message="MobileNet has no closed benchmark in current MLPerf Inference rounds")
     refused(dry, "model=graph", message="model=graph is not MLPerf's model; the closed division runs MLPerf's ResNet")
