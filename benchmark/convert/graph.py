@@ -254,10 +254,7 @@ def fold_affine(modules: dict, steps: list) -> None:
     `x * mul + shift`, or a FusedBatchNorm) folded into its filter and bias, as TensorFlow's own
     optimizer folds them: the product then rounds once where it rounded twice, moving the logits in
     their last float32 digits (measured against TF: within the tests' 1e-4 of the logits' range)."""
-    readers: dict[str, int] = {}
-    for _, refs in steps:
-        for src, _ in refs:
-            readers[src] = readers.get(src, 0) + 1
+    readers = ops.readers(steps)
     origin: dict[str, str] = {}  # a step now passing a conv's output through -> that conv
     for key, refs in steps:
         module = modules[key]
@@ -297,10 +294,7 @@ def absorb_pads(modules: dict, steps: list) -> None:
     stride-2 convolution, ZeroPadding2D) taken into that convolution's padding, the Pad left as an
     identity: the same windows over the same zeros without copying the input into a padded one (a
     third of a compiled MobileNetV2's time went into those copies and the partitions they split)."""
-    readers: dict[str, int] = {}
-    for _, refs in steps:
-        for src, _ in refs:
-            readers[src] = readers.get(src, 0) + 1
+    readers = ops.readers(steps)
     at = {key: i for i, (key, _) in enumerate(steps)}
     for key, refs in steps:
         conv = modules[key]
@@ -329,10 +323,7 @@ def join_biases(modules: dict, steps: list) -> None:
     product followed by a separate bias add, and fused a convolution, a separate bias add and a
     residual sum wrongly, ResNet50V2's logits 30 off), the BiasAdd left as an identity (its node
     still names the sum). The bias is then added inside the accumulation, not after its rounding."""
-    readers: dict[str, int] = {}
-    for _, refs in steps:
-        for src, _ in refs:
-            readers[src] = readers.get(src, 0) + 1
+    readers = ops.readers(steps)
     for key, refs in steps:
         module = modules[key]
         if isinstance(module, ops.BiasAdd) and len(refs) == 1:

@@ -176,10 +176,7 @@ def fuse_graph(model: nn.Module, sizes: dict) -> nn.Module:
     convolution whose input it pads itself (padding PyTorch's cannot hold) stays as it is."""
     from benchmark.nn import graph as ops
 
-    readers: dict[str, int] = {}
-    for _, refs in model.steps:
-        for src, _ in refs:
-            readers[src] = readers.get(src, 0) + 1
+    readers = ops.readers(model.steps)
     reads = dict(model.steps)
     activation = {}  # conv key -> the Relu/Relu6 node fused into it
     for key, refs in model.steps:

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.nn.layers import Conv2dSame, FixedAtSize, ceil_mode_is_same, same_padding, static_padding
+from benchmark.nn.layers import (Conv2dSame, FixedAtSize, ceil_mode_is_same, runs_own_code, same_padding,
+                                 static_padding)
+from preprocessing.errors import ConfigError
 
 NHWC_TO_NCHW = (0, 3, 1, 2)
 NCHW_TO_NHWC = (0, 2, 3, 1)
@@ -96,6 +98,15 @@ def binary(kind: str) -> Op:
 
 def unary(kind: str) -> Op:
     return Op(kind, UNARY[kind])
+
+
+def readers(steps) -> dict[str, int]:
+    """How many steps read each node's output."""
+    count: dict[str, int] = {}
+    for _, refs in steps:
+        for src, _ in refs:
+            count[src] = count.get(src, 0) + 1
+    return count
 
 
 def identity(*xs):
@@ -204,7 +215,7 @@ class Pool(FixedAtSize):
     def __init__(self, kind: str, ksize, strides, padding: str):
         super().__init__()
         self.kind, self.ksize, self.strides, self.padding = kind, tuple(ksize), tuple(strides), padding
-        self._fixed: dict[tuple[int, int], nn.Module] = {}  # not submodules: made from the attributes
+        self._fixed: dict[tuple, nn.Module] = {}  # (height, width, device) -> its pool; made from the attributes
 
     def fixed(self, height: int, width: int) -> nn.Module:
         k, s = self.ksize, self.strides
@@ -220,10 +231,10 @@ class Pool(FixedAtSize):
         return PaddedPool(self.kind, k, s, (left, right, top, bottom), height, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = (int(x.shape[-2]), int(x.shape[-1]))
-        if size not in self._fixed:
-            self._fixed[size] = self.fixed(*size)
-        return self._fixed[size](x)
+        key = (int(x.shape[-2]), int(x.shape[-1]), x.device)
+        if key not in self._fixed:
+            self._fixed[key] = self.fixed(*key[:2]).to(x.device)
+        return self._fixed[key](x)
 
     def extra_repr(self) -> str:
         return f"{self.kind}, ksize={self.ksize}, strides={self.strides}, padding={self.padding}"
@@ -243,7 +254,7 @@ class PaddedPool(nn.Module):
         if self.kind == "MaxPool":
             return F.max_pool2d(F.pad(x, self.pads, value=float("-inf")), self.ksize, self.strides)
         total = F.avg_pool2d(F.pad(x, self.pads), self.ksize, self.strides, divisor_override=1)
-        return total / self.counts.to(x.device)
+        return total / self.counts
 
 
 def mat_mul(a, b, transpose_a=False, transpose_b=False):
@@ -487,10 +498,6 @@ def _flattened(x: torch.Tensor) -> torch.Tensor:
     return to_tf(x).reshape(len(x), -1)
 
 
-def _is_conv(node) -> bool:
-    return isinstance(node, torch.fx.Node) and node.op == "call_module" and str(node.target).endswith(".conv")
-
-
 LEAVES = (Op, BiasAdd, FusedBatchNorm, PaddedPool)  # run as they are in the flat form: not traced into
 
 
@@ -500,7 +507,13 @@ def flat(module: GraphModule, image_size: int) -> tuple[torch.fx.GraphModule, tu
     nn.ReLU6, torch.add, ...) in the forms PyTorch's quantizer fuses and observes, each element-wise
     operand broadcast as the module broadcasts it; any other op a call of its node module. Returns the
     graph and the module classes a tracer must call without tracing into (their code reads the
-    values and shapes of their inputs). Computes what `module` computes, bit for bit."""
+    values and shapes of their inputs). Computes what `module` computes, bit for bit. Node modules are
+    laid out by their exact class: a subclass is called whole, and a module with a hook (a user's
+    transform) is refused, since the layout would not run it."""
+    hooked = [name or "the model" for name, sub in module.named_modules() if runs_own_code(sub)]
+    if hooked:
+        raise ConfigError(f"{hooked[0]} has a forward hook (or a forward of its own): the graph's FX form "
+                          f"(precision=int8) would not run it")
     m = static_padding(copy.deepcopy(module).cpu().eval(), image_size)
     ranks: dict[str, object] = {module.input_name: 4}  # each output's rank (a tuple: a multi-output identity's)
     env = {m.input_name: torch.zeros(1, 3, image_size, image_size)}
@@ -516,29 +529,25 @@ def flat(module: GraphModule, image_size: int) -> tuple[torch.fx.GraphModule, tu
         args = [nodes[s] if i < 0 else nodes[s][i] for s, i in refs]
         arg_ranks = [ranks[s] if i < 0 else ranks[s][i] for s, i in refs]
         target = f"nodes.{key}"
-        if isinstance(node_module, Const):
+        if type(node_module) is Const:
             nodes[key] = graph.get_attr(f"{target}.value")
-        elif isinstance(node_module, Op) and node_module.fn is identity:
+        elif type(node_module) is Op and node_module.fn is identity:
             nodes[key] = args[0] if len(args) == 1 else tuple(args)
-        elif isinstance(node_module, Op) and node_module.kind in ("Relu", "Relu6"):
+        elif type(node_module) is Op and node_module.kind in ("Relu", "Relu6"):
             m.nodes[key] = nn.ReLU() if node_module.kind == "Relu" else nn.ReLU6()
             nodes[key] = graph.call_module(target, tuple(args))
-        elif isinstance(node_module, Op) and node_module.kind in UNARY:
+        elif type(node_module) is Op and node_module.kind in UNARY:
             nodes[key] = graph.call_function(UNARY[node_module.kind], tuple(args))
-        elif isinstance(node_module, Op) and node_module.kind in BINARY:
+        elif type(node_module) is Op and node_module.kind in BINARY:
             if 4 in arg_ranks and min(arg_ranks) < 4:
                 args = [a if r == 4 else graph.call_function(_lifted, (a,)) for a, r in zip(args, arg_ranks)]
-            if node_module.kind in ("Add", "AddV2") and _is_conv(args[1]) and not _is_conv(args[0]):
-                # a residual sum with the convolution first, as the quantizer's conv + add pattern
-                # reads it (it convolved the other operand otherwise); a + b is b + a, bit for bit
-                args = args[::-1]
             nodes[key] = graph.call_function(BINARY[node_module.kind], tuple(args))
-        elif isinstance(node_module, Conv):
+        elif type(node_module) is Conv:
             x = args[0]
             if node_module.pre_pad:
                 x = graph.call_function(F.pad, (x, node_module.pre_pad))
             nodes[key] = graph.call_module(f"{target}.conv", (x,))
-        elif isinstance(node_module, Dense):
+        elif type(node_module) is Dense:
             linear = nn.Linear(node_module.weight.shape[1], node_module.weight.shape[0], node_module.bias is not None)
             with torch.no_grad():
                 linear.weight.copy_(node_module.weight)
@@ -546,7 +555,7 @@ def flat(module: GraphModule, image_size: int) -> tuple[torch.fx.GraphModule, tu
                     linear.bias.copy_(node_module.bias)
             m.nodes[key] = linear
             nodes[key] = graph.call_module(target, tuple(args))
-        else:  # a fixed pool (nn.MaxPool2d, nn.AvgPool2d) or a leaf: called as it is
+        else:  # a fixed pool (nn.MaxPool2d, nn.AvgPool2d), a leaf or a subclass: called as it is
             nodes[key] = graph.call_module(target, tuple(args))
     key, index = m.output
     out = nodes[key] if index < 0 else nodes[key][index]

@@ -197,23 +197,22 @@ def quantize_int8(model: torch.nn.Module, image_size: int, batches: Iterable[tor
     from benchmark.nn.graph import GraphModule, flat
 
     made = recipe()
+    # FX traces a fixed graph: TF's SAME padding is fixed for the input size first. A converted graph
+    # (model=graph) is laid out as one FX graph by its own code, some of its node modules left whole;
+    # with PyTorch's native patterns: its oneDNN conv + add pattern, given a sum of two convolutions'
+    # outputs (MobileNetV2's first residual), convolved the other convolution's input
+    leaves: tuple[type, ...] = ()
     if isinstance(model, GraphModule):
-        # PyTorch's conv + add pattern, given a sum of two convolutions' outputs (MobileNetV2's first
-        # residual), convolved the other convolution's input: the add stays an add of its own
         made = dataclasses.replace(made, backend_config="native")
+        fp32, leaves = flat(model, image_size)
+        fp32 = quantizable(fp32, leaves)
+    else:
+        fp32 = quantizable(static_padding(copy.deepcopy(model).cpu().eval(), image_size))
     # oneDNN's patterns: conv + add + ReLU as one op (ResNet-50's 16 blocks; on its structure, 2 cores
     # with VNNI, 4 % faster at batch 1 and 8 % at 16 than conv, then add + ReLU); on the real 0.25/224
     # graph, which has no add, the int8 model is bit-identical either way
     config = get_onednn_backend_config() if made.backend_config == "onednn" else None
     torch.backends.quantized.engine = made.engine
-    # FX traces a fixed graph: TF's SAME padding is fixed for the input size first. A converted graph
-    # (model=graph) is laid out as one FX graph by its own code, some of its node modules left whole.
-    leaves: tuple[type, ...] = ()
-    if isinstance(model, GraphModule):
-        fp32, leaves = flat(model, image_size)
-        fp32 = quantizable(fp32, leaves)
-    else:
-        fp32 = quantizable(static_padding(copy.deepcopy(model).cpu().eval(), image_size))
     example = torch.zeros(1, 3, image_size, image_size)
     mapping = get_default_qconfig_mapping(made.engine)
     activation = HistogramObserver.with_args(reduce_range=made.activation_bits == 7)  # 7: on 0..127

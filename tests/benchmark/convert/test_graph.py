@@ -24,6 +24,7 @@ from benchmark.formats.keras import open_keras
 from benchmark.nn import graph as graph_ops
 from benchmark.nn.layers import FixedAtSize, static_padding
 from benchmark.runtimes.tf import TFGraphModel
+from preprocessing.errors import ConfigError
 from preprocessing.tf_import import import_tensorflow
 from tests.helpers import SHARED, crops, need
 
@@ -534,6 +535,11 @@ def test_the_flat_fx_form_computes_what_the_module_computes(name, keras_models):
     with torch.no_grad():
         want = module(x)
         assert torch.equal(fx(x), want) and torch.equal(quantizable(fx, leaves)(x), want)
+    # a user's hook on a node would not run in the FX form: refused, never dropped
+    conv = next(k for k, m in module.nodes.items() if isinstance(m, graph_ops.Conv))
+    module.nodes[conv].register_forward_hook(lambda m, i, o: o * 2)
+    with pytest.raises(ConfigError, match=f"nodes.{conv} has a forward hook"):
+        graph_ops.flat(module, 96)
 
 
 def test_int8_runs_a_graph_model_against_its_exact_conversion(keras_models, tmp_path):
