@@ -475,6 +475,34 @@ class GraphModule(nn.Module):
                     out.append((f"nodes.{key}", f"{self.names[key]}:0"))
         return [*out, ("", output_tensor)]
 
+    def classifier_split(self) -> tuple["GraphModule", "GraphModule"] | None:
+        """(features, head), `head(features(x))` computing what the module computes, bit for bit:
+        the head is the last product by a constant matrix (the classifier) and what follows it,
+        reading nothing else of the image. None where the graph ends otherwise. A compiled CPU model
+        runs the head outside its partitions (nn/onednn_graph.py says why)."""
+        at = max((i for i, (key, _) in enumerate(self.steps) if type(self.nodes[key]) is Dense), default=None)
+        if at is None or len(self.steps[at][1]) != 1 or self.steps[at][1][0][1] >= 0:
+            return None
+        source = self.steps[at][1][0][0]
+        constant = {key for key, refs in self.steps if not refs}
+        tail, inside = [], {self.steps[at][0]}
+        for key, refs in self.steps[at + 1:]:
+            if refs and not all(src in inside or src in constant for src, _ in refs):
+                return None  # the tail reads another value of the image: not a head of its own
+            if refs:
+                tail.append((key, refs))
+                inside.add(key)
+        if self.output[0] not in inside:
+            return None
+        read = {src for _, refs in [self.steps[at], *tail] for src, _ in refs}
+        head_steps = [(key, refs) for key, refs in self.steps if key in constant and key in read]
+        head_steps += [self.steps[at], *tail]
+        features = GraphModule({k: self.nodes[k] for k, _ in self.steps[:at]}, self.steps[:at], self.input_name,
+                               (source, -1), {k: self.names[k] for k, _ in self.steps[:at]}, self.image_size)
+        head = GraphModule({k: self.nodes[k] for k, _ in head_steps}, head_steps, source, self.output,
+                           {k: self.names[k] for k, _ in head_steps}, self.image_size)
+        return features.eval(), head.eval()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env = {self.input_name: x}
         for i, (name, inputs) in enumerate(self.steps):

@@ -21,6 +21,7 @@ def keras_classifier(name: str, size: int, folder: Path | str, seed: int = 0) ->
     import_tensorflow()
     import keras
 
+    keras.utils.set_random_seed(seed)  # the initial weights too: the same model at every call
     model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3))
     rng = np.random.default_rng(seed)
     draw = {"gamma": lambda s: rng.uniform(0.5, 1.5, s), "beta": lambda s: rng.normal(0, 0.1, s),

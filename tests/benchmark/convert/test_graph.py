@@ -402,6 +402,36 @@ def test_a_compiled_model_that_computes_something_else_is_refused():
     assert onednn_graph.OneDNNGraphModel(Model(lie=False).eval(), 8)(torch.ones(2, 3, 8, 8)).shape == (2, 4)
 
 
+def test_the_compiled_model_runs_its_classifier_outside_the_partitions(keras_models):
+    """A converted graph splits at its classifier (the last constant product and what follows it):
+    the two parts compute the module's logits bit for bit, and cpu_fusion=graph compiles the
+    features and runs the product eagerly (oneDNN Graph's product doubled the logits' largest
+    difference from TF's: nn/onednn_graph.py); bf16 compiles it whole. A graph that does not end in
+    a product of its own is not split."""
+    from benchmark.nn import onednn_graph
+
+    module = convert_graph(FrozenGraph.from_checkpoint(open_keras(keras_models["MobileNetV2"])).graph_def,
+                           fold_bn=True).module.eval()
+    features, head = module.classifier_split()
+    kinds = [type(m) for m in head.nodes.values()]
+    assert kinds.count(graph_ops.Dense) == 1 and graph_ops.Conv not in kinds
+    assert len(features.steps) + sum(k is not graph_ops.Const for k in kinds) == len(module.steps)
+    x = torch.from_numpy(rand(3, 96, 96, 3, seed=6)).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        assert torch.equal(head(features(x)), module(x))
+    tf = import_tensorflow()
+    w = tf.constant(rand(36, 5, seed=9))
+    for fn in (lambda x: tf.nn.conv2d(x, tf.constant(rand(3, 3, 4, 6, seed=1)), 1, "VALID"),  # no product
+               lambda x: tf.matmul(tf.reshape(x, [-1, 36]), w) + tf.reduce_mean(x, [1, 2, 3], keepdims=True)[:, :, 0, 0]):  # reads x again
+        data, _ = frozen(fn, (3, 3, 4))
+        assert convert_graph(parse_graph_def(data, "test"), "test").module.classifier_split() is None
+    data, _ = frozen(lambda x: tf.nn.relu(tf.matmul(tf.reshape(x, [-1, 36]), w)), (3, 3, 4))  # a product, then its own
+    assert convert_graph(parse_graph_def(data, "test"), "test").module.classifier_split() is not None
+    if onednn_graph.available():
+        assert onednn_graph.OneDNNGraphModel(module, 96).head is not None
+        assert onednn_graph.OneDNNGraphModel(module, 96, torch.bfloat16).head is None
+
+
 @pytest.mark.slow
 def test_resnet50v2_runs_eager_where_the_compiled_form_is_refused(tmp_path):
     """Keras' ResNet50V2 (pre-activation: a residual read twice): with cpu_fusion=false and with
