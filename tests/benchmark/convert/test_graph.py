@@ -376,6 +376,8 @@ def test_the_graph_bench_measures_and_says_what_it_measured(tmp_path):
     assert cells[1] == "yes" and cells[2] == "8/8 / 8/8 / 8/8 / 8/8"  # exact, folded, ORT, onnx2torch
     exact, folded, ort, onnx2torch = (float(v) for v in cells[3].split(" / "))
     assert max(exact, folded, onnx2torch) <= 1e-4 * float(cells[4]) and ort >= 0 and cells[7].endswith("x")
+    rate, batch = cells[8].split(" ")  # ONNX Runtime at its own best batch
+    assert float(rate) > 0 and batch.strip("()") in {"1", "8", "16", "32", "64"}
 
 
 def test_a_compiled_model_that_computes_something_else_is_refused():
