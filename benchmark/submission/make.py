@@ -10,6 +10,7 @@ empty folder with its audit config, if any, given by path.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ PATH_KEYS = ("dataset.root", "dataset.labels", "model.checkpoint", "cache_dir", 
              "reference_checkpoint", "loadgen.mlperf_conf")
 INCOMPLETE = "INCOMPLETE"  # benchmark.loadgen's mark of a run that did not finish
 DRY_RUN_MARK = "DRY_RUN_NOT_A_SUBMISSION.txt"
+DRY_RUN_SERVER_QUERIES = 1000
 
 
 class SubmissionError(UserError, RuntimeError):
@@ -273,6 +275,46 @@ def probed_qps(base: list[str], folder: Path, guess: float) -> float:
     return float(probe.loadgen.value)
 
 
+SERVER_PROBE_MS = 10_000  # the short Server run at a low rate the Server's plan is made from
+SERVER_LATE = 1e-3  # the share of Server queries the plan lets queue past the bound (early stopping allows few)
+
+
+def server_plan(runs: list[str], folder: Path, bound_ns: float, probe_ms: int, guess: float) -> tuple[float, str]:
+    """The Server's target_qps and why, from a short Server run of LoadGen at a low rate (`probe_ms`,
+    a twentieth of `guess` images/s): one query's 99th-percentile latency `s` as a Server query meets
+    it, arriving at an idle machine (on 2 cores, 6 ms where back-to-back SingleStream queries took
+    3.4). A query that finds N others waits for about the rest of the one running (half of it) and
+    the others, then its own: it is late where (N + 1/2) s passes MLPerf's bound. The plan keeps the share of
+    queries finding that many (rho ** N, queries arriving at random as LoadGen sends them) at
+    SERVER_LATE. A machine where a query that finds one other running is already late is refused: no
+    Server run could keep its queries in time at a useful rate. A safe start, not the most a machine
+    sustains (queries that queue are answered together, in a batch compiled for their number, which
+    this does not count): give submission.server_target_qps to run at a rate of one's own. Not
+    packaged; kept in `folder` for a resumed command."""
+    name = folder.with_name(folder.name + ".user.conf")
+    name.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(name, "# benchmark.submission's Server probe: a short run at a low rate, not a "
+                                "submission's settings\n"
+                                f"*.Server.target_qps = {guess / 20:.1f}\n"
+                                f"*.Server.min_duration = {probe_ms}\n*.Server.min_query_count = 100\n")
+    probe = loadgen_run([*runs, "loadgen.scenario=Server"], folder, "loadgen.mode=performance",
+                        f"loadgen.user_conf={name}")
+    p99 = float((probe.loadgen.latency_ns or {}).get("99.00_percentile") or 0)
+    if not p99:
+        raise SubmissionError(f"{folder}: the Server's probe reported no 99th-percentile latency")
+    late = math.floor(bound_ns / p99 - 0.5) + 1  # the fewest queries found waiting that make one late
+    if late < 2:
+        raise SubmissionError(f"{folder}: one Server query takes {p99 / 1e6:.2f} ms here (99th percentile, at a low "
+                              f"rate): one that finds another running is late for MLPerf's Server bound of "
+                              f"{bound_ns / 1e6:g} ms, so no Server run can be VALID at a useful rate on this system "
+                              f"as it runs the model (a faster precision or device; or submission.server_target_qps)")
+    rho = SERVER_LATE ** (1 / late)
+    return rho * 1e9 / p99, (f"{rho:.2f} of one query at a time at its 99th-percentile latency, {p99 / 1e6:.2f} ms "
+                             f"in a {probe_ms / 1000:g} s Server run at a low rate (probe/): a query finding {late} "
+                             f"others is late for MLPerf's {bound_ns / 1e6:g} ms bound, and about "
+                             f"{SERVER_LATE:g} of them do")
+
+
 def achieved(folder: Path) -> float:
     """The images/s a performance run achieved that ended before its minimum duration (LoadGen had
     planned too few samples or queries: the speed measured before was lower than the run's): Offline's
@@ -293,8 +335,9 @@ def settings_of(conf: str, scenario: str) -> set[str]:
     return {line for line in lines if line.split(".")[1] in (scenario, "*")}
 
 
-def user_conf(cfg: DictConfig, qps: float, why: str = "") -> str:
-    """The user.conf of the performance runs: what the harness sets beside MLPerf's mlperf.conf."""
+def user_conf(cfg: DictConfig, qps: float, why: str = "", scenario: str = "Offline") -> str:
+    """The user.conf of the performance runs: what the harness sets beside MLPerf's mlperf.conf. A
+    Server's `qps` is its own planned rate (server_plan), the others' the machine's images/s."""
     name, sub = family(judged_as(cfg.model.arch, cfg.model.get("ports"))).loadgen_name, cfg.submission
     margin = float(sub.margin)
     # LoadGen plans an Offline run's samples from its target_qps (1.1 x the minimum duration at that
@@ -303,17 +346,20 @@ def user_conf(cfg: DictConfig, qps: float, why: str = "") -> str:
     # ending when the minimum is met (too few, from too long a latency, run out: INVALID)
     lines = [f"# written by benchmark.submission from {why or 'the images/s measured on this machine'}, "
              f"times the margin ({margin}):",
-             "# Offline's target, the Single/MultiStream latencies it implies (8 samples a MultiStream query),",
-             "# the Server's at half of it",
+             "# Offline's target, the Single/MultiStream latencies it implies (8 samples a MultiStream query)",
              f"{name}.Offline.target_qps = {qps * margin:.1f}",
              f"{name}.SingleStream.target_latency = {1000 / (qps * margin):.4f}",
-             f"{name}.MultiStream.target_latency = {8 * 1000 / (qps * margin):.4f}",
-             f"{name}.Server.target_qps = {qps / 2:.1f}"]
+             f"{name}.MultiStream.target_latency = {8 * 1000 / (qps * margin):.4f}"]
+    if scenario == "Server":  # a rate of its own, no margin: a faster plan queues queries past the bound
+        lines = [f"# written by benchmark.submission: the Server's target from {why}",
+                 f"{name}.Server.target_qps = {qps:.1f}"]
     if sub.dry_run:
         lines += ["# a dry run: short performance runs, NOT a submission's settings",
                   f"*.*.min_duration = {int(sub.dry_run_duration_ms)}",
                   "*.*.min_query_count = 100",  # SingleStream's early stopping needs 64 queries at least,
-                  "*.MultiStream.min_query_count = 662"]  # MultiStream's (its 99th percentile) 662
+                  "*.MultiStream.min_query_count = 662",  # MultiStream's (its 99th percentile) 662
+                  # the Server's 459 with every query in time, more for each late one: room for a few
+                  f"*.Server.min_query_count = {DRY_RUN_SERVER_QUERIES}"]
     return "\n".join(lines) + "\n"
 
 
@@ -434,16 +480,26 @@ def make(cfg: DictConfig, overrides: list[str]) -> Path:
         # a run that ends before its second is INVALID: at four times, a TEST01 run of 0.1 s in CI once ran
         # faster than planned and ended early); a submission's: the evaluation loop timed over
         # 2,048 images (its Offline run must last the 600 s it plans)
-        if sub.dry_run:
+        if scenario == "Server" and sub.server_target_qps:
+            qps, why = float(sub.server_target_qps), "submission.server_target_qps"
+        elif scenario == "Server":  # its rate is bound by one image's latency, not by images/s
+            from benchmark.loadgen.settings import read_detail_log
+
+            bound = read_detail_log(work / scenario / "accuracy" / "mlperf_log_detail.txt")["values"][
+                "effective_target_latency_ns"]
+            qps, why = server_plan(runs, work / scenario / "probe", float(bound), int(
+                sub.dry_run_duration_ms) if sub.dry_run else SERVER_PROBE_MS, accuracy.loadgen.warm_up_images_per_s)
+        elif sub.dry_run:
             qps, why = 8 * accuracy.loadgen.warm_up_images_per_s, "eight times the accuracy run's warm batch"
         else:
             qps, why = measured_qps(runs, work, accuracy.scores.total), "the evaluation loop's images/s"
             if scenario == "Offline":  # the one scenario whose length its plan sets
                 qps = probed_qps(base, work / scenario / "probe", qps)
                 why = f"the samples/s LoadGen achieved in a {PROBE_MS // 1000} s Offline run (probe/)"
-        # the rate the plan is made from only rises: an earlier run's achieved rate is kept
+        # the rate the plan is made from only rises: an earlier run's achieved rate is kept (not the
+        # Server's: its rate is its plan's, never a measure of the machine)
         rate = work / scenario / "images_per_s.json"
-        before = json.loads(rate.read_text())["images_per_s"] if rate.is_file() else 0.0
+        before = json.loads(rate.read_text())["images_per_s"] if rate.is_file() and scenario != "Server" else 0.0
         if max(before, achieved(work / scenario / "performance")) > qps:
             qps, why = max(before, achieved(work / scenario / "performance")), "an earlier run's achieved rate"
         performance, perf_args = planned_run(cfg, base, work / scenario, scenario, qps, why)
@@ -489,15 +545,16 @@ def planned_run(cfg: DictConfig, base: list[str], work: Path, scenario: str, qps
     sub, conf = cfg.submission, work / "user.conf"
     for attempt in (1, 2):
         write_text_atomically(work / "images_per_s.json", json.dumps({"images_per_s": qps}))
-        text = user_conf(cfg, qps, why)
+        text = user_conf(cfg, qps, why, scenario)
         if conf.is_file() and settings_of(conf.read_text(), scenario) != settings_of(text, scenario):
             # runs made with other LoadGen settings for this scenario are not kept
             print(f"submission: {conf} changes: its scenario's performance runs are run again", file=sys.stderr)
             for stale in ("performance", *sub.compliance):
                 shutil.rmtree(work / stale, ignore_errors=True)
         write_text_atomically(conf, text)
-        print(f"submission: {scenario} planned at {qps * float(sub.margin):.1f} images/s: {why}, times "
-              f"submission.margin={sub.margin}", file=sys.stderr)
+        margin = 1.0 if scenario == "Server" else float(sub.margin)
+        print(f"submission: {scenario} planned at {qps * margin:.1f} images/s: {why}"
+              + ("" if scenario == "Server" else f", times submission.margin={sub.margin}"), file=sys.stderr)
         perf_args = ("loadgen.mode=performance", f"loadgen.user_conf={conf}")
         performance = loadgen_run(base, work / "performance", *perf_args)
         faster = achieved(work / "performance")
@@ -513,7 +570,7 @@ def _valid(results: Results, folder: Path) -> None:
     why = not_a_result(folder, results)
     if why is not None:
         hint = " (an Offline run that ended early: at the samples/s it achieved, times submission.margin)" \
-            if results.loadgen.mode == "performance" else ""
+            if results.loadgen.scenario == "Offline" and results.loadgen.min_duration_met is False else ""
         raise SubmissionError(f"{folder}: {why}: not a result, not packaged; the command runs it again next "
                               f"time{hint}")
 

@@ -315,6 +315,50 @@ def test_the_offline_probe_is_loadgens_own_rate(fixture_graphs, tmp_path, monkey
     assert rate > 0 and (tmp_path / "runs" / "Offline" / "probe" / "mlperf_log_detail.txt").is_file()
 
 
+@pytest.mark.parametrize("p99_ms,late", [(3.0, 5), (6.0, 3), (7.0, 2), (10.0, 2), (10.5, None)])
+def test_the_servers_plan_keeps_its_queries_within_the_bound(p99_ms, late, tmp_path, monkeypatch):
+    """The Server's rate from a short Server run at a low rate: a query finding `late` others is late
+    for MLPerf's 15 ms bound ((late + 1/2) s past it, s the probe's 99th-percentile latency), and
+    the rate keeps the share of queries finding that many (rho ** late) at 1e-3; where a query finding
+    one other running is already late, refused with the reason. Its user.conf holds the Server's line."""
+    probes = []
+
+    def fake_run(overrides, folder, *extra):
+        probes.append((overrides, folder, (folder.parent / "probe.user.conf").read_text()))
+        return results_of({"kind": "loadgen-performance", "loadgen": {
+            "mode": "performance", "scenario": "Server", "validity": "INVALID",
+            "latency_ns": {"99.00_percentile": p99_ms * 1e6}}})
+
+    monkeypatch.setattr(submission, "loadgen_run", fake_run)
+    plan = lambda: submission.server_plan(["model=resnet50"], tmp_path / "probe", 15e6, 1000, 400.0)  # noqa: E731
+    if late is None:
+        with pytest.raises(submission.SubmissionError, match="one that finds another running is late for MLPerf's "
+                                                             "Server bound of 15 ms"):
+            plan()
+        return
+    qps, why = plan()
+    rho = 1e-3 ** (1 / late)
+    assert qps == pytest.approx(rho / (p99_ms / 1000)) and f"a query finding {late} others is late" in why
+    (overrides, folder, conf), = probes
+    assert overrides[-1] == "loadgen.scenario=Server" and "*.Server.target_qps = 20.0" in conf
+    assert "*.Server.min_duration = 1000" in conf
+    cfg = config("model=resnet50", "submission.submitter=T", "submission.system=S", name="submission")
+    text = submission.user_conf(cfg, qps, why, "Server")
+    assert f"resnet50.Server.target_qps = {qps:.1f}" in text and "Offline" not in text and why in text
+
+
+def test_server_queries_that_queue_are_answered_at_their_own_batch_size():
+    """A Server batch of any size up to the batch size is compiled for, never padded to it (two
+    queued images padded to 8 took a Server query past its bound); MultiStream's rest, as before."""
+    from types import SimpleNamespace
+
+    from benchmark.loadgen.run import query_batch_sizes
+
+    assert query_batch_sizes("Server", 8, None) == {2, 3, 4, 5, 6, 7}
+    assert query_batch_sizes("Offline", 8, None) == set()
+    assert query_batch_sizes("MultiStream", 3, SimpleNamespace(multi_stream_samples_per_query=8)) == {3, 2}
+
+
 def test_the_closed_divisions_rules_are_refused_before_any_run(tmp_path, monkeypatch):
     """submission.division=closed: each rule named, before any run: MLPerf's ResNet-50 only (MobileNet
     has no closed benchmark now; a graph or a module is not MLPerf's model), its published checkpoint
