@@ -369,7 +369,7 @@ def test_the_closed_divisions_rules_are_refused_before_any_run(tmp_path, monkeyp
     ckpt.write_bytes(b"not MLPerf's")
     base = ["model=resnet50", f"model.checkpoint={ckpt}", f"dataset.root={root}", f"submission.out={tmp_path / 'o'}",
             "submission.submitter=Tester", "submission.system=box", "submission.division=closed",
-            "submission.system_type=datacenter", "submission.scenarios=[Offline,Server]",
+            "submission.system_type='datacenter,edge'", "submission.scenarios=[SingleStream,MultiStream,Offline,Server]",
             "submission.compliance=[TEST01,TEST04]", *(f"submission.system_desc.{k}={v}" for k, v in SYSTEM.items())]
     monkeypatch.setattr(submission, "loadgen_run", lambda *a, **k: pytest.fail(f"ran {a}"))
 
@@ -389,12 +389,18 @@ def test_the_closed_divisions_rules_are_refused_before_any_run(tmp_path, monkeyp
     refused(dry, "preprocess.interpolation=linear", message="interpolation=linear \\(MLPerf's: area\\)")
     refused(dry, "precision=int8", f"calibration.list={tmp_path / 'mine.txt'}",
             message="a quantized model is calibrated on MLPerf's calibration list")
-    refused(dry, "submission.scenarios=[Offline]", message="a system of type datacenter submits Offline, Server; "
-                                                           "submission.scenarios lacks Server")
-    refused(dry, "submission.system_type=edge", message="a system of type edge submits SingleStream, MultiStream, Offline")
+    refused(dry, "submission.scenarios=[SingleStream,MultiStream,Offline]", message=(
+        "a system of type datacenter,edge submits SingleStream, MultiStream, Offline, Server; submission.scenarios "
+        "lacks Server"))
+    refused(dry, "submission.system_type=edge", "submission.scenarios=[Offline]",
+            message="a system of type edge submits SingleStream, MultiStream, Offline")
+    # MLPerf's datacenter suite has no image classification since v5.1: refused in either division
+    refused(dry, "submission.system_type=datacenter", message="datacenter suite has had no image classification")
+    refused(dry, "submission.system_type=datacenter", "submission.division=open",
+            message="datacenter suite has had no image classification")
     refused(dry, "submission.compliance=[TEST01]", message="every scenario needs TEST01 and TEST04; "
                                                            "submission.compliance lacks TEST04")
-    assert submission.required_scenarios("datacenter,edge") == ["Offline", "Server", "SingleStream", "MultiStream"]
+    assert submission.required_scenarios("edge,datacenter") == ["SingleStream", "MultiStream", "Offline", "Server"]
 
 
 @pytest.mark.slow
