@@ -218,21 +218,23 @@ def read(path: Path) -> Results:
     return read_results(path, kinds=tuple(KINDS), command="benchmark.submission")
 
 
-def finished(folder: Path) -> Results | None:
+def finished(folder: Path, probe: bool = False) -> Results | None:
     """A run's results, if it ran to its end (LoadGen's results.json written, no INCOMPLETE mark) and
-    is a result (not_a_result)."""
+    is a result (not_a_result); a probe's whatever its validity (a short run, read for its rate or
+    latency: measured again, a resumed command would plan, and run, its scenario anew)."""
     results = folder / "results.json"
     if folder.is_dir() and results.is_file() and not (folder / INCOMPLETE).exists():
         done = read(results)
-        if not_a_result(folder, done) is None:
+        if probe or not_a_result(folder, done) is None:
             return done
     return None
 
 
-def loadgen_run(overrides: list[str], folder: Path, *extra: str, command: str = "benchmark.loadgen") -> Results:
+def loadgen_run(overrides: list[str], folder: Path, *extra: str, command: str = "benchmark.loadgen",
+                probe: bool = False) -> Results:
     """One run in a process of its own, started in a fresh empty folder; its results. A finished run
-    is not run again; an unfinished one is removed and run again."""
-    done = finished(folder)
+    (`probe`: whatever its validity) is not run again; an unfinished one is removed and run again."""
+    done = finished(folder, probe)
     if done is not None:
         print(f"submission: {folder} finished before: not run again", file=sys.stderr)
         return done
@@ -279,7 +281,7 @@ def probed_qps(base: list[str], folder: Path, guess: float) -> float:
     name.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(name, "# benchmark.submission's Offline probe: a short run, not a submission's settings\n"
                                 f"*.Offline.target_qps = {guess:.1f}\n*.Offline.min_duration = {PROBE_MS}\n")
-    probe = loadgen_run(base, folder, "loadgen.mode=performance", f"loadgen.user_conf={name}")
+    probe = loadgen_run(base, folder, "loadgen.mode=performance", f"loadgen.user_conf={name}", probe=True)
     return float(probe.loadgen.value)
 
 
@@ -306,7 +308,7 @@ def server_plan(runs: list[str], folder: Path, bound_ns: float, probe_ms: int, g
                                 f"*.Server.target_qps = {guess / 20:.1f}\n"
                                 f"*.Server.min_duration = {probe_ms}\n*.Server.min_query_count = 100\n")
     probe = loadgen_run([*runs, "loadgen.scenario=Server"], folder, "loadgen.mode=performance",
-                        f"loadgen.user_conf={name}")
+                        f"loadgen.user_conf={name}", probe=True)
     p99 = float((probe.loadgen.latency_ns or {}).get("99.00_percentile") or 0)
     if not p99:
         raise SubmissionError(f"{folder}: the Server's probe reported no 99th-percentile latency")

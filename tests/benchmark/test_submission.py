@@ -254,6 +254,9 @@ def test_an_invalid_performance_run_is_not_a_result(tmp_path):
                            "min_duration_met": False, "value": 630.4}}
     (folder / "results.json").write_text(json.dumps(invalid))
     assert submission.finished(folder) is None  # run again next time, never packaged
+    # a probe is read for its rate or latency whatever its validity: kept, so a resumed command plans
+    # (and keeps the runs it planned) as before
+    assert submission.finished(folder, probe=True).loadgen.validity == "INVALID"
     assert submission.achieved(folder) == 630.4  # at least the rate it achieved: Offline's next target
     invalid["loadgen"].update(scenario="SingleStream", value=2_000_000)  # ns: 500 images/s
     (folder / "results.json").write_text(json.dumps(invalid))
@@ -323,7 +326,8 @@ def test_the_servers_plan_keeps_its_queries_within_the_bound(p99_ms, late, tmp_p
     one other running is already late, refused with the reason. Its user.conf holds the Server's line."""
     probes = []
 
-    def fake_run(overrides, folder, *extra):
+    def fake_run(overrides, folder, *extra, probe=False):
+        assert probe  # kept whatever its validity
         probes.append((overrides, folder, (folder.parent / "probe.user.conf").read_text()))
         return results_of({"kind": "loadgen-performance", "loadgen": {
             "mode": "performance", "scenario": "Server", "validity": "INVALID",
