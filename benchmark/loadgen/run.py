@@ -64,12 +64,14 @@ def val_map_text(s: Setup) -> str:
 def query_batch_sizes(scenario: str, batch_size: int, settings) -> set[int]:
     """The batch sizes the SUT sends besides the run's and 1: a MultiStream query of k samples is
     answered in batches of the batch size and a last one of the rest; Server queries that queue while
-    a batch runs are answered together, any number up to the batch size. The runtime compiles for
-    these instead of padding them to the batch size, so their latencies are their own compute (a
+    a batch runs are answered together, any number up to the batch size: compiled for the powers of
+    two below it, a batch of another number padded to the next (at most twice its rows; a compiled
+    form per size would be one compile per number before the run). The runtime compiles for these
+    instead of padding them to the batch size, so their latencies are (nearly) their own compute (a
     Server's two queued images padded to 8 took 28 ms where one took 4: its 90th percentile, on 2
     cores, and LoadGen's early stopping counts each late query)."""
     if scenario == "Server":
-        return set(range(2, batch_size))
+        return {1 << i for i in range(1, max(batch_size - 1, 1).bit_length())} - {batch_size}
     if scenario != "MultiStream":
         return set()
     k = int(settings.multi_stream_samples_per_query)
@@ -97,7 +99,8 @@ def padding_line(padding: dict | None) -> str | None:
     if not padding or not padding["padding_rows"]:
         return None
     return (f"padding: {padding['padding_rows']} of the {padding['rows_computed']} rows computed were zero rows "
-            f"(batches of other sizes run at {padding['padded_to']}, cpu_fusion=graph / CUDA graphs): the "
+            f"(batches of other sizes run at the next compiled size, of "
+            f"{padding.get('compiled_sizes') or [padding['padded_to']]}, cpu_fusion=graph / CUDA graphs): the "
             f"latencies include their compute")
 
 

@@ -2,8 +2,9 @@
 answer independent of the batch it came in.
 
 A compiled form is made for the first batch size above 1 seen (the run's), for 1, and for any size
-declared beforehand (`sizes`: the batches LoadGen's MultiStream queries come in). A batch of another
-size (a last partial batch, LoadGen's Server batching) runs at the run's size padded with zero rows:
+declared beforehand (`sizes`: the batches LoadGen's MultiStream queries come in, the powers of two
+its Server batches are padded to). A batch of another size (a last partial batch, a Server batch)
+runs at the smallest of those sizes that holds it, padded with zero rows:
 the rows of a batch do not mix, so each image's answer is bit for bit its answer in a full batch, and
 no kernel choice a run did not plan for (with its own last digits) enters it. The padding is
 counted (`rows`, `padding`): LoadGen states it with its latencies.
@@ -50,9 +51,10 @@ class CompiledPerBatchSize:
         outs = []
         for part in x.split(self.main):
             k = part.shape[0]
-            if k < self.main:
-                part = torch.cat([part, part.new_zeros(self.main - k, *part.shape[1:])])
-            self.rows += self.main
-            self.padding += self.main - k
-            outs.append(self.run(self.for_size(self.main), part)[:k])
+            size = min(s for s in (self.main, *self.sizes) if k <= s <= self.main)
+            if k < size:
+                part = torch.cat([part, part.new_zeros(size - k, *part.shape[1:])])
+            self.rows += size
+            self.padding += size - k
+            outs.append(self.run(self.for_size(size), part)[:k])
         return torch.cat(outs)

@@ -161,12 +161,14 @@ class TorchRuntime(RuntimeBase):
             self.fused.sizes |= self.sizes
 
     def padding(self, reset: bool = False) -> dict | None:
-        """Rows computed by the compiled model and how many were zero padding (batches of a size
-        not compiled for run padded to the run's); None for a model that never pads."""
+        """Rows computed by the compiled model and how many were zero padding (a batch of a size not
+        compiled for runs padded to the next compiled size); None for a model that never pads."""
         f = self.fused
         if not isinstance(f, CompiledPerBatchSize):
             return None
-        counts = {"rows_computed": f.rows, "padding_rows": f.padding, "padded_to": f.main}
+        # padded_to: the largest size a batch is padded to; a smaller one goes to the next compiled size
+        counts = {"rows_computed": f.rows, "padding_rows": f.padding, "padded_to": f.main,
+                  "compiled_sizes": sorted(n for n in {1, f.main, *f.sizes} if n is not None)}
         if reset:
             f.rows = f.padding = 0
         return counts

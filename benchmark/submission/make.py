@@ -298,7 +298,7 @@ def server_plan(runs: list[str], folder: Path, bound_ns: float, probe_ms: int, g
     queries finding that many (rho ** N, queries arriving at random as LoadGen sends them) at
     SERVER_LATE. A machine where a query that finds one other running is already late is refused: no
     Server run could keep its queries in time at a useful rate. A safe start, not the most a machine
-    sustains (queries that queue are answered together, in a batch compiled for their number, which
+    sustains (queries that queue are answered together, in a batch padded to the next compiled size, which
     this does not count): give submission.server_target_qps to run at a rate of one's own. Not
     packaged; kept in `folder` for a resumed command."""
     name = folder.with_name(folder.name + ".user.conf")

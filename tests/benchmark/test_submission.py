@@ -351,16 +351,40 @@ def test_the_servers_plan_keeps_its_queries_within_the_bound(p99_ms, late, tmp_p
     assert f"resnet50.Server.target_qps = {qps:.1f}" in text and "Offline" not in text and why in text
 
 
-def test_server_queries_that_queue_are_answered_at_their_own_batch_size():
-    """A Server batch of any size up to the batch size is compiled for, never padded to it (two
-    queued images padded to 8 took a Server query past its bound); MultiStream's rest, as before."""
+def test_server_queries_that_queue_are_padded_to_the_next_compiled_size_not_the_batch_size():
+    """A Server batch is compiled for at the powers of two below the batch size and padded to the next
+    (two queued images padded to 8 took a Server query past its bound; a compiled form for every
+    number would be a compile each before the run); MultiStream's rest, as before. The compiled model
+    runs each batch at the smallest compiled size that holds it, the padding counted."""
     from types import SimpleNamespace
 
-    from benchmark.loadgen.run import query_batch_sizes
+    import torch
 
-    assert query_batch_sizes("Server", 8, None) == {2, 3, 4, 5, 6, 7}
+    from benchmark.loadgen.run import query_batch_sizes
+    from benchmark.nn.compiled import CompiledPerBatchSize
+
+    assert query_batch_sizes("Server", 8, None) == {2, 4}
+    assert query_batch_sizes("Server", 64, None) == {2, 4, 8, 16, 32}
+    assert query_batch_sizes("Server", 2, None) == set() and query_batch_sizes("Server", 9, None) == {2, 4, 8}
     assert query_batch_sizes("Offline", 8, None) == set()
     assert query_batch_sizes("MultiStream", 3, SimpleNamespace(multi_stream_samples_per_query=8)) == {3, 2}
+
+    class Sized(CompiledPerBatchSize):
+        def compile(self, n):
+            return n
+
+        def run(self, n, x):
+            assert len(x) == n  # every batch at a compiled size
+            ran.append(n)
+            return x.sum((1, 2, 3))
+
+    model, ran = Sized(2), []
+    model.sizes = {2, 4}
+    x = torch.arange(8 * 3 * 4, dtype=torch.float32).reshape(8, 3, 2, 2)
+    assert torch.equal(model(x), x.sum((1, 2, 3))) and ran == [8]  # the run's size
+    for k, size in ((3, 4), (2, 2), (5, 8), (1, 1)):
+        assert torch.equal(model(x[:k]), x[:k].sum((1, 2, 3))) and ran[-1] == size, (k, ran)
+    assert model.padding == (4 - 3) + (8 - 5)
 
 
 def test_the_closed_divisions_rules_are_refused_before_any_run(tmp_path, monkeypatch):
